@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# Build stage: compile the operator and bundle the proxy (the operator ships the bundle
+# to each VPS over SSH, so it is part of the image).
+FROM node:24-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY operator ./operator
+COPY proxy ./proxy
+COPY tools/bundle-proxy.ts ./tools/bundle-proxy.ts
+RUN npx tsc -p tsconfig.build.json && node tools/bundle-proxy.ts
+
+# Production dependencies only.
+FROM node:24-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
+
+# Runtime: no sources, no dev dependencies, no shell tools we do not need; non-root.
+FROM node:24-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /src/dist ./dist
+COPY package.json ./
+USER 65532:65532
+EXPOSE 8080 8081
+ENTRYPOINT ["node", "dist/operator/main.js"]
+CMD ["run"]

@@ -1,0 +1,40 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+
+// No Docker engine exists here, so the Dockerfile cannot be built in CI; this checks the
+// assumptions it makes about the repository instead.
+const dockerfile = readFileSync('Dockerfile', 'utf8');
+const lines = dockerfile.split('\n').filter((l) => !l.trimStart().startsWith('#'));
+const stages = dockerfile.split(/^FROM /m).slice(1);
+const runtime = stages.at(-1) ?? '';
+
+describe('Dockerfile', () => {
+  it('copies only files that exist in the repository', () => {
+    const copies = lines.filter((l) => l.startsWith('COPY ') && !l.includes('--from='));
+    expect(copies.length).toBeGreaterThan(0);
+    for (const l of copies) {
+      const parts = l.split(/\s+/).slice(1, -1);
+      for (const src of parts) expect(existsSync(src), `${l}: ${src}`).toBe(true);
+    }
+  });
+
+  it('starts the entry point the build produces', () => {
+    const entry = /ENTRYPOINT \["node", "([^"]+)"\]/.exec(runtime)?.[1];
+    expect(entry).toBe('dist/operator/main.js');
+    const build = JSON.parse(readFileSync('tsconfig.build.json', 'utf8')) as {
+      compilerOptions: { outDir: string };
+    };
+    expect(build.compilerOptions.outDir).toBe('dist');
+    expect(existsSync('operator/main.ts')).toBe(true);
+    expect(existsSync('dist/operator/main.js'), 'run `make build` first').toBe(true);
+  });
+
+  it('runs as a non-root user on a Node 24 slim runtime without dev dependencies or sources', () => {
+    expect(runtime).toMatch(/^node:24-bookworm-slim/);
+    const user = /^USER (\d+)/m.exec(runtime)?.[1];
+    expect(Number(user)).toBeGreaterThan(0);
+    expect(dockerfile).toContain('npm ci --omit=dev');
+    expect(runtime).not.toMatch(/COPY (operator|proxy|test|tools)\b/);
+    expect(runtime).not.toContain('HEALTHCHECK');
+  });
+});
