@@ -1,12 +1,146 @@
 // Entry point of the host-side LLM proxy (bundled to dist/proxy/cannes-proxy.mjs).
-const USAGE = `cannes-proxy: the host-side LLM proxy that injects real API keys for Docker bridge clients
+import { createServer } from 'node:http';
+import { Registry } from 'prom-client';
+import { CannesError } from '../operator/lib/errors.ts';
+import { parseArgs, USAGE } from './cli.ts';
+import { KeyFileWatcher } from './keyfile-watch.ts';
+import { createLogger } from './log.ts';
+import { ProxyMetrics } from './metrics.ts';
+import { Allowlist, findBridgeAddresses, type HostPort } from './net.ts';
+import { ProxyServer } from './server.ts';
 
-usage: node cannes-proxy.mjs --keys FILE [--listen HOST:PORT ...] [--allow CIDR ...] [--metrics HOST:PORT]
-`;
-
-if (process.argv.includes('--help') || process.argv.includes('-h')) {
-  process.stdout.write(USAGE);
-  process.exit(0);
+function fail(message: string): never {
+  process.stderr.write(`cannes-proxy: ${message}\n`);
+  process.exit(2);
 }
-process.stderr.write('cannes-proxy: not implemented yet\n');
-process.exit(2);
+
+async function main(): Promise<void> {
+  let args: ReturnType<typeof parseArgs>;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    fail(err instanceof CannesError ? err.message : 'invalid arguments');
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const logger = createLogger({ level: args.logLevel });
+  let allow: Allowlist;
+  try {
+    allow = new Allowlist(args.allow);
+  } catch (err) {
+    fail(err instanceof CannesError ? err.message : 'invalid --allow');
+  }
+
+  let listen: readonly HostPort[] = args.listen;
+  if (listen.length === 0) {
+    const bridges = findBridgeAddresses();
+    if (bridges.length === 0) {
+      fail(
+        'no Docker bridge address found (docker0, br-*): give --listen HOST:PORT; never listening on 0.0.0.0',
+      );
+    }
+    listen = bridges.map((b) => ({ host: b.address, port: args.port }));
+    for (const b of bridges) {
+      if (!allow.allows(b.address, 'IPv4')) {
+        logger.warn('bridge address outside the allowed source ranges', {
+          iface: b.iface,
+          address: b.address,
+        });
+      }
+    }
+  }
+
+  const registry = new Registry();
+  const metrics = new ProxyMetrics(registry);
+  const proxy = new ProxyServer({
+    listen,
+    allow,
+    logger,
+    metrics,
+    maxBodyBytes: args.maxBodyBytes,
+    upstreamHeadersTimeoutMs: args.upstreamHeadersTimeoutMs,
+    upstreamBodyTimeoutMs: args.upstreamBodyTimeoutMs,
+    upstreamConnectTimeoutMs: args.upstreamConnectTimeoutMs,
+    clientHeadersTimeoutMs: args.clientHeadersTimeoutMs,
+    clientRequestTimeoutMs: args.clientRequestTimeoutMs,
+  });
+  const uid = typeof process.getuid === 'function' ? process.getuid() : null;
+  const watcher = new KeyFileWatcher({
+    path: args.keys,
+    uid,
+    logger,
+    metrics,
+    onRoutes: (routes) => proxy.setRoutes(routes),
+  });
+  try {
+    watcher.loadInitial();
+  } catch (err) {
+    // Messages of key file errors never quote the file.
+    fail(err instanceof CannesError ? err.message : 'the key file could not be read');
+  }
+
+  try {
+    const bound = await proxy.listen();
+    for (const a of bound) logger.info('listening', { address: a.address, port: a.port });
+  } catch (err) {
+    const code = err instanceof Error && 'code' in err ? String(err.code) : 'unknown';
+    fail(`cannot listen on ${listen.map((l) => `${l.host}:${l.port}`).join(', ')} (${code})`);
+  }
+
+  let metricsServer: ReturnType<typeof createServer> | null = null;
+  if (args.metrics) {
+    const m = args.metrics;
+    metricsServer = createServer(async (req, res) => {
+      if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
+        const text = await registry.metrics();
+        res.writeHead(200, { 'content-type': registry.contentType });
+        res.end(text);
+      } else if (req.method === 'GET' && req.url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('ok\n');
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        metricsServer!.once('error', reject);
+        metricsServer!.listen({ host: m.host, port: m.port, exclusive: true }, () => resolve());
+      });
+      const a = metricsServer.address();
+      if (a && typeof a === 'object') logger.info('metrics listening', { address: a.address, port: a.port });
+    } catch (err) {
+      const code = err instanceof Error && 'code' in err ? String(err.code) : 'unknown';
+      fail(`cannot listen for metrics on ${m.host}:${m.port} (${code})`);
+    }
+  }
+
+  watcher.start();
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading the key file');
+    watcher.reload('signal');
+  });
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    logger.info('stopping: no new connections, letting open streams finish', {
+      signal,
+      active: proxy.activeRequests,
+      deadlineMs: args.drainTimeoutMs,
+    });
+    watcher.stop();
+    await proxy.close(args.drainTimeoutMs);
+    metricsServer?.close();
+    metricsServer?.closeAllConnections();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+await main();

@@ -1,10 +1,15 @@
 // Bundles the host-side proxy into ONE self-contained ESM file that runs with plain
-// `node` on the VPS (no node_modules there).
+// `node` on the VPS (no node_modules there): undici and prom-client are inlined, only
+// `node:` builtins stay external. `--outfile PATH` builds elsewhere (tests use a temp dir).
 import { build } from 'esbuild';
 
-await build({
-  entryPoints: ['proxy/main.ts'],
-  outfile: 'dist/proxy/cannes-proxy.mjs',
+const i = process.argv.indexOf('--outfile');
+const outfile = i === -1 ? 'dist/proxy/cannes-proxy.mjs' : process.argv[i + 1];
+if (!outfile) throw new Error('--outfile needs a path');
+
+const result = await build({
+  entryPoints: [new URL('../proxy/main.ts', import.meta.url).pathname],
+  outfile,
   bundle: true,
   platform: 'node',
   target: 'node22',
@@ -12,9 +17,17 @@ await build({
   minify: false,
   sourcemap: false,
   legalComments: 'none',
+  metafile: true,
   // Some CommonJS dependencies call require() on node builtins; give ESM a require.
   banner: {
-    js: "import { createRequire as __cannesCreateRequire } from 'node:module'; const require = __cannesCreateRequire(import.meta.url);",
+    js: "#!/usr/bin/env node\nimport { createRequire as __cannesCreateRequire } from 'node:module'; const require = __cannesCreateRequire(import.meta.url);",
   },
   logLevel: 'warning',
 });
+
+// The proxy must not drag operator code along: only proxy/ and pure shared modules.
+const ALLOWED_LOCAL = /^(proxy\/|operator\/lib\/(errors|secret)\.ts$|node_modules\/)/;
+for (const input of Object.keys(result.metafile.inputs)) {
+  if (!ALLOWED_LOCAL.test(input))
+    throw new Error(`proxy bundle pulls in ${input}: keep proxy/ self-contained`);
+}

@@ -1,0 +1,116 @@
+import { type FSWatcher, unwatchFile, watch, watchFile } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { CannesError } from '../operator/lib/errors.ts';
+import { type KeyFileContents, type Route, readKeyFile } from './keys.ts';
+import type { Logger } from './log.ts';
+import type { ProxyMetrics } from './metrics.ts';
+
+export interface KeyFileWatcherOptions {
+  readonly path: string;
+  readonly uid: number | null;
+  readonly logger: Logger;
+  readonly metrics: ProxyMetrics;
+  readonly onRoutes: (routes: ReadonlyMap<string, Route>) => void;
+  /** Backstop poll of the file's stat, for filesystems where fs.watch misses events. */
+  readonly pollIntervalMs?: number;
+}
+
+/**
+ * Keeps the route table in step with the key file: reloads on change (the directory is
+ * watched, because the operator replaces the file by atomic rename) and on SIGHUP. A file
+ * that fails any check leaves the last good table in place and logs an error that names
+ * the problem, never the content.
+ */
+export class KeyFileWatcher {
+  readonly #o: KeyFileWatcherOptions;
+  #digest = '';
+  #lastError = '';
+  #watcher: FSWatcher | null = null;
+  #debounce: NodeJS.Timeout | null = null;
+  #polling = false;
+
+  constructor(options: KeyFileWatcherOptions) {
+    this.#o = options;
+  }
+
+  /** The first load: a failure here is fatal for the caller (refuse to start). */
+  loadInitial(): number {
+    const contents = this.#read();
+    this.#apply(contents, 'start');
+    return contents.routes.size;
+  }
+
+  /** Re-reads the file; returns true when a new table was applied. */
+  reload(trigger: string): boolean {
+    let contents: KeyFileContents;
+    try {
+      contents = this.#read();
+    } catch (err) {
+      const message = err instanceof CannesError ? err.message : 'key file could not be read';
+      const reason = err instanceof CannesError ? err.reason : 'KeyFileUnreadable';
+      this.#o.metrics.reloaded(false);
+      // Repeated polls of the same broken file log once.
+      if (message !== this.#lastError) {
+        this.#lastError = message;
+        this.#o.logger.error('key file reload failed; keeping the last good key file', {
+          reason,
+          message,
+          trigger,
+        });
+      }
+      return false;
+    }
+    this.#lastError = '';
+    if (contents.digest === this.#digest) return false;
+    this.#apply(contents, trigger);
+    return true;
+  }
+
+  start(): void {
+    const dir = dirname(this.#o.path);
+    const name = basename(this.#o.path);
+    try {
+      this.#watcher = watch(dir, { persistent: false }, (_event, filename) => {
+        if (filename !== null && filename.toString() !== name) return;
+        this.#schedule('watch');
+      });
+      this.#watcher.on('error', (err) => this.#o.logger.warn('key file watch failed; polling only', { err }));
+    } catch (err) {
+      this.#o.logger.warn('key file watch failed; polling only', { err });
+    }
+    watchFile(this.#o.path, { persistent: false, interval: this.#o.pollIntervalMs ?? 5000 }, () =>
+      this.#schedule('poll'),
+    );
+    this.#polling = true;
+  }
+
+  stop(): void {
+    this.#watcher?.close();
+    this.#watcher = null;
+    if (this.#polling) unwatchFile(this.#o.path);
+    this.#polling = false;
+    if (this.#debounce) clearTimeout(this.#debounce);
+  }
+
+  #schedule(trigger: string): void {
+    // An editor or the operator's write-then-rename produces bursts of events: settle first.
+    if (this.#debounce) clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => {
+      this.#debounce = null;
+      this.reload(trigger);
+    }, 100);
+    this.#debounce.unref();
+  }
+
+  #read(): KeyFileContents {
+    return readKeyFile(this.#o.path, { uid: this.#o.uid });
+  }
+
+  #apply(contents: KeyFileContents, trigger: string): void {
+    this.#digest = contents.digest;
+    this.#o.onRoutes(contents.routes);
+    this.#o.metrics.reloaded(true);
+    const providers = [...new Set([...contents.routes.values()].map((r) => r.provider))].sort();
+    this.#o.logger.info('key file loaded', { routes: contents.routes.size, providers, trigger });
+  }
+}

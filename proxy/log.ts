@@ -1,0 +1,115 @@
+/**
+ * A small structured JSON logger for the proxy (one line per event on stdout). The proxy is
+ * one bundled file on the VPS, so it does not pull pino's transport machinery; the line shape
+ * (`level`, `time`, `name`, `msg`) matches pino's so the same log tooling reads both.
+ *
+ * Redaction is defence in depth: the proxy never passes a credential to the logger (keys are
+ * `Secret`s, request lines carry no header values and no query string), and any field whose
+ * name could hold one is replaced anyway.
+ */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+const LEVELS: Record<LogLevel, number> = { debug: 20, info: 30, warn: 40, error: 50, silent: 100 };
+
+export function isLogLevel(v: string): v is LogLevel {
+  return Object.hasOwn(LEVELS, v);
+}
+
+const REDACTED_FIELDS = new Set([
+  'apikey',
+  'api_key',
+  'api-key',
+  'key',
+  'token',
+  'authorization',
+  'proxy-authorization',
+  'x-api-key',
+  'x-goog-api-key',
+  'password',
+  'secret',
+  'headers',
+  'query',
+  'url',
+]);
+
+export type Fields = Record<string, unknown>;
+
+export interface Logger {
+  readonly level: LogLevel;
+  enabled(level: LogLevel): boolean;
+  debug(msg: string, fields?: Fields): void;
+  info(msg: string, fields?: Fields): void;
+  warn(msg: string, fields?: Fields): void;
+  error(msg: string, fields?: Fields): void;
+}
+
+export interface LoggerOptions {
+  level?: LogLevel;
+  name?: string;
+  /** Where lines go; stdout by default (synchronous for files and pipes on Linux). */
+  write?: (line: string) => void;
+}
+
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const level = options.level ?? 'info';
+  const threshold = LEVELS[level];
+  const name = JSON.stringify(options.name ?? 'cannes-proxy');
+  const write = options.write ?? ((line: string) => void process.stdout.write(line));
+  const emit = (lvl: Exclude<LogLevel, 'silent'>, msg: string, fields?: Fields): void => {
+    if (LEVELS[lvl] < threshold) return;
+    let line = `{"level":"${lvl}","time":${Date.now()},"name":${name},"msg":${JSON.stringify(msg)}`;
+    if (fields) {
+      for (const k in fields) {
+        const v = fields[k];
+        if (v === undefined) continue;
+        line += `,${JSON.stringify(k)}:${serialise(k, v, 0)}`;
+      }
+    }
+    write(line + '}\n');
+  };
+  return {
+    level,
+    enabled: (lvl) => LEVELS[lvl] >= threshold,
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+  };
+}
+
+function serialise(key: string, v: unknown, depth: number): string {
+  if (REDACTED_FIELDS.has(key.toLowerCase())) return '"[redacted]"';
+  if (v === null || typeof v === 'number' || typeof v === 'boolean') return JSON.stringify(v);
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'bigint') return `"${v}"`;
+  if (v instanceof Error) return serialiseError(v);
+  if (typeof v === 'object' && depth < 3) {
+    // Objects with their own toJSON (Secret) decide how they print.
+    if ('toJSON' in v && typeof v.toJSON === 'function') return JSON.stringify(v);
+    if (Array.isArray(v)) return `[${v.map((x) => serialise('', x, depth + 1)).join(',')}]`;
+    const parts: string[] = [];
+    for (const [k, x] of Object.entries(v)) {
+      if (x !== undefined) parts.push(`${JSON.stringify(k)}:${serialise(k, x, depth + 1)}`);
+    }
+    return `{${parts.join(',')}}`;
+  }
+  return '"[unserialisable]"';
+}
+
+/**
+ * Errors print name, code and reason only. Messages of errors we did not make can quote
+ * input (V8's JSON.parse quotes the text it failed on; URL errors quote the URL), so they
+ * are left out unless the error is one of ours (`reason` set), whose messages are written
+ * to be safe.
+ */
+function serialiseError(err: Error): string {
+  const out: Record<string, string> = { name: err.name };
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') out['code'] = code;
+  const reason = (err as { reason?: unknown }).reason;
+  if (typeof reason === 'string') {
+    out['reason'] = reason;
+    out['message'] = err.message;
+  }
+  return JSON.stringify(out);
+}

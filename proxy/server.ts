@@ -1,0 +1,499 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { Agent, type Dispatcher } from 'undici';
+import { REQUEST_DROP, responseHeaderAllowed } from './headers.ts';
+import type { Route } from './keys.ts';
+import type { Logger } from './log.ts';
+import type { ProxyMetrics, RefusalReason, UpstreamErrorKind } from './metrics.ts';
+import { statusClass } from './metrics.ts';
+import type { Allowlist, HostPort } from './net.ts';
+import { parseTarget } from './route-path.ts';
+
+export interface ProxyServerOptions {
+  readonly listen: readonly HostPort[];
+  readonly allow: Allowlist;
+  readonly logger: Logger;
+  readonly metrics: ProxyMetrics;
+  /** Request bodies above this are refused with 413. */
+  readonly maxBodyBytes: number;
+  /** Time to the upstream's response headers (reasoning models can think for minutes). */
+  readonly upstreamHeadersTimeoutMs: number;
+  /** Longest silence between two upstream body chunks. */
+  readonly upstreamBodyTimeoutMs: number;
+  readonly upstreamConnectTimeoutMs: number;
+  /** Time a client has to send its request headers (slowloris). */
+  readonly clientHeadersTimeoutMs: number;
+  /** Time a client has to send its whole request (headers and body). */
+  readonly clientRequestTimeoutMs: number;
+  /** Upstream dispatcher; a keep-alive pool per origin by default. */
+  readonly dispatcher?: Dispatcher;
+}
+
+const JSON_TYPE = 'application/json';
+
+/** Error bodies are constants: they can never carry a key, a URL or an id list. */
+function errorBody(type: string, message: string): string {
+  return JSON.stringify({ error: { type, message } });
+}
+const BODY_NOT_FOUND = errorBody('not_found', 'unknown route');
+const BODY_BAD_PATH = errorBody('invalid_request', 'invalid path');
+const BODY_TOO_LARGE = errorBody('request_too_large', 'request body too large');
+const BODY_BAD_GATEWAY = errorBody('upstream_error', 'the upstream request failed');
+const BODY_GATEWAY_TIMEOUT = errorBody('upstream_timeout', 'the upstream did not answer in time');
+const BODY_BAD_REQUEST = errorBody('invalid_request', 'the request could not be forwarded');
+const BODY_HEALTHY = JSON.stringify({ status: 'ok' });
+
+class BodyTooLarge extends Error {
+  override readonly name = 'BodyTooLarge';
+}
+class ClientGone extends Error {
+  override readonly name = 'ClientGone';
+}
+
+/**
+ * The listener(s) on the bridge address(es) and the request path. Everything per request
+ * is O(headers): no URL object, no regex compilation, no body parsing.
+ */
+export class ProxyServer {
+  readonly #opts: ProxyServerOptions;
+  readonly #servers: Server[] = [];
+  readonly #dispatcher: Dispatcher;
+  readonly #ownDispatcher: boolean;
+  #routes: ReadonlyMap<string, Route> = new Map();
+  #active = 0;
+  #draining = false;
+  #idleWaiters: (() => void)[] = [];
+
+  constructor(opts: ProxyServerOptions) {
+    this.#opts = opts;
+    this.#ownDispatcher = opts.dispatcher === undefined;
+    this.#dispatcher =
+      opts.dispatcher ??
+      new Agent({
+        connect: { timeout: opts.upstreamConnectTimeoutMs },
+        headersTimeout: opts.upstreamHeadersTimeoutMs,
+        bodyTimeout: opts.upstreamBodyTimeoutMs,
+        keepAliveTimeout: 10_000,
+        keepAliveMaxTimeout: 600_000,
+        pipelining: 1,
+      });
+  }
+
+  /** Swaps the route table atomically (key file reload); requests in flight keep their route. */
+  setRoutes(routes: ReadonlyMap<string, Route>): void {
+    this.#routes = routes;
+    this.#opts.metrics.routes.set(routes.size);
+  }
+
+  get activeRequests(): number {
+    return this.#active;
+  }
+
+  async listen(): Promise<AddressInfo[]> {
+    const out: AddressInfo[] = [];
+    for (const hp of this.#opts.listen) {
+      const server = createServer(
+        {
+          headersTimeout: this.#opts.clientHeadersTimeoutMs,
+          requestTimeout: this.#opts.clientRequestTimeoutMs,
+          // Timeouts are checked on this interval: keep it well below the headers timeout.
+          connectionsCheckingInterval: Math.max(100, Math.min(1000, this.#opts.clientHeadersTimeoutMs / 4)),
+          keepAliveTimeout: 5_000,
+          maxHeaderSize: 16 * 1024,
+          noDelay: true,
+          requireHostHeader: false,
+          insecureHTTPParser: false,
+        },
+        (req, res) => this.#onRequest(req, res),
+      );
+      server.on('connection', (socket: Socket) => this.#onConnection(socket));
+      server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+        this.#onClientError(err, socket),
+      );
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: hp.host, port: hp.port, exclusive: true }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      server.on('error', (err) => this.#opts.logger.error('listener error', { err }));
+      this.#servers.push(server);
+      out.push(server.address() as AddressInfo);
+    }
+    return out;
+  }
+
+  /**
+   * Stops accepting, lets requests in flight finish up to `deadlineMs`, then cuts what is
+   * left. Idle keep-alive connections are closed at once.
+   */
+  async close(deadlineMs: number): Promise<void> {
+    this.#draining = true;
+    const closed = this.#servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+    for (const s of this.#servers) s.closeIdleConnections();
+    if (this.#active > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.#idleWaiters.push(r)),
+        new Promise<void>((r) => {
+          timer = setTimeout(r, deadlineMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    for (const s of this.#servers) s.closeAllConnections();
+    await Promise.all(closed);
+    if (this.#ownDispatcher) await this.#dispatcher.destroy();
+  }
+
+  #onConnection(socket: Socket): void {
+    // Checked before a single byte is parsed, on every connection, on top of the bind.
+    if (!this.#opts.allow.allows(socket.remoteAddress, socket.remoteFamily)) {
+      this.#opts.metrics.refused('source_not_allowed');
+      if (this.#opts.logger.enabled('debug')) {
+        this.#opts.logger.debug('connection refused', { remote: socket.remoteAddress ?? 'unknown' });
+      }
+      socket.destroy();
+    }
+  }
+
+  #onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    let status = '400 Bad Request';
+    let reason: RefusalReason = 'malformed_request';
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      status = '431 Request Header Fields Too Large';
+      reason = 'headers_too_large';
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      status = '408 Request Timeout';
+      reason = 'headers_timeout';
+    }
+    this.#opts.metrics.refused(reason);
+    this.#opts.logger.info('bad client request', { reason, code: err.code ?? 'unknown' });
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  }
+
+  #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '';
+    if (this.#draining) res.shouldKeepAlive = false;
+    const target = parseTarget(url);
+    if (!target.ok) {
+      if (url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
+        res.writeHead(200, { 'content-type': JSON_TYPE, 'cache-control': 'no-store' });
+        res.end(req.method === 'HEAD' ? undefined : BODY_HEALTHY);
+        return;
+      }
+      if (target.reason === 'bad_path') {
+        this.#refuse(req, res, 400, BODY_BAD_PATH, 'bad_path');
+      } else {
+        this.#refuse(req, res, 404, BODY_NOT_FOUND, 'unknown_route');
+      }
+      return;
+    }
+    const route = this.#routes.get(target.id);
+    if (route === undefined) {
+      // Same answer for every unknown id: no list of ids, no hint which exist.
+      this.#refuse(req, res, 404, BODY_NOT_FOUND, 'unknown_route');
+      return;
+    }
+
+    // One pass over the raw headers: drop hop-by-hop and credentials (every copy, which
+    // `req.headers` would have merged or dropped), note the body framing.
+    const raw = req.rawHeaders;
+    const headers: string[] = [];
+    let contentLength = -1;
+    let chunked = false;
+    let connectionTokens: string | null = null;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      const lower = name.toLowerCase();
+      if (REQUEST_DROP.has(lower)) {
+        if (lower === 'content-length') contentLength = Number(raw[i + 1]);
+        else if (lower === 'transfer-encoding') chunked = true;
+        else if (lower === 'connection')
+          connectionTokens = connectionTokens ? `${connectionTokens},${raw[i + 1]}` : raw[i + 1]!;
+        continue;
+      }
+      headers.push(name, raw[i + 1]!);
+    }
+    if (connectionTokens !== null) dropConnectionNamed(headers, connectionTokens);
+
+    if (contentLength > this.#opts.maxBodyBytes) {
+      this.#refuse(req, res, 413, BODY_TOO_LARGE, 'body_too_large');
+      return;
+    }
+    const exchange = new Exchange(this, route, req, res, target.path, contentLength);
+    let body: Dispatcher.DispatchOptions['body'] = null;
+    if (chunked) {
+      body = Readable.from(capped(req, this.#opts.maxBodyBytes, exchange), { objectMode: false });
+    } else if (contentLength > 0) {
+      headers.push('content-length', String(contentLength));
+      body = req;
+    } else if (contentLength === 0) {
+      body = '';
+    }
+    route.injectCredential(headers);
+
+    this.#active++;
+    this.#opts.metrics.activeStreams.inc();
+    const path = route.basePath + target.path + (target.query === '' ? '' : `?${target.query}`);
+    this.#dispatcher.dispatch(
+      { origin: route.origin, path: path === '' ? '/' : path, method: req.method ?? 'GET', headers, body },
+      exchange,
+    );
+  }
+
+  #refuse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    body: string,
+    reason: RefusalReason,
+  ): void {
+    this.#opts.metrics.refused(reason);
+    this.#opts.logger.info('request refused', { method: req.method, status, reason });
+    // The body of a refused request is not read: close instead of draining it.
+    if (req.method !== 'GET' && req.method !== 'HEAD') res.shouldKeepAlive = false;
+    res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  /** @internal called by Exchange when a proxied request is over (any outcome). */
+  finished(ex: Exchange, outcome: Outcome): void {
+    this.#active--;
+    const m = this.#opts.metrics;
+    m.activeStreams.dec();
+    const pm = m.provider(ex.route.provider);
+    const seconds = (performance.now() - ex.start) / 1000;
+    pm.duration.observe(seconds);
+    pm.requests[outcome.status === 0 ? 'aborted' : statusClass(outcome.status)].inc();
+    if (ex.requestBytes > 0) pm.requestBytes.inc(ex.requestBytes);
+    if (ex.responseBytes > 0) pm.responseBytes.inc(ex.responseBytes);
+    if (outcome.upstreamError) pm.upstreamErrors[outcome.upstreamError].inc();
+    const log = this.#opts.logger;
+    if (log.enabled('info')) {
+      // No header values, no query string: id, provider, method, path, status, sizes, time.
+      log.info('request', {
+        id: ex.route.id,
+        provider: ex.route.provider,
+        method: ex.req.method,
+        path: ex.path.length > 256 ? `${ex.path.slice(0, 256)}…` : ex.path,
+        status: outcome.status,
+        outcome: outcome.kind,
+        ms: Math.round(seconds * 1000),
+        in: ex.requestBytes,
+        out: ex.responseBytes,
+      });
+    }
+    if (this.#active === 0 && this.#idleWaiters.length > 0) {
+      for (const w of this.#idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** @internal */
+  observeTtfb(ex: Exchange): void {
+    this.#opts.metrics.provider(ex.route.provider).ttfb.observe((performance.now() - ex.start) / 1000);
+  }
+}
+
+interface Outcome {
+  /** HTTP status sent to the client, 0 when the client went away before it. */
+  readonly status: number;
+  readonly kind: 'ok' | 'client_aborted' | 'upstream_error' | 'refused';
+  readonly upstreamError?: UpstreamErrorKind;
+}
+
+/**
+ * One proxied request: an undici dispatch handler that writes straight into the client
+ * response. Backpressure: when the client socket is full the upstream read is paused until
+ * 'drain'. The client going away (`res` 'close' before `writableFinished`: `req` 'close'
+ * only means the request body was read) aborts the upstream request.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  readonly route: Route;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly path: string;
+  readonly start = performance.now();
+  requestBytes: number;
+  responseBytes = 0;
+  readonly #proxy: ProxyServer;
+  #controller: Dispatcher.DispatchController | null = null;
+  #done = false;
+  #clientGone = false;
+  #status = 0;
+  readonly #onDrain = () => this.#controller?.resume();
+
+  constructor(
+    proxy: ProxyServer,
+    route: Route,
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    cl: number,
+  ) {
+    this.#proxy = proxy;
+    this.route = route;
+    this.req = req;
+    this.res = res;
+    this.path = path;
+    this.requestBytes = Math.max(cl, 0);
+    res.on('close', () => {
+      if (res.writableFinished) return;
+      this.#clientGone = true;
+      if (this.#controller && !this.#controller.aborted)
+        this.#controller.abort(new ClientGone('client went away'));
+      this.#finish({ status: 0, kind: 'client_aborted' });
+    });
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#clientGone) controller.abort(new ClientGone('client went away'));
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
+    if (this.#clientGone) return;
+    this.#proxy.observeTtfb(this);
+    const out: string[] = [];
+    for (const name in headers) {
+      if (!responseHeaderAllowed(name)) continue;
+      const v = headers[name];
+      if (typeof v === 'string') out.push(name, v);
+      else if (v !== undefined) for (const x of v) out.push(name, x);
+    }
+    this.#status = statusCode;
+    this.res.writeHead(statusCode, out);
+    // SSE and other streams: headers go out now, not with the first body chunk.
+    this.res.flushHeaders();
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#clientGone) return;
+    this.responseBytes += chunk.length;
+    if (!this.res.write(chunk) && !controller.paused) {
+      controller.pause();
+      this.res.once('drain', this.#onDrain);
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.#clientGone) return;
+    this.res.end();
+    this.#finish({ status: this.#status, kind: 'ok' });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
+    if (this.#clientGone || err instanceof ClientGone) return;
+    const res = this.res;
+    if (res.destroyed || this.req.errored) {
+      // The client went away mid-upload: the request body stream failed, not the upstream.
+      this.#clientGone = true;
+      res.destroy();
+      this.#finish({ status: 0, kind: 'client_aborted' });
+      return;
+    }
+    if (res.headersSent) {
+      // Mid-stream failure: the client must see a broken stream, not a clean end.
+      res.destroy();
+      this.#finish({ status: this.#status, kind: 'upstream_error', upstreamError: errorKind(err) });
+      return;
+    }
+    let status: number;
+    let body: string;
+    let upstreamError: UpstreamErrorKind | undefined = errorKind(err);
+    if (err instanceof BodyTooLarge) {
+      status = 413;
+      body = BODY_TOO_LARGE;
+      upstreamError = undefined;
+    } else if ((err as NodeJS.ErrnoException).code === 'UND_ERR_INVALID_ARG') {
+      status = 400;
+      body = BODY_BAD_REQUEST;
+      upstreamError = undefined;
+    } else if (upstreamError === 'headers_timeout' || upstreamError === 'connect') {
+      status =
+        (err as NodeJS.ErrnoException).code === 'UND_ERR_CONNECT_TIMEOUT' ||
+        upstreamError === 'headers_timeout'
+          ? 504
+          : 502;
+      body = status === 504 ? BODY_GATEWAY_TIMEOUT : BODY_BAD_GATEWAY;
+    } else {
+      status = 502;
+      body = BODY_BAD_GATEWAY;
+    }
+    res.shouldKeepAlive = false;
+    res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    this.#finish({ status, kind: upstreamError ? 'upstream_error' : 'refused', upstreamError });
+  }
+
+  /** Counts request bytes of chunked bodies (content-length ones are known up front). */
+  addRequestBytes(n: number): void {
+    this.requestBytes += n;
+  }
+
+  #finish(outcome: Outcome): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.res.off('drain', this.#onDrain);
+    this.#proxy.finished(this, outcome);
+  }
+}
+
+function errorKind(err: Error): UpstreamErrorKind {
+  const code = (err as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return 'headers_timeout';
+    case 'UND_ERR_BODY_TIMEOUT':
+      return 'body_timeout';
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return 'connect';
+    case 'ECONNRESET':
+    case 'UND_ERR_SOCKET':
+    case 'EPIPE':
+      return 'reset';
+    default:
+      return 'other';
+  }
+}
+
+/** `Connection: x-foo` names more hop-by-hop headers: remove those too (RFC 9110 §7.6.1). */
+function dropConnectionNamed(headers: string[], tokens: string): void {
+  const names = new Set(
+    tokens
+      .split(',')
+      .map((t) => t.trim().toLowerCase())
+      .filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive'),
+  );
+  if (names.size === 0) return;
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (names.has(headers[i]!.toLowerCase())) headers.splice(i, 2);
+  }
+}
+
+/** A chunked request body, streamed with the size cap enforced as bytes arrive. */
+async function* capped(req: IncomingMessage, max: number, ex: Exchange): AsyncGenerator<Buffer> {
+  let n = 0;
+  for await (const chunk of req) {
+    const b: Buffer = chunk;
+    n += b.length;
+    if (n > max) throw new BodyTooLarge('request body too large');
+    ex.addRequestBytes(b.length);
+    yield b;
+  }
+}

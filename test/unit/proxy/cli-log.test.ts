@@ -1,0 +1,88 @@
+import { describe, expect, it } from 'vitest';
+import { Secret } from '../../../operator/lib/secret.ts';
+import { parseArgs } from '../../../proxy/cli.ts';
+import { responseHeaderAllowed } from '../../../proxy/headers.ts';
+import { createLogger } from '../../../proxy/log.ts';
+
+describe('command line', () => {
+  it('has safe defaults', () => {
+    const a = parseArgs(['--keys', '/root/.model-keys.json']);
+    expect(a).toMatchObject({
+      help: false,
+      listen: [],
+      port: 3101,
+      allow: ['172.16.0.0/12'],
+      metrics: { host: '127.0.0.1', port: 9464 },
+      maxBodyBytes: 64 * 1024 * 1024,
+    });
+  });
+
+  it('refuses to listen on every address', () => {
+    for (const l of ['0.0.0.0:3101', '[::]:3101']) {
+      expect(() => parseArgs(['--keys', 'k', '--listen', l]), l).toThrow(/every address/);
+    }
+    expect(() => parseArgs(['--keys', 'k', '--metrics', '0.0.0.0:9464'])).toThrow(/every address/);
+  });
+
+  it('takes repeated --listen and --allow, and --flag=value', () => {
+    const a = parseArgs([
+      '--keys=k',
+      '--listen',
+      '172.17.0.1:3101',
+      '--listen=172.18.0.1:3101',
+      '--allow',
+      '10.0.0.0/8',
+    ]);
+    expect(a).toMatchObject({
+      listen: [{ host: '172.17.0.1' }, { host: '172.18.0.1' }],
+      allow: ['10.0.0.0/8'],
+    });
+  });
+
+  it('requires --keys and rejects unknown flags', () => {
+    expect(() => parseArgs([])).toThrow(/--keys/);
+    expect(() => parseArgs(['--keys', 'k', '--insecure'])).toThrow(/unknown argument/);
+  });
+});
+
+describe('logger', () => {
+  it('redacts credential-shaped fields and Secrets, and drops foreign error messages', () => {
+    const lines: string[] = [];
+    const log = createLogger({ write: (l) => lines.push(l) });
+    const canary = `sk-canary-${Math.random().toString(36).slice(2)}`;
+    log.info('x', {
+      apiKey: canary,
+      nested: { authorization: `Bearer ${canary}`, 'x-api-key': canary },
+      secret: new Secret(canary),
+      wrapped: { s: new Secret(canary) },
+      err: new Error(`Unexpected token in "${canary}"`),
+    });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toContain(canary);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 'info', msg: 'x', err: { name: 'Error' } });
+  });
+
+  it('honours the level', () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', write: (l) => lines.push(l) });
+    log.info('no');
+    log.warn('yes');
+    expect(lines.map((l) => JSON.parse(l).msg)).toEqual(['yes']);
+  });
+});
+
+describe('response header allowlist', () => {
+  it('never relays a credential header or cookies, even if an upstream sends one', () => {
+    for (const h of ['x-goog-api-key', 'x-api-key', 'authorization', 'api-key', 'set-cookie', 'x-secret']) {
+      expect(responseHeaderAllowed(h), h).toBe(false);
+    }
+    for (const h of [
+      'content-type',
+      'retry-after',
+      'x-ratelimit-remaining-requests',
+      'anthropic-ratelimit-tokens-limit',
+    ]) {
+      expect(responseHeaderAllowed(h), h).toBe(true);
+    }
+  });
+});
