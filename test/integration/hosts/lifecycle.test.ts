@@ -1,0 +1,116 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { footprint, leftovers, randomTestIpv4 } from '../../hosts/leftovers.ts';
+import { RealHostProvider } from '../../hosts/real-host-provider.ts';
+
+function sshPortOpen(ipv4: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: ipv4, port: 22 });
+    s.setTimeout(3000, () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+describe('a simulated server is a real Linux host', () => {
+  const provider = new RealHostProvider();
+  const serverId = randomInt(100_000, 900_000);
+  const ipv4 = randomTestIpv4();
+  const name = `life-${randomBytes(3).toString('hex')}`;
+
+  afterAll(async () => {
+    await provider.close();
+  });
+
+  it('boots into rescue with hostname rescue and the OS disk only behind `mount /dev/sda1 /mnt`', async () => {
+    await provider.create({ serverId, name, ipv4, image: 'docker-ce' });
+    expect(await sshPortOpen(ipv4)).toBe(false);
+    await provider.boot(serverId, {
+      kind: 'rescue',
+      rootPassword: randomBytes(12).toString('hex'),
+      sshKeys: [],
+    });
+    expect(await sshPortOpen(ipv4)).toBe(true);
+    const { stdout } = await provider.exec(serverId, [
+      'bash',
+      '-c',
+      'hostname; test -e /mnt/etc/ssh/sshd_config && echo mounted-before; mount /dev/sda1 /mnt; test -e /mnt/etc/ssh/sshd_config && echo mounted-after; for t in ssh-keygen shred mount; do command -v $t; done',
+    ]);
+    const lines = stdout.trim().split('\n');
+    expect(lines[0]).toBe('rescue');
+    expect(lines).not.toContain('mounted-before');
+    expect(lines).toContain('mounted-after');
+    expect(lines.some((l) => l.endsWith('/shred'))).toBe(true);
+  });
+
+  it('boots the OS with its own /root, /etc/ssh, /opt and hostname, not this machine’s', async () => {
+    await provider.boot(serverId, { kind: 'os' });
+    const canary = `canary-${randomBytes(6).toString('hex')}`;
+    const { stdout } = await provider.exec(serverId, [
+      'sh',
+      '-c',
+      `hostname; for d in /root /etc/ssh /etc/systemd/system /opt /mnt /var/lib/docker-shim; do touch "$d/${canary}"; done; ip -4 -br addr show dev eth0; ip -4 -br addr show dev docker0`,
+    ]);
+    expect(stdout).toContain(name);
+    expect(stdout).toContain(`${ipv4}/32`);
+    expect(stdout).toContain('172.17.0.1/16');
+    for (const d of ['/root', '/etc/ssh', '/etc/systemd/system', '/opt', '/mnt', '/var/lib/docker-shim']) {
+      expect(existsSync(join(d, canary))).toBe(false);
+      expect(existsSync(join(provider.info(serverId)?.diskDir ?? '/nonexistent', d, canary))).toBe(true);
+    }
+  });
+
+  it('keeps the disk across a reboot and loses what ran (processes, /tmp)', async () => {
+    await provider.exec(serverId, ['sh', '-c', 'echo kept >/root/note; echo gone >/tmp/note']);
+    await provider.boot(serverId, { kind: 'os' });
+    const { stdout } = await provider.exec(serverId, [
+      'sh',
+      '-c',
+      'cat /root/note; cat /tmp/note 2>/dev/null || echo none',
+    ]);
+    expect(stdout.trim().split('\n')).toEqual(['kept', 'none']);
+  });
+
+  it('is unreachable when powered off', async () => {
+    await provider.powerOff(serverId);
+    expect(provider.info(serverId)?.state).toBe('off');
+    expect(await sshPortOpen(ipv4)).toBe(false);
+  });
+
+  it('leaves no namespace, route, mount, process or folder behind when destroyed', async () => {
+    await provider.boot(serverId, { kind: 'os' });
+    const f = await footprint(provider, serverId);
+    expect(f.pidNsInode).toBeDefined();
+    expect(await leftovers(f)).not.toEqual([]);
+    await provider.destroy(serverId);
+    expect(await leftovers(f)).toEqual([]);
+    expect(provider.info(serverId)).toBeUndefined();
+  });
+
+  it('close() removes every server and its base folder', async () => {
+    const id2 = serverId + 1;
+    await provider.create({
+      serverId: id2,
+      name: `${name}-2`,
+      ipv4: randomTestIpv4(),
+      image: 'ubuntu-24.04',
+    });
+    await provider.boot(id2, { kind: 'rescue', rootPassword: randomBytes(12).toString('hex'), sshKeys: [] });
+    const f = await footprint(provider, id2);
+    const base = provider.baseDir;
+    await provider.close();
+    expect(await leftovers(f)).toEqual([]);
+    expect(existsSync(base)).toBe(false);
+    expect(await readFile('/proc/self/mounts', 'utf8')).not.toContain(base);
+  });
+});
