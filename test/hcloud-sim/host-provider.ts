@@ -12,6 +12,12 @@ export interface HostSpec {
   readonly ipv4: string;
   /** Image name the server was created from (e.g. `docker-ce`, `ubuntu-24.04`). */
   readonly image: string;
+  /** Public keys of the SSH keys given at create (installed for root in the OS). Optional. */
+  readonly sshKeys?: readonly string[];
+  /** Root password of the OS when no SSH key was given (Hetzner mails it; the API returns it). */
+  readonly rootPassword?: string;
+  /** cloud-init user data, when given. */
+  readonly userData?: string;
 }
 
 export type BootMode =

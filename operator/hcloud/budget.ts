@@ -1,0 +1,165 @@
+import { createHash } from 'node:crypto';
+import type { Secret } from '../lib/secret.ts';
+
+/**
+ * A client-side model of Hetzner's rate limit (a token bucket: `limit` requests, refilling
+ * `refillPerSecond`, 3600 and 1/s for the real API), one per API token. Every request takes
+ * a token BEFORE it is sent; when the bucket is (nearly) empty the request waits for the
+ * refill instead of being sent and refused. The model only ever gets MORE pessimistic from what
+ * the server says (RateLimit-Remaining), so the client never sends a request the server's
+ * bucket would refuse, even when another tool spends from the same project.
+ *
+ * Until the first response tells us the real numbers, only one request per token is in
+ * flight (a probe), so a burst of calls cannot overrun a limit we do not know yet.
+ */
+export interface BudgetOptions {
+  /** Bucket size before the server tells us (RateLimit-Limit wins). Default 3600. */
+  limit?: number;
+  /** Refill rate. Default 1 per second (Hetzner's documented rate). */
+  refillPerSecond?: number;
+  /**
+   * Tokens kept in reserve (never spent by this client) as headroom for other tools of the
+   * same project and for a person at the Console. Default 2% of the limit (at least 1).
+   */
+  reserveFraction?: number;
+  now?: () => number;
+}
+
+export class TokenBudget {
+  #limit: number;
+  readonly #rate: number;
+  readonly #reserveFraction: number;
+  readonly #now: () => number;
+  #tokens: number;
+  #updated: number;
+  #synced = false;
+  #inflight = 0;
+  #probe: Promise<void> | undefined;
+  #probeDone: (() => void) | undefined;
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(opts: BudgetOptions = {}) {
+    this.#limit = opts.limit ?? 3600;
+    this.#rate = opts.refillPerSecond ?? 1;
+    this.#reserveFraction = opts.reserveFraction ?? 0.02;
+    this.#now = opts.now ?? Date.now;
+    this.#tokens = this.#limit;
+    this.#updated = this.#now();
+  }
+
+  get limit(): number {
+    return this.#limit;
+  }
+
+  /** The tokens the model holds now (may be negative: requests queued on the refill). */
+  get tokens(): number {
+    this.#refill();
+    return this.#tokens;
+  }
+
+  /** At least one token is always left unspent: the slack that absorbs clock and network skew. */
+  #reserve(): number {
+    return Math.max(1, Math.floor(this.#limit * this.#reserveFraction));
+  }
+
+  #refill(): void {
+    const now = this.#now();
+    const elapsed = Math.max(0, now - this.#updated) / 1000;
+    this.#tokens = Math.min(this.#limit, this.#tokens + elapsed * this.#rate);
+    this.#updated = now;
+  }
+
+  /**
+   * Take one token; resolves when the request may be sent. Returns how long it waited (ms).
+   * Callers are served first come, first served: only the head of the queue waits for the
+   * refill, so a burst of calls leaves at the refill rate instead of all at once.
+   * The caller must call `settle` once the response (or failure) is in.
+   */
+  async acquire(sleep: (ms: number) => Promise<void>): Promise<number> {
+    const start = this.#now();
+    const before = this.#queue;
+    let release = () => {};
+    this.#queue = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await before;
+    try {
+      // Until synced: one probe at a time, the others queue behind it.
+      while (!this.#synced && this.#probe) await this.#probe;
+      if (!this.#synced) {
+        this.#probe = new Promise((resolve) => {
+          this.#probeDone = resolve;
+        });
+      }
+      // Re-checked after each sleep: timers may fire early, and a response header may have
+      // lowered the estimate meanwhile.
+      for (;;) {
+        this.#refill();
+        const deficit = this.#reserve() + 1 - this.#tokens;
+        if (deficit <= 0) break;
+        await sleep(Math.max(1, Math.ceil((deficit / this.#rate) * 1000)));
+      }
+      this.#tokens -= 1;
+      this.#inflight += 1;
+    } finally {
+      release();
+    }
+    return this.#now() - start;
+  }
+
+  /**
+   * The response is in. `remaining`/`limit` come from the RateLimit-* headers when present.
+   * Requests still in flight may or may not have been counted by the server yet: assume not.
+   */
+  settle(headers: { limit?: number | undefined; remaining?: number | undefined; refused?: boolean }): void {
+    this.#inflight = Math.max(0, this.#inflight - 1);
+    this.#refill();
+    if (headers.limit !== undefined && headers.limit > 0) {
+      this.#tokens += headers.limit - this.#limit;
+      this.#limit = headers.limit;
+    }
+    if (headers.remaining !== undefined) {
+      this.#tokens = Math.min(this.#tokens, headers.remaining - this.#inflight);
+      this.#synced = true;
+    } else if (headers.refused) {
+      this.#tokens = Math.min(this.#tokens, -this.#inflight);
+    }
+    if (this.#probeDone) {
+      const done = this.#probeDone;
+      this.#probeDone = undefined;
+      this.#probe = undefined;
+      done();
+    }
+  }
+}
+
+/**
+ * Budgets keyed by a hash of the token, so the map (which a debugger or a heap dump may
+ * show) never holds the token itself.
+ */
+export class BudgetRegistry {
+  readonly #budgets = new Map<string, TokenBudget>();
+  readonly #opts: BudgetOptions;
+
+  constructor(opts: BudgetOptions = {}) {
+    this.#opts = opts;
+  }
+
+  for(token: Secret<string>): { id: string; budget: TokenBudget } {
+    const id = tokenId(token);
+    let budget = this.#budgets.get(id);
+    if (!budget) {
+      budget = new TokenBudget(this.#opts);
+      this.#budgets.set(id, budget);
+    }
+    return { id, budget };
+  }
+}
+
+/**
+ * A stable, non-reversible id for a token (the first 16 hex digits of its SHA-256). Hetzner
+ * tokens are 64 random characters, so the prefix of a hash cannot be turned back into one.
+ */
+export function tokenId(token: Secret<string>): string {
+  return createHash('sha256').update(token.reveal()).digest('hex').slice(0, 16);
+}
