@@ -1,0 +1,185 @@
+/**
+ * The narrow interfaces the controllers talk to (STYLE.md 2). Each is what a controller
+ * needs, not what a library offers: `operator/wiring.ts` adapts the real Hetzner client, SSH
+ * layer, Postgres store and Kubernetes API to them; unit tests use in-memory fakes.
+ */
+
+import type { ProviderName } from '../../proxy/providers.ts';
+import type { ModelKeySpec, ModelKeyStatus, VpsSpec, VpsStatus } from '../api/schema.ts';
+import type { Condition } from '../kube/conditions.ts';
+import type { ObjectMeta } from '../kube/object.ts';
+import type { Secret } from '../lib/secret.ts';
+
+// ------------------------------------------------------------------ Kubernetes objects
+
+export type { ObjectMeta };
+
+export interface VpsObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: ObjectMeta;
+  readonly spec: ResolvedVpsSpec;
+  readonly status: VpsStatus;
+}
+
+export interface ModelKeyObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: ObjectMeta;
+  readonly spec: ModelKeySpec;
+  readonly status: ModelKeyStatus;
+}
+
+/** A Vps spec with the API server's defaults applied (the operator never re-defaults). */
+export interface ResolvedVpsSpec {
+  readonly serverType: string;
+  readonly location: string;
+  readonly image: string;
+  readonly cloudTokenSecretRef: { readonly name: string; readonly key: string };
+  readonly gateway: { readonly image: string; readonly port: number };
+  readonly sshKeyRotation: { readonly interval: string };
+  readonly purgeCloudTokenAfterSetup: boolean;
+  readonly deletionPolicy: 'Delete' | 'Retain';
+}
+
+export type { VpsSpec };
+
+export interface SecretValue {
+  /** The value, or undefined when the Secret or the key is absent. */
+  readonly value: Secret | undefined;
+  /** The Secret's resourceVersion (undefined when the Secret does not exist). */
+  readonly resourceVersion: string | undefined;
+}
+
+export interface Kube {
+  readSecretKey(namespace: string, name: string, key: string): Promise<SecretValue>;
+  /** Removes one key from a Secret (purge). Idempotent; a missing Secret or key is success. */
+  removeSecretKey(namespace: string, name: string, key: string): Promise<void>;
+  addFinalizer(kind: 'Vps' | 'ModelKey', meta: ObjectMeta): Promise<void>;
+  removeFinalizer(kind: 'Vps' | 'ModelKey', meta: ObjectMeta): Promise<void>;
+  setAnnotations(
+    kind: 'Vps' | 'ModelKey',
+    meta: ObjectMeta,
+    annotations: Record<string, string | null>,
+  ): Promise<void>;
+  patchVpsStatus(meta: ObjectMeta, status: VpsStatus): Promise<void>;
+  patchModelKeyStatus(meta: ObjectMeta, status: ModelKeyStatus): Promise<void>;
+  event(
+    kind: 'Vps' | 'ModelKey',
+    meta: ObjectMeta,
+    type: 'Normal' | 'Warning',
+    reason: string,
+    note: string,
+  ): Promise<void>;
+  /**
+   * The gateway's auth token lives in a Secret `<vps>-gateway` (key `token`) owned by the Vps,
+   * so the user can read it to talk to their agent. Created with a random value if absent.
+   */
+  ensureGatewayToken(vps: VpsObject): Promise<{ token: Secret; resourceVersion: string }>;
+  /** From the informer cache. */
+  listModelKeys(namespace: string): readonly ModelKeyObject[];
+  listVpses(namespace: string): readonly VpsObject[];
+  getVps(namespace: string, name: string): VpsObject | undefined;
+}
+
+// ------------------------------------------------------------------ Hetzner
+
+export interface CloudServer {
+  readonly id: number;
+  readonly name: string;
+  readonly status: string;
+  readonly ipv4: string | null;
+  readonly rescueEnabled: boolean;
+}
+
+export interface Hcloud {
+  findServerByVpsUid(token: Secret, uid: string): Promise<CloudServer | null>;
+  /** Creates powered-off (`start_after_create: false`) and waits for the create action. */
+  createServer(
+    token: Secret,
+    req: {
+      name: string;
+      serverType: string;
+      location: string;
+      image: string;
+      labels: Record<string, string>;
+    },
+  ): Promise<CloudServer>;
+  getServer(token: Secret, id: number): Promise<CloudServer | null>;
+  /** Enables rescue (linux64) and returns its one-time root password; waits for the action. */
+  enableRescue(token: Secret, id: number): Promise<Secret>;
+  /** Power on if off, else reset; waits for the action. */
+  powerOnOrReset(token: Secret, id: number): Promise<void>;
+  reboot(token: Secret, id: number): Promise<void>;
+  /** Deletes and waits; a server that is already gone is success. */
+  deleteServer(token: Secret, id: number): Promise<void>;
+}
+
+// ------------------------------------------------------------------ SSH to the server
+
+export interface KeyPair {
+  readonly privateKey: Secret;
+  readonly publicKey: string;
+}
+
+export interface RescueResult extends KeyPair {
+  /** The installed OS's host public key, read from its disk (`ssh-ed25519 AAAA...`). */
+  readonly osHostKey: string;
+}
+
+export interface OsTarget {
+  readonly ipv4: string;
+  readonly hostKey: string;
+  readonly privateKey: Secret;
+}
+
+export interface DeployBundle {
+  /** Files to write atomically, with mode and owner. Contents that are secret are `Secret`. */
+  readonly files: readonly { path: string; content: string | Secret; mode: number; owner: string }[];
+  /** Shell run after the files are written (restart units, compose up, nft load). */
+  readonly activate: string;
+  /** Shell that exits 0 only when the proxy answers from the bridge and the gateway is healthy. */
+  readonly verify: string;
+}
+
+export interface Remote {
+  /** DESIGN §4 step 3, in the rescue system. The password is the one-time rescue credential. */
+  rescueKeygen(ipv4: string, rootPassword: Secret): Promise<RescueResult>;
+  /** Reads the current key file from the host (re-delivery of keys whose Secret was purged). */
+  readFile(target: OsTarget, path: string): Promise<Secret | undefined>;
+  deploy(target: OsTarget, bundle: DeployBundle): Promise<void>;
+  /** Runs the crash-safe rotation protocol (operator/ssh), store included. */
+  rotate(vpsUid: string, target: Omit<OsTarget, 'privateKey'>): Promise<void>;
+}
+
+// ------------------------------------------------------------------ Postgres
+
+export interface VpsRecord {
+  readonly uid: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly serverId: number | null;
+  readonly ipv4: string | null;
+  readonly hostKey: string | null;
+}
+
+export interface ActiveKey {
+  readonly id: string;
+  readonly privateKey: Secret;
+  readonly publicKey: string;
+  readonly createdAt: Date;
+  /** The key was born in the rescue session (the post-provisioning rotation replaces it). */
+  readonly bornInRescue: boolean;
+}
+
+export interface Store {
+  /** Row + active key in one round trip. */
+  getVps(uid: string): Promise<{ record: VpsRecord; activeKey: ActiveKey | null } | null>;
+  upsertVps(rec: { uid: string; namespace: string; name: string }): Promise<void>;
+  setServer(uid: string, serverId: number, ipv4: string | null): Promise<void>;
+  /** Stores the OS host key and the rescue-born key (encrypted, active) in one transaction. */
+  saveRescueResult(uid: string, hostKey: string, key: KeyPair): Promise<void>;
+  deleteVps(uid: string): Promise<void>;
+}
+
+export type { Condition, ProviderName };

@@ -1,0 +1,310 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { ANNOTATION_IPV4, ANNOTATION_SERVER_ID, FINALIZER } from '../../../operator/api/schema.ts';
+import {
+  DELIVERED_ANNOTATION,
+  type DeliveredKey,
+  KEY_FILE_PATH,
+} from '../../../operator/controllers/keys.ts';
+import { reconcileModelKey } from '../../../operator/controllers/modelkey.ts';
+import type { DeployBundle, VpsObject } from '../../../operator/controllers/ports.ts';
+import { DEPLOYED_ANNOTATION, reconcileVps, type VpsDeps } from '../../../operator/controllers/vps.ts';
+import { createLogger } from '../../../operator/lib/log.ts';
+import { Secret } from '../../../operator/lib/secret.ts';
+import { FakeHcloud, FakeKube, FakeRemote, FakeStore, Faults, vpsSpec } from './fakes.ts';
+
+const HOUR = 3_600_000;
+let now = new Date('2026-11-25T10:00:00Z');
+const clock = () => now;
+const canary = (what: string) => `${what}${crypto.randomUUID().replace(/-/g, '')}`;
+
+function bundle(_vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Secret): DeployBundle {
+  const file = {
+    version: 1,
+    keys: Object.fromEntries(keys.map((k) => [k.name, { provider: k.provider, apiKey: k.apiKey.reveal() }])),
+  };
+  return {
+    files: [
+      { path: KEY_FILE_PATH, content: Secret.of(JSON.stringify(file)), mode: 0o600, owner: 'root' },
+      { path: '/opt/cannes/gateway/token', content: gatewayToken, mode: 0o600, owner: '1000' },
+    ],
+    activate: 'true',
+    verify: 'true',
+  };
+}
+
+let kube: FakeKube;
+let hcloud: FakeHcloud;
+let store: FakeStore;
+let remote: FakeRemote;
+let faults: Faults;
+let deps: VpsDeps;
+let token: string;
+
+beforeEach(() => {
+  now = new Date('2026-11-25T10:00:00Z');
+  faults = new Faults();
+  kube = new FakeKube();
+  hcloud = new FakeHcloud(faults);
+  store = new FakeStore(faults, clock);
+  remote = new FakeRemote(faults, store);
+  token = canary('tok').slice(0, 64);
+  kube.putSecret('hcloud', { token });
+  kube.putSecret('llm', { anthropic: canary('sk-ant-fake-'), openai: canary('sk-fake-') });
+  kube.addVps('agent');
+  kube.addModelKey('claude', {
+    vpsRef: { name: 'agent' },
+    provider: 'anthropic',
+    secretRef: { name: 'llm', key: 'anthropic' },
+    purgeSecretAfterDelivery: false,
+  });
+  kube.addModelKey('gpt', {
+    vpsRef: { name: 'agent' },
+    provider: 'openai',
+    secretRef: { name: 'llm', key: 'openai' },
+    purgeSecretAfterDelivery: true,
+  });
+  deps = {
+    kube,
+    hcloud,
+    remote,
+    store,
+    bundle,
+    bundleVersion: 'v1',
+    now: clock,
+    log: createLogger('test', { level: 'silent' }),
+  };
+});
+
+/** Reconciles until done or the same error repeats, like the queue would (crash = fresh process). */
+async function converge(name = 'agent', max = 10) {
+  let last: unknown;
+  for (let i = 0; i < max; i++) {
+    try {
+      return await reconcileVps(kube.vps(name), deps);
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
+}
+
+describe('Vps reconcile', () => {
+  it('goes to Ready through every step, with booleans-only status and one server', async () => {
+    const result = await converge();
+    const vps = kube.vps('agent');
+    expect(vps.status).toMatchObject({
+      serverCreated: true,
+      hasSshKey: true,
+      gatewayDeployed: true,
+      proxyReady: true,
+      cloudTokenPurged: true,
+      ready: true,
+    });
+    for (const [k, v] of Object.entries(vps.status)) {
+      if (k !== 'conditions' && k !== 'observedGeneration') expect(typeof v, k).toBe('boolean');
+    }
+    expect(hcloud.servers.size).toBe(1);
+    const server = [...hcloud.servers.values()][0]!;
+    expect(vps.metadata.annotations[ANNOTATION_SERVER_ID]).toBe(String(server.id));
+    expect(vps.metadata.annotations[ANNOTATION_IPV4]).toBe(server.ipv4);
+    expect(vps.metadata.finalizers).toContain(FINALIZER);
+    // Post-provisioning rotation replaced the rescue-born key.
+    const keys = store.keys.get(vps.metadata.uid) ?? [];
+    expect(keys.filter((k) => k.state === 'active')).toHaveLength(1);
+    expect(keys.find((k) => k.state === 'active')?.bornInRescue).toBe(false);
+    // The key file on the host holds both real keys.
+    const file = JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}');
+    expect(Object.keys(file.keys).sort()).toEqual(['claude', 'gpt']);
+    // Requeue exactly when the next rotation is due.
+    expect(result).toEqual({ type: 'requeueAfter', ms: 720 * HOUR });
+  });
+
+  it('costs zero Hetzner calls and zero SSH connections when nothing changed', async () => {
+    await converge();
+    const h = hcloud.calls.length;
+    const r = remote.calls.length;
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(hcloud.calls.length).toBe(h);
+    expect(remote.calls.length).toBe(r);
+  });
+
+  it('never creates a second server after a crash between create and recording the id', async () => {
+    faults.arm('store.setServer');
+    await expect(reconcileVps(kube.vps('agent'), deps)).rejects.toThrow(/fault injected/);
+    expect(hcloud.servers.size).toBe(1);
+    await converge();
+    expect(hcloud.servers.size).toBe(1);
+    expect(hcloud.calls.filter((c) => c === 'create')).toHaveLength(1);
+  });
+
+  for (const point of ['remote.afterKeygen', 'hcloud.reboot', 'store.saveRescueResult']) {
+    it(`recovers from a crash in the rescue step (${point}) with exactly one active key`, async () => {
+      faults.arm(point);
+      await expect(reconcileVps(kube.vps('agent'), deps)).rejects.toThrow(/fault injected/);
+      expect(kube.vps('agent').status.ready).toBe(false);
+      await converge();
+      const keys = store.keys.get(kube.vps('agent').metadata.uid) ?? [];
+      expect(keys.filter((k) => k.state === 'active')).toHaveLength(1);
+      expect(kube.vps('agent').status.ready).toBe(true);
+      expect(hcloud.servers.size).toBe(1);
+    });
+  }
+
+  it('redeploys after a crash mid-deploy and records delivery only after success', async () => {
+    faults.arm('remote.deploy');
+    await expect(reconcileVps(kube.vps('agent'), deps)).rejects.toThrow(/fault injected/);
+    expect(kube.vps('agent').metadata.annotations[DEPLOYED_ANNOTATION]).toBeUndefined();
+    await converge();
+    expect(kube.vps('agent').metadata.annotations[DEPLOYED_ANNOTATION]).toBeDefined();
+  });
+
+  it('stops with CloudTokenRequired, naming the Secret and never the token, when the token is missing', async () => {
+    kube.putSecret('hcloud', {});
+    await expect(reconcileVps(kube.vps('agent'), deps)).rejects.toMatchObject({
+      reason: 'CloudTokenRequired',
+      terminal: true,
+    });
+    const ready = kube.vps('agent').status.conditions?.find((c) => c.type === 'Ready');
+    expect(ready).toMatchObject({ status: 'False', reason: 'CloudTokenRequired' });
+    expect(ready?.message).toContain('hcloud');
+    expect(kube.events.at(-1)).toMatchObject({ type: 'Warning', reason: 'CloudTokenRequired' });
+  });
+
+  it('never puts a secret into status, conditions, annotations or events', async () => {
+    await converge();
+    const secrets = [token, ...[...kube.secrets.values()].flatMap((s) => [...s.data.values()])];
+    const rescuePw = 'rescue-pw-';
+    const visible = JSON.stringify([...kube.vpses.values(), ...kube.modelKeys.values(), kube.events]);
+    for (const s of secrets) expect(visible).not.toContain(s);
+    expect(visible).not.toContain(rescuePw);
+    expect(visible).not.toContain('PRIVATE KEY');
+  });
+
+  it('rotates when the interval has passed, and requeues exactly until then otherwise', async () => {
+    await converge();
+    now = new Date(now.getTime() + 700 * HOUR);
+    const before = remote.calls.filter((c) => c === 'rotate').length;
+    expect(await reconcileVps(kube.vps('agent'), deps)).toEqual({ type: 'requeueAfter', ms: 20 * HOUR });
+    expect(remote.calls.filter((c) => c === 'rotate').length).toBe(before);
+    now = new Date(now.getTime() + 20 * HOUR);
+    expect(await reconcileVps(kube.vps('agent'), deps)).toEqual({ type: 'requeueAfter', ms: 720 * HOUR });
+    expect(remote.calls.filter((c) => c === 'rotate').length).toBe(before + 1);
+  });
+
+  it('keeps the cloud token while another Vps using it has not finished setup', async () => {
+    kube.addVps('other');
+    await converge('agent');
+    expect(kube.vps('agent').status.cloudTokenPurged).toBe(false);
+    expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'CloudTokenPurged')?.reason).toBe(
+      'WaitingForOtherVps',
+    );
+    await converge('other');
+    await converge('agent');
+    expect(kube.vps('agent').status.cloudTokenPurged).toBe(true);
+    expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
+  });
+
+  it('keeps the token when purgeCloudTokenAfterSetup is false', async () => {
+    kube.vpses.clear();
+    kube.addVps('agent', vpsSpec({ purgeCloudTokenAfterSetup: false }));
+    await converge();
+    expect(kube.secrets.get('ns/hcloud')?.data.get('token')).toBe(token);
+    expect(kube.vps('agent').status.cloudTokenPurged).toBe(false);
+  });
+
+  it('deletes the server and the row on delete (policy Delete), then drops the finalizer', async () => {
+    kube.vpses.clear();
+    kube.addVps('agent', vpsSpec({ purgeCloudTokenAfterSetup: false }));
+    await converge();
+    const uid = kube.vps('agent').metadata.uid;
+    kube.markDeleting('Vps', 'agent');
+    await converge();
+    expect(hcloud.servers.size).toBe(0);
+    expect(store.rows.has(uid)).toBe(false);
+    expect(kube.vpses.has('ns/agent')).toBe(false);
+  });
+
+  it('waits with CloudTokenRequired when the token was purged, and deletes once a token is supplied', async () => {
+    await converge();
+    kube.markDeleting('Vps', 'agent');
+    await reconcileVps(kube.vps('agent'), deps);
+    expect(hcloud.servers.size).toBe(1);
+    const c = kube.vps('agent').status.conditions?.find((x) => x.type === 'Deleting');
+    expect(c).toMatchObject({ status: 'False', reason: 'CloudTokenRequired' });
+    expect(c?.message).toContain('Retain');
+    kube.putSecret('hcloud', { token });
+    await converge();
+    expect(hcloud.servers.size).toBe(0);
+  });
+
+  it('retains the server with deletionPolicy Retain', async () => {
+    kube.vpses.clear();
+    kube.addVps('agent', vpsSpec({ deletionPolicy: 'Retain' }));
+    await converge();
+    kube.markDeleting('Vps', 'agent');
+    await converge();
+    expect(hcloud.servers.size).toBe(1);
+    expect(kube.vpses.has('ns/agent')).toBe(false);
+  });
+
+  it('sets lastTransitionTime only when a condition flips', async () => {
+    await converge();
+    const t0 = kube.vps('agent').status.conditions?.find((c) => c.type === 'Ready')?.lastTransitionTime;
+    now = new Date(now.getTime() + HOUR);
+    await reconcileVps(kube.vps('agent'), deps);
+    expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'Ready')?.lastTransitionTime).toBe(t0);
+  });
+});
+
+describe('ModelKey reconcile', () => {
+  const mkDeps = () => ({ kube, now: clock });
+
+  it('reports hasKey and delivered once the Vps deployed it, and purges on request', async () => {
+    await reconcileModelKey(kube.mk('gpt'), mkDeps());
+    expect(kube.mk('gpt').status).toMatchObject({ hasKey: true, delivered: false });
+    await converge();
+    await reconcileModelKey(kube.mk('gpt'), mkDeps());
+    expect(kube.mk('gpt').status).toMatchObject({ hasKey: true, delivered: true });
+    // purgeSecretAfterDelivery: the key left the Secret.
+    expect(kube.secrets.get('ns/llm')?.data.has('openai')).toBe(false);
+    expect(kube.secrets.get('ns/llm')?.data.has('anthropic')).toBe(true);
+    await reconcileModelKey(kube.mk('gpt'), mkDeps());
+    expect(kube.mk('gpt').status.conditions?.find((c) => c.type === 'HasKey')?.reason).toBe('SecretPurged');
+    expect(kube.mk('gpt').status.delivered).toBe(true);
+  });
+
+  it('keeps a purged key on the server when the Vps redeploys for another reason', async () => {
+    await converge();
+    const delivered = JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}').keys.gpt.apiKey;
+    await reconcileModelKey(kube.mk('gpt'), mkDeps());
+    expect(kube.secrets.get('ns/llm')?.data.has('openai')).toBe(false);
+    // A change of the other key forces a redeploy; the purged one is read back from the host.
+    kube.putSecret('llm', { anthropic: canary('sk-ant-fake-') });
+    await converge();
+    expect(remote.calls).toContain('readFile');
+    expect(JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}').keys.gpt.apiKey).toBe(delivered);
+  });
+
+  it('says what to supply when the Secret has no key', async () => {
+    kube.putSecret('llm', {});
+    await reconcileModelKey(kube.mk('claude'), mkDeps());
+    const c = kube.mk('claude').status.conditions?.find((x) => x.type === 'HasKey');
+    expect(c).toMatchObject({ status: 'False', reason: 'SecretMissing' });
+    expect(c?.message).toContain('llm');
+  });
+
+  it('holds its finalizer until the Vps has redeployed without it', async () => {
+    await converge();
+    await reconcileModelKey(kube.mk('claude'), mkDeps());
+    kube.markDeleting('ModelKey', 'claude');
+    await reconcileModelKey(kube.mk('claude'), mkDeps());
+    expect(kube.modelKeys.has('ns/claude')).toBe(true);
+    await converge();
+    expect(
+      JSON.parse(kube.vps('agent').metadata.annotations[DELIVERED_ANNOTATION] ?? '{}'),
+    ).not.toHaveProperty('claude');
+    expect(Object.keys(JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}').keys)).toEqual(['gpt']);
+    await reconcileModelKey(kube.mk('claude'), mkDeps());
+    expect(kube.modelKeys.has('ns/claude')).toBe(false);
+  });
+});
