@@ -20,6 +20,7 @@ usage: node cannes-proxy.mjs --keys FILE [--listen HOST:PORT ...] [--allow CIDR 
   --upstream-connect-timeout S    seconds to connect upstream (default 10)
   --client-headers-timeout S      seconds a client has to send its headers (default 20)
   --client-request-timeout S      seconds a client has to send its whole request (default 300)
+  --watch-key-file on|off         reload the key file when it changes (default on); SIGHUP always reloads
   --drain-timeout S               on SIGTERM, how long open streams may finish (default 60)
   --log-level LEVEL               debug | info | warn | error | silent (default info)
   --help                          this text
@@ -41,6 +42,7 @@ export interface CliOptions {
   readonly clientRequestTimeoutMs: number;
   readonly drainTimeoutMs: number;
   readonly logLevel: LogLevel;
+  readonly watchKeyFile: boolean;
 }
 
 export type ParsedArgs = { readonly help: true } | ({ readonly help: false } & CliOptions);
@@ -59,6 +61,7 @@ const VALUE_FLAGS = new Set([
   '--client-request-timeout',
   '--drain-timeout',
   '--log-level',
+  '--watch-key-file',
 ]);
 
 function usageError(message: string): CannesError {
@@ -108,8 +111,11 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   }
   const logLevel = one('--log-level') ?? 'info';
   if (!isLogLevel(logLevel)) throw usageError(`--log-level ${JSON.stringify(logLevel)}: unknown level`);
+  const watch = one('--watch-key-file') ?? 'on';
+  if (watch !== 'on' && watch !== 'off') throw usageError('--watch-key-file must be on or off');
   return {
     help: false,
+    watchKeyFile: watch === 'on',
     keys,
     listen,
     port: integer(one('--port'), '--port', DEFAULT_PORT, 1, 65535),

@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     }
   }
 
-  watcher.start();
+  if (args.watchKeyFile) watcher.start();
   process.on('SIGHUP', () => {
     logger.info('SIGHUP: reloading the key file');
     watcher.reload('signal');
