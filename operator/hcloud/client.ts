@@ -13,6 +13,8 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { Registry } from 'prom-client';
+import { TerminalError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
 import { Secret } from '../lib/secret.ts';
 import { type BudgetOptions, BudgetRegistry } from './budget.ts';
 import { HcloudError } from './errors.ts';
@@ -82,6 +84,8 @@ export interface HcloudClientOptions {
   poll?: PollOptions;
   sleep?: (ms: number) => Promise<void>;
   userAgent?: string;
+  /** Retries are logged at debug, with route template, reason and correlation id only. */
+  logger?: Logger;
 }
 
 type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -111,9 +115,10 @@ export class HcloudClient {
   readonly #budgets: BudgetRegistry;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #userAgent: string;
+  readonly #logger: Logger | undefined;
 
   constructor(opts: HcloudClientOptions = {}) {
-    this.#endpoint = (opts.endpoint ?? DEFAULT_ENDPOINT).replace(/\/+$/, '');
+    this.#endpoint = checkEndpoint(opts.endpoint ?? DEFAULT_ENDPOINT);
     this.#fetch = opts.fetch ?? globalThis.fetch;
     this.#metrics = opts.metrics ?? createHcloudMetrics(opts.registry ?? new Registry());
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
@@ -132,6 +137,7 @@ export class HcloudClient {
     this.#budgets = new BudgetRegistry(opts.budget);
     this.#sleep = opts.sleep ?? defaultSleep;
     this.#userAgent = opts.userAgent ?? 'cannes-operator';
+    this.#logger = opts.logger;
   }
 
   // ---- servers -------------------------------------------------------------------------
@@ -530,10 +536,51 @@ export class HcloudClient {
       }
       if (attempt >= this.#retry.maxRetries || !err.retryable(spec.idempotent)) throw err;
       this.#metrics.retries.inc({ endpoint: spec.route, reason: err.reason });
-      await this.#sleep(backoff(attempt, this.#retry));
+      const delay = backoff(attempt, this.#retry);
+      this.#logger?.debug(
+        {
+          endpoint: spec.route,
+          method: spec.method,
+          reason: err.reason,
+          correlationId: err.correlationId,
+          attempt,
+          delay,
+        },
+        'hcloud request retried',
+      );
+      await this.#sleep(delay);
     }
   }
 }
+
+/**
+ * The token travels in every request, so the endpoint must be https; plain http is allowed
+ * only to a loopback address (the simulator).
+ */
+export function checkEndpoint(endpoint: string): string {
+  let u: URL;
+  try {
+    u = new URL(endpoint);
+  } catch {
+    throw new TerminalError('HcloudInvalidEndpoint', 'HCLOUD_ENDPOINT is not a URL');
+  }
+  const loopback =
+    u.hostname === 'localhost' || u.hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(u.hostname);
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback))
+    throw new TerminalError(
+      'HcloudInvalidEndpoint',
+      `HCLOUD_ENDPOINT must be https (plain http only to loopback), got ${u.protocol}//${u.host}`,
+    );
+  if (u.username || u.password || u.search || u.hash)
+    throw new TerminalError(
+      'HcloudInvalidEndpoint',
+      'HCLOUD_ENDPOINT must not carry credentials, a query or a fragment',
+    );
+  return u.href.replace(/\/+$/, '');
+}
+
+/** What controllers depend on (a fake implements this in unit tests). */
+export type Hcloud = Pick<HcloudClient, keyof HcloudClient>;
 
 /** Full jitter: uniform in [0, min(cap, base * 2^attempt)). */
 export function backoff(attempt: number, r: Required<RetryOptions>): number {

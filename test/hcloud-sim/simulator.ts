@@ -11,6 +11,8 @@
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
 import { Secret } from '../../operator/lib/secret.ts';
 import {
   DATACENTERS,
@@ -129,6 +131,36 @@ export interface Simulator {
   readonly requests: readonly RecordedRequest[];
   close(): Promise<void>;
 }
+
+/** What POST /__admin/faults accepts (checked, unknown keys refused). */
+const FaultsBody = Type.Partial(
+  Type.Object(
+    {
+      latencyMs: Type.Number({ minimum: 0 }),
+      errors: Type.Array(
+        Type.Object({
+          route: Type.String(),
+          method: Type.Optional(Type.String()),
+          code: Type.String(),
+          rate: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+          count: Type.Optional(Type.Integer({ minimum: 0 })),
+        }),
+      ),
+      failActions: Type.Array(
+        Type.Object({
+          command: Type.String(),
+          code: Type.Optional(Type.String()),
+          message: Type.Optional(Type.String()),
+          count: Type.Optional(Type.Integer({ minimum: 0 })),
+        }),
+      ),
+      rateLimitStorm: Type.Integer({ minimum: 0 }),
+      stuckStartingNames: Type.Array(Type.String()),
+      unavailable: Type.Array(Type.String()),
+    },
+    { additionalProperties: false },
+  ),
+);
 
 // ---- status codes of Hetzner's error codes ----------------------------------------------
 
@@ -278,9 +310,11 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
       timers.add(t);
     });
 
+  // The last /24 (198.19.255.0/24) is kept for the test rig's own addresses (the hosts'
+  // gateway is 198.19.255.254), so no server ever gets one of them.
   function allocIp(): string {
     for (;;) {
-      const n = nextIp++ % 131072;
+      const n = nextIp++ % (131072 - 256);
       if ((n & 0xff) === 0 || (n & 0xff) === 255) continue;
       return `198.${18 + (n >> 16)}.${(n >> 8) & 0xff}.${n & 0xff}`;
     }
@@ -1055,8 +1089,12 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   async function handleAdmin(method: string, path: string, body: unknown): Promise<[number, unknown]> {
     if (path === '/__admin/faults' && method === 'GET') return [200, faults];
     if (path === '/__admin/faults' && (method === 'POST' || method === 'PUT')) {
+      if (!Value.Check(FaultsBody, body)) {
+        const first = Value.Errors(FaultsBody, body).First();
+        throw invalid(`faults: ${first?.path ?? ''} ${first?.message ?? 'invalid'}`);
+      }
       if (method === 'PUT') admin.clearFaults();
-      admin.setFaults(obj(body));
+      admin.setFaults(body);
       return [200, faults];
     }
     if (path === '/__admin/faults' && method === 'DELETE') {

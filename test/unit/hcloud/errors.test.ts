@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoff } from '../../../operator/hcloud/client.ts';
+import { backoff, checkEndpoint } from '../../../operator/hcloud/client.ts';
 import { HCLOUD_ERROR_CODES, HcloudError } from '../../../operator/hcloud/errors.ts';
 import { CannesError } from '../../../operator/lib/errors.ts';
 
@@ -72,5 +72,26 @@ describe('backoff', () => {
         opts(() => 0.5),
       ),
     ).toBe(8000);
+  });
+});
+
+describe('the endpoint check', () => {
+  it('accepts https and plain http to loopback only', () => {
+    expect(checkEndpoint('https://api.hetzner.cloud/v1/')).toBe('https://api.hetzner.cloud/v1');
+    expect(checkEndpoint('http://127.0.0.1:4000/v1')).toBe('http://127.0.0.1:4000/v1');
+    expect(checkEndpoint('http://[::1]:4000/v1')).toBe('http://[::1]:4000/v1');
+  });
+
+  it('refuses to send the token in clear text or to a URL carrying credentials', () => {
+    for (const bad of [
+      'http://api.hetzner.cloud/v1',
+      'http://10.0.0.1/v1',
+      'https://u:p@x.example/v1',
+      'not a url',
+    ]) {
+      expect(() => checkEndpoint(bad), bad).toThrow(
+        expect.objectContaining({ reason: 'HcloudInvalidEndpoint' }),
+      );
+    }
   });
 });
