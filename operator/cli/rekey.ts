@@ -1,0 +1,119 @@
+import { parseArgs } from 'node:util';
+import { CannesError } from '../lib/errors.ts';
+import { createLogger } from '../lib/log.ts';
+import { countByKid, openStoreFromEnv, rekey } from '../store/index.ts';
+
+const HELP = `Usage: cannes-operator rekey [--batch-size N] [--keys-file PATH] [--dry-run]
+
+Re-encrypts every secret in the store (SSH private keys, cloud tokens) to the ACTIVE master
+key: the first line of the master key file. Old keys keep decrypting until you remove them.
+
+Rotation, step by step:
+  1. Add the new key as the FIRST line of the key file/Secret, keep the old ones below it.
+  2. Roll out the operator so every replica encrypts with the new key.
+  3. Run "cannes-operator rekey" (safe while the operator runs; resumable: just run it again).
+  4. When it reports "remaining 0" and "failed 0", remove the old key line and roll out again.
+
+Options:
+  --batch-size N    rows per batch (default 200)
+  --keys-file PATH  master key file (default: $CANNES_MASTER_KEYS_FILE)
+  --dry-run         only count rows per master key id
+  -h, --help        this text
+
+Environment: DATABASE_URL (use sslmode=verify-full; CA via sslrootcert= or PGSSLROOTCERT),
+CANNES_MASTER_KEYS_FILE.
+
+Exit status: 0 all rows on the active key; 1 rows failed or remain; 2 usage or setup error.
+`;
+
+/** `cannes-operator rekey`: prints a report to stdout, returns the exit status. */
+export async function rekeyCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let values: {
+    'batch-size'?: string | undefined;
+    'keys-file'?: string | undefined;
+    'dry-run'?: boolean | undefined;
+    help?: boolean | undefined;
+  };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        'batch-size': { type: 'string' },
+        'keys-file': { type: 'string' },
+        'dry-run': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    process.stderr.write(`rekey: ${err instanceof Error ? err.message : String(err)}\n\n${HELP}`);
+    return 2;
+  }
+  if (values.help === true) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const batchSize = values['batch-size'] === undefined ? 200 : Number(values['batch-size']);
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
+    process.stderr.write('rekey: --batch-size must be an integer between 1 and 10000\n');
+    return 2;
+  }
+  const effectiveEnv =
+    values['keys-file'] === undefined ? env : { ...env, CANNES_MASTER_KEYS_FILE: values['keys-file'] };
+  const logger = createLogger('rekey', { destination: process.stderr });
+  let opened: Awaited<ReturnType<typeof openStoreFromEnv>>;
+  try {
+    opened = await openStoreFromEnv(effectiveEnv, { logger });
+  } catch (err) {
+    process.stderr.write(`rekey: ${describe(err)}\n`);
+    return 2;
+  }
+  const { store, keyring } = opened;
+  try {
+    if (values['dry-run'] === true) {
+      const counts = await countByKid(store.db);
+      process.stdout.write(`active key: ${keyring.activeKid}\n`);
+      for (const [kid, n] of Object.entries(counts)) {
+        process.stdout.write(`  ${kid}: ${n} row(s)${keyring.has(kid) ? '' : ' (NOT IN KEYRING)'}\n`);
+      }
+      return 0;
+    }
+    const report = await rekey(store.db, keyring, {
+      batchSize,
+      onBatch: (p) => logger.info({ table: p.table, scanned: p.scanned, rekeyed: p.rekeyed }, 'rekey batch'),
+    });
+    process.stdout.write(`active key: ${report.activeKid}\n`);
+    let remaining = 0;
+    let failed = 0;
+    for (const c of report.columns) {
+      remaining += c.remaining;
+      failed += c.failed;
+      process.stdout.write(
+        `${c.table}.${c.column}: scanned ${c.scanned}, rekeyed ${c.rekeyed}, skipped ${c.skipped} (changed concurrently), ` +
+          `failed ${c.failed}, remaining ${c.remaining}\n`,
+      );
+    }
+    for (const f of report.failures)
+      process.stdout.write(`  failed: ${f.table} row ${f.rowId}: ${f.reason}\n`);
+    process.stdout.write(`rows per key: ${JSON.stringify(report.kidCounts)}\n`);
+    process.stdout.write(`total: remaining ${remaining}, failed ${failed}\n`);
+    if (remaining === 0 && failed === 0) {
+      const old = keyring.kids.filter((k) => k !== keyring.activeKid);
+      if (old.length > 0)
+        process.stdout.write(`done: old key(s) ${old.join(', ')} can now be removed from the keyring\n`);
+      return 0;
+    }
+    return 1;
+  } catch (err) {
+    process.stderr.write(`rekey: ${describe(err)}\n`);
+    return 1;
+  } finally {
+    await store.close();
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof CannesError) return `${err.reason}: ${err.message}`;
+  return err instanceof Error ? err.message : String(err);
+}

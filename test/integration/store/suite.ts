@@ -1,0 +1,487 @@
+import { execFile } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CannesError } from '../../../operator/lib/errors.ts';
+import { Secret } from '../../../operator/lib/secret.ts';
+import { cloudTokenBinding, sshKeyBinding } from '../../../operator/store/bindings.ts';
+import { encryptBytes } from '../../../operator/store/envelope.ts';
+import { type Keyring, parseKeyring } from '../../../operator/store/keyring.ts';
+import { MIGRATIONS, migrate } from '../../../operator/store/migrations.ts';
+import { PostgresStore } from '../../../operator/store/postgres.ts';
+import {
+  createTestDatabase,
+  type PgBouncer,
+  pgDump,
+  startPgBouncer,
+  type TestDatabase,
+} from '../../rig/postgres.ts';
+import { FAKE_PUBLIC_KEY, privateKeyFor, tokenFor } from './worker.ts';
+
+const run = promisify(execFile);
+const WORKER = join(import.meta.dirname, 'worker.ts');
+const REKEY_CLI = join(import.meta.dirname, 'rekey-cli.ts');
+
+/** `cannes-operator rekey` in its own process; resolves with its exit status and stdout. */
+async function rekeyCli(
+  args: string[],
+  url: string,
+  keysFile: string,
+): Promise<{ code: number; out: string }> {
+  const env = { ...process.env, DATABASE_URL: url, CANNES_MASTER_KEYS_FILE: keysFile, LOG_LEVEL: 'silent' };
+  try {
+    const { stdout } = await run(process.execPath, [REKEY_CLI, ...args], { env });
+    return { code: 0, out: stdout };
+  } catch (err) {
+    const e = err as { code?: unknown; stdout?: unknown; stderr?: unknown };
+    return { code: typeof e.code === 'number' ? e.code : -1, out: `${String(e.stdout)}${String(e.stderr)}` };
+  }
+}
+
+export type Mode = 'direct' | 'pgbouncer';
+
+/** Everything one test file needs: a database reached as the operator would, plus a direct URL for pg_dump. */
+interface Target {
+  /** What the store connects to (direct, or PgBouncer with TLS verify-full). */
+  connect(db: TestDatabase): string;
+  stop(): Promise<void>;
+}
+
+async function startTarget(mode: Mode): Promise<Target> {
+  if (mode === 'direct') return { connect: (db) => db.url, stop: async () => undefined };
+  const direct = new URL((await createTestDatabase()).url); // only to learn the server's address
+  const bouncer: PgBouncer = await startPgBouncer({
+    host: direct.hostname,
+    port: Number(direct.port || 5432),
+  });
+  return { connect: (db) => bouncer.url(db.name), stop: () => bouncer.stop() };
+}
+
+function keyLines(kids: string[]): string {
+  return `${kids.map((kid) => `${kid} ${randomBytes(32).toString('base64')}`).join('\n')}\n`;
+}
+
+async function reason(p: Promise<unknown>): Promise<string> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(CannesError);
+  return (err as CannesError).reason;
+}
+
+function flipPart(envelope: string, part: number): string {
+  const parts = envelope.split('.');
+  const bytes = Buffer.from(parts[part]!, 'base64url');
+  const i = bytes.length - 1;
+  bytes[i] = bytes[i]! ^ 0x80;
+  parts[part] = bytes.toString('base64url');
+  return parts.join('.');
+}
+
+export function storeSuite(mode: Mode): void {
+  describe(`store on real Postgres (${mode})`, () => {
+    let target: Target;
+    let db: TestDatabase;
+    let url: string;
+    let dir: string;
+    let keysOld: string;
+    let keyring: Keyring;
+    let store: PostgresStore;
+    const runId = randomBytes(6).toString('hex');
+    const dbs: TestDatabase[] = [];
+
+    beforeAll(async () => {
+      target = await startTarget(mode);
+      db = await createTestDatabase();
+      dbs.push(db);
+      url = target.connect(db);
+      dir = mkdtempSync(join(tmpdir(), 'cannes-store-test-'));
+      keysOld = keyLines(['k-old']);
+      writeFileSync(join(dir, 'keys-old'), keysOld, { mode: 0o600 });
+      keyring = await parseKeyring(keysOld, 'test');
+      ({ store } = await PostgresStore.open({ connectionString: url, keyring }));
+    });
+
+    afterAll(async () => {
+      await store?.close();
+      await target?.stop();
+      for (const d of dbs) await d.drop().catch(() => undefined);
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    async function newVps(): Promise<string> {
+      const uid = randomUUID();
+      await store.ensureVps({ uid, namespace: 'default', name: `vps-${uid.slice(0, 8)}` });
+      return uid;
+    }
+
+    async function withActiveKey(
+      uid: string,
+      plaintext?: string,
+    ): Promise<{ id: string; plaintext: string }> {
+      const id = randomUUID();
+      const value = plaintext ?? privateKeyFor(runId, uid, id);
+      await store.insertPendingKey(uid, { id, publicKey: FAKE_PUBLIC_KEY, privateKey: Secret.of(value) });
+      await store.promotePendingKey(uid, id);
+      return { id, plaintext: value };
+    }
+
+    it('runs its migrations once; running them again changes nothing', async () => {
+      const again = await migrate(store.db);
+      expect(again.applied).toEqual([]);
+      expect(again.alreadyApplied).toEqual(MIGRATIONS.map((m) => m.id));
+      const rows = await store.db.query('SELECT id FROM cannes_schema_migrations ORDER BY id');
+      expect(rows.rows.map((r) => r['id'])).toEqual(MIGRATIONS.map((m) => m.id));
+    });
+
+    it('lets three operator processes migrate one empty database at once without corrupting it', async () => {
+      const fresh = await createTestDatabase();
+      dbs.push(fresh);
+      const freshUrl = target.connect(fresh);
+      const startAt = String(Date.now() + 2500);
+      const outs = await Promise.all(
+        [1, 2, 3].map(() =>
+          run(process.execPath, [WORKER, 'migrate', freshUrl, join(dir, 'keys-old'), startAt]),
+        ),
+      );
+      const reports = outs.map(
+        (o) => JSON.parse(o.stdout.trim()) as { applied: number[]; alreadyApplied: number[] },
+      );
+      // Exactly one process applied each migration; the others found it done.
+      for (const m of MIGRATIONS) expect(reports.filter((r) => r.applied.includes(m.id))).toHaveLength(1);
+      const check = new PostgresStore({ connectionString: freshUrl, keyring });
+      try {
+        const rows = await check.db.query('SELECT id FROM cannes_schema_migrations');
+        expect(rows.rowCount).toBe(MIGRATIONS.length);
+        const uid = randomUUID();
+        await check.ensureVps({ uid, namespace: 'ns', name: 'n' });
+        expect((await check.getVpsState(uid))?.vps.name).toBe('n');
+      } finally {
+        await check.close();
+      }
+    });
+
+    it('round-trips a private key: stored encrypted, returned as a Secret', async () => {
+      const uid = await newVps();
+      const canary = `canary-${randomBytes(12).toString('hex')}`;
+      const { id } = await withActiveKey(uid, canary);
+      const raw = await store.db.query('SELECT private_key_enc, kid FROM cannes_ssh_key WHERE id = $1', [id]);
+      expect(String(raw.rows[0]?.['private_key_enc'])).not.toContain(canary);
+      expect(raw.rows[0]?.['kid']).toBe('k-old');
+      const state = await store.getVpsState(uid);
+      const secret = await state!.activeKey!.privateKey();
+      expect(secret).toBeInstanceOf(Secret);
+      expect(secret.reveal()).toBe(canary);
+      expect(JSON.stringify(state)).not.toContain(canary);
+    });
+
+    it.each([
+      ['header', 0],
+      ['nonce', 2],
+      ['ciphertext', 3],
+      ['tag', 4],
+    ])('refuses a stored ciphertext with one byte of its %s changed', async (_name, part) => {
+      const uid = await newVps();
+      const { id } = await withActiveKey(uid);
+      const raw = await store.db.query('SELECT private_key_enc FROM cannes_ssh_key WHERE id = $1', [id]);
+      const tampered = flipPart(String(raw.rows[0]?.['private_key_enc']), part);
+      await store.db.query('UPDATE cannes_ssh_key SET private_key_enc = $2 WHERE id = $1', [id, tampered]);
+      const state = await store.getVpsState(uid);
+      expect(['EnvelopeTampered', 'EnvelopeMalformed']).toContain(
+        await reason(state!.activeKey!.privateKey()),
+      );
+      if (part !== 0) expect(await reason(state!.activeKey!.privateKey())).toBe('EnvelopeTampered');
+    });
+
+    it('refuses ciphertexts swapped between two rows, and one copied into another column', async () => {
+      const a = await newVps();
+      const b = await newVps();
+      const ka = await withActiveKey(a);
+      const kb = await withActiveKey(b);
+      await store.db.query(
+        `UPDATE cannes_ssh_key SET private_key_enc = CASE id WHEN $1 THEN (SELECT private_key_enc FROM cannes_ssh_key WHERE id = $2)
+                                                          ELSE (SELECT private_key_enc FROM cannes_ssh_key WHERE id = $1) END
+         WHERE id IN ($1, $2)`,
+        [ka.id, kb.id],
+      );
+      for (const uid of [a, b]) {
+        const state = await store.getVpsState(uid);
+        expect(await reason(state!.activeKey!.privateKey())).toBe('EnvelopeBindingMismatch');
+      }
+      await store.putCloudToken(a, Secret.of('placeholder-token'), 600);
+      await store.db.query(
+        'UPDATE cannes_cloud_token SET token_enc = (SELECT private_key_enc FROM cannes_ssh_key WHERE id = $2) WHERE vps_uid = $1',
+        [a, kb.id],
+      );
+      expect(await reason(store.getCloudToken(a))).toBe('EnvelopeBindingMismatch');
+    });
+
+    it('returns typed errors for a truncated, empty, unknown-key or non-UTF-8 stored value', async () => {
+      const uid = await newVps();
+      const { id } = await withActiveKey(uid);
+      const raw = await store.db.query('SELECT private_key_enc FROM cannes_ssh_key WHERE id = $1', [id]);
+      const good = String(raw.rows[0]?.['private_key_enc']);
+      const otherRing = await parseKeyring(keyLines(['k-unknown']), 'test');
+      const cases: Array<[string, string]> = [
+        [good.slice(0, Math.floor(good.length / 2)), 'EnvelopeMalformed'],
+        ['', 'EnvelopeMalformed'],
+        [
+          await encryptBytes(otherRing, new TextEncoder().encode('x'), sshKeyBinding(uid, id)),
+          'EnvelopeUnknownKey',
+        ],
+        [
+          await encryptBytes(keyring, new Uint8Array([0xc3, 0x28, 0xff]), sshKeyBinding(uid, id)),
+          'EnvelopeNotUtf8',
+        ],
+      ];
+      for (const [value, expected] of cases) {
+        await store.db.query('UPDATE cannes_ssh_key SET private_key_enc = $2 WHERE id = $1', [id, value]);
+        const keys = await store.listLoginKeys(uid);
+        expect(await reason(keys[0]!.privateKey())).toBe(expected);
+      }
+    });
+
+    it('keeps at least one key that can log in at every step of a rotation, and never two active keys', async () => {
+      const uid = await newVps();
+      const first = await withActiveKey(uid);
+      expect((await store.listLoginKeys(uid)).map((k) => [k.id, k.state])).toEqual([[first.id, 'active']]);
+
+      const nextId = randomUUID();
+      const pending = await store.insertPendingKey(uid, {
+        id: nextId,
+        publicKey: FAKE_PUBLIC_KEY,
+        privateKey: Secret.of(privateKeyFor(runId, uid, nextId)),
+      });
+      expect(pending.state).toBe('pending');
+      // Retrying the same insert (a lost reply) finds the same row.
+      expect(
+        (
+          await store.insertPendingKey(uid, {
+            id: nextId,
+            publicKey: FAKE_PUBLIC_KEY,
+            privateKey: Secret.of('x'),
+          })
+        ).id,
+      ).toBe(nextId);
+      // A crash here: both the old and the new key may log in, active first.
+      expect((await store.listLoginKeys(uid)).map((k) => [k.id, k.state])).toEqual([
+        [first.id, 'active'],
+        [nextId, 'pending'],
+      ]);
+      const state = await store.getVpsState(uid);
+      expect(state?.activeKey?.id).toBe(first.id);
+      expect(state?.pendingKey?.id).toBe(nextId);
+      expect(
+        await reason(
+          store.insertPendingKey(uid, { publicKey: FAKE_PUBLIC_KEY, privateKey: Secret.of('another') }),
+        ),
+      ).toBe('RotationInProgress');
+
+      const promoted = await store.promotePendingKey(uid, nextId);
+      expect(promoted.active.id).toBe(nextId);
+      expect(promoted.active.rotatedAt).toBeInstanceOf(Date);
+      expect(promoted.retired?.id).toBe(first.id);
+      // Idempotent: a retry after a lost COMMIT reply reports the same outcome.
+      const again = await store.promotePendingKey(uid, nextId);
+      expect([again.active.id, again.retired?.id]).toEqual([nextId, first.id]);
+      expect((await store.listLoginKeys(uid)).map((k) => [k.id, k.state])).toEqual([[nextId, 'active']]);
+
+      // The schema itself refuses a second active key.
+      await expect(
+        store.db.query(`UPDATE cannes_ssh_key SET state = 'active' WHERE id = $1`, [first.id]),
+      ).rejects.toThrow(/cannes_ssh_key_one_active/);
+      expect(await store.deleteRetiredKeys(uid)).toBe(1);
+      const states = await store.db.query('SELECT state FROM cannes_ssh_key WHERE vps_uid = $1', [uid]);
+      expect(states.rows.map((r) => r['state'])).toEqual(['active']);
+      expect((await (await store.listLoginKeys(uid))[0]!.privateKey()).reveal()).toBe(
+        privateKeyFor(runId, uid, nextId),
+      );
+    });
+
+    it('discards a pending key that never reached the server', async () => {
+      const uid = await newVps();
+      const first = await withActiveKey(uid);
+      const p = await store.insertPendingKey(uid, {
+        publicKey: FAKE_PUBLIC_KEY,
+        privateKey: Secret.of('pending-value'),
+      });
+      expect(await store.discardPendingKey(uid, p.id)).toBe(true);
+      expect(await store.discardPendingKey(uid, first.id)).toBe(false);
+      expect(await reason(store.promotePendingKey(uid, p.id))).toBe('PendingKeyNotFound');
+      expect((await store.listLoginKeys(uid)).map((k) => k.id)).toEqual([first.id]);
+    });
+
+    it('pins a host key once and refuses a different one unless replacing on purpose', async () => {
+      const uid = await newVps();
+      const hostKey = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostHostHostHostHostHostHostHostHostHost root@os';
+      await store.pinHostKey(uid, hostKey);
+      await store.pinHostKey(uid, hostKey);
+      const other = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOther root@evil';
+      expect(await reason(store.pinHostKey(uid, other))).toBe('HostKeyAlreadyPinned');
+      expect((await store.getVpsState(uid))?.vps.hostPublicKey).toBe(hostKey);
+      await store.pinHostKey(uid, other, { replace: true });
+      expect((await store.getVpsState(uid))?.vps.hostPublicKey).toBe(other);
+      await store.recordServer(uid, { serverId: 4242, ipv4: '198.18.0.7' });
+      const vps = (await store.getVpsState(uid))?.vps;
+      expect([vps?.serverId, vps?.ipv4]).toEqual([4242, '198.18.0.7']);
+      expect(await reason(store.recordServer(randomUUID(), { serverId: 1, ipv4: null }))).toBe(
+        'VpsRowMissing',
+      );
+    });
+
+    it('answers a reconcile that changes nothing with one query', async () => {
+      const uid = await newVps();
+      await store.recordServer(uid, { serverId: 77, ipv4: '198.18.0.9' });
+      await withActiveKey(uid);
+      const before = store.db.statements;
+      const state = await store.getVpsState(uid);
+      expect(state?.vps.serverId).toBe(77);
+      expect(state?.activeKey).not.toBeNull();
+      expect(store.db.statements - before).toBe(1);
+    });
+
+    it('never lets a plaintext canary reach any table (pg_dump scan)', async () => {
+      const uid = await newVps();
+      const keyCanary = `key-canary-${randomBytes(16).toString('hex')}`;
+      const tokenCanary = `token-canary-${randomBytes(16).toString('hex')}`;
+      await withActiveKey(uid, keyCanary);
+      const pendingCanary = `pending-canary-${randomBytes(16).toString('hex')}`;
+      await store.insertPendingKey(uid, { publicKey: FAKE_PUBLIC_KEY, privateKey: Secret.of(pendingCanary) });
+      await store.putCloudToken(uid, Secret.of(tokenCanary), 600);
+      const dump = await pgDump(db.url);
+      expect(dump).toContain(uid); // the dump does include this Vps's rows
+      for (const c of [keyCanary, tokenCanary, pendingCanary]) {
+        expect(dump).not.toContain(c);
+        expect(dump).not.toContain(Buffer.from(c).toString('base64'));
+        expect(dump).not.toContain(Buffer.from(c).toString('hex'));
+      }
+    });
+
+    it('purges the cloud token: no row left and no trace in pg_dump', async () => {
+      const uid = await newVps();
+      const canary = `hcloud-token-canary-${randomBytes(24).toString('hex')}`;
+      await store.putCloudToken(uid, Secret.of(canary), 600);
+      expect((await store.getCloudToken(uid))?.reveal()).toBe(canary);
+      expect((await store.getVpsState(uid))?.hasCloudToken).toBe(true);
+      const envelope = String(
+        (await store.db.query('SELECT token_enc FROM cannes_cloud_token WHERE vps_uid = $1', [uid]))
+          .rows[0]?.['token_enc'],
+      );
+      expect(await pgDump(db.url)).toContain(envelope);
+      expect(await store.purgeCloudToken(uid)).toBe(1);
+      expect(await store.getCloudToken(uid)).toBeNull();
+      expect((await store.getVpsState(uid))?.hasCloudToken).toBe(false);
+      expect(
+        (await store.db.query('SELECT 1 FROM cannes_cloud_token WHERE vps_uid = $1', [uid])).rowCount,
+      ).toBe(0);
+      const dump = await pgDump(db.url);
+      expect(dump).not.toContain(envelope);
+      expect(dump).not.toContain(envelope.split('.')[3]!);
+      expect(dump).not.toContain(canary);
+      expect(await store.purgeCloudToken(uid)).toBe(0);
+    });
+
+    it('rekeys every row while another process reads and writes; after removing the old key all still decrypt', async () => {
+      // A separate database so the concurrent writer touches only rows of this test.
+      const rdb = await createTestDatabase();
+      dbs.push(rdb);
+      const rurl = target.connect(rdb);
+      const oldRing = await parseKeyring(keysOld, 'test');
+      const { store: s1 } = await PostgresStore.open({ connectionString: rurl, keyring: oldRing });
+      const uids: string[] = [];
+      try {
+        for (let i = 0; i < 40; i++) {
+          const uid = `rk-${i.toString().padStart(3, '0')}-${randomBytes(3).toString('hex')}`;
+          uids.push(uid);
+          await s1.ensureVps({ uid, namespace: 'default', name: uid });
+          const id = randomUUID();
+          await s1.insertPendingKey(uid, {
+            id,
+            publicKey: FAKE_PUBLIC_KEY,
+            privateKey: Secret.of(privateKeyFor(runId, uid, id)),
+          });
+          await s1.promotePendingKey(uid, id);
+          await s1.putCloudToken(uid, Secret.of(tokenFor(runId, uid, -1)), 3600);
+        }
+      } finally {
+        await s1.close();
+      }
+      // New key first, old key kept: what every replica runs during a rotation.
+      const newLine = keyLines(['k-new']);
+      writeFileSync(join(dir, 'keys-both'), newLine + keysOld, { mode: 0o600 });
+      writeFileSync(join(dir, 'keys-new-only'), newLine, { mode: 0o600 });
+      const stopFile = join(dir, `stop-${randomBytes(4).toString('hex')}`);
+      const worker = run(process.execPath, [WORKER, 'churn', rurl, join(dir, 'keys-both'), runId, stopFile]);
+      const opsSoFar = (): number => {
+        try {
+          return Number(readFileSync(`${stopFile}.ops`, 'utf8')) || 0;
+        } catch {
+          return 0;
+        }
+      };
+      const waitForOps = async (n: number): Promise<void> => {
+        for (let i = 0; opsSoFar() < n && i < 600; i++) await sleep(100);
+      };
+      let rekeyOut: { code: number; out: string };
+      try {
+        await waitForOps(5); // the writer is running before rekey starts ...
+        rekeyOut = await rekeyCli(['--batch-size', '7'], rurl, join(dir, 'keys-both'));
+        await waitForOps(opsSoFar() + 5); // ... and keeps going after it
+      } finally {
+        writeFileSync(stopFile, '');
+      }
+      const { code, out } = rekeyOut;
+      const churn = JSON.parse((await worker).stdout.trim()) as {
+        ops: number;
+        errors: number;
+        errorReasons: string[];
+      };
+      expect(churn.errorReasons).toEqual([]);
+      expect(churn.ops).toBeGreaterThan(0);
+      expect(code, out).toBe(0);
+      expect(out).toMatch(/total: remaining 0, failed 0/);
+      expect(out).toMatch(/cannes_ssh_key\.private_key_enc: scanned \d+, rekeyed \d+/);
+
+      // The old key is gone from the ring: every row must still decrypt, none lost.
+      const newRing = await parseKeyring(newLine, 'test');
+      const check = new PostgresStore({ connectionString: rurl, keyring: newRing });
+      try {
+        const kids = await check.db.query(
+          'SELECT DISTINCT kid FROM cannes_ssh_key UNION SELECT DISTINCT kid FROM cannes_cloud_token',
+        );
+        expect(kids.rows.map((r) => r['kid'])).toEqual(['k-new']);
+        for (const uid of uids) {
+          const state = await check.getVpsState(uid);
+          expect(state?.activeKey, uid).not.toBeNull();
+          const key = state!.activeKey!;
+          expect((await key.privateKey()).reveal()).toBe(privateKeyFor(runId, uid, key.id));
+          const token = await check.getCloudToken(uid);
+          expect(token?.reveal()).toMatch(new RegExp(`^token-canary-${runId}-${uid}-`));
+        }
+        // And a second rekey run has nothing left to do.
+        const second = await rekeyCli([], rurl, join(dir, 'keys-new-only'));
+        expect(second.code, second.out).toBe(0);
+        expect(second.out).toMatch(/scanned 0, rekeyed 0/);
+      } finally {
+        await check.close();
+      }
+    });
+
+    it('keeps the binding SQL in rekey equal to the binding the store writes', async () => {
+      const uid = await newVps();
+      const { id } = await withActiveKey(uid);
+      await store.putCloudToken(uid, Secret.of('t'), 60);
+      const r = await store.db.query(
+        `SELECT (SELECT vps_uid || '/' || id::text FROM cannes_ssh_key WHERE id = $2) AS k, (SELECT vps_uid FROM cannes_cloud_token WHERE vps_uid = $1) AS t`,
+        [uid, id],
+      );
+      expect(r.rows[0]?.['k']).toBe(sshKeyBinding(uid, id).rowId);
+      expect(r.rows[0]?.['t']).toBe(cloudTokenBinding(uid).rowId);
+    });
+  });
+}
