@@ -48,6 +48,8 @@ const T = {
 /** Collects status booleans and conditions during one reconcile; written once at the end. */
 class StatusDraft {
   readonly status: VpsStatus;
+  /** Set when the finalizer was removed: the object is about to disappear. */
+  released = false;
   #conditions: Condition[];
   readonly #generation: number;
   readonly #now: Date;
@@ -102,7 +104,8 @@ export async function reconcileVps(vps: VpsObject, d: VpsDeps): Promise<Result> 
 
 async function writeStatus(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise<void> {
   const next = draft.result();
-  if (JSON.stringify(next) === JSON.stringify(vps.status)) return;
+  // Once the finalizer is gone the object may be gone too: nothing left to report on.
+  if (draft.released || JSON.stringify(next) === JSON.stringify(vps.status)) return;
   if (vps.metadata.deletionTimestamp && !vps.metadata.finalizers.includes(FINALIZER)) return;
   await d.kube.patchVpsStatus(vps.metadata, next);
 }
@@ -372,6 +375,7 @@ async function finalize(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise
   }
   await d.store.deleteVps(m.uid);
   await d.kube.removeFinalizer('Vps', m);
+  draft.released = true;
   return done();
 }
 

@@ -1,0 +1,190 @@
+/**
+ * The controllers' `Kube` port on the real API server (operator/kube core).
+ *
+ * Secrets are read with a GET when a reconcile needs them, never cached: the operator holds a
+ * secret only for the reconcile that uses it (DESIGN promise 6). A Secret change is noticed on
+ * the next event of its Vps/ModelKey or on the informers' periodic resync.
+ */
+import { randomBytes } from 'node:crypto';
+import { parseModelKey, parseVps } from '../api/parse.ts';
+import { API_VERSION, FINALIZER } from '../api/schema.ts';
+import type { Kube, ModelKeyObject, ObjectMeta, SecretValue, VpsObject } from '../controllers/ports.ts';
+import { ContentType, isNotFound, type KubeApi, type ResourceType, resourcePath } from '../kube/client.ts';
+import type { EventRecorder } from '../kube/events.ts';
+import { addFinalizer, removeFinalizer } from '../kube/finalizers.ts';
+import type { Informer } from '../kube/informer.ts';
+import { isRecord, type KubeObject, objectKey, ownerReference } from '../kube/object.ts';
+import { updateStatus } from '../kube/status.ts';
+import { CannesError } from '../lib/errors.ts';
+import { Secret } from '../lib/secret.ts';
+
+export const VPS_RESOURCE: ResourceType = {
+  group: 'cannes.dev',
+  version: 'v1alpha1',
+  plural: 'vpses',
+  kind: 'Vps',
+  namespaced: true,
+};
+export const MODELKEY_RESOURCE: ResourceType = {
+  group: 'cannes.dev',
+  version: 'v1alpha1',
+  plural: 'modelkeys',
+  kind: 'ModelKey',
+  namespaced: true,
+};
+const SECRET_RESOURCE: ResourceType = {
+  group: '',
+  version: 'v1',
+  plural: 'secrets',
+  kind: 'Secret',
+  namespaced: true,
+};
+
+const resourceOf = (kind: 'Vps' | 'ModelKey') => (kind === 'Vps' ? VPS_RESOURCE : MODELKEY_RESOURCE);
+const asObject = (kind: 'Vps' | 'ModelKey', metadata: ObjectMeta): KubeObject => ({
+  apiVersion: API_VERSION,
+  kind,
+  metadata,
+});
+
+/** JSON Pointer escaping of one path segment (RFC 6901). */
+const pointer = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
+
+export interface KubePortOptions {
+  readonly api: KubeApi;
+  readonly events: EventRecorder;
+  readonly vpses: Informer<VpsObject>;
+  readonly modelKeys: Informer<ModelKeyObject>;
+}
+
+export class KubePort implements Kube {
+  readonly #o: KubePortOptions;
+
+  constructor(o: KubePortOptions) {
+    this.#o = o;
+  }
+
+  async #getSecret(namespace: string, name: string): Promise<Record<string, unknown> | undefined> {
+    try {
+      const raw = await this.#o.api.request('GET', resourcePath(SECRET_RESOURCE, { namespace, name }));
+      return isRecord(raw) ? raw : undefined;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async readSecretKey(namespace: string, name: string, key: string): Promise<SecretValue> {
+    const raw = await this.#getSecret(namespace, name);
+    if (!raw) return { value: undefined, resourceVersion: undefined };
+    const meta = isRecord(raw['metadata']) ? raw['metadata'] : {};
+    const rv = typeof meta['resourceVersion'] === 'string' ? meta['resourceVersion'] : undefined;
+    const data = isRecord(raw['data']) ? raw['data'] : {};
+    const b64 = data[key];
+    if (typeof b64 !== 'string') return { value: undefined, resourceVersion: rv };
+    // Secret values are base64 on the wire; a trailing newline from `echo` is a common slip.
+    const text = Buffer.from(b64, 'base64')
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
+    return { value: Secret.of(text), resourceVersion: rv };
+  }
+
+  async removeSecretKey(namespace: string, name: string, key: string): Promise<void> {
+    const raw = await this.#getSecret(namespace, name);
+    if (!raw) return;
+    const data = isRecord(raw['data']) ? raw['data'] : {};
+    if (!(key in data)) return;
+    const meta = isRecord(raw['metadata']) ? raw['metadata'] : {};
+    // `test` on resourceVersion: remove exactly the value we decided on, never a newer one.
+    await this.#o.api.request('PATCH', resourcePath(SECRET_RESOURCE, { namespace, name }), {
+      contentType: ContentType.jsonPatch,
+      body: [
+        { op: 'test', path: '/metadata/resourceVersion', value: meta['resourceVersion'] },
+        { op: 'remove', path: `/data/${pointer(key)}` },
+      ],
+    });
+  }
+
+  async addFinalizer(kind: 'Vps' | 'ModelKey', meta: ObjectMeta): Promise<void> {
+    await addFinalizer(this.#o.api, resourceOf(kind), asObject(kind, meta), FINALIZER);
+  }
+
+  async removeFinalizer(kind: 'Vps' | 'ModelKey', meta: ObjectMeta): Promise<void> {
+    await removeFinalizer(this.#o.api, resourceOf(kind), asObject(kind, meta), FINALIZER);
+  }
+
+  async setAnnotations(
+    kind: 'Vps' | 'ModelKey',
+    meta: ObjectMeta,
+    annotations: Record<string, string | null>,
+  ): Promise<void> {
+    await this.#o.api.request(
+      'PATCH',
+      resourcePath(resourceOf(kind), { namespace: meta.namespace, name: meta.name }),
+      {
+        contentType: ContentType.mergePatch,
+        body: { metadata: { annotations } },
+      },
+    );
+  }
+
+  async patchVpsStatus(meta: ObjectMeta, status: VpsObject['status']): Promise<void> {
+    await updateStatus(this.#o.api, VPS_RESOURCE, meta, { parse: parseVps, mutate: () => status });
+  }
+
+  async patchModelKeyStatus(meta: ObjectMeta, status: ModelKeyObject['status']): Promise<void> {
+    await updateStatus(this.#o.api, MODELKEY_RESOURCE, meta, { parse: parseModelKey, mutate: () => status });
+  }
+
+  async event(
+    kind: 'Vps' | 'ModelKey',
+    meta: ObjectMeta,
+    type: 'Normal' | 'Warning',
+    reason: string,
+    note: string,
+  ): Promise<void> {
+    this.#o.events.record(asObject(kind, meta), { type, reason, action: 'Reconcile', note });
+  }
+
+  async ensureGatewayToken(vps: VpsObject): Promise<{ token: Secret; resourceVersion: string }> {
+    const namespace = vps.metadata.namespace ?? 'default';
+    const name = `${vps.metadata.name}-gateway`;
+    const existing = await this.readSecretKey(namespace, name, 'token');
+    if (existing.value && existing.resourceVersion) {
+      return { token: existing.value, resourceVersion: existing.resourceVersion };
+    }
+    if (existing.resourceVersion) {
+      throw new CannesError('GatewaySecretInvalid', `Secret ${name} exists but has no key "token"`);
+    }
+    const token = randomBytes(32).toString('hex');
+    const created = await this.#o.api.request('POST', resourcePath(SECRET_RESOURCE, { namespace }), {
+      body: {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        type: 'Opaque',
+        metadata: {
+          name,
+          namespace,
+          labels: { 'app.kubernetes.io/managed-by': 'cannes', 'cannes.dev/vps': vps.metadata.name },
+          // Garbage-collected with its Vps.
+          ownerReferences: [ownerReference(asObject('Vps', vps.metadata))],
+        },
+        data: { token: Buffer.from(token).toString('base64') },
+      },
+    });
+    const meta = isRecord(created) && isRecord(created['metadata']) ? created['metadata'] : {};
+    return { token: Secret.of(token), resourceVersion: String(meta['resourceVersion'] ?? '') };
+  }
+
+  listModelKeys(namespace: string): readonly ModelKeyObject[] {
+    return this.#o.modelKeys.list().filter((m) => m.metadata.namespace === namespace);
+  }
+
+  listVpses(namespace: string): readonly VpsObject[] {
+    return this.#o.vpses.list().filter((m) => m.metadata.namespace === namespace);
+  }
+
+  getVps(namespace: string, name: string): VpsObject | undefined {
+    return this.#o.vpses.get(objectKey({ namespace, name }));
+  }
+}
