@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { parseListen, parseRunConfig } from '../../operator/config.ts';
+
+const env = { DATABASE_URL: 'postgres://u:FAKEPASSWORD@127.0.0.1/db', CANNES_MASTER_KEYS_FILE: '/keys' };
+
+describe('operator configuration', () => {
+  it('has defaults that match the chart (metrics :8080, probes :8081)', () => {
+    const c = parseRunConfig([], env);
+    expect(c.metrics).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(c.probes).toEqual({ host: '0.0.0.0', port: 8081 });
+    expect(c.leaderElect).toBe(false);
+    expect(c.hcloudEndpoint).toBe('https://api.hetzner.cloud/v1');
+  });
+
+  it('names a missing variable and never prints the database password', () => {
+    expect(() => parseRunConfig([], { CANNES_MASTER_KEYS_FILE: '/k' })).toThrow(/DATABASE_URL/);
+    expect(() => parseRunConfig([], { ...env, DATABASE_URL: 'mysql://u:FAKEPASSWORD@h/db' })).toThrow(
+      /^(?!.*FAKEPASSWORD).*DATABASE_URL/,
+    );
+    expect(() => parseRunConfig([], { DATABASE_URL: env.DATABASE_URL })).toThrow(/CANNES_MASTER_KEYS_FILE/);
+    expect(JSON.stringify(parseRunConfig([], env))).not.toContain('FAKEPASSWORD');
+  });
+
+  it('rejects unknown flags, bad ports, bad counts and unknown providers', () => {
+    expect(() => parseRunConfig(['--nope'], env)).toThrow(/flags/);
+    expect(() => parseListen('--x', ':99999')).toThrow(/range/);
+    expect(() => parseListen('--x', 'nohost')).toThrow(/HOST:PORT/);
+    expect(() => parseRunConfig(['--workers', '0'], env)).toThrow(/--workers/);
+    expect(() => parseRunConfig(['--provider-origin', 'acme=http://127.0.0.1:1'], env)).toThrow(/provider/);
+  });
+
+  it('takes operator-set provider origins', () => {
+    const c = parseRunConfig(
+      ['--provider-origin', 'anthropic=http://127.0.0.1:9000/', '--leader-elect'],
+      env,
+    );
+    expect(c.providerOrigins).toEqual({ anthropic: 'http://127.0.0.1:9000' });
+    expect(c.leaderElect).toBe(true);
+  });
+});
