@@ -305,7 +305,11 @@ export class HcloudClient {
     }
     let interval = poll.initialMs;
     while (pending.length > 0) {
-      for (const a of await this.getActions(token, pending)) {
+      const got = await this.getActions(token, pending);
+      const missing = pending.find((id) => !got.some((a) => a.id === id));
+      if (missing !== undefined)
+        throw new HcloudError('not_found', `action ${missing} not found`, { actionId: missing });
+      for (const a of got) {
         if (a.status !== 'running') {
           done.set(a.id, a);
           this.#metrics.actionWait.observe(

@@ -73,6 +73,8 @@ export interface SimulatorOptions {
   /** Tokens that may read but not change anything (token_readonly). */
   readonlyTokens?: string[];
   provider?: HostProvider;
+  /** Close the provider in `close()` (default true). */
+  closeProvider?: boolean;
   /** How long actions run, in ms; per command or one number. Default 300. */
   actionDurationMs?: number | Record<string, number>;
   /** Per-token bucket. Default Hetzner's: 3600, refilling 1 per second. */
@@ -429,6 +431,14 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     if (s.stuckStarting) await new Promise<never>(() => {});
     await provider.boot(s.id, bootMode(s));
     if (!s.deleted) s.status = 'running';
+  }
+
+  /** Power off; a server that is already off stays as it is (the action still succeeds). */
+  async function powerOff(s: ServerState): Promise<void> {
+    if (s.status === 'off') return;
+    s.status = 'stopping';
+    await provider.powerOff(s.id);
+    if (!s.deleted) s.status = 'off';
   }
 
   // ---- JSON views ------------------------------------------------------------------------
@@ -792,23 +802,11 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
         if (s.status !== 'running') await boot(s);
       }),
     ],
-    [
-      'POST',
-      '/servers/{id}/actions/poweroff',
-      simpleAction('poweroff', 'stop_server', async (s) => {
-        s.status = 'stopping';
-        await provider.powerOff(s.id);
-        s.status = 'off';
-      }),
-    ],
+    ['POST', '/servers/{id}/actions/poweroff', simpleAction('poweroff', 'stop_server', (s) => powerOff(s))],
     [
       'POST',
       '/servers/{id}/actions/shutdown',
-      simpleAction('shutdown', 'shutdown_server', async (s) => {
-        s.status = 'stopping';
-        await provider.powerOff(s.id);
-        s.status = 'off';
-      }),
+      simpleAction('shutdown', 'shutdown_server', (s) => powerOff(s)),
     ],
     // A reset or reboot of a powered-off server starts it, like pressing the button.
     ['POST', '/servers/{id}/actions/reset', simpleAction('reset', 'reset_server', (s) => boot(s))],
@@ -1273,7 +1271,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
       timers.clear();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await provider.close();
+      if (opts.closeProvider !== false) await provider.close();
     },
   };
 }

@@ -164,6 +164,10 @@ describe('servers', () => {
     expect((await client.getServer(token, id)).status).toBe('running');
     await client.waitForActions(token, [await client.shutdown(token, id)]);
     expect((await client.getServer(token, id)).status).toBe('off');
+    // Powering off a server that is off succeeds and changes nothing.
+    const again = await client.waitForActions(token, [await client.powerOff(token, id)]);
+    expect(again[0]?.status).toBe('success');
+    expect((await client.getServer(token, id)).status).toBe('off');
   });
 
   it('reports a server as locked while an action runs and retries a locked refusal', async () => {
@@ -371,6 +375,35 @@ describe('actions and lookups', () => {
     const s = await client.getServer(token, r.server.id);
     expect(s.status).toBe('starting');
     expect(s.locked).toBe(true);
+  });
+
+  it('reports an action id the API does not know as not found instead of waiting forever', async () => {
+    const e = await caught(client.waitForActions(token, [1]));
+    expect(e.reason).toBe('HcloudNotFound');
+    expect(e.actionId).toBe(1);
+  });
+
+  it('fails the action when the host behind the server fails to boot', async () => {
+    class BrokenBoot extends StateOnlyProvider {
+      override async boot(): Promise<void> {
+        throw new Error('kernel panic');
+      }
+    }
+    const broken = await startSimulator({ provider: new BrokenBoot(), actionDurationMs: 10 });
+    try {
+      const c = new HcloudClient({ ...FAST, endpoint: broken.endpoint });
+      const r = await c.createServer(broken.token, {
+        name: 'broken',
+        server_type: 'cx22',
+        image: 'ubuntu-24.04',
+      });
+      const e = await caught(c.waitForActions(broken.token, [r.action, ...r.nextActions]));
+      expect(e.actionError?.code).toBe('action_failed');
+      // The host's own error text stays inside the simulator.
+      expect(e.message).not.toContain('kernel panic');
+    } finally {
+      await broken.close();
+    }
   });
 
   it('looks up server types, locations and images by name', async () => {
