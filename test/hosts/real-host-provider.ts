@@ -42,6 +42,19 @@ export interface RealHostProviderOptions {
   readonly bootTimeoutMs?: number;
   /** Diagnostics (boot failures); default silent. */
   readonly log?: (line: string) => void;
+  /**
+   * How the docker shim runs an image (no image can be pulled here): image name (with or
+   * without tag) → entrypoint, default command, extra read-only binds `host:container`, env.
+   * See docs/hosts.md.
+   */
+  readonly images?: Readonly<Record<string, ImageMapping>>;
+}
+
+export interface ImageMapping {
+  readonly entrypoint?: readonly string[];
+  readonly command?: readonly string[];
+  readonly binds?: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 interface Host {
@@ -69,6 +82,7 @@ export class RealHostProvider implements HostProvider {
   readonly #baseDir: string;
   readonly #bootTimeoutMs: number;
   readonly #log: (line: string) => void;
+  readonly #images: Readonly<Record<string, ImageMapping>>;
   #prepared: Promise<void> | undefined;
   #closed = false;
 
@@ -77,6 +91,7 @@ export class RealHostProvider implements HostProvider {
       options.baseDir ?? join(tmpdir(), `cannes-hosts-${process.pid}-${randomBytes(3).toString('hex')}`);
     this.#bootTimeoutMs = options.bootTimeoutMs ?? 30_000;
     this.#log = options.log ?? (() => {});
+    this.#images = options.images ?? {};
   }
 
   get baseDir(): string {
@@ -93,6 +108,7 @@ export class RealHostProvider implements HostProvider {
       await writeFile(join(this.#baseDir, 'owner.pid'), `${process.pid}\n`);
       await writeFile(join(this.#baseDir, 'boot.sh'), await readFile(join(HERE, 'boot.sh')), { mode: 0o755 });
       await bundleShims(join(this.#baseDir, 'shims'));
+      await writeFile(join(this.#baseDir, 'shims', 'images.json'), `${JSON.stringify(this.#images)}\n`);
     })();
     return this.#prepared;
   }

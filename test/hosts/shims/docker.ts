@@ -1,2 +1,547 @@
-console.error('not yet');
-process.exit(1);
+// `docker` on a simulated server (test equipment; bundled by real-host-provider.ts and run as root
+// inside the server's namespaces). No Docker engine exists here and images cannot be pulled, so
+// `docker compose -f F up -d | down | ps | pull | logs | restart` runs each service as a real
+// process "container":
+//   - its own network namespace, a veth on the server's `docker0` bridge (172.17.0.1/16), address
+//     172.17.0.2, .3, ... and default route via 172.17.0.1;
+//   - its own mount namespace and a fresh root (tmpfs) holding only: this machine's /usr (and the
+//     /bin, /lib, /sbin links) read-only, a minimal /etc (passwd, group, hosts with
+//     `host.docker.internal` → 172.17.0.1 when extra_hosts asks for host-gateway), /proc, a few
+//     /dev nodes, /tmp, /home/node, Node at /opt/node, and the compose volumes at their targets.
+//     The server's /root, /etc/ssh, /opt, /var/lib are not there;
+//   - uid:gid from `user:` (default 1000:1000, like the OpenClaw image's `node`), no capabilities,
+//     no_new_privs.
+// The image is mapped to a command (docs/hosts.md): the service's `x-cannes-command`, else the
+// rig's image map (/run/cannes/shims/images.json: entrypoint, extra read-only binds, env), else the
+// service's own `entrypoint` + `command`.
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { parse } from 'yaml';
+
+const STATE = '/var/lib/docker-shim';
+const IMAGES = '/run/cannes/shims/images.json';
+const BRIDGE_IP = '172.17.0.1';
+
+interface Volume {
+  readonly source: string;
+  readonly target: string;
+  readonly readOnly: boolean;
+}
+interface Port {
+  readonly hostIp: string;
+  readonly hostPort: number;
+  readonly containerPort: number;
+}
+interface Service {
+  readonly name: string;
+  readonly image: string;
+  readonly argv: string[];
+  readonly user: string;
+  readonly env: Record<string, string>;
+  readonly volumes: Volume[];
+  readonly hosts: [string, string][];
+  readonly workingDir: string;
+  readonly ports: Port[];
+  readonly extraBinds: Volume[];
+}
+interface ContainerState {
+  readonly service: string;
+  readonly image: string;
+  readonly pid: number;
+  readonly ip: string;
+  readonly netns: string;
+  readonly hash: string;
+  readonly forwarders: number[];
+  readonly startedAt: string;
+}
+interface ImageMapping {
+  readonly entrypoint?: string[];
+  readonly command?: string[];
+  readonly binds?: string[];
+  readonly env?: Record<string, string>;
+}
+
+function fail(msg: string, code = 1): never {
+  process.stderr.write(`docker: ${msg}\n`);
+  process.exit(code);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+function strList(v: unknown, what: string): string[] {
+  if (v === undefined || v === null) return [];
+  if (typeof v === 'string') return shellWords(v);
+  if (Array.isArray(v) && v.every((x) => typeof x === 'string' || typeof x === 'number'))
+    return v.map(String);
+  return fail(`${what}: expected a string or a list of strings`);
+}
+function shellWords(s: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|'([^']*)'|(\S+)/g;
+  for (let m = re.exec(s); m; m = re.exec(s))
+    out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : (m[2] ?? m[3] ?? ''));
+  return out;
+}
+
+function imageMap(): Record<string, ImageMapping> {
+  if (!existsSync(IMAGES)) return {};
+  const v: unknown = JSON.parse(readFileSync(IMAGES, 'utf8'));
+  return isRecord(v) ? (v as Record<string, ImageMapping>) : {};
+}
+
+function imageKey(image: string): string {
+  // registry/name:tag@digest → registry/name
+  const noDigest = image.split('@')[0] ?? image;
+  const slash = noDigest.lastIndexOf('/');
+  const colon = noDigest.lastIndexOf(':');
+  return colon > slash ? noDigest.slice(0, colon) : noDigest;
+}
+
+function parseCompose(file: string): { project: string; services: Service[] } {
+  const doc: unknown = parse(readFileSync(file, 'utf8'));
+  if (!isRecord(doc) || !isRecord(doc['services'])) fail(`${file}: no services`);
+  const base = dirname(resolve(file));
+  const images = imageMap();
+  const project = typeof doc['name'] === 'string' ? doc['name'] : basename(base);
+  const services: Service[] = [];
+  for (const [name, raw] of Object.entries(doc['services'] as Record<string, unknown>)) {
+    if (!isRecord(raw)) fail(`service ${name}: not a mapping`);
+    const image = typeof raw['image'] === 'string' ? raw['image'] : '';
+    const mapping = images[image] ?? images[imageKey(image)];
+    const own = strList(raw['x-cannes-command'], `${name}.x-cannes-command`);
+    const command = strList(raw['command'], `${name}.command`);
+    let argv: string[];
+    if (own.length > 0) argv = own;
+    else if (mapping?.entrypoint)
+      argv = [...mapping.entrypoint, ...(command.length > 0 ? command : (mapping.command ?? []))];
+    else argv = [...strList(raw['entrypoint'], `${name}.entrypoint`), ...command];
+    if (argv.length === 0) fail(`service ${name}: image ${image} has no command mapping (see docs/hosts.md)`);
+    const env: Record<string, string> = { ...(mapping?.env ?? {}) };
+    const e = raw['environment'];
+    if (Array.isArray(e)) {
+      for (const item of e) {
+        const s = String(item);
+        const i = s.indexOf('=');
+        if (i > 0) env[s.slice(0, i)] = s.slice(i + 1);
+      }
+    } else if (isRecord(e)) {
+      for (const [k, v] of Object.entries(e)) if (v !== null && v !== undefined) env[k] = String(v);
+    }
+    const volumes: Volume[] = [];
+    for (const v of Array.isArray(raw['volumes']) ? raw['volumes'] : []) {
+      if (typeof v === 'string') {
+        const [src, target, opts] = v.split(':');
+        if (!src || !target) fail(`service ${name}: volume ${v} needs source:target`);
+        volumes.push({
+          source: volumeSource(src, base, project),
+          target,
+          readOnly: (opts ?? '').split(',').includes('ro'),
+        });
+      } else if (isRecord(v) && typeof v['source'] === 'string' && typeof v['target'] === 'string') {
+        volumes.push({
+          source: volumeSource(v['source'], base, project),
+          target: v['target'],
+          readOnly: v['read_only'] === true,
+        });
+      } else fail(`service ${name}: unsupported volume ${JSON.stringify(v)}`);
+    }
+    const hosts: [string, string][] = [];
+    const eh = raw['extra_hosts'];
+    const pairs: [string, string][] = Array.isArray(eh)
+      ? eh.map((x) => {
+          const s = String(x);
+          const i = s.search(/[:=]/);
+          return [s.slice(0, i), s.slice(i + 1)];
+        })
+      : isRecord(eh)
+        ? Object.entries(eh).map(([k, v]) => [k, String(v)])
+        : [];
+    for (const [h, ip] of pairs) hosts.push([h, ip === 'host-gateway' ? BRIDGE_IP : ip]);
+    const ports: Port[] = [];
+    for (const p of Array.isArray(raw['ports']) ? raw['ports'] : []) {
+      const parts = String(p)
+        .replace(/\/tcp$/, '')
+        .split(':');
+      const containerPort = Number(parts.at(-1));
+      const hostPort = Number(parts.at(-2) ?? parts.at(-1));
+      const hostIp = parts.length === 3 ? (parts[0] ?? '0.0.0.0') : '0.0.0.0';
+      if (!Number.isInteger(containerPort) || !Number.isInteger(hostPort))
+        fail(`service ${name}: bad port ${String(p)}`);
+      ports.push({ hostIp, hostPort, containerPort });
+    }
+    const extraBinds = (mapping?.binds ?? []).map((b) => {
+      const [source, target] = b.split(':');
+      if (!source || !target) return fail(`image map bind ${b} needs source:target`);
+      return { source, target, readOnly: true };
+    });
+    services.push({
+      name,
+      image,
+      argv,
+      user: raw['user'] === undefined ? '1000:1000' : String(raw['user']),
+      env,
+      volumes,
+      hosts,
+      workingDir: typeof raw['working_dir'] === 'string' ? raw['working_dir'] : '/home/node',
+      ports,
+      extraBinds,
+    });
+  }
+  return { project, services };
+}
+
+function volumeSource(src: string, base: string, project: string): string {
+  if (isAbsolute(src)) return src;
+  if (src.startsWith('.') || src.startsWith('~')) return resolve(base, src);
+  // A named volume.
+  return join(STATE, 'volumes', `${project}_${src}`);
+}
+
+function sh(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0) fail(`${cmd} ${args.join(' ')}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+function shq(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+function stateDir(project: string): string {
+  return join(STATE, 'projects', project);
+}
+function readState(project: string, service: string): ContainerState | undefined {
+  const f = join(stateDir(project), `${service}.json`);
+  return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as ContainerState) : undefined;
+}
+function usedIps(): Set<string> {
+  const used = new Set<string>();
+  const root = join(STATE, 'projects');
+  if (!existsSync(root)) return used;
+  for (const p of readdirSync(root)) {
+    for (const f of readdirSync(join(root, p))) {
+      if (!f.endsWith('.json')) continue;
+      const s = JSON.parse(readFileSync(join(root, p, f), 'utf8')) as ContainerState;
+      if (alive(s.pid)) used.add(s.ip);
+    }
+  }
+  return used;
+}
+
+function ensureBridge(): void {
+  if (spawnSync('ip', ['link', 'show', 'docker0']).status === 0) return;
+  sh('ip', ['link', 'add', 'docker0', 'type', 'bridge']);
+  sh('ip', ['addr', 'add', `${BRIDGE_IP}/16`, 'dev', 'docker0']);
+  sh('ip', ['link', 'set', 'docker0', 'up']);
+}
+
+function startContainer(project: string, svc: Service, hash: string): void {
+  ensureBridge();
+  const used = usedIps();
+  let ip = '';
+  for (let i = 2; i < 250; i++) {
+    if (!used.has(`172.17.0.${i}`)) {
+      ip = `172.17.0.${i}`;
+      break;
+    }
+  }
+  const id = createHash('sha256').update(`${project}/${svc.name}/${Date.now()}`).digest('hex').slice(0, 10);
+  const netns = `cn-${id}`;
+  const veth = `vc${id}`.slice(0, 15);
+  sh('ip', ['netns', 'add', netns]);
+  sh('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
+  sh('ip', ['link', 'set', veth, 'master', 'docker0', 'up']);
+  sh('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+  sh('ip', ['-n', netns, 'addr', 'add', `${ip}/16`, 'dev', 'eth0']);
+  sh('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
+  sh('ip', ['-n', netns, 'route', 'add', 'default', 'via', BRIDGE_IP]);
+
+  const run = join('/run/docker-shim', id);
+  const etc = join(run, 'etc');
+  mkdirSync(etc, { recursive: true });
+  const [uid, gid] = [
+    svc.user.split(':')[0] ?? '1000',
+    svc.user.split(':')[1] ?? svc.user.split(':')[0] ?? '1000',
+  ];
+  if (!/^\d+$/.test(uid) || !/^\d+$/.test(gid)) fail(`service ${svc.name}: user must be numeric uid[:gid]`);
+  writeFileSync(
+    join(etc, 'passwd'),
+    `root:x:0:0:root:/root:/bin/sh\nnode:x:${uid}:${gid}:node:/home/node:/bin/sh\n`,
+  );
+  writeFileSync(join(etc, 'group'), `root:x:0:\nnode:x:${gid}:\n`);
+  writeFileSync(
+    join(etc, 'hosts'),
+    `127.0.0.1 localhost\n${ip} ${svc.name}\n${svc.hosts.map(([h, a]) => `${a} ${h}`).join('\n')}\n`,
+  );
+  writeFileSync(join(etc, 'nsswitch.conf'), 'passwd: files\ngroup: files\nhosts: files dns\n');
+  writeFileSync(join(etc, 'resolv.conf'), '');
+
+  const R = join(run, 'root');
+  mkdirSync(R, { recursive: true });
+  const lines = [
+    'set -eu',
+    `R=${shq(R)}`,
+    'mount -t tmpfs -o mode=755 tmpfs "$R"',
+    'for d in usr bin lib lib32 lib64 libx32 sbin; do',
+    '  if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$R/$d";',
+    '  elif [ -d "/$d" ]; then mkdir "$R/$d"; mount --bind "/$d" "$R/$d"; mount -o remount,bind,ro "$R/$d"; fi',
+    'done',
+    'mkdir -p "$R/etc" "$R/tmp" "$R/proc" "$R/dev/shm" "$R/home/node" "$R/opt/node" "$R/run"',
+    `cp -a ${shq(etc)}/. "$R/etc/"`,
+    'mount -t proc proc "$R/proc"',
+    'for n in null zero full random urandom tty; do touch "$R/dev/$n"; mount --bind "/dev/$n" "$R/dev/$n"; done',
+    'mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"',
+    'mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm"',
+    'mount --bind /run/cannes/node "$R/opt/node"; mount -o remount,bind,ro "$R/opt/node"',
+    `chown ${uid}:${gid} "$R/home/node"`,
+  ];
+  for (const v of [...svc.extraBinds, ...svc.volumes]) {
+    if (!existsSync(v.source)) mkdirSync(v.source, { recursive: true, mode: 0o755 });
+    const isDir = statSync(v.source).isDirectory();
+    const t = `"$R"${shq(v.target)}`;
+    lines.push(isDir ? `mkdir -p ${t}` : `mkdir -p "$(dirname ${t})"; touch ${t}`);
+    lines.push(`mount --bind ${shq(v.source)} ${t}`);
+    if (v.readOnly) lines.push(`mount -o remount,bind,ro ${t}`);
+  }
+  lines.push(`mkdir -p "$R"${shq(svc.workingDir)}`);
+  const env = {
+    PATH: '/opt/node/bin:/usr/local/bin:/usr/bin:/bin',
+    HOME: '/home/node',
+    HOSTNAME: svc.name,
+    ...svc.env,
+  };
+  lines.push(
+    [
+      'exec chroot "$R" /usr/bin/setpriv',
+      `--reuid=${uid} --regid=${gid} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all --`,
+      `/usr/bin/env -i -C ${shq(svc.workingDir)}`,
+      ...Object.entries(env).map(([k, v]) => shq(`${k}=${v}`)),
+      ...svc.argv.map(shq),
+    ].join(' '),
+  );
+  writeFileSync(join(run, 'launch.sh'), `${lines.join('\n')}\n`, { mode: 0o700 });
+  const dir = stateDir(project);
+  mkdirSync(dir, { recursive: true });
+  const log = openSync(join(dir, `${svc.name}.log`), 'a', 0o600);
+  const child = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      netns,
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      '/bin/sh',
+      join(run, 'launch.sh'),
+    ],
+    { detached: true, stdio: ['ignore', log, log] },
+  );
+  closeSync(log);
+  if (child.pid === undefined) fail(`cannot start ${svc.name}`);
+  child.unref();
+  const forwarders = svc.ports.map((p) => {
+    const f = spawn(
+      process.execPath,
+      [process.argv[1]!, '__forward', p.hostIp, String(p.hostPort), ip, String(p.containerPort)],
+      { detached: true, stdio: 'ignore' },
+    );
+    f.unref();
+    return f.pid ?? 0;
+  });
+  const state: ContainerState = {
+    service: svc.name,
+    image: svc.image,
+    pid: child.pid,
+    ip,
+    netns,
+    hash,
+    forwarders,
+    startedAt: new Date().toISOString(),
+  };
+  writeFileSync(join(dir, `${svc.name}.json`), `${JSON.stringify(state)}\n`);
+  process.stderr.write(` Container ${project}-${svc.name}-1  Started\n`);
+}
+
+function stopContainer(project: string, service: string): void {
+  const s = readState(project, service);
+  if (!s) return;
+  for (const pid of [s.pid, ...s.forwarders]) {
+    if (pid > 0 && alive(pid)) {
+      try {
+        process.kill(-pid, 'SIGTERM');
+      } catch {
+        process.kill(pid, 'SIGTERM');
+      }
+    }
+  }
+  const deadline = Date.now() + 10_000;
+  while (alive(s.pid) && Date.now() < deadline) spawnSync('sleep', ['0.1']);
+  for (const pid of [s.pid, ...s.forwarders]) {
+    if (pid > 0 && alive(pid)) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+  spawnSync('ip', ['netns', 'del', s.netns]);
+  rmSync(join(stateDir(project), `${service}.json`), { force: true });
+  process.stderr.write(` Container ${project}-${service}-1  Removed\n`);
+}
+
+function forward(hostIp: string, hostPort: number, ip: string, port: number): void {
+  createServer((c) => {
+    const u = createConnection({ host: ip, port });
+    c.pipe(u).pipe(c);
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  }).listen(hostPort, hostIp);
+}
+
+function compose(args: string[]): void {
+  const files: string[] = [];
+  let project: string | undefined;
+  let i = 0;
+  for (; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '-f' || a === '--file') files.push(args[++i] ?? fail('-f needs a file'));
+    else if (a === '-p' || a === '--project-name') project = args[++i];
+    else if (a.startsWith('--file=')) files.push(a.slice(7));
+    else if (a.startsWith('-')) fail(`unsupported compose flag ${a}`);
+    else break;
+  }
+  const verb = args[i];
+  const rest = args.slice(i + 1);
+  if (verb === 'version') {
+    process.stdout.write('Docker Compose version v2.0.0-cannes-shim\n');
+    return;
+  }
+  if (files.length === 0) files.push(existsSync('compose.yaml') ? 'compose.yaml' : 'docker-compose.yml');
+  if (files.length > 1) fail('only one -f file is supported');
+  const parsed = parseCompose(files[0]!);
+  const name = project ?? parsed.project;
+  // Service names: the positional words, skipping the values of options that take one.
+  const wanted: string[] = [];
+  for (let j = 0; j < rest.length; j++) {
+    const a = rest[j]!;
+    if (a === '--format' || a === '-t' || a === '--timeout' || a === '--tail') j++;
+    else if (!a.startsWith('-')) wanted.push(a);
+  }
+  const services = parsed.services.filter((s) => wanted.length === 0 || wanted.includes(s.name));
+  switch (verb) {
+    case 'up': {
+      if (!rest.includes('-d') && !rest.includes('--detach')) fail('only `up -d` is supported');
+      for (const svc of services) {
+        const hash = createHash('sha256').update(JSON.stringify(svc)).digest('hex');
+        const cur = readState(name, svc.name);
+        if (cur && alive(cur.pid) && cur.hash === hash && !rest.includes('--force-recreate')) {
+          process.stderr.write(` Container ${name}-${svc.name}-1  Running\n`);
+          continue;
+        }
+        stopContainer(name, svc.name);
+        startContainer(name, svc, hash);
+      }
+      return;
+    }
+    case 'down':
+    case 'stop':
+    case 'rm':
+      for (const svc of services) stopContainer(name, svc.name);
+      return;
+    case 'restart':
+      for (const svc of services) {
+        stopContainer(name, svc.name);
+        startContainer(name, svc, createHash('sha256').update(JSON.stringify(svc)).digest('hex'));
+      }
+      return;
+    case 'pull':
+      return;
+    case 'ps': {
+      const json = rest.includes('json') || rest.includes('--format=json');
+      const rows = services.flatMap((svc) => {
+        const s = readState(name, svc.name);
+        if (!s) return [];
+        const up = alive(s.pid);
+        return [
+          {
+            Name: `${name}-${svc.name}-1`,
+            Service: svc.name,
+            Image: s.image,
+            State: up ? 'running' : 'exited',
+            Status: up ? `Up since ${s.startedAt}` : 'Exited',
+            IP: s.ip,
+          },
+        ];
+      });
+      if (json) for (const r of rows) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else {
+        process.stdout.write('NAME\tSERVICE\tSTATE\tIP\n');
+        for (const r of rows) process.stdout.write(`${r.Name}\t${r.Service}\t${r.State}\t${r.IP}\n`);
+      }
+      return;
+    }
+    case 'logs':
+      for (const svc of services) {
+        const f = join(stateDir(name), `${svc.name}.log`);
+        if (existsSync(f)) process.stdout.write(readFileSync(f));
+      }
+      return;
+    default:
+      fail(`unsupported compose command ${verb ?? '(none)'} (this is the simulated server's docker shim)`);
+  }
+}
+
+function main(argv: string[]): void {
+  const [cmd, ...rest] = argv;
+  if (cmd === '__forward') {
+    forward(rest[0]!, Number(rest[1]), rest[2]!, Number(rest[3]));
+    return;
+  }
+  if (cmd === 'compose') {
+    compose(rest);
+    return;
+  }
+  if (cmd === 'version' || cmd === '--version') {
+    process.stdout.write('Docker version 0.0.0-cannes-shim (simulated server: no engine)\n');
+    return;
+  }
+  if (cmd === 'info') {
+    process.stdout.write('Server: cannes docker shim (no engine; see docs/hosts.md)\n');
+    return;
+  }
+  fail(`unsupported command ${cmd ?? '(none)'}: only \`docker compose\` exists on a simulated server`);
+}
+
+if (process.argv[1]?.endsWith('.mjs')) {
+  try {
+    main(process.argv.slice(2));
+  } catch (err) {
+    fail(err instanceof Error ? err.message : String(err));
+  }
+}

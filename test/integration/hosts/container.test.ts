@@ -1,0 +1,180 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { footprint, leftovers, randomTestIpv4 } from '../../hosts/leftovers.ts';
+import { RealHostProvider } from '../../hosts/real-host-provider.ts';
+
+// What the "container" reports about itself, written to its only writable volume.
+const PROBE = `
+const fs = require('node:fs');
+const net = require('node:net');
+const out = { uid: process.getuid(), gid: process.getgid() };
+for (const p of ['/root/.model-keys.json', '/root', '/etc/ssh', '/run/cannes/disk']) {
+  try { fs.readdirSync(p); out[p] = 'readable'; } catch (e) {
+    try { fs.readFileSync(p); out[p] = 'readable'; } catch (e2) { out[p] = e2.code; }
+  }
+}
+out.hosts = fs.readFileSync('/etc/hosts', 'utf8');
+out.config = fs.readFileSync('/config/app.json', 'utf8');
+try { fs.writeFileSync('/config/x', 'x'); out.configWritable = true; } catch (e) { out.configWritable = e.code; }
+const s = net.createConnection({ host: '172.17.0.1', port: 3101 });
+s.setEncoding('utf8');
+s.on('data', (d) => { out.bridge = d.trim(); fs.writeFileSync('/data/result.json', JSON.stringify(out)); s.destroy(); });
+s.on('error', (e) => { out.bridge = e.code; fs.writeFileSync('/data/result.json', JSON.stringify(out)); });
+setInterval(() => {}, 1000);
+`;
+
+// A host-side service (like the LLM proxy) on the bridge address, started by the systemctl shim.
+const HOST_SERVICE = `
+require('node:net').createServer((c) => c.end('hello-from-host\\n')).listen(3101, '172.17.0.1');
+`;
+
+async function waitForJson(path: string): Promise<Record<string, unknown> | undefined> {
+  for (let i = 0; i < 150; i++) {
+    try {
+      return JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return undefined;
+}
+
+describe('the docker and systemctl shims run real, confined processes', () => {
+  const provider = new RealHostProvider();
+  const serverId = randomInt(100_000, 900_000);
+  const ipv4 = randomTestIpv4();
+  const canary = `canary-${randomBytes(8).toString('hex')}`;
+  let disk = '';
+
+  const sh = async (script: string) => (await provider.exec(serverId, ['bash', '-c', script])).stdout;
+
+  beforeAll(async () => {
+    await provider.create({
+      serverId,
+      name: `ctr-${randomBytes(3).toString('hex')}`,
+      ipv4,
+      image: 'docker-ce',
+    });
+    await provider.boot(serverId, { kind: 'os' });
+    disk = provider.info(serverId)?.diskDir ?? '';
+    await sh(
+      `umask 077; printf '%s' '{"version":1,"keys":{"k":{"provider":"openai","apiKey":"${canary}"}}}' >/root/.model-keys.json`,
+    );
+  });
+
+  afterAll(async () => {
+    await provider.close();
+  });
+
+  it('starts an enabled systemd unit on the bridge address and reports it active', async () => {
+    await sh(`mkdir -p /opt/hostsvc && cat >/opt/hostsvc/main.js <<'EOF'\n${HOST_SERVICE}\nEOF
+cat >/etc/systemd/system/hostsvc.service <<'EOF'
+[Unit]
+Description=test host service
+[Service]
+ExecStart=/usr/local/sbin/node /opt/hostsvc/main.js
+Restart=always
+Environment="A=b c"
+[Install]
+WantedBy=multi-user.target
+EOF
+systemctl daemon-reload && systemctl enable --now hostsvc`);
+    expect(
+      (
+        await sh(
+          'for i in $(seq 50); do systemctl is-active hostsvc >/dev/null && break; sleep 0.1; done; systemctl is-active hostsvc',
+        )
+      ).trim(),
+    ).toBe('active');
+  });
+
+  it('runs a compose service as uid 1000 that cannot read /root/.model-keys.json or anything under /root', async () => {
+    await sh(`mkdir -p /opt/gw/config && echo '{"ok":true}' >/opt/gw/config/app.json && cat >/opt/gw/probe.js <<'EOF'\n${PROBE}\nEOF
+mkdir -p /opt/gw/data && chown 1000:1000 /opt/gw/data
+cat >/opt/gw/compose.yaml <<'EOF'
+services:
+  gateway:
+    image: ghcr.io/openclaw/openclaw:2026.1.1
+    command: ["node", "/app/probe.js"]
+    volumes:
+      - ./data:/data
+      - ./config:/config:ro
+      - ./probe.js:/app/probe.js:ro
+    extra_hosts:
+      - host.docker.internal:host-gateway
+    environment:
+      NODE_ENV: production
+EOF
+docker compose -f /opt/gw/compose.yaml up -d`);
+    const result = await waitForJson(join(disk, 'opt/gw/data/result.json'));
+    if (!result)
+      throw new Error(`no probe result; logs: ${await sh('cat /var/lib/docker-shim/projects/*/*.log')}`);
+    expect(result['uid']).toBe(1000);
+    expect(result['gid']).toBe(1000);
+    expect(result['/root/.model-keys.json']).toBe('ENOENT');
+    expect(result['/root']).toBe('ENOENT');
+    expect(result['/etc/ssh']).toBe('ENOENT');
+    expect(result['/run/cannes/disk']).toBe('ENOENT');
+    expect(result['hosts']).toMatch(/^172\.17\.0\.1 host\.docker\.internal$/m);
+    expect(result['config']).toContain('"ok":true');
+    expect(result['configWritable']).toBe('EROFS');
+    expect(result['bridge']).toBe('hello-from-host');
+    expect(JSON.stringify(result)).not.toContain(canary);
+    const ps = await sh('docker compose -f /opt/gw/compose.yaml ps --format json');
+    expect(JSON.parse(ps.trim().split('\n')[0] ?? '{}')).toMatchObject({
+      Service: 'gateway',
+      State: 'running',
+      IP: '172.17.0.2',
+    });
+  });
+
+  it('even as root in the container namespace, the server’s /root is simply not there', async () => {
+    // uid 1000 is the promise; this shows the mount namespace, not file modes, does the hiding.
+    await sh(`mkdir -p /opt/gw/rootdata && cat >/opt/gw/compose-root.yaml <<'EOF'
+name: rootprobe
+services:
+  probe:
+    image: busybox
+    user: "0:0"
+    command: ["sh", "-c", "ls -A /root >/data/ls.txt 2>&1; echo done >>/data/ls.txt; sleep 1000"]
+    volumes:
+      - ./rootdata:/data
+EOF
+docker compose -f /opt/gw/compose-root.yaml up -d`);
+    const p = join(disk, 'opt/gw/rootdata/ls.txt');
+    for (let i = 0; i < 100 && !(await readFile(p, 'utf8').catch(() => '')).includes('done'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const out = await readFile(p, 'utf8').catch(async () => {
+      throw new Error(`no probe output; logs: ${await sh('cat /var/lib/docker-shim/projects/*/*.log')}`);
+    });
+    expect(out).toContain('No such file or directory');
+    expect(out).not.toContain('.model-keys.json');
+    await sh('docker compose -f /opt/gw/compose-root.yaml down');
+  });
+
+  it('down stops the container and removes its network namespace', async () => {
+    await sh('docker compose -f /opt/gw/compose.yaml down');
+    const ps = await sh('docker compose -f /opt/gw/compose.yaml ps --format json');
+    expect(ps.trim()).toBe('');
+    expect((await sh('ip netns list')).trim()).toBe('');
+    expect(await sh("pgrep -f 'app/probe[.]js' || true")).toBe('');
+  });
+
+  it('restarts enabled units at boot and leaves nothing behind when destroyed', async () => {
+    await provider.boot(serverId, { kind: 'os' });
+    expect(
+      (
+        await sh(
+          'for i in $(seq 50); do systemctl is-active hostsvc >/dev/null && break; sleep 0.1; done; systemctl is-active hostsvc',
+        )
+      ).trim(),
+    ).toBe('active');
+    await sh('docker compose -f /opt/gw/compose.yaml up -d');
+    const f = await footprint(provider, serverId);
+    await provider.destroy(serverId);
+    expect(await leftovers(f)).toEqual([]);
+  });
+});
