@@ -1,0 +1,133 @@
+/**
+ * Where everything Cannes puts on a VPS lives, with the mode and owner the writer (the Vps
+ * controller's deploy step, over SSH) must give it. The templates in this folder are pure:
+ * they return file contents; this table says where those contents go and who may read them.
+ *
+ * The rule behind the table: a secret lives in a file readable by root only, outside every
+ * path mounted into the gateway container. What the container mounts holds no secret.
+ */
+
+/** uid/gid of the gateway container's process (`node` in the OpenClaw image). */
+export const GATEWAY_UID = 1000;
+export const GATEWAY_GID = 1000;
+
+/** The host-side LLM proxy. */
+export const PROXY_PORT = 3101;
+/** docker0's address: the proxy listens here and nowhere else. */
+export const BRIDGE_ADDRESS = '172.17.0.1';
+/** Every Docker bridge network (default and user-defined) allocates from this range. */
+export const BRIDGE_CIDR = '172.16.0.0/12';
+export const PROXY_METRICS = '127.0.0.1:9464';
+
+/** The container's view. The image runs as `node` with HOME=/home/node. */
+export const CONTAINER_HOME = '/home/node';
+/** OpenClaw's state (sessions, workspace, sqlite): writable by the gateway. */
+export const CONTAINER_STATE_DIR = '/home/node/.openclaw';
+/** The generated config, mounted read-only (see docs/gateway.md). */
+export const CONTAINER_CONFIG_DIR = '/etc/openclaw';
+export const CONTAINER_CONFIG_PATH = `${CONTAINER_CONFIG_DIR}/openclaw.json`;
+
+export interface HostPath {
+  readonly path: string;
+  readonly kind: 'file' | 'dir';
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  /** True when the content is a secret: written atomically (temp file + rename) with this mode from the start. */
+  readonly secret: boolean;
+  readonly why: string;
+}
+
+const root = { uid: 0, gid: 0 } as const;
+
+export const HOST = {
+  proxyBundle: {
+    path: '/opt/cannes/cannes-proxy.mjs',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'the proxy bundle (dist/proxy/cannes-proxy.mjs), run by the systemd unit',
+  },
+  proxyUnit: {
+    path: '/etc/systemd/system/cannes-proxy.service',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'proxyUnit(): runs the proxy as root with systemd sandboxing',
+  },
+  keyFile: {
+    path: '/root/.model-keys.json',
+    kind: 'file',
+    mode: 0o600,
+    ...root,
+    secret: true,
+    why: 'keyFile(): the real LLM keys; the proxy refuses it unless mode 600 and owned by its uid (root)',
+  },
+  gatewayDir: {
+    path: '/opt/cannes/gateway',
+    kind: 'dir',
+    mode: 0o755,
+    ...root,
+    secret: false,
+    why: 'the compose project directory',
+  },
+  composeFile: {
+    path: '/opt/cannes/gateway/compose.yaml',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'composeFile(): holds no secret (the token comes from gatewayEnv)',
+  },
+  gatewayEnv: {
+    path: '/opt/cannes/gateway/gateway.env',
+    kind: 'file',
+    mode: 0o600,
+    ...root,
+    secret: true,
+    why: 'gatewayEnvFile(): OPENCLAW_GATEWAY_TOKEN, read by compose on the host (env_file), never mounted',
+  },
+  gatewayConfigDir: {
+    path: '/opt/cannes/gateway/config',
+    kind: 'dir',
+    mode: 0o755,
+    ...root,
+    secret: false,
+    why: `mounted read-only at ${CONTAINER_CONFIG_DIR}: the agent cannot rewrite its providers`,
+  },
+  gatewayConfig: {
+    path: '/opt/cannes/gateway/config/openclaw.json',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'gatewayConfig(): providers point at the proxy with apiKey "proxy-managed"; no secret inside',
+  },
+  gatewayStateDir: {
+    path: '/opt/cannes/gateway/state',
+    kind: 'dir',
+    mode: 0o700,
+    uid: GATEWAY_UID,
+    gid: GATEWAY_GID,
+    secret: false,
+    why: `mounted read-write at ${CONTAINER_STATE_DIR}: OpenClaw's sessions, workspace and databases`,
+  },
+  nftables: {
+    path: '/etc/cannes/nftables.nft',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'nftablesRules(): load with `nft -f` (atomic; the file replaces only table inet cannes)',
+  },
+  sshdHardening: {
+    path: '/etc/ssh/sshd_config.d/00-cannes-hardening.conf',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'sshdHardening(): first in sshd_config.d because sshd keeps the FIRST value it reads for a keyword',
+  },
+} as const satisfies Record<string, HostPath>;

@@ -1,0 +1,166 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { promisify } from 'node:util';
+import { openclawEntry, openclawPackageDir } from '../../lib/openclaw.ts';
+
+/** Helpers to run the real OpenClaw CLI and gateway from the cache install (test/lib/openclaw.ts). */
+
+export interface OpenClawEnv {
+  readonly home: string;
+  readonly stateDir: string;
+  readonly configPath: string;
+}
+
+/** A clean environment: nothing of the machine's own HOME, provider keys or proxies leaks in. */
+export function baseEnv(e: OpenClawEnv, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    HOME: e.home,
+    OPENCLAW_STATE_DIR: e.stateDir,
+    OPENCLAW_CONFIG_PATH: e.configPath,
+    NO_COLOR: '1',
+    ...extra,
+  };
+}
+
+export interface Validation {
+  readonly valid: boolean;
+  readonly issues: readonly { readonly path: string; readonly message: string }[];
+}
+
+/** `openclaw config validate --json`: the package's own validator. */
+export async function validateConfig(e: OpenClawEnv): Promise<Validation> {
+  const out = await promisify(execFile)(process.execPath, [openclawEntry(), 'config', 'validate', '--json'], {
+    cwd: openclawPackageDir(),
+    env: baseEnv(e),
+    timeout: 120_000,
+  }).then(
+    (r) => r.stdout,
+    (err: { stdout?: string }) => err.stdout ?? '',
+  );
+  const doc: unknown = JSON.parse(out);
+  if (typeof doc !== 'object' || doc === null || !('valid' in doc) || typeof doc.valid !== 'boolean') {
+    throw new Error(`unexpected validator output: ${out.slice(0, 500)}`);
+  }
+  const issues: { path: string; message: string }[] = [];
+  if ('issues' in doc && Array.isArray(doc.issues)) {
+    for (const i of doc.issues) issues.push({ path: String(i?.path), message: String(i?.message) });
+  }
+  return { valid: doc.valid, issues };
+}
+
+export interface RunningGateway {
+  readonly child: ChildProcess;
+  readonly output: () => string;
+  stop(): Promise<void>;
+}
+
+/** Starts `node openclaw.mjs <args>` in the package directory, as the image does in /app. */
+export function startGateway(args: readonly string[], env: Record<string, string>): RunningGateway {
+  let out = '';
+  const child = spawn(process.execPath, [openclawEntry(), ...args], {
+    cwd: openclawPackageDir(),
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // its own process group: stop() ends the gateway and every helper it spawned
+  });
+  child.stdout?.on('data', (b: Buffer) => {
+    out = (out + b.toString()).slice(-200_000);
+  });
+  child.stderr?.on('data', (b: Buffer) => {
+    out = (out + b.toString()).slice(-200_000);
+  });
+  return {
+    child,
+    output: () => out,
+    async stop() {
+      if (child.exitCode !== null || child.pid === undefined) return;
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      killGroup(child.pid, 'SIGTERM');
+      const timer = setTimeout(() => killGroup(child.pid!, 'SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+      killGroup(child.pid, 'SIGKILL'); // helpers that outlived their parent
+    },
+  };
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** Polls `url` until it answers 200, the process dies, or `timeoutMs` passes. */
+export async function waitReady(url: string, gw: RunningGateway, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    if (gw.child.exitCode !== null) throw new Error(`gateway exited (${gw.child.exitCode}):\n${gw.output()}`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      if (r.status === 200) return Date.now() - start;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() - start > timeoutMs)
+      throw new Error(`gateway not ready after ${timeoutMs} ms:\n${gw.output()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export interface Tap {
+  readonly url: string;
+  /** Credential headers of every request the gateway sent, in order. */
+  readonly seen: { path: string; credentials: Record<string, string> }[];
+  close(): Promise<void>;
+}
+
+const CREDENTIAL_HEADERS = ['authorization', 'x-api-key', 'x-goog-api-key', 'api-key'];
+
+/**
+ * A recording pass-through in front of the proxy: proves what the gateway itself sends
+ * (`proxy-managed`), which the proxy then strips before the upstream sees anything.
+ */
+export async function startTap(target: string): Promise<Tap> {
+  const seen: Tap['seen'] = [];
+  const t = new URL(target);
+  const server = createServer((req, res) => {
+    const credentials: Record<string, string> = {};
+    for (const h of CREDENTIAL_HEADERS) {
+      const v = req.headers[h];
+      if (typeof v === 'string') credentials[h] = v;
+    }
+    seen.push({ path: req.url ?? '', credentials });
+    const up = request(
+      { host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers },
+      (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
+}
