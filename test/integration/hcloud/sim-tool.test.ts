@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Simulator, startSimulator } from '../../hcloud-sim/simulator.ts';
 
@@ -98,7 +100,10 @@ describe('the simulator admin endpoint', () => {
         start_after_create: false,
       }),
     });
-    const { server } = (await created.json()) as { server: { id: number } };
+    const { server } = Value.Parse(
+      Type.Object({ server: Type.Object({ id: Type.Integer() }) }),
+      await created.json(),
+    );
     await new Promise((r) => setTimeout(r, 100));
     expect((await admin(`servers/${server.id}/stuck`, 'POST', { stuck: true })).status).toBe(200);
     expect((await api(`/servers/${server.id}/actions/poweron`, { method: 'POST' })).status).toBe(201);
@@ -118,9 +123,14 @@ describe('the simulator admin endpoint', () => {
   it('records every request with all its headers, the token included, for leak scans', async () => {
     await admin('requests', 'DELETE');
     await api('/servers?name=canary-xyz');
-    const body = (await (await admin('requests')).json()) as {
-      requests: { url: string; headers: Record<string, string> }[];
-    };
+    const body = Value.Parse(
+      Type.Object({
+        requests: Type.Array(
+          Type.Object({ url: Type.String(), headers: Type.Record(Type.String(), Type.Unknown()) }),
+        ),
+      }),
+      await (await admin('requests')).json(),
+    );
     const hit = body.requests.find((r) => r.url.includes('canary-xyz'));
     expect(hit?.headers['authorization']).toBe(`Bearer ${sim.token.reveal()}`);
     expect(sim.requests.some((r) => r.url === '/v1/servers?name=canary-xyz' && r.route === '/servers')).toBe(
