@@ -2,14 +2,15 @@
  * Secret store benchmark (run by `make bench`; needs the rig's Postgres, see test/rig/postgres.ts).
  *   1. envelope encrypt+decrypt per second for a ~400-byte ed25519 private key, as a ratio to
  *      raw node:crypto AES-256-GCM (same key size, random IV, AAD) measured in the same run;
- *   2. statements per Vps reconcile that changes nothing (target <= 2), counted by the Db wrapper
- *      every statement goes through; and, for scale, per key rotation.
+ *   2. statements per Vps reconcile that changes nothing (target <= 2), through the controller's
+ *      Store port, counted by the Db wrapper every statement goes through; and per key rotation.
  * Writes bench/results/store.json.
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Secret } from '../operator/lib/secret.ts';
+import { controllerStore } from '../operator/store/adapters.ts';
 import { sshKeyBinding } from '../operator/store/bindings.ts';
 import { decryptSecret, encryptSecret } from '../operator/store/envelope.ts';
 import { parseKeyring } from '../operator/store/keyring.ts';
@@ -80,17 +81,24 @@ try {
       uid,
       'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchBenchBenchBenchBenchBenchBenchBench root@os',
     );
-    const first = await store.insertPendingKey(uid, {
-      publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBench bench',
-      privateKey: secret,
-    });
-    await store.promotePendingKey(uid, first.id);
+    const rescue = await store.saveRescueResult(
+      uid,
+      'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchHost root@os',
+      {
+        publicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBench bench',
+        privateKey: secret,
+      },
+    );
+    if (rescue.state !== 'active') throw new Error('unexpected: rescue key not active');
 
-    // What the Vps reconcile reads when nothing changed: the state, then nothing to write.
+    // What the Vps controller reads when nothing changed (operator/controllers/vps.ts through
+    // the port adapter): getVps once, then every step finds its work done.
+    const ports = controllerStore(store);
     const noopReconcile = async (): Promise<void> => {
-      const state = await store.getVpsState(uid);
-      if (state === null) await store.ensureVps({ uid, namespace: 'default', name: 'bench' });
-      else if (state.vps.serverId === null) throw new Error('unexpected: no server id');
+      const state = await ports.getVps(uid);
+      if (state === null) await ports.upsertVps({ uid, namespace: 'default', name: 'bench' });
+      else if (state.record.serverId === null || state.activeKey === null)
+        throw new Error('unexpected state');
     };
     const before = store.db.statements;
     await noopReconcile();

@@ -67,6 +67,14 @@ CREATE TABLE cannes_cloud_token (
 CREATE INDEX cannes_cloud_token_kid ON cannes_cloud_token (kid);
 `,
   },
+  {
+    id: 2,
+    name: 'ssh key origin (rescue-born keys are rotated once after provisioning)',
+    sql: `
+ALTER TABLE cannes_ssh_key
+  ADD COLUMN origin text NOT NULL DEFAULT 'rotation' CHECK (origin IN ('rescue', 'rotation'));
+`,
+  },
 ];
 
 export interface MigrationReport {

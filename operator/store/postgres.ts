@@ -14,6 +14,7 @@ import type {
   ServerFacts,
   SshKey,
   SshKeyInfo,
+  SshKeyOrigin,
   SshKeyState,
   Store,
   VpsIdentity,
@@ -27,10 +28,10 @@ const PUBLIC_KEY = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z
 const VPS_COLS =
   'v.uid, v.namespace, v.name, v.server_id, v.ipv4, v.host_public_key, v.created_at, v.updated_at';
 const KEY_COLS =
-  'k.id, k.vps_uid, k.state, k.public_key, k.private_key_enc, k.kid, k.created_at, k.rotated_at, k.retired_at';
+  'k.id, k.vps_uid, k.state, k.origin, k.public_key, k.private_key_enc, k.kid, k.created_at, k.rotated_at, k.retired_at';
 // The same key columns under a prefix, for the one-query join in getVpsState.
 const KEY_COLS_PREFIXED =
-  'k.id AS k_id, k.vps_uid AS k_vps_uid, k.state AS k_state, k.public_key AS k_public_key, ' +
+  'k.id AS k_id, k.vps_uid AS k_vps_uid, k.state AS k_state, k.origin AS k_origin, k.public_key AS k_public_key, ' +
   'k.private_key_enc AS k_private_key_enc, k.kid AS k_kid, k.created_at AS k_created_at, ' +
   'k.rotated_at AS k_rotated_at, k.retired_at AS k_retired_at';
 
@@ -66,6 +67,11 @@ function readVps(r: RowReader): VpsRow {
     createdAt: r.date('created_at'),
     updatedAt: r.date('updated_at'),
   };
+}
+
+function readOrigin(v: string): SshKeyOrigin {
+  if (v === 'rescue' || v === 'rotation') return v;
+  throw new CannesError('StoreCorrupt', `unknown ssh key origin ${JSON.stringify(v)}`);
 }
 
 function readState(v: string): SshKeyState {
@@ -109,6 +115,7 @@ export class PostgresStore implements Store {
       id: r.str(`${prefix}id`),
       vpsUid: r.str(`${prefix}vps_uid`),
       state: readState(r.str(`${prefix}state`)),
+      origin: readOrigin(r.str(`${prefix}origin`)),
       publicKey: r.str(`${prefix}public_key`),
       kid: r.str(`${prefix}kid`),
       createdAt: r.date(`${prefix}created_at`),
@@ -312,6 +319,61 @@ export class PostgresStore implements Store {
     return res.rowCount ?? 0;
   }
 
+  async deleteRetiredKey(uid: string, keyId: string): Promise<boolean> {
+    checkUid(uid);
+    const id = checkKeyId(keyId);
+    const res = await this.db.query(
+      `DELETE FROM cannes_ssh_key WHERE vps_uid = $1 AND id = $2 AND state = 'retired'`,
+      [uid, id],
+    );
+    return (res.rowCount ?? 0) > 0;
+  }
+
+  async listKeys(uid: string): Promise<SshKey[]> {
+    checkUid(uid);
+    const res = await this.db.query(
+      `SELECT ${KEY_COLS} FROM cannes_ssh_key k WHERE k.vps_uid = $1
+       ORDER BY CASE k.state WHEN 'active' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, k.created_at`,
+      [uid],
+    );
+    return res.rows.map((row) => this.#readKey(new RowReader(row, 'cannes_ssh_key')));
+  }
+
+  async saveRescueResult(uid: string, hostPublicKey: string, key: NewSshKey): Promise<SshKeyInfo> {
+    checkUid(uid);
+    checkPublicKey(hostPublicKey, 'host key');
+    checkPublicKey(key.publicKey, 'SSH public key');
+    const id = checkKeyId(key.id ?? randomUUID());
+    const publicKey = key.publicKey.trim();
+    const envelope = await encryptSecret(this.#keyring, key.privateKey, sshKeyBinding(uid, id));
+    return this.db.transaction(async (q) => {
+      // Rescue is the one trusted path to the OS host key (promise 8): it may replace a pin.
+      const vps = await q.query(
+        'UPDATE cannes_vps SET host_public_key = $2, updated_at = now() WHERE uid = $1 RETURNING uid',
+        [uid, hostPublicKey.trim()],
+      );
+      if (vps.rowCount === 0) throw new CannesError('VpsRowMissing', `no store row for Vps ${uid}`);
+      const current = await q.query(
+        `SELECT ${KEY_COLS} FROM cannes_ssh_key k WHERE k.vps_uid = $1 AND k.state = 'active'`,
+        [uid],
+      );
+      const active =
+        current.rows[0] === undefined
+          ? null
+          : this.#readKey(new RowReader(current.rows[0], 'cannes_ssh_key'));
+      // The same key again: a retry after a lost COMMIT reply.
+      if (active !== null && active.publicKey === publicKey) return info(active);
+      await q.query('DELETE FROM cannes_ssh_key WHERE vps_uid = $1', [uid]);
+      const res = await q.query(
+        `INSERT INTO cannes_ssh_key AS k (id, vps_uid, state, origin, public_key, private_key_enc, kid, rotated_at)
+         VALUES ($1, $2, 'active', 'rescue', $3, $4, $5, now())
+         RETURNING ${KEY_COLS}`,
+        [id, uid, publicKey, envelope, this.#keyring.activeKid],
+      );
+      return info(this.#readKey(new RowReader(res.rows[0], 'cannes_ssh_key')));
+    });
+  }
+
   async putCloudToken(uid: string, token: Secret<string>, ttlSeconds: number): Promise<void> {
     checkUid(uid);
     if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds <= 0)
@@ -360,6 +422,7 @@ function info(k: SshKey): SshKeyInfo {
     id: k.id,
     vpsUid: k.vpsUid,
     state: k.state,
+    origin: k.origin,
     publicKey: k.publicKey,
     kid: k.kid,
     createdAt: k.createdAt,

@@ -23,11 +23,14 @@ export interface VpsRow extends VpsIdentity {
 }
 
 export type SshKeyState = 'pending' | 'active' | 'retired';
+/** `rescue`: generated in the rescue system at provisioning (DESIGN §4 step 3); `rotation`: by a rotation. */
+export type SshKeyOrigin = 'rescue' | 'rotation';
 
 export interface SshKeyInfo {
   readonly id: string;
   readonly vpsUid: string;
   readonly state: SshKeyState;
+  readonly origin: SshKeyOrigin;
   readonly publicKey: string;
   /** Master key the private key is encrypted with (not secret). */
   readonly kid: string;
@@ -94,6 +97,17 @@ export interface Store {
   listLoginKeys(uid: string): Promise<SshKey[]>;
   /** Deletes retired keys (after their public half left authorized_keys). */
   deleteRetiredKeys(uid: string): Promise<number>;
+  /** Deletes one retired key (proven refused by the server). False when there was none. */
+  deleteRetiredKey(uid: string, keyId: string): Promise<boolean>;
+  /** Every key held for the Vps, all states (rotation resumes from this). */
+  listKeys(uid: string): Promise<SshKey[]>;
+  /**
+   * Provisioning (DESIGN §4 steps 3-4), in ONE transaction: pins the OS host key read from
+   * the disk in rescue and stores the rescue-born key as active. Repeating it with the same key
+   * is a no-op; a different key replaces every other key of the Vps (the rescue step rewrote
+   * authorized_keys, so none of them logs in any more).
+   */
+  saveRescueResult(uid: string, hostPublicKey: string, key: NewSshKey): Promise<SshKeyInfo>;
 
   // --- the cloud token (promise 6) ------------------------------------------------------
   putCloudToken(uid: string, token: Secret<string>, ttlSeconds: number): Promise<void>;

@@ -139,6 +139,23 @@ export function storeSuite(mode: Mode): void {
       expect(rows.rows.map((r) => r['id'])).toEqual(MIGRATIONS.map((m) => m.id));
     });
 
+    it('applies migrations in order, only the missing ones, and refuses an edited released migration', async () => {
+      const fresh = await createTestDatabase();
+      dbs.push(fresh);
+      const s2 = new PostgresStore({ connectionString: target.connect(fresh), keyring });
+      try {
+        const first = await migrate(s2.db, MIGRATIONS.slice(0, 1));
+        expect(first.applied).toEqual([MIGRATIONS[0]!.id]);
+        const rest = await migrate(s2.db);
+        expect(rest.alreadyApplied).toEqual([MIGRATIONS[0]!.id]);
+        expect(rest.applied).toEqual(MIGRATIONS.slice(1).map((m) => m.id));
+        const edited = { ...MIGRATIONS[0]!, sql: `${MIGRATIONS[0]!.sql}\n-- edited after release` };
+        expect(await reason(migrate(s2.db, [edited]))).toBe('MigrationChecksumMismatch');
+      } finally {
+        await s2.close();
+      }
+    });
+
     it('lets three operator processes migrate one empty database at once without corrupting it', async () => {
       const fresh = await createTestDatabase();
       dbs.push(fresh);
