@@ -3,9 +3,12 @@ import {
   IsomorphicFetchHttpLibrary,
   type KubeConfig,
   RequestContext,
+  type ResponseContext,
   Watch,
 } from '@kubernetes/client-node';
+import type { Registry } from 'prom-client';
 import { CannesError } from '../lib/errors.ts';
+import { type CoreMetrics, coreMetrics } from '../metrics/metrics.ts';
 import { isRecord } from './object.ts';
 
 /**
@@ -121,10 +124,23 @@ export class KubeClient implements KubeApi {
   readonly #kc: KubeConfig;
   readonly #http = new IsomorphicFetchHttpLibrary();
   readonly #watch: Watch;
+  readonly #metrics: CoreMetrics | undefined;
 
-  constructor(kc: KubeConfig) {
+  constructor(kc: KubeConfig, opts: { registry?: Registry } = {}) {
     this.#kc = kc;
     this.#watch = new Watch(kc);
+    this.#metrics = opts.registry ? coreMetrics(opts.registry) : undefined;
+  }
+
+  #count(code: number | string, method: string): void {
+    const server = this.#kc.getCurrentCluster()?.server ?? '';
+    let host = '';
+    try {
+      host = new URL(server).host;
+    } catch {
+      // An unparsable server is reported by the request itself.
+    }
+    this.#metrics?.restClientRequests.inc({ code: String(code), method, host });
   }
 
   get kubeConfig(): KubeConfig {
@@ -146,7 +162,14 @@ export class KubeClient implements KubeApi {
     }
     if (opts.signal) ctx.setSignal(opts.signal);
     await this.#kc.applySecurityAuthentication(ctx);
-    const res = await this.#http.send(ctx).toPromise();
+    let res: ResponseContext;
+    try {
+      res = await this.#http.send(ctx).toPromise();
+    } catch (err) {
+      this.#count('<error>', method);
+      throw err;
+    }
+    this.#count(res.httpStatusCode, method);
     const text = await res.body.text();
     let json: unknown;
     try {
@@ -170,12 +193,21 @@ export class KubeClient implements KubeApi {
       finished = true;
       onDone(err);
     };
+    let connected = false;
     const controller = await this.#watch.watch(
       path,
       query,
       (type: string, object: unknown) => onEvent({ type, object }),
-      (err: unknown) => doneOnce(toWatchError(err)),
+      (err: unknown) => {
+        const e = toWatchError(err);
+        if (!connected) this.#count(e instanceof KubeApiError ? e.code : '<error>', 'WATCH');
+        doneOnce(e);
+      },
     );
+    if (!finished) {
+      connected = true;
+      this.#count(200, 'WATCH');
+    }
     return () => {
       controller.abort();
       doneOnce(new CannesError('WatchAborted', 'watch aborted'));

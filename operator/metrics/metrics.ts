@@ -56,6 +56,8 @@ export class CoreMetrics {
   readonly informerSynced: Gauge<'resource'>;
   readonly informerObjects: Gauge<'resource'>;
 
+  readonly restClientRequests: Counter<'code' | 'method' | 'host'>;
+
   readonly eventsFailed: Counter<'reason'>;
   readonly statusConflicts: Counter<'resource'>;
 
@@ -196,6 +198,12 @@ export class CoreMetrics {
       name: 'cannes_informer_objects',
       help: 'Objects in the informer cache',
       labelNames: ['resource'],
+      registers,
+    });
+    this.restClientRequests = new Counter({
+      name: 'rest_client_requests_total',
+      help: 'Number of HTTP requests to the Kubernetes API server, partitioned by status code, method, and host',
+      labelNames: ['code', 'method', 'host'],
       registers,
     });
     this.eventsFailed = new Counter({
