@@ -5,10 +5,15 @@
  * The token is a throwaway made at start; the simulator only listens on loopback.
  */
 import { startSimulator } from '../test/hcloud-sim/simulator.ts';
+import { simHostProvider } from '../test/hosts/sim-hook.ts';
 
 const port = Number(process.env['SIM_PORT'] ?? 4000);
 const actionDurationMs = Number(process.env['SIM_ACTION_MS'] ?? 2000);
+// --- test/hosts hook: as root, every server is a real host (CANNES_SIM_HOSTS=state opts out).
+const provider = simHostProvider((line) => process.stdout.write(`${line}\n`));
+// --- end hook
 const sim = await startSimulator({
+  ...(provider ? { provider } : {}),
   host: '127.0.0.1',
   port,
   actionDurationMs,

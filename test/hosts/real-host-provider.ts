@@ -103,6 +103,11 @@ export class RealHostProvider implements HostProvider {
     this.#prepared ??= (async () => {
       if (process.getuid?.() !== 0)
         throw new Error('RealHostProvider needs root (namespaces, mounts, veths)');
+      await sweepStale(dirname(this.#baseDir), this.#log);
+      // Safety net: an address of a server that does not exist (yet, or any more) must never be
+      // routed off this machine. Each server's /32 is more specific and wins. Idempotent, shared
+      // by every provider on the machine, and deliberately left in place (docs/hosts.md).
+      await run('ip', ['route', 'replace', 'unreachable', '198.18.0.0/15']);
       await mkdir(join(this.#baseDir, 'shims', 'bin'), { recursive: true, mode: 0o755 });
       await chmod(this.#baseDir, 0o711);
       await writeFile(join(this.#baseDir, 'owner.pid'), `${process.pid}\n`);
@@ -138,6 +143,12 @@ export class RealHostProvider implements HostProvider {
     };
     this.#hosts.set(spec.serverId, host);
     try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // What a later sweep needs if this process dies without close() (see sweepStale).
+      await writeFile(
+        join(dir, 'host.json'),
+        `${JSON.stringify({ netns: host.netns, veth: host.veth, ipv4: spec.ipv4 })}\n`,
+      );
       await layoutDisk(host);
       await createNetwork(host);
     } catch (err) {
@@ -267,6 +278,7 @@ export class RealHostProvider implements HostProvider {
     }
     host.proc = proc;
     host.state = mode.kind;
+    if (proc.pid !== undefined) await writeFile(join(host.dir, 'boot.pid'), `${proc.pid}\n`);
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
     try {
       await waitForSsh(host.spec.ipv4, this.#bootTimeoutMs, exited);
@@ -303,6 +315,57 @@ export class RealHostProvider implements HostProvider {
     await run('ip', ['link', 'del', host.veth]).catch(() => undefined);
     await run('ip', ['netns', 'del', host.netns]).catch(() => undefined);
     await rm(host.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Removes what an earlier provider left when its process died without close() (a killed
+ * `make sim`, a crashed test worker): base folders named cannes-hosts-* whose owner process is
+ * gone. Their boot processes are killed only if their command line names that folder.
+ */
+async function sweepStale(parent: string, log: (line: string) => void): Promise<void> {
+  const { readdir, readFile: read } = await import('node:fs/promises');
+  for (const base of await readdir(parent).catch(() => [] as string[])) {
+    if (!base.startsWith('cannes-hosts-')) continue;
+    const dir = join(parent, base);
+    const owner = Number((await read(join(dir, 'owner.pid'), 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(owner) || owner <= 0 || isAlive(owner)) continue;
+    log(`sweeping stale simulated hosts in ${dir}`);
+    for (const sub of await readdir(dir).catch(() => [] as string[])) {
+      const hostJson = await read(join(dir, sub, 'host.json'), 'utf8').catch(() => undefined);
+      if (!hostJson) continue;
+      const pid = Number((await read(join(dir, sub, 'boot.pid'), 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(pid) && pid > 0) {
+        const cmd = await read(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        if (cmd.includes(dir)) {
+          const pidNs = await nsInode(pid, 'pid', true);
+          process.kill(pid, 'SIGKILL');
+          if (pidNs !== undefined) {
+            await waitUntil(async () => (await pidsInNamespace('pid', pidNs)).length === 0, 10_000).catch(
+              () => undefined,
+            );
+          }
+        }
+      }
+      const h: unknown = JSON.parse(hostJson);
+      if (typeof h !== 'object' || h === null) continue;
+      const { netns, veth } = h as { netns?: unknown; veth?: unknown };
+      if (typeof veth === 'string' && /^vh[0-9a-f]+$/.test(veth))
+        await run('ip', ['link', 'del', veth]).catch(() => undefined);
+      if (typeof netns === 'string' && /^cs-\d+-[0-9a-f]+$/.test(netns)) {
+        await run('ip', ['netns', 'del', netns]).catch(() => undefined);
+      }
+    }
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err instanceof Error && 'code' in err && err.code === 'EPERM';
   }
 }
 
@@ -358,6 +421,10 @@ async function layoutDisk(host: Host): Promise<void> {
     { mode: 0o644 },
   );
   await writeFile(join(d, 'etc/hostname'), `${host.spec.name}\n`);
+  // SSH keys given at create are root's keys in the installed OS (Hetzner: via cloud-init).
+  // A root password given at create is NOT honoured: the OS has password login off (docs/hosts.md).
+  const keys = (host.spec.sshKeys ?? []).map((k) => k.trim()).filter((k) => k !== '');
+  await writeFile(join(d, 'root/.ssh/authorized_keys'), keys.map((k) => `${k}\n`).join(''), { mode: 0o600 });
 }
 
 async function createNetwork(host: Host): Promise<void> {

@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { footprint, leftovers, randomTestIpv4 } from '../../hosts/leftovers.ts';
@@ -112,5 +114,55 @@ describe('a simulated server is a real Linux host', () => {
     expect(await leftovers(f)).toEqual([]);
     expect(existsSync(base)).toBe(false);
     expect(await readFile('/proc/self/mounts', 'utf8')).not.toContain(base);
+  });
+
+  it('sweeps what a killed provider process left behind (namespaces, processes, folders)', async () => {
+    const providerUrl = new URL('../../hosts/real-host-provider.ts', import.meta.url).href;
+    const child = join(tmpdir(), `cannes-hosts-child-${randomBytes(4).toString('hex')}.ts`);
+    const ip = randomTestIpv4();
+    await writeFile(
+      child,
+      `import { RealHostProvider } from ${JSON.stringify(providerUrl)};
+const p = new RealHostProvider();
+await p.create({ serverId: 7, name: 'orphan', ipv4: ${JSON.stringify(ip)}, image: 'docker-ce' });
+await p.boot(7, { kind: 'os' });
+const i = p.info(7);
+process.stdout.write('ready ' + i.netns + ' ' + p.baseDir + '\\n');
+setInterval(() => {}, 1000);
+`,
+    );
+    const proc = spawn(process.execPath, [child], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    proc.stdout.setEncoding('utf8');
+    for await (const c of proc.stdout) {
+      out += String(c);
+      if (out.includes('\n')) break;
+    }
+    const [, netns, base] = out.trim().split(' ');
+    expect(netns).toMatch(/^cs-7-/);
+    proc.kill('SIGKILL');
+    await new Promise((r) => proc.once('exit', r));
+    await rm(child, { force: true });
+    // The orphaned server still runs: its sshd answers.
+    expect(await sshPortOpen(ip)).toBe(true);
+    const sweeper = new RealHostProvider();
+    try {
+      await sweeper.create({ serverId: 8, name: 'sweeper', ipv4: randomTestIpv4(), image: 'docker-ce' });
+      expect(existsSync(base ?? '/nonexistent-never')).toBe(false);
+      // (No probe of `ip` here: its route is gone; only the namespace checks below are safe.)
+      const { execFile } = await import('node:child_process');
+      const { promisify } = await import('node:util');
+      const { stdout } = await promisify(execFile)('ip', ['netns', 'list']);
+      expect(stdout).not.toContain(netns);
+      const stray: string[] = [];
+      for (const pid of await readdir('/proc')) {
+        if (!/^\d+$/.test(pid)) continue;
+        const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        if (base && cmd.includes(base)) stray.push(pid);
+      }
+      expect(stray).toEqual([]);
+    } finally {
+      await sweeper.close();
+    }
   });
 });
