@@ -195,3 +195,77 @@ export async function mapLimit<T, R>(
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return out;
 }
+
+/** Whether `sa` may make `call` in `namespace`, by a SubjectAccessReview (fast: no process). */
+export async function subjectAccessReview(
+  rig: Rig,
+  sa: { namespace: string; name: string },
+  call: Pick<ApiCall, 'group' | 'resource' | 'verb' | 'name'>,
+  namespace: string,
+): Promise<boolean> {
+  const [resource, subresource] = call.resource.split('/');
+  const res = await rig.adminRequest('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', {
+    apiVersion: 'authorization.k8s.io/v1',
+    kind: 'SubjectAccessReview',
+    spec: {
+      user: `system:serviceaccount:${sa.namespace}:${sa.name}`,
+      groups: ['system:serviceaccounts', `system:serviceaccounts:${sa.namespace}`, 'system:authenticated'],
+      resourceAttributes: {
+        namespace,
+        verb: call.verb,
+        group: call.group,
+        resource,
+        ...(subresource ? { subresource } : {}),
+        ...(call.name ? { name: call.name } : {}),
+      },
+    },
+  });
+  const status: unknown =
+    typeof res.body === 'object' && res.body !== null ? Reflect.get(res.body, 'status') : undefined;
+  const allowed: unknown =
+    typeof status === 'object' && status !== null ? Reflect.get(status, 'allowed') : undefined;
+  if (res.status !== 201 || typeof allowed !== 'boolean') {
+    throw new Error(`SubjectAccessReview: HTTP ${res.status}`);
+  }
+  return allowed;
+}
+
+export type RbacVariant = {
+  serviceAccount: { namespace: string; name: string };
+  /** A kubeconfig with a TokenRequest token of the variant's ServiceAccount (1 h). */
+  kubeconfig: string;
+  remove(): Promise<void>;
+};
+
+/**
+ * Installs `objects`' RBAC (e.g. the chart's, or `withoutRule(chart, i)`) for a fresh
+ * ServiceAccount `namespace/name` and returns a kubeconfig that authenticates as it: run the
+ * operator with that kubeconfig to prove the RBAC is enough, or that a rule is needed.
+ */
+export async function installRbacVariant(
+  rig: Rig,
+  objects: K8sObject[],
+  opts: { namespace: string; name: string; prefix: string },
+): Promise<RbacVariant> {
+  const variant = rbacFor(objects, {
+    prefix: opts.prefix,
+    namespace: opts.namespace,
+    serviceAccount: opts.name,
+  });
+  const list = { apiVersion: 'v1', kind: 'List', items: variant };
+  await rig.kubectl(['apply', '-f', '-'], { stdin: JSON.stringify(list) });
+  const kubeconfig = await rig.serviceAccountKubeconfig(opts.namespace, opts.name);
+  return {
+    serviceAccount: { namespace: opts.namespace, name: opts.name },
+    kubeconfig,
+    remove: async () => {
+      await rig.kubectl(['delete', '--ignore-not-found', '-f', '-'], {
+        stdin: JSON.stringify(list),
+        check: false,
+      });
+      await rig.kubectl(['delete', 'serviceaccount', opts.name, '-n', opts.namespace, '--ignore-not-found'], {
+        check: false,
+      });
+    },
+  };
+}
