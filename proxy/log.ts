@@ -54,7 +54,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? 'info';
   const threshold = LEVELS[level];
   const name = JSON.stringify(options.name ?? 'cannes-proxy');
-  const write = options.write ?? ((line: string) => void process.stdout.write(line));
+  const write = options.write ?? batchedStdout();
   const emit = (lvl: Exclude<LogLevel, 'silent'>, msg: string, fields?: Fields): void => {
     if (LEVELS[lvl] < threshold) return;
     let line = `{"level":"${lvl}","time":${Date.now()},"name":${name},"msg":${JSON.stringify(msg)}`;
@@ -74,6 +74,31 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: (m, f) => emit('info', m, f),
     warn: (m, f) => emit('warn', m, f),
     error: (m, f) => emit('error', m, f),
+  };
+}
+
+/**
+ * Lines are gathered and written once per event-loop turn (one syscall for many request
+ * lines under load); everything pending is written synchronously before the process exits.
+ */
+function batchedStdout(): (line: string) => void {
+  let pending = '';
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending === '') return;
+    const out = pending;
+    pending = '';
+    process.stdout.write(out);
+  };
+  process.on('exit', flush);
+  return (line) => {
+    pending += line;
+    if (pending.length > 64 * 1024) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
   };
 }
 

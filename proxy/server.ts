@@ -373,8 +373,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.#status = statusCode;
     this.res.writeHead(statusCode, out);
-    // SSE and other streams: headers go out now, not with the first body chunk.
-    this.res.flushHeaders();
+    // Streams (SSE: no content-length) get their headers at once, not with the first event,
+    // which a reasoning model may send minutes later. Sized bodies send headers and body in
+    // one write.
+    if (headers['content-length'] === undefined) this.res.flushHeaders();
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {

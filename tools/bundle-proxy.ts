@@ -19,8 +19,15 @@ const result = await build({
   legalComments: 'none',
   metafile: true,
   // Some CommonJS dependencies call require() on node builtins; give ESM a require.
+  // Runs before any bundled module is evaluated: undici 8 needs Node >= 22.19 and fails with
+  // an obscure TypeError on older versions, so say so plainly instead.
   banner: {
-    js: "#!/usr/bin/env node\nimport { createRequire as __cannesCreateRequire } from 'node:module'; const require = __cannesCreateRequire(import.meta.url);",
+    js: [
+      '#!/usr/bin/env node',
+      "import { createRequire as __cannesCreateRequire } from 'node:module';",
+      'const require = __cannesCreateRequire(import.meta.url);',
+      "{ const [a, b] = process.versions.node.split('.').map(Number); if (a < 22 || (a === 22 && b < 19)) { process.stderr.write('cannes-proxy: needs Node.js >= 22.19, this is ' + process.version + '\\n'); process.exit(2); } }",
+    ].join('\n'),
   },
   logLevel: 'warning',
 });

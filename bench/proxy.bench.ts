@@ -1,0 +1,509 @@
+// Benchmark of the host-side proxy (run by `make bench`, never by the tests).
+//
+// One machine, one run, one local upstream (a separate node process), three ways in:
+//   direct  → upstream
+//   proxy   → dist/proxy/cannes-proxy.mjs → upstream
+//   nginx   → Debian nginx (temp config, foreground child, 1 worker, keep-alive upstream pool,
+//             header injection, buffering off) → upstream
+// Measures: requests/s for small JSON at 64 connections (wrk), latency at 1 connection
+// (added p50/p99 vs direct), SSE per-chunk delay (upstream stamps each chunk, the client
+// subtracts), RSS with 1000 open streams. Writes bench/results/proxy.json and the table
+// between the markers in docs/proxy.md.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const BUNDLE = join(ROOT, 'dist/proxy/cannes-proxy.mjs');
+const now = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- upstream (child role)
+if (process.argv[2] === '--role' && process.argv[3] === 'upstream') {
+  const small = JSON.stringify({
+    id: 'chatcmpl-bench',
+    object: 'chat.completion',
+    created: 1,
+    model: 'gpt-fake-1',
+    choices: [
+      {
+        index: 0,
+        message: { role: 'assistant', content: 'Hello from the benchmark upstream.' },
+        finish_reason: 'stop',
+      },
+    ],
+    usage: { prompt_tokens: 10, completion_tokens: 7, total_tokens: 17 },
+  });
+  const server = createServer((req, res) => {
+    const url = req.url ?? '/';
+    req.resume();
+    req.on('end', () => {
+      if (url.startsWith('/v1/chat/completions')) {
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(small),
+        });
+        res.end(small);
+      } else if (url.startsWith('/v1/stream')) {
+        // ?n=chunks&gap=ms: each chunk carries the wall-clock time it was written.
+        const q = new URLSearchParams(url.slice(url.indexOf('?') + 1));
+        const n = Number(q.get('n') ?? 100);
+        const gap = Number(q.get('gap') ?? 10);
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.flushHeaders();
+        let i = 0;
+        const tick = () => {
+          if (res.destroyed) return;
+          if (i++ >= n) {
+            res.end('data: [DONE]\n\n');
+            return;
+          }
+          res.write(`data: {"t":${now().toFixed(3)}}\n\n`);
+          setTimeout(tick, gap);
+        };
+        tick();
+      } else if (url.startsWith('/v1/hold')) {
+        // An idle open stream (a slow reasoning model): a ping every 5 s until the client leaves.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(': open\n\n');
+        const t = setInterval(() => res.write('event: ping\ndata: {}\n\n'), 5000);
+        res.on('close', () => clearInterval(t));
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  server.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`${(server.address() as AddressInfo).port}\n`);
+  });
+} else {
+  await main();
+}
+
+// ---------------------------------------------------------------- orchestration
+interface Target {
+  readonly name: 'direct' | 'proxy' | 'nginx';
+  readonly base: string;
+  readonly pid: () => number[];
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} missing: run make build first`);
+  const tmp = mkdtempSync(join(tmpdir(), 'cannes-proxy-bench-'));
+  const children: ChildProcess[] = [];
+  const cleanup = () => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    rmSync(tmp, { recursive: true, force: true });
+  };
+  process.on('exit', cleanup);
+  try {
+    const upstream = spawn(process.execPath, [fileURLToPath(import.meta.url), '--role', 'upstream'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(upstream);
+    const upPort = Number(await firstLine(upstream));
+
+    const proxyPort = await freePort();
+    const keyFile = join(tmp, 'keys.json');
+    writeFileSync(
+      keyFile,
+      JSON.stringify({
+        version: 1,
+        keys: {
+          bench: { provider: 'openai', apiKey: 'sk-bench-fake', baseUrl: `http://127.0.0.1:${upPort}/v1` },
+        },
+      }),
+      { mode: 0o600 },
+    );
+    chmodSync(keyFile, 0o600);
+    // Default log level (one JSON line per request) to /dev/null: the logging cost is paid.
+    const proxy = spawn(
+      process.execPath,
+      [
+        BUNDLE,
+        '--keys',
+        keyFile,
+        '--listen',
+        `127.0.0.1:${proxyPort}`,
+        '--allow',
+        '127.0.0.1/32',
+        '--metrics',
+        'off',
+      ],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    children.push(proxy);
+
+    const nginxPort = await freePort();
+    const nginx = startNginx(tmp, upPort, nginxPort);
+    children.push(nginx);
+    await Promise.all([
+      waitHttp(proxyPort, '/proxy/bench/chat/completions'),
+      waitHttp(nginxPort, '/proxy/bench/chat/completions'),
+    ]);
+
+    const targets: Target[] = [
+      { name: 'direct', base: `http://127.0.0.1:${upPort}/v1`, pid: () => [upstream.pid!] },
+      { name: 'proxy', base: `http://127.0.0.1:${proxyPort}/proxy/bench`, pid: () => [proxy.pid!] },
+      { name: 'nginx', base: `http://127.0.0.1:${nginxPort}/proxy/bench`, pid: () => nginxPids(nginx.pid!) },
+    ];
+    const duration = Number(process.env['BENCH_SECONDS'] ?? 10);
+    const luaFile = join(tmp, 'post.lua');
+    writeFileSync(
+      luaFile,
+      `wrk.method = "POST"\nwrk.body = '{"model":"gpt-fake-1","messages":[{"role":"user","content":"hi"}]}'\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer proxy-managed"\n`,
+    );
+
+    const results: Record<string, Record<string, number>> = {};
+    for (const t of targets) results[t.name] = {};
+    // Memory first, on fresh processes: 1000 open (idle) streams, one connection each.
+    for (const t of targets) {
+      if (t.name === 'direct') continue;
+      const rss = await rssWithStreams(`${t.base}/hold`, 1000, t.pid);
+      results[t.name]!['rss_1000_streams_mb'] = rss.after;
+      results[t.name]!['rss_idle_mb'] = rss.before;
+      console.log(
+        `${t.name}: RSS idle ${rss.before.toFixed(1)} MB, with 1000 open streams ${rss.after.toFixed(1)} MB`,
+      );
+    }
+    // Warm-up, then interleave rounds so background load hits every target alike.
+    for (const t of targets) wrk(`${t.base}/chat/completions`, luaFile, 16, 2);
+    const rounds = 2;
+    for (let r = 0; r < rounds; r++) {
+      for (const t of targets) {
+        const hi = wrk(`${t.base}/chat/completions`, luaFile, 64, duration);
+        const lo = wrk(`${t.base}/chat/completions`, luaFile, 1, Math.max(3, duration / 2));
+        const acc = results[t.name]!;
+        acc['rps'] = Math.max(acc['rps'] ?? 0, hi.rps);
+        acc['c64_p99_ms'] = min(acc['c64_p99_ms'], hi.p99);
+        acc['c1_p50_ms'] = min(acc['c1_p50_ms'], lo.p50);
+        acc['c1_p99_ms'] = min(acc['c1_p99_ms'], lo.p99);
+        console.log(
+          `round ${r + 1} ${t.name}: ${hi.rps.toFixed(0)} req/s @64, p50/p99 @1 = ${lo.p50}/${lo.p99} ms`,
+        );
+      }
+    }
+    for (const t of targets) {
+      const d = await sseDelays(`${t.base}/stream`, 20, 100, 10);
+      results[t.name]!['sse_p50_ms'] = d.p50;
+      results[t.name]!['sse_p99_ms'] = d.p99;
+      console.log(
+        `${t.name}: SSE per-chunk delay p50/p99 = ${d.p50.toFixed(3)}/${d.p99.toFixed(3)} ms (${d.count} chunks)`,
+      );
+    }
+    for (const t of targets) {
+      if (t.name === 'direct') continue;
+      results[t.name]!['rss_after_load_mb'] = rssMb(t.pid());
+    }
+
+    const d = results['direct']!;
+    const p = results['proxy']!;
+    const n = results['nginx']!;
+    const summary = {
+      throughput_vs_nginx: p['rps']! / n['rps']!,
+      throughput_vs_direct: p['rps']! / d['rps']!,
+      nginx_throughput_vs_direct: n['rps']! / d['rps']!,
+      added_p50_ms: p['c1_p50_ms']! - d['c1_p50_ms']!,
+      added_p99_ms: p['c1_p99_ms']! - d['c1_p99_ms']!,
+      nginx_added_p50_ms: n['c1_p50_ms']! - d['c1_p50_ms']!,
+      nginx_added_p99_ms: n['c1_p99_ms']! - d['c1_p99_ms']!,
+      sse_added_p99_ms: p['sse_p99_ms']! - d['sse_p99_ms']!,
+      nginx_sse_added_p99_ms: n['sse_p99_ms']! - d['sse_p99_ms']!,
+      rss_1000_streams_mb: p['rss_1000_streams_mb']!,
+      nginx_rss_1000_streams_mb: n['rss_1000_streams_mb']!,
+    };
+    const targetsMet = {
+      throughput_ge_0_6x_nginx: summary.throughput_vs_nginx >= 0.6,
+      added_p99_le_1ms: summary.added_p99_ms <= 1,
+      sse_added_p99_le_1ms: summary.sse_added_p99_ms <= 1,
+      rss_1000_streams_le_150mb: summary.rss_1000_streams_mb <= 150,
+    };
+    const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+    const out = {
+      date: new Date().toISOString(),
+      machine: {
+        cpus: (await import('node:os')).cpus().length,
+        loadavg: load,
+        node: process.version,
+        nginx: nginxVersion(),
+      },
+      method: {
+        duration_s: duration,
+        rounds,
+        load_generator: 'wrk 4 (throughput, latency), node http (SSE, open streams)',
+        note: 'best of rounds per target; added latency = target minus direct at 1 connection',
+      },
+      results,
+      summary,
+      targets_met: targetsMet,
+    };
+    mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+    writeFileSync(join(ROOT, 'bench/results/proxy.json'), `${JSON.stringify(out, null, 2)}\n`);
+    const table = markdownTable(out.results, summary, targetsMet, load);
+    console.log(`\n${table}`);
+    const docs = join(ROOT, 'docs/proxy.md');
+    if (existsSync(docs)) {
+      const text = readFileSync(docs, 'utf8');
+      const a = text.indexOf('<!-- bench:start -->');
+      const b = text.indexOf('<!-- bench:end -->');
+      if (a !== -1 && b > a) {
+        writeFileSync(docs, `${text.slice(0, a)}<!-- bench:start -->\n${table}\n${text.slice(b)}`);
+      }
+    }
+  } finally {
+    cleanup();
+  }
+}
+
+function min(a: number | undefined, b: number): number {
+  return a === undefined ? b : Math.min(a, b);
+}
+
+function fmt(v: number | undefined, digits = 2): string {
+  return v === undefined ? 'n/a' : v.toFixed(digits);
+}
+
+function delta(v: number | undefined): string {
+  return v === undefined ? 'n/a' : `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(3)} ms`;
+}
+
+function markdownTable(
+  r: Record<string, Record<string, number>>,
+  s: Record<string, number>,
+  met: Record<string, boolean>,
+  load: string,
+): string {
+  const d = r['direct']!;
+  const p = r['proxy']!;
+  const n = r['nginx']!;
+  const ok = (b: boolean | undefined) => (b ? 'met' : '**missed**');
+  return [
+    `Measured ${new Date().toISOString().slice(0, 16)}Z on this 2-core shared machine (load average ${load}); numbers move with the load, the ratios less so.`,
+    '',
+    '| metric | direct | cannes-proxy | nginx | proxy vs direct | proxy vs nginx | target |',
+    '|---|---:|---:|---:|---:|---:|---|',
+    `| req/s, small JSON, 64 connections | ${fmt(d['rps'], 0)} | ${fmt(p['rps'], 0)} | ${fmt(n['rps'], 0)} | ${fmt(s['throughput_vs_direct'])}x | ${fmt(s['throughput_vs_nginx'])}x | >= 0.6x nginx: ${ok(met['throughput_ge_0_6x_nginx'])} |`,
+    `| latency p50, 1 connection (ms) | ${fmt(d['c1_p50_ms'], 3)} | ${fmt(p['c1_p50_ms'], 3)} | ${fmt(n['c1_p50_ms'], 3)} | ${delta(s['added_p50_ms'])} | nginx ${delta(s['nginx_added_p50_ms'])} | |`,
+    `| latency p99, 1 connection (ms) | ${fmt(d['c1_p99_ms'], 3)} | ${fmt(p['c1_p99_ms'], 3)} | ${fmt(n['c1_p99_ms'], 3)} | ${delta(s['added_p99_ms'])} | nginx ${delta(s['nginx_added_p99_ms'])} | added p99 <= 1 ms: ${ok(met['added_p99_le_1ms'])} |`,
+    `| SSE per-chunk delay p99 (ms) | ${fmt(d['sse_p99_ms'], 3)} | ${fmt(p['sse_p99_ms'], 3)} | ${fmt(n['sse_p99_ms'], 3)} | ${delta(s['sse_added_p99_ms'])} | nginx ${delta(s['nginx_sse_added_p99_ms'])} | added p99 <= 1 ms: ${ok(met['sse_added_p99_le_1ms'])} |`,
+    `| RSS with 1000 open streams (MB) | | ${fmt(p['rss_1000_streams_mb'], 1)} | ${fmt(n['rss_1000_streams_mb'], 1)} | | ${fmt(p['rss_1000_streams_mb']! / n['rss_1000_streams_mb']!)}x | <= 150 MB: ${ok(met['rss_1000_streams_le_150mb'])} |`,
+    `| RSS idle, fresh (MB) | | ${fmt(p['rss_idle_mb'], 1)} | ${fmt(n['rss_idle_mb'], 1)} | | | |`,
+    `| RSS after the load runs (MB) | | ${fmt(p['rss_after_load_mb'], 1)} | ${fmt(n['rss_after_load_mb'], 1)} | | | |`,
+  ].join('\n');
+}
+
+function firstLine(child: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (b: Buffer) => {
+      buf += b.toString();
+      const i = buf.indexOf('\n');
+      if (i !== -1) resolve(buf.slice(0, i));
+    });
+    child.on('exit', (c) => reject(new Error(`child exited ${c}`)));
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function waitHttp(port: number, path: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const req = request({ host: '127.0.0.1', port, path, method: 'POST' }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('error', () => resolve(false));
+      req.end('{}');
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`nothing answers on ${port}`);
+}
+
+function startNginx(tmp: string, upPort: number, port: number): ChildProcess {
+  const prefix = join(tmp, 'nginx');
+  for (const d of ['', 'body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs'])
+    mkdirSync(join(prefix, d), { recursive: true });
+  const conf = join(prefix, 'nginx.conf');
+  // The equivalent of the proxy: one worker (the proxy is one node process), keep-alive pool
+  // to the upstream, client credentials replaced by the real one, no buffering either way,
+  // one access log line per request (the proxy logs one too).
+  writeFileSync(
+    conf,
+    `daemon off;
+master_process on;
+worker_processes 1;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log /dev/null;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  upstream llm { server 127.0.0.1:${upPort}; keepalive 128; }
+  server {
+    listen 127.0.0.1:${port} backlog=4096;
+    allow 127.0.0.1; deny all;
+    location /proxy/bench/ {
+      proxy_pass http://llm/v1/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer sk-bench-fake";
+      proxy_set_header X-Api-Key "";
+      proxy_set_header X-Goog-Api-Key "";
+      proxy_set_header Api-Key "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 600s;
+      client_max_body_size 64m;
+    }
+  }
+}
+`,
+  );
+  return spawn('nginx', ['-p', prefix, '-e', join(prefix, 'logs/error.log'), '-c', conf], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}
+
+function nginxPids(master: number): number[] {
+  const kids = execFileSync('ps', ['-o', 'pid=', '--ppid', String(master)], { encoding: 'utf8' })
+    .split('\n')
+    .map((s) => Number(s.trim()))
+    .filter((n) => n > 0);
+  return [master, ...kids];
+}
+
+function nginxVersion(): string {
+  try {
+    return execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) || 'nginx';
+  } catch {
+    return 'unknown';
+  }
+}
+
+function wrk(
+  url: string,
+  lua: string,
+  connections: number,
+  seconds: number,
+): { rps: number; p50: number; p99: number } {
+  const text = execFileSync(
+    'wrk',
+    [
+      '-t',
+      connections > 1 ? '2' : '1',
+      '-c',
+      String(connections),
+      '-d',
+      `${seconds}s`,
+      '--latency',
+      '-s',
+      lua,
+      url,
+    ],
+    { encoding: 'utf8' },
+  );
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 'NaN');
+  const pct = (p: string) => {
+    const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(text);
+    if (!m) return Number.NaN;
+    const v = Number(m[1]);
+    return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+  };
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(text);
+  if (non2xx) throw new Error(`${url}: ${non2xx[1]} non-2xx responses`);
+  return { rps, p50: pct('50'), p99: pct('99') };
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** `streams` concurrent SSE streams of `n` chunks `gap` ms apart; delay = receive time - write time. */
+async function sseDelays(base: string, streams: number, n: number, gap: number) {
+  const delays: number[] = [];
+  await Promise.all(
+    Array.from(
+      { length: streams },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const req = request(`${base}?n=${n}&gap=${gap}`, { method: 'POST', agent: false }, (res) => {
+            let buf = '';
+            res.setEncoding('utf8');
+            res.on('data', (s: string) => {
+              const t = now();
+              buf += s;
+              let i = buf.indexOf('\n\n');
+              while (i !== -1) {
+                const frame = buf.slice(0, i);
+                buf = buf.slice(i + 2);
+                const m = /"t":([\d.]+)/.exec(frame);
+                if (m) delays.push(t - Number(m[1]));
+                i = buf.indexOf('\n\n');
+              }
+            });
+            res.on('end', () => resolve());
+            res.on('error', reject);
+          });
+          req.on('error', reject);
+          req.end('{}');
+        }),
+    ),
+  );
+  delays.sort((a, b) => a - b);
+  return { p50: percentile(delays, 50), p99: percentile(delays, 99), count: delays.length };
+}
+
+function rssMb(pids: number[]): number {
+  let kb = 0;
+  for (const pid of pids) {
+    const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+    kb += Number(/VmRSS:\s+(\d+)/.exec(st)?.[1] ?? 0);
+  }
+  return kb / 1024;
+}
+
+/** Opens `count` streams (one connection each), waits until all are open, reads the RSS. */
+async function rssWithStreams(url: string, count: number, pids: () => number[]) {
+  const before = rssMb(pids());
+  const reqs: ReturnType<typeof request>[] = [];
+  let open = 0;
+  for (let i = 0; i < count; i++) {
+    const req = request(url, { method: 'POST', agent: false }, (res) => {
+      res.once('data', () => open++);
+      res.resume();
+    });
+    req.on('error', () => {});
+    req.end('{}');
+    reqs.push(req);
+    if (i % 100 === 99) await sleep(50);
+  }
+  const until = Date.now() + 60_000;
+  while (open < count && Date.now() < until) await sleep(100);
+  if (open < count) throw new Error(`${url}: only ${open}/${count} streams opened`);
+  await sleep(2000);
+  const after = rssMb(pids());
+  for (const r of reqs) r.destroy();
+  await sleep(1000);
+  return { before, after };
+}
