@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
+import type { StoreMetrics } from './metrics.ts';
 
 /**
  * The Postgres connection, built for Neon and any PgBouncer in transaction mode:
@@ -29,6 +30,7 @@ export interface DbOptions {
   queryTimeoutMillis?: number;
   retry?: RetryPolicy;
   logger?: Logger;
+  metrics?: StoreMetrics;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -163,6 +165,7 @@ export class Db {
   readonly pool: pg.Pool;
   readonly #retry: RetryPolicy;
   readonly #log: Logger | undefined;
+  readonly metrics: StoreMetrics | undefined;
   /** Statements sent to the server (BEGIN/COMMIT included): what a reconcile costs. */
   statements = 0;
   /** Retries after connection errors (for metrics and tests). */
@@ -172,6 +175,7 @@ export class Db {
     this.pool = new pg.Pool(poolConfig(opts));
     this.#retry = opts.retry ?? DEFAULT_RETRY;
     this.#log = opts.logger;
+    this.metrics = opts.metrics;
     // An idle client losing its connection emits here; without a listener the process dies.
     this.pool.on('error', (err) => {
       this.#log?.warn(
@@ -191,10 +195,7 @@ export class Db {
     values: unknown[] = [],
     opts: { idempotent: boolean } = { idempotent: true },
   ): Promise<pg.QueryResult<R>> {
-    return this.#withRetry(opts.idempotent, async (client) => {
-      this.statements++;
-      return client.query<R>(text, values);
-    });
+    return this.#withRetry(opts.idempotent, (client) => this.#send<R>(client, text, values));
   }
 
   /**
@@ -207,10 +208,8 @@ export class Db {
   ): Promise<T> {
     return this.#withRetry(opts.idempotent, async (client) => {
       const q: Queryable = {
-        query: <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) => {
-          this.statements++;
-          return client.query<R>(text, values);
-        },
+        query: <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
+          this.#send<R>(client, text, values),
       };
       await q.query('BEGIN');
       try {
@@ -227,6 +226,21 @@ export class Db {
     });
   }
 
+  async #send<R extends pg.QueryResultRow>(
+    client: pg.PoolClient,
+    text: string,
+    values: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    this.statements++;
+    this.metrics?.statements.inc();
+    const end = this.metrics?.statementDuration.startTimer();
+    try {
+      return await client.query<R>(text, values);
+    } finally {
+      end?.();
+    }
+  }
+
   async #withRetry<T>(idempotent: boolean, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     const started = Date.now();
     const more = (): boolean => Date.now() - started < this.#retry.maxElapsedMillis;
@@ -240,27 +254,43 @@ export class Db {
           await this.#pause(attempt, err, 'connect');
           continue;
         }
-        throw wrapDbError(err);
+        throw this.#unavailable(err);
       }
+      // A connection lost while checked out but between statements (e.g. inside a transaction
+      // while we decrypt) is emitted as 'error' on the client: without a listener, a crash.
+      let lostBetweenStatements: Error | undefined;
+      const onClientError = (err: Error): void => {
+        lostBetweenStatements = err;
+        this.#log?.warn({ error: errorSummary(err) }, 'database connection lost while in use');
+      };
+      client.on('error', onClientError);
       try {
         const result = await fn(client);
-        client.release();
+        client.off('error', onClientError);
+        client.release(lostBetweenStatements);
         return result;
       } catch (err) {
-        const lost = isConnectionError(err);
+        client.off('error', onClientError);
+        const lost = isConnectionError(err) || lostBetweenStatements !== undefined;
         // A connection that failed mid-statement must not go back to the pool.
-        client.release(lost ? (err instanceof Error ? err : true) : undefined);
+        client.release(lost ? (lostBetweenStatements ?? (err instanceof Error ? err : true)) : undefined);
         if (idempotent && more() && (lost || isSerializationError(err))) {
           await this.#pause(attempt, err, 'statement');
           continue;
         }
-        throw lost ? wrapDbError(err) : err;
+        throw lost ? this.#unavailable(err) : err;
       }
     }
   }
 
-  async #pause(attempt: number, err: unknown, phase: string): Promise<void> {
+  #unavailable(err: unknown): unknown {
+    if (isConnectionError(err)) this.metrics?.unavailable.inc();
+    return wrapDbError(err);
+  }
+
+  async #pause(attempt: number, err: unknown, phase: 'connect' | 'statement'): Promise<void> {
     this.retries++;
+    this.metrics?.retries.inc({ phase });
     const ms = backoff(this.#retry, attempt);
     this.#log?.info(
       { attempt: attempt + 1, phase, delayMs: Math.round(ms), error: errorSummary(err) },

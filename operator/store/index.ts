@@ -1,6 +1,7 @@
 import { TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { type Keyring, loadKeyringFile } from './keyring.ts';
+import type { StoreMetrics } from './metrics.ts';
 import type { MigrationReport } from './migrations.ts';
 import { PostgresStore } from './postgres.ts';
 
@@ -22,6 +23,7 @@ export {
   parseKeyringSecretData,
   parseKeyringText,
 } from './keyring.ts';
+export { createStoreMetrics, type StoreMetrics } from './metrics.ts';
 export { MIGRATIONS, type MigrationReport, migrate } from './migrations.ts';
 export { PostgresStore, type PostgresStoreOptions } from './postgres.ts';
 export { countByKid, type RekeyReport, rekey } from './rekey.ts';
@@ -57,7 +59,7 @@ export async function keyringFromEnv(env: NodeJS.ProcessEnv): Promise<Keyring> {
  */
 export async function openStoreFromEnv(
   env: NodeJS.ProcessEnv,
-  opts: { logger?: Logger; keyring?: Keyring } = {},
+  opts: { logger?: Logger; keyring?: Keyring; metrics?: StoreMetrics } = {},
 ): Promise<{ store: PostgresStore; keyring: Keyring; migrations: MigrationReport }> {
   const keyring = opts.keyring ?? (await keyringFromEnv(env));
   const connectionString = databaseUrlFromEnv(env);
@@ -66,6 +68,7 @@ export async function openStoreFromEnv(
     keyring,
     env,
     ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+    ...(opts.metrics === undefined ? {} : { metrics: opts.metrics }),
   });
   return { store, keyring, migrations };
 }

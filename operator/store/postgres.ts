@@ -4,7 +4,7 @@ import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Secret } from '../lib/secret.ts';
 import { cloudTokenBinding, sshKeyBinding } from './bindings.ts';
 import { Db, type DbOptions } from './db.ts';
-import { decryptSecret, encryptSecret } from './envelope.ts';
+import { type Binding, decryptSecret, EnvelopeError, encryptSecret } from './envelope.ts';
 import type { Keyring } from './keyring.ts';
 import { type MigrationReport, migrate } from './migrations.ts';
 import { RowReader } from './rows.ts';
@@ -99,6 +99,8 @@ export class PostgresStore implements Store {
     const store = new PostgresStore(opts);
     try {
       const migrations = await migrate(store.db);
+      const applied = [...migrations.applied, ...migrations.alreadyApplied];
+      if (applied.length > 0) store.db.metrics?.schemaVersion.set(Math.max(...applied));
       return { store, migrations };
     } catch (err) {
       await store.close();
@@ -123,11 +125,20 @@ export class PostgresStore implements Store {
       retiredAt: r.dateOrNull(`${prefix}retired_at`),
     };
     const envelope = r.str(`${prefix}private_key_enc`);
-    const keyring = this.#keyring;
     return {
       ...info,
-      privateKey: () => decryptSecret(keyring, envelope, sshKeyBinding(info.vpsUid, info.id)),
+      privateKey: () => this.#open(envelope, sshKeyBinding(info.vpsUid, info.id)),
     };
+  }
+
+  /** Decrypts, counting failures by reason (tampering must be visible to an SRE, not only in a log). */
+  async #open(envelope: string, binding: Binding): Promise<Secret<string>> {
+    try {
+      return await decryptSecret(this.#keyring, envelope, binding);
+    } catch (err) {
+      if (err instanceof EnvelopeError) this.db.metrics?.decryptFailures.inc({ reason: err.reason });
+      throw err;
+    }
   }
 
   async ensureVps(id: VpsIdentity): Promise<VpsRow> {
@@ -400,7 +411,7 @@ export class PostgresStore implements Store {
     );
     if (res.rows[0] === undefined) return null;
     const envelope = new RowReader(res.rows[0], 'cannes_cloud_token').str('token_enc');
-    return decryptSecret(this.#keyring, envelope, cloudTokenBinding(uid));
+    return this.#open(envelope, cloudTokenBinding(uid));
   }
 
   async purgeCloudToken(uid: string): Promise<number> {

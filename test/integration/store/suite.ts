@@ -5,15 +5,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CannesError } from '../../../operator/lib/errors.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
 import { cloudTokenBinding, sshKeyBinding } from '../../../operator/store/bindings.ts';
 import { encryptBytes } from '../../../operator/store/envelope.ts';
 import { type Keyring, parseKeyring } from '../../../operator/store/keyring.ts';
+import { createStoreMetrics } from '../../../operator/store/metrics.ts';
 import { MIGRATIONS, migrate } from '../../../operator/store/migrations.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
 import {
+  adminUrl,
   createTestDatabase,
   type PgBouncer,
   pgDump,
@@ -53,7 +56,7 @@ interface Target {
 
 async function startTarget(mode: Mode): Promise<Target> {
   if (mode === 'direct') return { connect: (db) => db.url, stop: async () => undefined };
-  const direct = new URL((await createTestDatabase()).url); // only to learn the server's address
+  const direct = new URL(await adminUrl()); // the rig's server, behind the pooler
   const bouncer: PgBouncer = await startPgBouncer({
     host: direct.hostname,
     port: Number(direct.port || 5432),
@@ -349,6 +352,56 @@ export function storeSuite(mode: Mode): void {
       expect(await reason(store.recordServer(randomUUID(), { serverId: 1, ipv4: null }))).toBe(
         'VpsRowMissing',
       );
+    });
+
+    it('reruns a transaction whose connection is killed between statements, without crashing', async () => {
+      let runs = 0;
+      const retriesBefore = store.db.retries;
+      const result = await store.db.transaction(async (q) => {
+        runs++;
+        const pid = (await q.query('SELECT pg_backend_pid() AS pid')).rows[0]?.['pid'];
+        if (runs === 1) {
+          // Killed from another connection while this transaction is open and idle.
+          await store.db.query('SELECT pg_terminate_backend($1)', [pid]);
+          await sleep(300);
+        }
+        return (await q.query('SELECT 41 + 1 AS n')).rows[0]?.['n'];
+      });
+      expect(result).toBe(42);
+      expect(runs).toBe(2);
+      expect(store.db.retries).toBeGreaterThan(retriesBefore);
+    });
+
+    it('counts statements, schema version and decrypt failures by reason in its metrics', async () => {
+      const registry = new Registry();
+      const metered = new PostgresStore({
+        connectionString: url,
+        keyring,
+        metrics: createStoreMetrics(registry),
+      });
+      try {
+        await migrate(metered.db);
+        const uid = randomUUID();
+        await metered.ensureVps({ uid, namespace: 'ns', name: 'metered' });
+        const p = await metered.insertPendingKey(uid, {
+          publicKey: FAKE_PUBLIC_KEY,
+          privateKey: Secret.of('metered-value'),
+        });
+        const raw = await metered.db.query('SELECT private_key_enc FROM cannes_ssh_key WHERE id = $1', [
+          p.id,
+        ]);
+        await metered.db.query('UPDATE cannes_ssh_key SET private_key_enc = $2 WHERE id = $1', [
+          p.id,
+          flipPart(String(raw.rows[0]?.['private_key_enc']), 3),
+        ]);
+        await reason((await metered.listLoginKeys(uid))[0]!.privateKey());
+        const text = await registry.metrics();
+        expect(text).toMatch(/cannes_store_decrypt_failures_total\{reason="EnvelopeTampered"\} 1/);
+        expect(text).toMatch(new RegExp(`cannes_store_statements_total ${metered.db.statements}\\b`));
+        expect(text).not.toContain('metered-value');
+      } finally {
+        await metered.close();
+      }
     });
 
     it('answers a reconcile that changes nothing with one query', async () => {

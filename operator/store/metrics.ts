@@ -1,0 +1,53 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+/**
+ * Every store metric, in one place. Labels are fixed vocabularies (phase, error reason,
+ * migration id), never ids, SQL text or values.
+ */
+export interface StoreMetrics {
+  statements: Counter<never>;
+  statementDuration: Histogram<never>;
+  retries: Counter<'phase'>;
+  unavailable: Counter<never>;
+  decryptFailures: Counter<'reason'>;
+  schemaVersion: Gauge<never>;
+}
+
+export function createStoreMetrics(registry: Registry): StoreMetrics {
+  const registers = [registry];
+  return {
+    statements: new Counter({
+      name: 'cannes_store_statements_total',
+      help: 'SQL statements sent to Postgres (BEGIN/COMMIT included)',
+      registers,
+    }),
+    statementDuration: new Histogram({
+      name: 'cannes_store_statement_duration_seconds',
+      help: 'Postgres statement latency, one round trip (connection wait included)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    retries: new Counter({
+      name: 'cannes_store_retries_total',
+      help: 'Database operations retried after a lost connection (phase: connect or statement)',
+      labelNames: ['phase'] as const,
+      registers,
+    }),
+    unavailable: new Counter({
+      name: 'cannes_store_unavailable_total',
+      help: 'Database operations that failed after retrying for the whole retry window',
+      registers,
+    }),
+    decryptFailures: new Counter({
+      name: 'cannes_store_decrypt_failures_total',
+      help: 'Stored secrets that failed to decrypt, by reason (EnvelopeTampered / EnvelopeBindingMismatch mean someone changed the database)',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    schemaVersion: new Gauge({
+      name: 'cannes_store_schema_version',
+      help: 'Highest schema migration applied (as seen at start-up)',
+      registers,
+    }),
+  };
+}
