@@ -126,8 +126,15 @@ export class KubeClient implements KubeApi {
   readonly #watch: Watch;
   readonly #metrics: CoreMetrics | undefined;
 
-  constructor(kc: KubeConfig, opts: { registry?: Registry } = {}) {
+  readonly #timeoutMs: number;
+
+  /**
+   * `timeoutMs` bounds every non-watch request (default 30 s): an API server that accepts the
+   * connection but never answers must not hang a reconcile or a lease renewal forever.
+   */
+  constructor(kc: KubeConfig, opts: { registry?: Registry; timeoutMs?: number } = {}) {
     this.#kc = kc;
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
     this.#watch = new Watch(kc);
     this.#metrics = opts.registry ? coreMetrics(opts.registry) : undefined;
   }
@@ -160,7 +167,8 @@ export class KubeClient implements KubeApi {
       ctx.setHeaderParam('Content-Type', opts.contentType ?? ContentType.json);
       ctx.setBody(JSON.stringify(opts.body));
     }
-    if (opts.signal) ctx.setSignal(opts.signal);
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    ctx.setSignal(opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout);
     await this.#kc.applySecurityAuthentication(ctx);
     let res: ResponseContext;
     try {

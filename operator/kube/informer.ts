@@ -356,7 +356,17 @@ export class Informer<T extends KubeObject> {
         const rv = rawResourceVersion(raw);
         if (rv) this.#resourceVersion = rv;
         const obj = this.#parse(withTypeMeta(raw, this.#opts.resource));
-        if (!obj) return undefined;
+        if (!obj) {
+          // An object we cannot parse must not linger in the cache with stale contents: a
+          // reconcile then finds nothing and does nothing, rather than act on old data.
+          const key = rawKey(raw);
+          const old = key === undefined ? undefined : this.#store.get(key);
+          if (key !== undefined && old) {
+            this.#store.delete(key);
+            if (ev.type === 'DELETED') this.#emit({ type: 'delete', object: old });
+          }
+          return undefined;
+        }
         const key = objectKey(obj.metadata);
         const old = this.#store.get(key);
         if (ev.type === 'DELETED') {
@@ -403,6 +413,13 @@ export class Informer<T extends KubeObject> {
 function withTypeMeta(raw: unknown, r: ResourceType): unknown {
   if (!isRecord(raw)) return raw;
   return { apiVersion: apiVersionOf(r), kind: r.kind, ...raw };
+}
+
+function rawKey(raw: unknown): string | undefined {
+  if (!isRecord(raw) || !isRecord(raw['metadata'])) return undefined;
+  const { name, namespace } = raw['metadata'];
+  if (typeof name !== 'string') return undefined;
+  return objectKey({ name, namespace: typeof namespace === 'string' ? namespace : undefined });
 }
 
 function rawResourceVersion(raw: unknown): string | undefined {

@@ -1,6 +1,13 @@
 import type { Registry } from 'prom-client';
 import { coreMetrics } from '../metrics/metrics.ts';
-import { ContentType, isConflict, type KubeApi, type ResourceType, resourcePath } from './client.ts';
+import {
+  ContentType,
+  describeResource,
+  isConflict,
+  type KubeApi,
+  type ResourceType,
+  resourcePath,
+} from './client.ts';
 import { isRecord, type KubeObject } from './object.ts';
 
 export interface UpdateStatusOptions<T extends KubeObject> {
@@ -50,7 +57,7 @@ export async function updateStatus<T extends KubeObject>(
     } catch (err) {
       if (!isConflict(err) || attempt >= attempts) throw err;
       if (opts.registry) {
-        coreMetrics(opts.registry).statusConflicts.inc({ resource: `${resource.plural}.${resource.group}` });
+        coreMetrics(opts.registry).statusConflicts.inc({ resource: describeResource(resource) });
       }
     }
   }

@@ -186,3 +186,20 @@ describe('Informer', () => {
     await informer.stop();
   });
 });
+
+describe('Informer cache hygiene', () => {
+  it('drops an object whose update no longer parses instead of keeping stale contents', async () => {
+    const { api, informer } = setup();
+    api.put('a', { v: '1' });
+    informer.start();
+    await informer.waitForSync();
+    await flush();
+    expect(informer.get('ns/a')).toBeDefined();
+    api.lastWatch.send({
+      type: 'MODIFIED',
+      object: { metadata: { name: 'a', namespace: 'ns', resourceVersion: '999' } },
+    });
+    expect(informer.get('ns/a')).toBeUndefined();
+    await informer.stop();
+  });
+});
