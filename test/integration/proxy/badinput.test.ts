@@ -22,6 +22,7 @@ let tmp: ReturnType<typeof tempDir>;
 let bundleDir: string;
 let proxy: ProxyProcess;
 let oai: RunningUpstream;
+let slow: RunningUpstream;
 let client: NsClient;
 let port: number;
 let metricsPort: number;
@@ -32,8 +33,22 @@ beforeAll(async () => {
   const b = buildBundle();
   bundleDir = b.dir;
   oai = await openai.start({ keys: [key] });
+  // Never answers /v1/chat/completions; on /v1/stall sends headers and one event, then nothing.
+  slow = await openai.start({
+    keys: [key],
+    override: (rec, _req, res) => {
+      if (rec.path === '/v1/stall') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: {"first":true}\n\n');
+      }
+      return true;
+    },
+  });
   const keyFile = join(tmp.dir, 'model-keys.json');
-  writeKeyFile(keyFile, { gpt: { provider: 'openai', apiKey: key, baseUrl: `${oai.url}/v1` } });
+  writeKeyFile(keyFile, {
+    gpt: { provider: 'openai', apiKey: key, baseUrl: `${oai.url}/v1` },
+    slow: { provider: 'openai', apiKey: key, baseUrl: `${slow.url}/v1` },
+  });
   proxy = new ProxyProcess(b.file, [
     '--keys',
     keyFile,
@@ -45,6 +60,10 @@ beforeAll(async () => {
     '1',
     '--max-body-bytes',
     String(1024 * 1024),
+    '--upstream-headers-timeout',
+    '1',
+    '--upstream-body-timeout',
+    '1',
   ]);
   port = (await proxy.listening(1)).get(rig.bridgeAddr)!;
   metricsPort = await proxy.metricsPort();
@@ -56,6 +75,7 @@ afterAll(async () => {
   client?.close();
   await proxy?.stop();
   await oai?.close();
+  await slow?.close();
   rig?.destroy();
   tmp?.cleanup();
   if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
@@ -179,6 +199,35 @@ describe('bad input', () => {
     else expect(chunked.error).toBeDefined();
     const rec = oai.requests.slice(before).at(-1);
     if (rec) expect(rec.completed && rec.status === 200).toBe(false);
+    await stillServing();
+  });
+
+  it('answers 504 when the upstream sends no headers within the headers timeout', async () => {
+    const res = await client.fetch({
+      host: rig.bridgeAddr,
+      port,
+      path: '/proxy/slow/chat/completions',
+      method: 'POST',
+      headers: ['content-type', 'application/json'],
+      body: '{}',
+    });
+    captured.push(JSON.stringify(res));
+    expect(res.status).toBe(504);
+    expect(JSON.parse(res.body)).toEqual({
+      error: { type: 'upstream_timeout', message: 'the upstream did not answer in time' },
+    });
+    await stillServing();
+  });
+
+  it('breaks the client stream when the upstream goes silent past the body timeout', async () => {
+    const res = await client.fetch({ host: rig.bridgeAddr, port, path: '/proxy/slow/stall', stream: true });
+    captured.push(JSON.stringify(res));
+    expect(res.status).toBe(200);
+    expect(res.body).toContain('"first":true');
+    expect(res.error).toBeDefined();
+    expect(await scrape(metricsPort)).toMatch(
+      /cannes_proxy_upstream_errors_total\{provider="openai",kind="body_timeout"\} [1-9]/,
+    );
     await stillServing();
   });
 

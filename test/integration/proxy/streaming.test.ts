@@ -203,6 +203,33 @@ describe('streaming', () => {
     }
   });
 
+  it('closes the upstream request when the client leaves before the response headers', async () => {
+    // A reasoning model still thinking: the upstream has the request but has not answered.
+    let held: UpstreamRecord | undefined;
+    override = (rec) => {
+      if (rec.path !== '/v1/chat/completions') return false;
+      held = rec;
+      return true;
+    };
+    try {
+      const req = client.request({
+        host: rig.bridgeAddr,
+        port,
+        path: '/proxy/gpt/chat/completions',
+        method: 'POST',
+        headers: ['content-type', 'application/json'],
+        body: '{"model":"o-thinking"}',
+      });
+      await until(() => held, 'the upstream to receive the request');
+      expect(held!.closedEarly).toBe(false);
+      client.abort(req.id);
+      await until(() => held?.closedEarly, 'the upstream connection to close', 20_000);
+      await req.done;
+    } finally {
+      override = null;
+    }
+  });
+
   it('breaks the client stream when the upstream fails after the headers', async () => {
     override = (rec, req, res) => {
       if (rec.path !== '/v1/chat/completions') return false;
