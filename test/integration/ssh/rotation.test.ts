@@ -1,4 +1,6 @@
-import { randomBytes, randomInt } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { randomBytes, randomInt, randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secret } from '../../../operator/lib/secret.ts';
 import type { PublicKey } from '../../../operator/ssh/keys.ts';
@@ -8,28 +10,59 @@ import { rescueKeygen } from '../../../operator/ssh/rescue.ts';
 import {
   KEYGEN_DIR,
   ROTATION_FAULT_POINTS,
-  type RotationFaultPoint,
   type RotationStore,
-  rotateSshKey,
   sshRotationRemote,
 } from '../../../operator/ssh/rotation.ts';
 import { connectPinned, connectRescueAcceptingUnknownHostKey } from '../../../operator/ssh/session.ts';
+import { controllerStore, rotationStore } from '../../../operator/store/adapters.ts';
+import { parseKeyring } from '../../../operator/store/keyring.ts';
+import { PostgresStore } from '../../../operator/store/postgres.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
-import { MemoryRotationStore } from '../../unit/ssh/memory-rotation-store.ts';
+import { createTestDatabase, type TestDatabase } from '../../rig/postgres.ts';
 
-class Crash extends Error {}
+const WORKER = join(import.meta.dirname, 'rotation-worker.ts');
 
-describe('SSH key rotation against a real sshd', () => {
+/** Runs one rotation in a fresh process; with `fault`, that process SIGKILLs itself there. */
+function runWorker(
+  input: object,
+  fault?: string,
+): Promise<{ code: number | null; signal: string | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [WORKER], {
+      env: { ...process.env, ...(fault ? { CANNES_FAULT: fault } : {}), LOG_LEVEL: 'silent' },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c: string) => {
+      out += c;
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code, signal, out }));
+    child.stdin.end(JSON.stringify(input));
+  });
+}
+
+describe('SSH key rotation: real sshd, real Postgres store, real process kills', () => {
   const provider = new RealHostProvider();
   const serverId = randomInt(100_000, 900_000);
   const ipv4 = randomTestIpv4();
-  const vpsId = `vps-${randomBytes(4).toString('hex')}`;
+  const vpsId = randomUUID();
+  const keyringText = `k1 ${randomBytes(32).toString('base64')}`;
+  let db: TestDatabase;
+  let pgStore: PostgresStore;
+  let store: RotationStore;
   let hostKey: PublicKey;
-  let rows: MemoryRotationStore['rows'];
-  const freshStore = (): RotationStore => new MemoryRotationStore(rows);
+  let workerInput: object;
 
   beforeAll(async () => {
+    db = await createTestDatabase();
+    ({ store: pgStore } = await PostgresStore.open({
+      connectionString: db.url,
+      keyring: await parseKeyring(keyringText, 'test'),
+    }));
+    store = rotationStore(pgStore);
     await provider.create({
       serverId,
       name: `rot-${randomBytes(3).toString('hex')}`,
@@ -44,13 +77,21 @@ describe('SSH key rotation against a real sshd', () => {
     const first = await rescueKeygen(rescue);
     rescue.close();
     hostKey = first.osHostKey;
-    const seed = new MemoryRotationStore();
-    seed.seedActive(vpsId, { id: 'initial', publicKey: first.publicKey.line, privateKey: first.privateKey });
-    rows = seed.rows;
+    // DESIGN.md §4 steps 1-4: the row, the server, the pinned host key and the rescue-born key.
+    const ports = controllerStore(pgStore);
+    await ports.upsertVps({ uid: vpsId, namespace: 'default', name: 'rotation-test' });
+    await ports.setServer(vpsId, serverId, ipv4);
+    await ports.saveRescueResult(vpsId, hostKey.line, {
+      publicKey: first.publicKey.line,
+      privateKey: first.privateKey,
+    });
     await provider.boot(serverId, { kind: 'os' });
+    workerInput = { url: db.url, keyring: keyringText, vpsId, ipv4, hostKey: hostKey.line };
   });
 
   afterAll(async () => {
+    await pgStore?.close();
+    await db?.drop();
     await provider.close();
   });
 
@@ -88,32 +129,25 @@ describe('SSH key rotation against a real sshd', () => {
   }
 
   it('rotates once: exactly one active key, the old one refused, the key file wiped', async () => {
-    const store = freshStore();
     const before = await activeKey(store);
-    const r = await rotateSshKey({ store, remote: remote(), vpsId });
-    expect(r.outcome).toBe('rotated');
-    expect(r.activeKeyId).not.toBe(before.id);
+    const r = await runWorker(workerInput);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ outcome: 'rotated' });
+    expect((await activeKey(store)).id).not.toBe(before.id);
     await assertFinished(store, [before.privateKey]);
   });
 
   for (const point of ROTATION_FAULT_POINTS) {
-    it(`killed ${point}: the stored active key still logs in, and a fresh run completes`, async () => {
-      const before = await activeKey(freshStore());
-      await expect(
-        rotateSshKey({
-          store: freshStore(),
-          remote: remote(),
-          vpsId,
-          fault: (p: RotationFaultPoint) => {
-            if (p === point) throw new Crash(p);
-          },
-        }),
-      ).rejects.toBeInstanceOf(Crash);
+    it(`killed ${point}: the stored active key still logs in, and a fresh process completes`, async () => {
+      const before = await activeKey(store);
+      const crashed = await runWorker(workerInput, point);
+      expect(crashed.signal).toBe('SIGKILL');
       // At the crash: whatever the store calls active logs in.
-      expect(await loginWorks((await activeKey(freshStore())).privateKey)).toBe(true);
-      // A fresh run (new store object, new remote) resumes from the store alone.
-      await rotateSshKey({ store: freshStore(), remote: remote(), vpsId });
-      await assertFinished(freshStore(), [before.privateKey]);
+      expect(await loginWorks((await activeKey(store)).privateKey)).toBe(true);
+      // A fresh process resumes from the store alone.
+      const resumed = await runWorker(workerInput);
+      expect(resumed.code).toBe(0);
+      await assertFinished(store, [before.privateKey]);
     });
   }
 });
