@@ -63,8 +63,22 @@ export function poolConfig(opts: DbOptions): pg.PoolConfig {
   const sslmode = url.searchParams.get('sslmode') ?? env['PGSSLMODE'] ?? undefined;
   const rootCertPath =
     opts.sslRootCert ?? url.searchParams.get('sslrootcert') ?? env['PGSSLROOTCERT'] ?? undefined;
-  for (const p of ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'uselibpqcompat', 'ssl'])
+  // Neon's own URLs carry channel_binding=require: SCRAM bound to the TLS channel (pg's name for it differs).
+  const channelBinding = url.searchParams.get('channel_binding');
+  if (channelBinding !== null && !['disable', 'prefer', 'require'].includes(channelBinding)) {
+    throw new TerminalError('DatabaseUrlInvalid', `unknown channel_binding ${channelBinding}`);
+  }
+  for (const p of [
+    'sslmode',
+    'sslrootcert',
+    'sslcert',
+    'sslkey',
+    'uselibpqcompat',
+    'ssl',
+    'channel_binding',
+  ]) {
     url.searchParams.delete(p);
+  }
   const host = url.hostname;
   const socketHost = host === '' || url.searchParams.has('host');
   let ssl: pg.PoolConfig['ssl'];
@@ -113,6 +127,7 @@ export function poolConfig(opts: DbOptions): pg.PoolConfig {
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
     application_name: 'cannes-operator',
+    ...(channelBinding === 'require' ? { enableChannelBinding: true } : {}),
   };
 }
 

@@ -44,6 +44,17 @@ describe('database connection settings (Neon-ready)', () => {
     expect(sslOf('postgres://u@db.example.test/db')).toMatchObject({ rejectUnauthorized: true });
   });
 
+  it("honours Neon's channel_binding=require and keeps other URL options such as endpoint", () => {
+    const cfg = poolConfig({
+      connectionString:
+        'postgres://u:p@ep-x.eu-central-1.aws.neon.tech/db?sslmode=require&channel_binding=require&options=endpoint%3Dep-x',
+      env: {},
+    });
+    expect(cfg.enableChannelBinding).toBe(true);
+    expect(cfg.connectionString).not.toContain('channel_binding');
+    expect(cfg.connectionString).toContain('options=endpoint');
+  });
+
   it('uses plaintext only on loopback or when explicitly disabled', () => {
     expect(sslOf('postgres://postgres@127.0.0.1:5432/db')).toBe(false);
     expect(sslOf('postgres://u@db.example.test/db?sslmode=disable')).toBe(false);
