@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -61,7 +61,10 @@ async function leaf(
     ca.cert,
     '-CAkey',
     ca.key,
-    '-CAcreateserial',
+    // A random serial per certificate: -CAcreateserial would share one ca.srl file between the
+    // certificates issued in parallel and race on it.
+    '-set_serial',
+    `0x${randomBytes(16).toString('hex')}`,
     '-days',
     DAYS,
     '-sha256',
