@@ -24,11 +24,16 @@ const release = `cannes-${suffix}`;
 
 /** Calls the operator must never be able to make, next to the ones it makes. */
 const FORBIDDEN: Pick<ApiCall, 'group' | 'resource' | 'verb' | 'name'>[] = [
-  { group: '', resource: 'secrets', verb: 'create' },
+  { group: '', resource: 'secrets', verb: 'list' },
+  { group: '', resource: 'secrets', verb: 'watch' },
+  { group: '', resource: 'secrets', verb: 'update' },
   { group: '', resource: 'secrets', verb: 'delete' },
   { group: '', resource: 'secrets', verb: 'deletecollection' },
   { group: 'cannes.dev', resource: 'vpses', verb: 'create' },
   { group: 'cannes.dev', resource: 'vpses', verb: 'delete' },
+  { group: 'cannes.dev', resource: 'vpses', verb: 'update' },
+  { group: 'cannes.dev', resource: 'vpses/status', verb: 'patch' },
+  { group: 'cannes.dev', resource: 'modelkeys/finalizers', verb: 'update' },
   { group: 'cannes.dev', resource: 'modelkeys', verb: 'delete' },
   { group: '', resource: 'pods', verb: 'list' },
   { group: '', resource: 'pods/exec', verb: 'create' },
@@ -211,4 +216,10 @@ describe('the chart on the rig API server', () => {
       }
     }
   });
+
+  // Needs the operator's run loop end to end on the rig (Postgres, Hetzner simulator, simulated
+  // servers): run it with installRbacVariant(rig, chart) to show the RBAC is enough, then with
+  // installRbacVariant(rig, withoutRule(chart, i)) for each i (skipping rules whose calls are
+  // all `onlyWith` an admission plugin the rig lacks) to show some step fails.
+  it.todo('provisions a Vps with exactly the chart RBAC, and fails without any one rule');
 });
