@@ -18,3 +18,7 @@ $(OPENCLAW_STAMP):
 openclaw: $(OPENCLAW_STAMP) ## install the pinned OpenClaw gateway (npm package) into the cache
 
 TEST_PREREQS += openclaw
+
+# nftables: test/integration/remote loads the generated host firewall in network namespaces.
+# openssh-server: `sshd -t/-T` checks the sshd hardening snippet.
+APT_PACKAGES += nftables openssh-server iproute2

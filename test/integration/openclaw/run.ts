@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
@@ -76,14 +77,51 @@ export function startGateway(args: readonly string[], env: Record<string, string
     output: () => out,
     async stop() {
       if (child.exitCode !== null || child.pid === undefined) return;
+      // The gateway renames itself `openclaw-gateway` and starts helpers, some in a process
+      // group of their own: note them all now, end them by pid after the gateway is gone.
+      const helpers = descendants(child.pid);
       const exited = new Promise<void>((r) => child.once('exit', () => r()));
       killGroup(child.pid, 'SIGTERM');
       const timer = setTimeout(() => killGroup(child.pid!, 'SIGKILL'), 15_000);
       await exited;
       clearTimeout(timer);
-      killGroup(child.pid, 'SIGKILL'); // helpers that outlived their parent
+      killGroup(child.pid, 'SIGKILL');
+      for (const pid of helpers) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
     },
   };
+}
+
+/** Every live descendant of `root` (from /proc), deepest last. */
+export function descendants(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // pid (comm) state ppid …: comm may contain spaces and parentheses.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(name), ppid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [pid, pp] of parent) {
+      if (pp === p) {
+        out.push(pid);
+        walk(pid);
+      }
+    }
+  };
+  walk(root);
+  return out;
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

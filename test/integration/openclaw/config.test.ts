@@ -1,0 +1,65 @@
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type GatewayModelKey,
+  GOOGLE_TRUSTED_ORIGINS_ENV,
+  gatewayConfig,
+} from '../../../operator/remote/index.ts';
+import { PROVIDER_NAMES } from '../../../proxy/providers.ts';
+import { openclawPackageDir } from '../../lib/openclaw.ts';
+import { type OpenClawEnv, validateConfig } from './run.ts';
+
+/** The generated config against the real package's own validator (`openclaw config validate`). */
+
+let dir: string;
+let env: OpenClawEnv;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'cannes-openclaw-config-'));
+  env = { home: join(dir, 'home'), stateDir: join(dir, 'state'), configPath: join(dir, 'openclaw.json') };
+  mkdirSync(env.home);
+  mkdirSync(env.stateDir);
+});
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('openclaw config validate', () => {
+  it('accepts the config generated for every provider, with and without listed models', async () => {
+    const keys: GatewayModelKey[] = PROVIDER_NAMES.map((p) => ({
+      name: `k-${p}`,
+      provider: p,
+      ...(p === 'custom' || p === 'anthropic'
+        ? {
+            models: [
+              { id: 'm-1', name: 'Model 1', reasoning: true, contextWindow: 200_000, maxTokens: 8192 },
+            ],
+          }
+        : {}),
+    }));
+    writeFileSync(env.configPath, JSON.stringify(gatewayConfig({ port: 18789, modelKeys: keys })));
+    expect(await validateConfig(env)).toEqual({ valid: true, issues: [] });
+  });
+
+  it('rejects a config that breaks its schema (the check can fail)', async () => {
+    const config = gatewayConfig({ port: 18789, modelKeys: [{ name: 'x', provider: 'openai' }] });
+    const broken = { ...config, models: { ...(config['models'] as object), mode: 'overlay' } };
+    writeFileSync(env.configPath, JSON.stringify(broken));
+    const r = await validateConfig(env);
+    expect(r.valid).toBe(false);
+    expect(r.issues.map((i) => i.path)).toContain('models.mode');
+  });
+});
+
+describe('facts of the pinned OpenClaw release that docs/gateway.md relies on', () => {
+  it(`has no ${GOOGLE_TRUSTED_ORIGINS_ENV} (Gemini media paths stay on Google's origin): re-check on upgrade`, () => {
+    const dist = join(openclawPackageDir(), 'dist');
+    const hits = readdirSync(dist, { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.js') || f.endsWith('.mjs'))
+      .filter((f) => readFileSync(join(dist, f), 'utf8').includes(GOOGLE_TRUSTED_ORIGINS_ENV));
+    expect(hits).toEqual([]);
+  });
+});
