@@ -76,6 +76,7 @@ export class LeaderElector {
   #observedAt = 0;
   #observedHolder = '';
   #leading = false;
+  #lastRenewAt = 0;
 
   constructor(opts: LeaderElectorOptions) {
     this.#o = opts;
@@ -95,15 +96,29 @@ export class LeaderElector {
     return this.#leading;
   }
 
+  /**
+   * For /healthz (client-go's HealthzAdaptor): false only while this replica believes it leads
+   * but has not renewed for longer than the lease plus `toleranceMs`, i.e. its renew loop is stuck.
+   */
+  healthy(toleranceMs = 20_000): boolean {
+    if (!this.#leading) return true;
+    return this.#clock.now() - this.#lastRenewAt <= this.#leaseMs + toleranceMs;
+  }
+
   /** Acquires, leads until the lease is lost or `signal` aborts, then returns. Run again to re-campaign. */
   async run(signal: AbortSignal): Promise<void> {
     const log = this.#o.logger?.child({
       lease: `${this.#o.namespace}/${this.#o.name}`,
       identity: this.#o.identity,
     });
+    let lastRenew = 0;
     while (!signal.aborted) {
+      const attemptAt = this.#clock.now();
       const r = await this.#tryAcquireOrRenew(signal);
-      if (r === 'acquired') break;
+      if (r === 'acquired') {
+        lastRenew = attemptAt;
+        break;
+      }
       await sleep(jitter(this.#retryMs, 1.2), signal, this.#clock).catch(() => {});
     }
     if (signal.aborted) return;
@@ -111,21 +126,27 @@ export class LeaderElector {
     this.#setLeading(true);
     log?.info('became leader');
     const lead = new AbortController();
-    let lastRenew = this.#clock.now();
+    this.#lastRenewAt = lastRenew;
     try {
       this.#o.onStartedLeading(lead.signal);
     } catch (err) {
       log?.error({ err }, 'onStartedLeading threw');
     }
     while (!signal.aborted) {
-      await sleep(this.#retryMs, signal, this.#clock).catch(() => {});
+      // Never sleep past the renew deadline: the decision to stop must not wait for a timer.
+      const untilDeadline = lastRenew + this.#renewMs - this.#clock.now();
+      await sleep(Math.max(0, Math.min(this.#retryMs, untilDeadline)), signal, this.#clock).catch(() => {});
       if (signal.aborted) break;
-      const left = lastRenew + this.#renewMs - this.#clock.now();
-      const r = await this.#tryAcquireOrRenew(
-        AbortSignal.any([signal, AbortSignal.timeout(Math.max(1, Math.ceil(left)))]),
-      );
+      const attemptAt = this.#clock.now();
+      const left = lastRenew + this.#renewMs - attemptAt;
+      const r =
+        left <= 0
+          ? 'failed'
+          : await this.#tryAcquireOrRenew(AbortSignal.any([signal, AbortSignal.timeout(Math.ceil(left))]));
       if (r === 'acquired') {
-        lastRenew = this.#clock.now();
+        // Count from when the attempt started: others saw the new renewTime no earlier than that.
+        lastRenew = attemptAt;
+        this.#lastRenewAt = attemptAt;
         continue;
       }
       if (signal.aborted) break;

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { type KubeApi, type RequestOptions, statusError } from '../../../operator/kube/client.ts';
 import { LeaderElector } from '../../../operator/kube/leader.ts';
 import { isRecord } from '../../../operator/kube/object.ts';
-import { until } from './fakes.ts';
+import { ManualClock, until } from './fakes.ts';
 
 /** One Lease with resourceVersion concurrency, as the API server keeps it. */
 class LeaseStore {
@@ -134,5 +134,38 @@ describe('LeaderElector', () => {
           onStartedLeading: () => {},
         }),
     ).toThrow(RangeError);
+  });
+});
+
+describe('LeaderElector health', () => {
+  it('reports unhealthy while it believes it leads but its renew loop is stuck', async () => {
+    const clock = new ManualClock();
+    const real = new LeaseStore().client();
+    let hang = false;
+    // A request that never answers and ignores its abort signal: the worst case for the loop.
+    const api: KubeApi = {
+      request: (method, path, opts) => (hang ? new Promise(() => {}) : real.request(method, path, opts)),
+      watch: real.watch,
+    };
+    const e = new LeaderElector({
+      api,
+      namespace: 'ns',
+      name: 'x',
+      identity: 'a',
+      leaseDurationMs: 1000,
+      renewDeadlineMs: 600,
+      retryPeriodMs: 100,
+      clock,
+      onStartedLeading: () => {},
+    });
+    void e.run(new AbortController().signal);
+    await until(() => e.isLeader, 'a leads');
+    expect(e.healthy(0)).toBe(true);
+    hang = true;
+    await clock.advance(100);
+    await clock.advance(5000);
+    expect(e.isLeader).toBe(true);
+    expect(e.healthy(0)).toBe(false);
+    expect(e.healthy(10_000)).toBe(true);
   });
 });
