@@ -37,6 +37,13 @@ export const HCLOUD_ERROR_CODES: Readonly<Record<string, CodeInfo>> = {
   resource_limit_exceeded: { reason: 'HcloudResourceLimitExceeded', retry: 'never', terminal: true },
   protected: { reason: 'HcloudProtected', retry: 'never', terminal: true },
   unsupported_error: { reason: 'HcloudUnsupported', retry: 'never', terminal: true },
+  // Server-specific codes hcloud-go knows.
+  unknown_error: { reason: 'HcloudUnknownError', retry: 'idempotent', terminal: false },
+  placement_error: { reason: 'HcloudPlacementError', retry: 'never', terminal: false },
+  no_space_left_in_location: { reason: 'HcloudNoSpaceLeftInLocation', retry: 'never', terminal: false },
+  server_not_stopped: { reason: 'HcloudServerNotStopped', retry: 'never', terminal: false },
+  invalid_server_type: { reason: 'HcloudInvalidServerType', retry: 'never', terminal: true },
+  deprecated_api_endpoint: { reason: 'HcloudDeprecatedApiEndpoint', retry: 'never', terminal: true },
 };
 
 /** Errors raised by the client itself (no Hetzner error body). */

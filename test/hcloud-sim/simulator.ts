@@ -80,6 +80,8 @@ export interface SimulatorOptions {
   /** Per-token bucket. Default Hetzner's: 3600, refilling 1 per second. */
   rateLimit?: { limit?: number; refillPerSecond?: number };
   faults?: Partial<Faults>;
+  /** Keep at most this many recorded requests (oldest dropped first). Default 100 000. */
+  maxRecordedRequests?: number;
   /** Rescue turns itself off when unused for this long. Default 60 min. */
   rescueTimeoutMs?: number;
 }
@@ -184,6 +186,13 @@ const STATUS_OF: Record<string, number> = {
   protected: 423,
   rate_limit_exceeded: 429,
   server_error: 500,
+  unknown_error: 500,
+  // Statuses of these server-specific codes are not documented; 412/422/410 as for their kin.
+  placement_error: 412,
+  no_space_left_in_location: 412,
+  server_not_stopped: 412,
+  invalid_server_type: 422,
+  deprecated_api_endpoint: 410,
   unavailable: 503,
   maintenance: 503,
   timeout: 504,
@@ -283,6 +292,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   let faults: Faults = { ...emptyFaults(), ...opts.faults };
   const stats: SimulatorStats = { requests: 0, refusedByBucket: 0, refusedByStorm: 0, injectedErrors: 0 };
   const requests: RecordedRequest[] = [];
+  const maxRecorded = opts.maxRecordedRequests ?? 100_000;
   const buckets = new Map<string, { tokens: number; at: number }>();
   const servers = new Map<number, ServerState>();
   const actions = new Map<number, ActionState>();
@@ -1143,6 +1153,8 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
     let route = '';
 
     const send = () => {
+      // Bounded, so a long `make sim` or `make dev` run does not grow without end.
+      if (requests.length >= maxRecorded) requests.splice(0, requests.length - maxRecorded + 1);
       requests.push({
         at: new Date().toISOString(),
         method,
