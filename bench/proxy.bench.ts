@@ -9,7 +9,7 @@
 // (added p50/p99 vs direct), SSE per-chunk delay (upstream stamps each chunk, the client
 // subtracts), RSS with 1000 open streams. Writes bench/results/proxy.json and the table
 // between the markers in docs/proxy.md.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -394,11 +394,9 @@ function nginxPids(master: number): number[] {
 }
 
 function nginxVersion(): string {
-  try {
-    return execFileSync('nginx', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }) || 'nginx';
-  } catch {
-    return 'unknown';
-  }
+  // nginx prints its version on stderr.
+  const r = spawnSync('nginx', ['-v'], { encoding: 'utf8' });
+  return (r.stderr || r.stdout || 'unknown').trim();
 }
 
 function wrk(
