@@ -30,7 +30,7 @@ export interface GatewayModelKey {
 export interface GatewayConfigInput {
   /** Port the gateway listens on inside the container (Vps.spec.gateway.port). */
   readonly port: number;
-  /** In order: the first key's first model is the agent's default model. */
+  /** In order: the first key's first model is the agent's default model. May be empty. */
   readonly modelKeys: readonly GatewayModelKey[];
   /**
    * Where the container reaches the proxy. Defaults are the production values; tests that run
@@ -94,9 +94,6 @@ export function proxyBaseUrl(key: GatewayModelKey, proxy: GatewayConfigInput['pr
 export type OpenClawConfig = Record<string, unknown>;
 
 export function gatewayConfig(input: GatewayConfigInput): OpenClawConfig {
-  if (input.modelKeys.length === 0) {
-    throw new TerminalError('NoModelKeys', 'the gateway needs at least one ModelKey to offer a model');
-  }
   const seen = new Set<string>();
   const providers: Record<string, unknown> = {};
   let primary: string | undefined;
@@ -144,11 +141,9 @@ export function gatewayConfig(input: GatewayConfigInput): OpenClawConfig {
       mode: 'replace',
       providers,
     },
-    agents: {
-      defaults: {
-        model: { primary },
-      },
-    },
+    // With no ModelKey yet the gateway still starts (and passes the validator); chats fail
+    // until the first key arrives and the config is re-rendered.
+    ...(primary === undefined ? {} : { agents: { defaults: { model: { primary } } } }),
   };
 }
 

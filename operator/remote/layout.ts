@@ -122,6 +122,14 @@ export const HOST = {
     secret: false,
     why: 'nftablesRules(): load with `nft -f` (atomic; the file replaces only table inet cannes)',
   },
+  firewallUnit: {
+    path: '/etc/systemd/system/cannes-firewall.service',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'firewallUnit(): loads the nftables file at boot, before Docker',
+  },
   sshdHardening: {
     path: '/etc/ssh/sshd_config.d/00-cannes-hardening.conf',
     kind: 'file',

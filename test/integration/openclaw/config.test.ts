@@ -44,6 +44,11 @@ describe('openclaw config validate', () => {
     expect(await validateConfig(env)).toEqual({ valid: true, issues: [] });
   });
 
+  it('accepts the config rendered before the first ModelKey (no provider)', async () => {
+    writeFileSync(env.configPath, JSON.stringify(gatewayConfig({ port: 18789, modelKeys: [] })));
+    expect(await validateConfig(env)).toEqual({ valid: true, issues: [] });
+  });
+
   it('rejects a config that breaks its schema (the check can fail)', async () => {
     const config = gatewayConfig({ port: 18789, modelKeys: [{ name: 'x', provider: 'openai' }] });
     const broken = { ...config, models: { ...(config['models'] as object), mode: 'overlay' } };

@@ -117,8 +117,13 @@ describe('gatewayConfig', () => {
     expect(at(config, 'gateway', 'port')).toBe(18789);
   });
 
-  it('refuses no keys, duplicate keys and names that are not DNS names', () => {
-    expect(reasonOf(thrown(() => gatewayConfig({ port: 18789, modelKeys: [] })))).toBe('NoModelKeys');
+  it('renders a gateway with no provider and no default model before the first ModelKey', () => {
+    const c = gatewayConfig({ port: 18789, modelKeys: [] });
+    expect(at(c, 'models')).toEqual({ mode: 'replace', providers: {} });
+    expect(c).not.toHaveProperty('agents');
+  });
+
+  it('refuses duplicate keys and names that are not DNS names', () => {
     expect(reasonOf(thrown(() => gatewayConfig({ port: 18789, modelKeys: [KEYS[1]!, KEYS[1]!] })))).toBe(
       'DuplicateModelKey',
     );
