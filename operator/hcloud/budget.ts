@@ -27,7 +27,9 @@ export interface BudgetOptions {
 
 export class TokenBudget {
   #limit: number;
-  readonly #rate: number;
+  readonly #configuredRate: number;
+  /** Refill rate observed from RateLimit-Reset, when it is precise enough to use. */
+  #observedRate: number | undefined;
   readonly #reserveFraction: number;
   readonly #now: () => number;
   #tokens: number;
@@ -40,7 +42,7 @@ export class TokenBudget {
 
   constructor(opts: BudgetOptions = {}) {
     this.#limit = opts.limit ?? 3600;
-    this.#rate = opts.refillPerSecond ?? 1;
+    this.#configuredRate = opts.refillPerSecond ?? 1;
     this.#reserveFraction = opts.reserveFraction ?? 0.02;
     this.#now = opts.now ?? Date.now;
     this.#tokens = this.#limit;
@@ -62,10 +64,15 @@ export class TokenBudget {
     return Math.max(1, Math.floor(this.#limit * this.#reserveFraction));
   }
 
+  /** The refill rate the model uses: never above what the server's own numbers imply. */
+  get refillPerSecond(): number {
+    return Math.min(this.#configuredRate, this.#observedRate ?? this.#configuredRate);
+  }
+
   #refill(): void {
     const now = this.#now();
     const elapsed = Math.max(0, now - this.#updated) / 1000;
-    this.#tokens = Math.min(this.#limit, this.#tokens + elapsed * this.#rate);
+    this.#tokens = Math.min(this.#limit, this.#tokens + elapsed * this.refillPerSecond);
     this.#updated = now;
   }
 
@@ -97,7 +104,7 @@ export class TokenBudget {
         this.#refill();
         const deficit = this.#reserve() + 1 - this.#tokens;
         if (deficit <= 0) break;
-        await sleep(Math.max(1, Math.ceil((deficit / this.#rate) * 1000)));
+        await sleep(Math.max(1, Math.ceil((deficit / this.refillPerSecond) * 1000)));
       }
       this.#tokens -= 1;
       this.#inflight += 1;
@@ -111,9 +118,23 @@ export class TokenBudget {
    * The response is in. `remaining`/`limit` come from the RateLimit-* headers when present.
    * Requests still in flight may or may not have been counted by the server yet: assume not.
    */
-  settle(headers: { limit?: number | undefined; remaining?: number | undefined; refused?: boolean }): void {
+  settle(headers: {
+    limit?: number | undefined;
+    remaining?: number | undefined;
+    /** RateLimit-Reset: Unix time (s) at which the bucket is full again. */
+    reset?: number | undefined;
+    refused?: boolean;
+  }): void {
     this.#inflight = Math.max(0, this.#inflight - 1);
     this.#refill();
+    const limit = headers.limit ?? this.#limit;
+    if (headers.reset !== undefined && headers.remaining !== undefined && headers.remaining < limit) {
+      // (limit - remaining) tokens refill by `reset`. Reset is in whole seconds, so the
+      // estimate is used only when it spans 10 s or more (error at most 10%, and on the slow
+      // side: a rounded-up reset means a lower estimated rate).
+      const secs = headers.reset - this.#now() / 1000;
+      if (secs >= 10) this.#observedRate = (limit - headers.remaining) / secs;
+    }
     if (headers.limit !== undefined && headers.limit > 0) {
       this.#tokens += headers.limit - this.#limit;
       this.#limit = headers.limit;

@@ -517,6 +517,7 @@ export class HcloudClient {
         budget.settle({
           limit: intHeader(res.headers, 'ratelimit-limit'),
           remaining,
+          reset: intHeader(res.headers, 'ratelimit-reset'),
           refused: res.status === 429,
         });
         if (remaining !== undefined) this.#metrics.rateLimitRemaining.set({ budget: budgetId }, remaining);

@@ -12,7 +12,8 @@ describe('make sim (tools/sim.ts)', () => {
   it('starts the simulator alone and prints a 64-character token that the API accepts', async () => {
     const child = spawn(process.execPath, ['tools/sim.ts'], {
       cwd: ROOT,
-      env: { ...process.env, SIM_PORT: '0', SIM_ACTION_MS: '10' },
+      // State-only hosts: real hosts behind `make sim` are test/hosts' to test.
+      env: { ...process.env, SIM_PORT: '0', SIM_ACTION_MS: '10', CANNES_SIM_HOSTS: 'state' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     try {

@@ -120,3 +120,25 @@ describe('BudgetRegistry', () => {
     expect(tokenId(a)).not.toContain('aaaa');
   });
 });
+
+describe('TokenBudget and RateLimit-Reset', () => {
+  it('slows its refill to what the server reports when that is slower than configured', async () => {
+    const c = clock();
+    const b = new TokenBudget({ now: c.now, limit: 3600, refillPerSecond: 1 });
+    await b.acquire(c.sleep);
+    // 1000 tokens missing, full again in 2000 s: the server refills at 0.5/s.
+    b.settle({ limit: 3600, remaining: 2600, reset: c.now() / 1000 + 2000 });
+    expect(b.refillPerSecond).toBeCloseTo(0.5, 5);
+  });
+
+  it('never goes faster than configured, and ignores a reset too close to judge', async () => {
+    const c = clock();
+    const b = new TokenBudget({ now: c.now, limit: 3600, refillPerSecond: 1 });
+    await b.acquire(c.sleep);
+    b.settle({ limit: 3600, remaining: 2600, reset: c.now() / 1000 + 100 });
+    expect(b.refillPerSecond).toBe(1);
+    await b.acquire(c.sleep);
+    b.settle({ limit: 3600, remaining: 3595, reset: c.now() / 1000 + 2 });
+    expect(b.refillPerSecond).toBe(1);
+  });
+});
