@@ -19,7 +19,13 @@ chmod 755 /run/sshd
 mount --bind "$CS_DISK" /run/cannes/disk
 ro_bind "$CS_NODE_PREFIX" /run/cannes/node
 ro_bind "$CS_SHIMS" /run/cannes/shims
+# The rig's tool cache (read-only): npm packages an image stands for (make openclaw) live there.
+if [ -n "${CS_CACHE:-}" ] && [ -d "$CS_CACHE" ]; then
+  mkdir -p /run/cannes/cache
+  ro_bind "$CS_CACHE" /run/cannes/cache
+fi
 echo "$CS_MODE" >/run/cannes/mode
+head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >/run/cannes/boot-id
 
 # 2. A per-boot /etc (a copy of this machine's, minus its sshd host keys), /tmp and /var/tmp.
 mkdir -p /run/cannes/etc
@@ -87,6 +93,8 @@ if [ "$CS_MODE" = os ]; then
     [ -e "$w" ] || continue
     /usr/local/sbin/systemctl start "$(basename "$w")" || echo "boot: unit $(basename "$w") failed" >&2
   done
+  # Containers with restart: always / unless-stopped come back, as dockerd does.
+  /usr/local/sbin/docker __boot || echo "boot: docker shim could not restart containers" >&2
 fi
 
 echo "boot: $CS_MODE up" >&2

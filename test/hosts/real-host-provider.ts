@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -48,6 +48,11 @@ export interface RealHostProviderOptions {
    * See docs/hosts.md.
    */
   readonly images?: Readonly<Record<string, ImageMapping>>;
+  /**
+   * The rig's tool cache, bound read-only at /run/cannes/cache in every server (default
+   * $CANNES_CACHE or ~/.cache/cannes): the docker shim finds `x-cannes.npmPackage` installs there.
+   */
+  readonly cacheDir?: string;
 }
 
 export interface ImageMapping {
@@ -83,15 +88,17 @@ export class RealHostProvider implements HostProvider {
   readonly #bootTimeoutMs: number;
   readonly #log: (line: string) => void;
   readonly #images: Readonly<Record<string, ImageMapping>>;
+  readonly #cacheDir: string;
   #prepared: Promise<void> | undefined;
   #closed = false;
 
   constructor(options: RealHostProviderOptions = {}) {
     this.#baseDir =
       options.baseDir ?? join(tmpdir(), `cannes-hosts-${process.pid}-${randomBytes(3).toString('hex')}`);
-    this.#bootTimeoutMs = options.bootTimeoutMs ?? 30_000;
+    this.#bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
     this.#log = options.log ?? (() => {});
     this.#images = options.images ?? {};
+    this.#cacheDir = options.cacheDir ?? process.env['CANNES_CACHE'] ?? join(homedir(), '.cache', 'cannes');
   }
 
   get baseDir(): string {
@@ -241,6 +248,7 @@ export class RealHostProvider implements HostProvider {
       CS_DISK: host.diskDir,
       CS_NODE_PREFIX: dirname(dirname(process.execPath)),
       CS_SHIMS: join(this.#baseDir, 'shims'),
+      CS_CACHE: this.#cacheDir,
     };
     if (mode.kind === 'rescue') {
       env['CS_ROOT_HASH'] = await sha512Crypt(mode.rootPassword);

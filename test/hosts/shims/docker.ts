@@ -56,6 +56,10 @@ interface Service {
   readonly workingDir: string;
   readonly ports: Port[];
   readonly extraBinds: Volume[];
+  readonly restart: string;
+  /** `x-cannes.health`: a URL polled inside the container's network for `ps` Health. */
+  readonly health: string | undefined;
+  readonly startPeriodMs: number;
 }
 interface ContainerState {
   readonly service: string;
@@ -66,6 +70,10 @@ interface ContainerState {
   readonly hash: string;
   readonly forwarders: number[];
   readonly startedAt: string;
+  /** The server boot this container was started in: pids of an earlier boot mean nothing. */
+  readonly bootId: string;
+  readonly health: string | undefined;
+  readonly startPeriodMs: number;
 }
 interface ImageMapping {
   readonly entrypoint?: string[];
@@ -122,6 +130,8 @@ function parseCompose(file: string): { project: string; services: Service[] } {
     if (!isRecord(raw)) fail(`service ${name}: not a mapping`);
     const image = typeof raw['image'] === 'string' ? raw['image'] : '';
     const mapping = images[image] ?? images[imageKey(image)];
+    const xc = isRecord(raw['x-cannes']) ? raw['x-cannes'] : {};
+    const npm = npmInstall(xc['npmPackage'], xc['npmVersion']);
     const own = strList(raw['x-cannes-command'], `${name}.x-cannes-command`);
     const command = strList(raw['command'], `${name}.command`);
     let argv: string[];
@@ -131,6 +141,15 @@ function parseCompose(file: string): { project: string; services: Service[] } {
     else argv = [...strList(raw['entrypoint'], `${name}.entrypoint`), ...command];
     if (argv.length === 0) fail(`service ${name}: image ${image} has no command mapping (see docs/hosts.md)`);
     const env: Record<string, string> = { ...(mapping?.env ?? {}) };
+    // env_file lines first (read here, as root, like compose does), `environment` wins.
+    for (const f of strList(raw['env_file'], `${name}.env_file`)) {
+      const path = resolve(base, f);
+      if (!existsSync(path)) fail(`service ${name}: env file ${path} not found`);
+      for (const line of readFileSync(path, 'utf8').split('\n')) {
+        const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
+        if (m) env[m[1]!] = m[2]!;
+      }
+    }
     const e = raw['environment'];
     if (Array.isArray(e)) {
       for (const item of e) {
@@ -183,11 +202,13 @@ function parseCompose(file: string): { project: string; services: Service[] } {
         fail(`service ${name}: bad port ${String(p)}`);
       ports.push({ hostIp, hostPort, containerPort });
     }
-    const extraBinds = (mapping?.binds ?? []).map((b) => {
+    const extraBinds: Volume[] = (mapping?.binds ?? []).map((b) => {
       const [source, target] = b.split(':');
       if (!source || !target) return fail(`image map bind ${b} needs source:target`);
       return { source, target, readOnly: true };
     });
+    if (npm) extraBinds.push({ source: npm.prefix, target: NPM_MOUNT, readOnly: true });
+    const hc = isRecord(raw['healthcheck']) ? raw['healthcheck'] : {};
     services.push({
       name,
       image,
@@ -196,12 +217,56 @@ function parseCompose(file: string): { project: string; services: Service[] } {
       env,
       volumes,
       hosts,
-      workingDir: typeof raw['working_dir'] === 'string' ? raw['working_dir'] : '/home/node',
+      workingDir:
+        typeof raw['working_dir'] === 'string'
+          ? raw['working_dir']
+          : npm
+            ? join(NPM_MOUNT, 'node_modules', npm.name)
+            : '/home/node',
       ports,
       extraBinds,
+      restart: typeof raw['restart'] === 'string' ? raw['restart'] : 'no',
+      health: typeof xc['health'] === 'string' ? xc['health'] : undefined,
+      startPeriodMs: durationMs(hc['start_period']) ?? 0,
     });
   }
   return { project, services };
+}
+
+/** Where the rig bound its tool cache (read-only) in the server: `make openclaw` installs there. */
+const CACHE = '/run/cannes/cache';
+/** Where an npm install prefix appears in the container; the command runs in the package dir. */
+const NPM_MOUNT = '/opt/npm';
+
+/**
+ * `x-cannes.npmPackage`/`npmVersion`: the npm package an image is built from, installed by the
+ * rig at `$CANNES_CACHE/<name>-<version>/node_modules/<name>` (mk/openclaw.mk). The whole
+ * install prefix is bound read-only (the package's dependencies are hoisted next to it).
+ */
+function npmInstall(name: unknown, version: unknown): { name: string; prefix: string } | undefined {
+  if (typeof name !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,100}$/.test(name)) return undefined;
+  if (typeof version !== 'string' || !/^[0-9A-Za-z.+-]{1,64}$/.test(version)) return undefined;
+  const prefix = join(CACHE, `${name}-${version}`);
+  return existsSync(join(prefix, 'node_modules', name)) ? { name, prefix } : undefined;
+}
+
+function durationMs(v: unknown): number | undefined {
+  if (typeof v !== 'string') return undefined;
+  let total = 0;
+  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    const n = Number(m[1]);
+    total += m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n * 3_600_000;
+  }
+  return total;
+}
+
+function bootId(): string {
+  return existsSync('/run/cannes/boot-id') ? readFileSync('/run/cannes/boot-id', 'utf8').trim() : '';
+}
+
+/** The container is running in THIS boot of the server. */
+function running(s: ContainerState): boolean {
+  return s.bootId === bootId() && alive(s.pid);
 }
 
 function volumeSource(src: string, base: string, project: string): string {
@@ -244,7 +309,7 @@ function usedIps(): Set<string> {
     for (const f of readdirSync(join(root, p))) {
       if (!f.endsWith('.json')) continue;
       const s = JSON.parse(readFileSync(join(root, p, f), 'utf8')) as ContainerState;
-      if (alive(s.pid)) used.add(s.ip);
+      if (running(s)) used.add(s.ip);
     }
   }
   return used;
@@ -302,6 +367,7 @@ function startContainer(project: string, svc: Service, hash: string): void {
   mkdirSync(R, { recursive: true });
   const lines = [
     'set -eu',
+    'umask 022',
     `R=${shq(R)}`,
     'mount -t tmpfs -o mode=755 tmpfs "$R"',
     'for d in usr bin lib lib32 lib64 libx32 sbin; do',
@@ -382,6 +448,9 @@ function startContainer(project: string, svc: Service, hash: string): void {
     hash,
     forwarders,
     startedAt: new Date().toISOString(),
+    bootId: bootId(),
+    health: svc.health,
+    startPeriodMs: svc.startPeriodMs,
   };
   writeFileSync(join(dir, `${svc.name}.json`), `${JSON.stringify(state)}\n`);
   process.stderr.write(` Container ${project}-${svc.name}-1  Started\n`);
@@ -390,7 +459,9 @@ function startContainer(project: string, svc: Service, hash: string): void {
 function stopContainer(project: string, service: string): void {
   const s = readState(project, service);
   if (!s) return;
-  for (const pid of [s.pid, ...s.forwarders]) {
+  // Pids of an earlier boot are gone (and may have been reused): only this boot's are killed.
+  const current = s.bootId === bootId();
+  for (const pid of current ? [s.pid, ...s.forwarders] : []) {
     if (pid > 0 && alive(pid)) {
       try {
         process.kill(-pid, 'SIGTERM');
@@ -400,8 +471,8 @@ function stopContainer(project: string, service: string): void {
     }
   }
   const deadline = Date.now() + 10_000;
-  while (alive(s.pid) && Date.now() < deadline) spawnSync('sleep', ['0.1']);
-  for (const pid of [s.pid, ...s.forwarders]) {
+  while (current && alive(s.pid) && Date.now() < deadline) spawnSync('sleep', ['0.1']);
+  for (const pid of current ? [s.pid, ...s.forwarders] : []) {
     if (pid > 0 && alive(pid)) {
       try {
         process.kill(-pid, 'SIGKILL');
@@ -413,6 +484,46 @@ function stopContainer(project: string, service: string): void {
   spawnSync('ip', ['netns', 'del', s.netns]);
   rmSync(join(stateDir(project), `${service}.json`), { force: true });
   process.stderr.write(` Container ${project}-${service}-1  Removed\n`);
+}
+
+/** Docker's Health for `ps`: x-cannes.health polled inside the container's network namespace. */
+function health(s: ContainerState): string {
+  if (!s.health) return '';
+  const probe = spawnSync(
+    'ip',
+    [
+      'netns',
+      'exec',
+      s.netns,
+      process.execPath,
+      '-e',
+      'fetch(process.argv[1], { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))',
+      s.health,
+    ],
+    { timeout: 6000, stdio: 'ignore' },
+  );
+  if (probe.status === 0) return 'healthy';
+  return Date.now() - Date.parse(s.startedAt) < s.startPeriodMs ? 'starting' : 'unhealthy';
+}
+
+/** At boot: bring back the projects whose services say restart always / unless-stopped. */
+function bootProjects(): void {
+  const root = join(STATE, 'projects');
+  if (!existsSync(root)) return;
+  for (const p of readdirSync(root)) {
+    const reg = join(root, p, 'compose.json');
+    if (!existsSync(reg)) continue;
+    const r: unknown = JSON.parse(readFileSync(reg, 'utf8'));
+    if (!isRecord(r) || typeof r['file'] !== 'string' || typeof r['project'] !== 'string') continue;
+    if (!existsSync(r['file'])) continue;
+    const parsed = parseCompose(r['file']);
+    for (const svc of parsed.services) {
+      const again = svc.restart === 'always' || (svc.restart === 'unless-stopped' && r['stopped'] !== true);
+      if (!again) continue;
+      stopContainer(r['project'], svc.name);
+      startContainer(r['project'], svc, createHash('sha256').update(JSON.stringify(svc)).digest('hex'));
+    }
+  }
 }
 
 function forward(hostIp: string, hostPort: number, ip: string, port: number): void {
@@ -444,8 +555,11 @@ function compose(args: string[]): void {
   }
   if (files.length === 0) files.push(existsSync('compose.yaml') ? 'compose.yaml' : 'docker-compose.yml');
   if (files.length > 1) fail('only one -f file is supported');
-  const parsed = parseCompose(files[0]!);
+  const file = resolve(files[0]!);
+  const parsed = parseCompose(file);
   const name = project ?? parsed.project;
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(name)) fail(`invalid project name ${name}`);
+  const registry = join(stateDir(name), 'compose.json');
   // Service names: the positional words, skipping the values of options that take one.
   const wanted: string[] = [];
   for (let j = 0; j < rest.length; j++) {
@@ -460,19 +574,26 @@ function compose(args: string[]): void {
       for (const svc of services) {
         const hash = createHash('sha256').update(JSON.stringify(svc)).digest('hex');
         const cur = readState(name, svc.name);
-        if (cur && alive(cur.pid) && cur.hash === hash && !rest.includes('--force-recreate')) {
+        if (cur && running(cur) && cur.hash === hash && !rest.includes('--force-recreate')) {
           process.stderr.write(` Container ${name}-${svc.name}-1  Running\n`);
           continue;
         }
         stopContainer(name, svc.name);
         startContainer(name, svc, hash);
       }
+      // Remembered for the next boot (restart: always / unless-stopped).
+      writeFileSync(registry, `${JSON.stringify({ file, project: name, stopped: false })}\n`);
       return;
     }
     case 'down':
+      for (const svc of services) stopContainer(name, svc.name);
+      if (wanted.length === 0) rmSync(stateDir(name), { recursive: true, force: true });
+      return;
     case 'stop':
     case 'rm':
       for (const svc of services) stopContainer(name, svc.name);
+      if (existsSync(registry))
+        writeFileSync(registry, `${JSON.stringify({ file, project: name, stopped: true })}\n`);
       return;
     case 'restart':
       for (const svc of services) {
@@ -487,7 +608,7 @@ function compose(args: string[]): void {
       const rows = services.flatMap((svc) => {
         const s = readState(name, svc.name);
         if (!s) return [];
-        const up = alive(s.pid);
+        const up = running(s);
         return [
           {
             Name: `${name}-${svc.name}-1`,
@@ -495,6 +616,7 @@ function compose(args: string[]): void {
             Image: s.image,
             State: up ? 'running' : 'exited',
             Status: up ? `Up since ${s.startedAt}` : 'Exited',
+            Health: up ? health(s) : '',
             IP: s.ip,
           },
         ];
@@ -523,6 +645,10 @@ function main(argv: string[]): void {
     forward(rest[0]!, Number(rest[1]), rest[2]!, Number(rest[3]));
     return;
   }
+  if (cmd === '__boot') {
+    bootProjects();
+    return;
+  }
   if (cmd === 'compose') {
     compose(rest);
     return;
@@ -539,6 +665,8 @@ function main(argv: string[]): void {
 }
 
 if (process.argv[1]?.endsWith('.mjs')) {
+  // dockerd's umask, whatever the caller's (an operator script may run under umask 077).
+  process.umask(0o022);
   try {
     main(process.argv.slice(2));
   } catch (err) {

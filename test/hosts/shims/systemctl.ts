@@ -297,6 +297,8 @@ function main(argv: string[]): void {
 }
 
 if (process.argv[1]?.endsWith('.mjs')) {
+  // systemd starts units with umask 022 unless UMask= says otherwise.
+  process.umask(0o022);
   try {
     main(process.argv.slice(2));
   } catch (err) {

@@ -1,6 +1,10 @@
+import { execFile } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { footprint, leftovers, randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
@@ -31,7 +35,7 @@ require('node:net').createServer((c) => c.end('hello-from-host\\n')).listen(3101
 `;
 
 async function waitForJson(path: string): Promise<Record<string, unknown> | undefined> {
-  for (let i = 0; i < 150; i++) {
+  for (let i = 0; i < 600; i++) {
     try {
       return JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
     } catch {
@@ -41,8 +45,19 @@ async function waitForJson(path: string): Promise<Record<string, unknown> | unde
   return undefined;
 }
 
+// An npm package the image "is built from", installed like `make openclaw` does
+// (<cache>/<name>-<version>/node_modules/<name>, its dependency hoisted beside it).
+const NPM_MAIN = `
+import { createServer } from 'node:http';
+import { greeting } from 'fake-dep';
+createServer((req, res) => {
+  res.end(JSON.stringify({ greeting, token: process.env.GW_TOKEN === process.env.EXPECTED ? 'ok' : 'wrong', cwd: process.cwd(), uid: process.getuid() }));
+}).listen(18789, '0.0.0.0');
+`;
+
 describe('the docker and systemctl shims run real, confined processes', () => {
-  const provider = new RealHostProvider();
+  const cacheDir = mkdtempSync(join(tmpdir(), 'cannes-hosts-test-cache-'));
+  const provider = new RealHostProvider({ cacheDir });
   const serverId = randomInt(100_000, 900_000);
   const ipv4 = randomTestIpv4();
   const canary = `canary-${randomBytes(8).toString('hex')}`;
@@ -51,6 +66,18 @@ describe('the docker and systemctl shims run real, confined processes', () => {
   const sh = async (script: string) => (await provider.exec(serverId, ['bash', '-c', script])).stdout;
 
   beforeAll(async () => {
+    const prefix = join(cacheDir, 'fakegw-1.2.3', 'node_modules');
+    mkdirSync(join(prefix, 'fakegw'), { recursive: true });
+    mkdirSync(join(prefix, 'fake-dep'), { recursive: true });
+    writeFileSync(join(prefix, 'fakegw', 'package.json'), '{"name":"fakegw","type":"module"}');
+    writeFileSync(join(prefix, 'fakegw', 'main.mjs'), NPM_MAIN);
+    writeFileSync(
+      join(prefix, 'fake-dep', 'package.json'),
+      '{"name":"fake-dep","type":"module","main":"index.js"}',
+    );
+    writeFileSync(join(prefix, 'fake-dep', 'index.js'), "export const greeting = 'hello-from-dep';");
+    // As `npm install` leaves it under umask 022: world-readable (the test process may run with 077).
+    await promisify(execFile)('chmod', ['-R', 'a+rX', cacheDir]);
     await provider.create({
       serverId,
       name: `ctr-${randomBytes(3).toString('hex')}`,
@@ -66,6 +93,7 @@ describe('the docker and systemctl shims run real, confined processes', () => {
 
   afterAll(async () => {
     await provider.close();
+    rmSync(cacheDir, { recursive: true, force: true });
   });
 
   it('starts an enabled systemd unit on the bridge address and reports it active', async () => {
@@ -84,7 +112,7 @@ systemctl daemon-reload && systemctl enable --now hostsvc`);
     expect(
       (
         await sh(
-          'for i in $(seq 50); do systemctl is-active hostsvc >/dev/null && break; sleep 0.1; done; systemctl is-active hostsvc',
+          'for i in $(seq 300); do systemctl is-active hostsvc >/dev/null && break; sleep 0.1; done; systemctl is-active hostsvc',
         )
       ).trim(),
     ).toBe('active');
@@ -144,7 +172,7 @@ services:
 EOF
 docker compose -f /opt/gw/compose-root.yaml up -d`);
     const p = join(disk, 'opt/gw/rootdata/ls.txt');
-    for (let i = 0; i < 100 && !(await readFile(p, 'utf8').catch(() => '')).includes('done'); i++) {
+    for (let i = 0; i < 600 && !(await readFile(p, 'utf8').catch(() => '')).includes('done'); i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
     const out = await readFile(p, 'utf8').catch(async () => {
@@ -168,7 +196,7 @@ docker compose -f /opt/gw/compose-root.yaml up -d`);
     expect(
       (
         await sh(
-          'for i in $(seq 50); do systemctl is-active hostsvc >/dev/null && break; sleep 0.1; done; systemctl is-active hostsvc',
+          'for i in $(seq 300); do systemctl is-active hostsvc >/dev/null && break; sleep 0.1; done; systemctl is-active hostsvc',
         )
       ).trim(),
     ).toBe('active');
@@ -176,5 +204,53 @@ docker compose -f /opt/gw/compose-root.yaml up -d`);
     const f = await footprint(provider, serverId);
     await provider.destroy(serverId);
     expect(await leftovers(f)).toEqual([]);
+  });
+
+  it('runs an x-cannes npm package with env_file, published port, health, and brings it back at boot', async () => {
+    const server2 = serverId + 1;
+    await provider.create({ serverId: server2, name: 'gw-host', ipv4: randomTestIpv4(), image: 'docker-ce' });
+    await provider.boot(server2, { kind: 'os' });
+    const sh2 = async (script: string) => (await provider.exec(server2, ['bash', '-c', script])).stdout;
+    const token = randomBytes(12).toString('hex');
+    await sh2(`mkdir -p /opt/cannes/gateway && umask 077 && printf 'GW_TOKEN=%s\\n' ${token} >/opt/cannes/gateway/gateway.env
+cat >/opt/cannes/gateway/compose.yaml <<'EOF'
+name: "cannes-gateway"
+services:
+  gateway:
+    image: "ghcr.io/openclaw/openclaw:1.2.3"
+    user: "1000:1000"
+    command: ["node", "main.mjs"]
+    network_mode: "bridge"
+    environment:
+      EXPECTED: "${token}"
+    env_file: ["/opt/cannes/gateway/gateway.env"]
+    extra_hosts: ["host.docker.internal:host-gateway"]
+    ports: ["127.0.0.1:18789:18789"]
+    cap_drop: ["ALL"]
+    restart: "unless-stopped"
+    healthcheck: { test: ["CMD", "true"], start_period: "120s" }
+    x-cannes: { npmPackage: "fakegw", npmVersion: "1.2.3", health: "http://127.0.0.1:18789/" }
+EOF
+docker compose -f /opt/cannes/gateway/compose.yaml up -d`);
+    const poll = async () => {
+      for (let i = 0; i < 300; i++) {
+        const out = await sh2('curl -fsS http://127.0.0.1:18789/ 2>/dev/null || true');
+        if (out !== '') return JSON.parse(out) as Record<string, unknown>;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`gateway never answered: ${await sh2('cat /var/lib/docker-shim/projects/*/*.log')}`);
+    };
+    expect(await poll()).toEqual({
+      greeting: 'hello-from-dep',
+      token: 'ok',
+      cwd: '/opt/npm/node_modules/fakegw',
+      uid: 1000,
+    });
+    const ps = JSON.parse(
+      (await sh2('docker compose -f /opt/cannes/gateway/compose.yaml ps --format json')).trim(),
+    );
+    expect(ps).toMatchObject({ Service: 'gateway', State: 'running', Health: 'healthy' });
+    await provider.boot(server2, { kind: 'os' });
+    expect((await poll())['token']).toBe('ok');
   });
 });
