@@ -57,10 +57,18 @@ export interface RunningGateway {
   stop(): Promise<void>;
 }
 
-/** Starts `node openclaw.mjs <args>` in the package directory, as the image does in /app. */
-export function startGateway(args: readonly string[], env: Record<string, string>): RunningGateway {
+/**
+ * Starts `node openclaw.mjs <args>` in the package directory, as the image does in /app.
+ * `prefix` runs it through a wrapper that ends in exec (e.g. `ip netns exec NS`).
+ */
+export function startGateway(
+  args: readonly string[],
+  env: Record<string, string>,
+  prefix: readonly string[] = [],
+): RunningGateway {
   let out = '';
-  const child = spawn(process.execPath, [openclawEntry(), ...args], {
+  const argv = [...prefix, process.execPath, openclawEntry(), ...args];
+  const child = spawn(argv[0]!, argv.slice(1), {
     cwd: openclawPackageDir(),
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
