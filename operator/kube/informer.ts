@@ -192,7 +192,10 @@ export class Informer<T extends KubeObject> {
           continue;
         }
       }
+      const watchStartedAt = this.#clock.now();
       const end = await this.#watchOnce();
+      // A watch that delivered something was healthy for a while: start the backoff afresh.
+      if (this.#lastEventAt > watchStartedAt) delay = initial;
       if (end.kind === 'stopped' || signal.aborted) break;
       this.#metrics?.informerWatchRestarts.inc({ resource: this.#label, reason: end.kind });
       switch (end.kind) {

@@ -203,3 +203,31 @@ describe('Informer cache hygiene', () => {
     await informer.stop();
   });
 });
+
+describe('Informer backoff', () => {
+  it('grows the delay over consecutive failed watches and starts afresh after a healthy one', async () => {
+    const { api, clock, informer } = setup();
+    informer.start();
+    await informer.waitForSync();
+    await flush();
+    // A watch that delivered an event, then failed: retried after 1-2 s (initial delay).
+    await clock.advance(10);
+    api.lastWatch.send({ type: 'ADDED', object: api.put('a') });
+    api.lastWatch.end(statusError(500, undefined, 'watch'));
+    await clock.advance(2000);
+    expect(api.watches).toHaveLength(2);
+    // A watch that failed at once: the delay has doubled (2-4 s).
+    api.lastWatch.end(statusError(500, undefined, 'watch'));
+    await clock.advance(1999);
+    expect(api.watches).toHaveLength(2);
+    await clock.advance(2001);
+    expect(api.watches).toHaveLength(3);
+    // Healthy again (an event), then a failure: back to 1-2 s.
+    await clock.advance(10);
+    api.lastWatch.send({ type: 'MODIFIED', object: api.put('a', { v: '2' }) });
+    api.lastWatch.end(statusError(500, undefined, 'watch'));
+    await clock.advance(2000);
+    expect(api.watches).toHaveLength(4);
+    await informer.stop();
+  });
+});
