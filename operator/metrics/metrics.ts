@@ -12,7 +12,17 @@ import type { QueueMetricsSink } from '../kube/queue.ts';
 export function createRegistry(opts: { processMetrics?: boolean } = {}): Registry {
   const registry = new Registry();
   // process_resident_memory_bytes, nodejs_eventloop_lag_seconds, ...: what an SRE asks first.
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  if (opts.processMetrics ?? true) {
+    collectDefaultMetrics({ register: registry });
+    // Gauges named *_total make `promtool check metrics` warn (docs/monitoring.md): drop them.
+    for (const name of [
+      'nodejs_active_handles_total',
+      'nodejs_active_requests_total',
+      'nodejs_active_resources_total',
+    ]) {
+      registry.removeSingleMetric(name);
+    }
+  }
   return registry;
 }
 
