@@ -40,6 +40,8 @@ ro_bind /run/cannes/shims/bin /usr/local/sbin
 hostname "$CS_HOSTNAME"
 echo "$CS_HOSTNAME" >/etc/hostname
 printf '127.0.0.1 localhost\n%s %s\n' "$CS_IPV4" "$CS_HOSTNAME" >/etc/hosts
+# No resolver: a server has no network beyond this machine, so lookups fail at once.
+rm -f /etc/resolv.conf && : >/etc/resolv.conf
 
 # Accounts: no password anywhere except rescue's root.
 awk -F: '{print $1 ":*:20000:0:99999:7:::"}' /etc/passwd >/etc/shadow

@@ -78,7 +78,7 @@ interface Host {
 /**
  * A HostProvider that makes every simulated server a real Linux host on this machine:
  * a network namespace holding its public IPv4 (reachable from the root namespace over a
- * veth), and per boot a pid + mount + UTS namespace running a real OpenSSH sshd, with the
+ * veth; it reaches nothing else), and per boot a pid + mount + UTS namespace running a real OpenSSH sshd, with the
  * server's own /root, /etc/ssh, /etc/systemd/system, /opt, /mnt, /var/lib from its disk
  * folder (see boot.sh and docs/hosts.md). Needs root.
  */
@@ -448,7 +448,9 @@ async function createNetwork(host: Host): Promise<void> {
     ['-n', netns, 'addr', 'add', `${ip}/32`, 'dev', 'eth0'],
     ['-n', netns, 'link', 'set', 'eth0', 'up'],
     ['-n', netns, 'route', 'add', `${GATEWAY_IPV4}/32`, 'dev', 'eth0'],
-    ['-n', netns, 'route', 'add', 'default', 'via', GATEWAY_IPV4, 'dev', 'eth0'],
+    // Nothing beyond this machine exists for a server: every other destination fails at once
+    // (no packet of a server, or of its containers, can leave through the root namespace).
+    ['-n', netns, 'route', 'add', 'unreachable', 'default'],
   ];
   for (const args of steps) await run('ip', args);
 }

@@ -72,6 +72,19 @@ describe('a simulated server is a real Linux host', () => {
     }
   });
 
+  it('reaches nothing beyond this machine: only the gateway has a route', async () => {
+    // `ip route get` asks the routing table; it sends nothing.
+    const probe = await provider.exec(serverId, [
+      'bash',
+      '-c',
+      'ip route get 198.19.255.254 >/dev/null && echo gateway-ok; ip route get 192.0.2.1 2>&1 || true; wc -c </etc/resolv.conf',
+    ]);
+    const lines = probe.stdout.trim().split('\n');
+    expect(lines[0]).toBe('gateway-ok');
+    expect(lines[1]).toMatch(/unreachable|No route to host/i);
+    expect(lines[2]?.trim()).toBe('0');
+  });
+
   it('keeps the disk across a reboot and loses what ran (processes, /tmp)', async () => {
     await provider.exec(serverId, ['sh', '-c', 'echo kept >/root/note; echo gone >/tmp/note']);
     await provider.boot(serverId, { kind: 'os' });
