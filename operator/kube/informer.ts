@@ -186,7 +186,6 @@ export class Informer<T extends KubeObject> {
         } catch (err) {
           if (signal.aborted) break;
           log?.warn({ err, resource: this.#label }, 'list failed; retrying with backoff');
-          this.#metrics?.informerRelists.inc({ resource: this.#label, reason: 'error' });
           listReason = 'error';
           await backoff();
           continue;
@@ -200,6 +199,13 @@ export class Informer<T extends KubeObject> {
       this.#metrics?.informerWatchRestarts.inc({ resource: this.#label, reason: end.kind });
       switch (end.kind) {
         case 'closed':
+          // A server (or proxy) that closes every watch at once must not spin us in a hot loop.
+          if (this.#lastEventAt <= watchStartedAt && this.#clock.now() - watchStartedAt < 1000) {
+            await backoff();
+          } else {
+            delay = initial;
+          }
+          break;
         case 'timeout':
         case 'stale':
           // Resume from the last resourceVersion; nothing was lost.

@@ -89,14 +89,28 @@ describe('Informer', () => {
   });
 
   it('reopens a watch the server closed cleanly at once, without a relist', async () => {
-    const { api, informer } = setup();
+    const { api, clock, informer } = setup({ staleMs: 600_000 });
+    informer.start();
+    await informer.waitForSync();
+    await flush();
+    await clock.advance(300_000); // the server's watch timeout
+    api.lastWatch.end(null);
+    await flush();
+    expect(api.watches).toHaveLength(2);
+    expect(api.calls.filter((c) => c.method === 'GET')).toHaveLength(1);
+    await informer.stop();
+  });
+
+  it('backs off instead of spinning when every watch is closed the moment it opens', async () => {
+    const { api, clock, informer } = setup();
     informer.start();
     await informer.waitForSync();
     await flush();
     api.lastWatch.end(null);
     await flush();
+    expect(api.watches).toHaveLength(1);
+    await clock.advance(2000);
     expect(api.watches).toHaveLength(2);
-    expect(api.calls.filter((c) => c.method === 'GET')).toHaveLength(1);
     await informer.stop();
   });
 
