@@ -32,20 +32,28 @@ export class TokenBudget {
   #observedRate: number | undefined;
   readonly #reserveFraction: number;
   readonly #now: () => number;
-  #tokens: number;
+  /**
+   * The server's bucket level as far as confirmed answers tell, refilled over time and capped
+   * at the limit. Requests in flight are NOT taken from it until their answer comes in: the
+   * server takes them on arrival, and until then its bucket may sit at the cap and lose refill
+   * that a model debiting at send time would wrongly count. They are subtracted from what
+   * may be spent instead (`level - inflight`).
+   */
+  #level: number;
   #updated: number;
   #synced = false;
   #inflight = 0;
   #probe: Promise<void> | undefined;
   #probeDone: (() => void) | undefined;
   #queue: Promise<void> = Promise.resolve();
+  #settled: { promise: Promise<void>; resolve: () => void } = Promise.withResolvers<void>();
 
   constructor(opts: BudgetOptions = {}) {
     this.#limit = opts.limit ?? 3600;
     this.#configuredRate = opts.refillPerSecond ?? 1;
     this.#reserveFraction = opts.reserveFraction ?? 0.02;
     this.#now = opts.now ?? Date.now;
-    this.#tokens = this.#limit;
+    this.#level = this.#limit;
     this.#updated = this.#now();
   }
 
@@ -53,10 +61,10 @@ export class TokenBudget {
     return this.#limit;
   }
 
-  /** The tokens the model holds now (may be negative: requests queued on the refill). */
+  /** What may still be spent now: the level minus requests in flight (may be negative). */
   get tokens(): number {
     this.#refill();
-    return this.#tokens;
+    return this.#level - this.#inflight;
   }
 
   /** At least one token is always left unspent: the slack that absorbs clock and network skew. */
@@ -72,7 +80,7 @@ export class TokenBudget {
   #refill(): void {
     const now = this.#now();
     const elapsed = Math.max(0, now - this.#updated) / 1000;
-    this.#tokens = Math.min(this.#limit, this.#tokens + elapsed * this.refillPerSecond);
+    this.#level = Math.min(this.#limit, this.#level + elapsed * this.refillPerSecond);
     this.#updated = now;
   }
 
@@ -102,11 +110,15 @@ export class TokenBudget {
       // lowered the estimate meanwhile.
       for (;;) {
         this.#refill();
-        const deficit = this.#reserve() + 1 - this.#tokens;
+        const deficit = this.#reserve() + 1 - (this.#level - this.#inflight);
         if (deficit <= 0) break;
-        await sleep(Math.max(1, Math.ceil((deficit / this.refillPerSecond) * 1000)));
+        // The refill can lift the level only up to the cap; past that, answers to requests
+        // in flight must come in first.
+        const refillable = Math.min(deficit, this.#limit - this.#level);
+        if (refillable >= deficit)
+          await sleep(Math.max(1, Math.ceil((deficit / this.refillPerSecond) * 1000)));
+        else await Promise.race([this.#settled.promise, sleep(1000)]);
       }
-      this.#tokens -= 1;
       this.#inflight += 1;
     } finally {
       release();
@@ -115,8 +127,10 @@ export class TokenBudget {
   }
 
   /**
-   * The response is in. `remaining`/`limit` come from the RateLimit-* headers when present.
-   * Requests still in flight may or may not have been counted by the server yet: assume not.
+   * The response is in (or the request failed): the server has counted it by now, so it
+   * leaves the in-flight count and is taken from the level. `remaining`/`limit` come from the
+   * RateLimit-* headers when present; `remaining` may already include requests still in
+   * flight, which are subtracted again when spending (pessimistic, never optimistic).
    */
   settle(headers: {
     limit?: number | undefined;
@@ -125,7 +139,8 @@ export class TokenBudget {
     reset?: number | undefined;
     refused?: boolean;
   }): void {
-    this.#inflight = Math.max(0, this.#inflight - 1);
+    const confirmed = this.#inflight > 0;
+    if (confirmed) this.#inflight -= 1;
     this.#refill();
     const limit = headers.limit ?? this.#limit;
     if (headers.reset !== undefined && headers.remaining !== undefined && headers.remaining < limit) {
@@ -136,15 +151,19 @@ export class TokenBudget {
       if (secs >= 10) this.#observedRate = (limit - headers.remaining) / secs;
     }
     if (headers.limit !== undefined && headers.limit > 0) {
-      this.#tokens += headers.limit - this.#limit;
+      this.#level = Math.min(headers.limit, this.#level + headers.limit - this.#limit);
       this.#limit = headers.limit;
     }
+    if (confirmed) this.#level -= 1;
     if (headers.remaining !== undefined) {
-      this.#tokens = Math.min(this.#tokens, headers.remaining - this.#inflight);
+      this.#level = Math.min(this.#level, headers.remaining);
       this.#synced = true;
     } else if (headers.refused) {
-      this.#tokens = Math.min(this.#tokens, -this.#inflight);
+      this.#level = Math.min(this.#level, 0);
     }
+    const settled = this.#settled;
+    this.#settled = Promise.withResolvers<void>();
+    settled.resolve();
     if (this.#probeDone) {
       const done = this.#probeDone;
       this.#probeDone = undefined;

@@ -11,6 +11,8 @@ function clock() {
     sleep: async (ms: number) => {
       sleeps.push(ms);
       t += ms;
+      // Yield to the event loop so a waiter that keeps sleeping cannot starve the test.
+      await new Promise((r) => setImmediate(r));
     },
     advance: (ms: number) => {
       t += ms;
@@ -89,6 +91,28 @@ describe('TokenBudget', () => {
     // The first answer says 50 left; the other request may not have been counted yet.
     b.settle({ remaining: 50 });
     expect(b.tokens).toBe(49);
+  });
+
+  it('does not count refill for requests the server has not received yet', async () => {
+    // The server takes a token when a request ARRIVES; while requests are still on their way
+    // its bucket may sit full and lose refill. Time alone must not free tokens past the cap.
+    const c = clock();
+    const b = new TokenBudget({ now: c.now, limit: 5, refillPerSecond: 10, reserveFraction: 0 });
+    await b.acquire(c.sleep);
+    b.settle({ limit: 5, remaining: 4 });
+    for (let i = 0; i < 3; i++) await b.acquire(c.sleep);
+    c.advance(60_000);
+    // Full bucket (5) minus 3 in flight leaves 2: one more may go, keeping the reserve of 1.
+    await b.acquire(c.sleep);
+    let fifth = false;
+    const p = b.acquire(c.sleep).then(() => {
+      fifth = true;
+    });
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    expect(fifth).toBe(false);
+    b.settle({ remaining: 3 });
+    await p;
+    expect(fifth).toBe(true);
   });
 
   it('adopts the limit the server announces', async () => {
