@@ -1,6 +1,11 @@
 import { CannesError } from '../lib/errors.ts';
 import type { Secret } from '../lib/secret.ts';
-import type { ExecOptions, ExecResult, SshSession } from './session.ts';
+import type { ExecOptions, ExecResult } from './session.ts';
+
+/** What remote steps need from a session (SshSession has it; unit tests record it). */
+export interface RemoteShell {
+  exec(command: string, options?: ExecOptions): Promise<ExecResult>;
+}
 
 /**
  * Remote steps with typed results. Scripts are bash, passed as one quoted argument (never
@@ -21,7 +26,7 @@ export interface ScriptOptions extends ExecOptions {
 
 /** Runs a bash script (`set -euo pipefail` prepended) and returns whatever happened. */
 export function runScript(
-  session: SshSession,
+  session: RemoteShell,
   script: string,
   options: ScriptOptions = {},
 ): Promise<ExecResult> {
@@ -30,7 +35,7 @@ export function runScript(
 
 /** Like runScript, but a non-zero exit is a `RemoteScriptFailed` error carrying the stderr tail. */
 export async function runScriptOk(
-  session: SshSession,
+  session: RemoteShell,
   script: string,
   options: ScriptOptions & { readonly what?: string } = {},
 ): Promise<ExecResult> {
@@ -64,7 +69,7 @@ function assertRemotePath(path: string): void {
  * write does not depend on. The directory must exist.
  */
 export async function writeFileAtomic(
-  session: SshSession,
+  session: RemoteShell,
   path: string,
   content: string | Buffer | Secret,
   mode: number,
@@ -96,7 +101,7 @@ sync -- "$d" || true
 
 /** Reads a small remote file (not for secrets: see SshSession.execForSecret). */
 export async function readRemoteFile(
-  session: SshSession,
+  session: RemoteShell,
   path: string,
   options: { readonly missingOk?: boolean; readonly maxBytes?: number } = {},
 ): Promise<string | undefined> {
@@ -121,7 +126,7 @@ export interface RemoteStat {
 }
 
 /** stat(1) of a remote path, parsed; undefined when it does not exist. */
-export async function statRemote(session: SshSession, path: string): Promise<RemoteStat | undefined> {
+export async function statRemote(session: RemoteShell, path: string): Promise<RemoteStat | undefined> {
   assertRemotePath(path.length > 1 ? path.replace(/\/$/, '') : path);
   const r = await runScript(session, 'if [ -e "$1" ]; then stat -c "%a %u %g %F" -- "$1"; else exit 3; fi', {
     args: [path],

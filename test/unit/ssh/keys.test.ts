@@ -86,3 +86,30 @@ describe('shell quoting', () => {
     );
   });
 });
+
+describe('writeFileAtomic', () => {
+  it('sends the content over stdin only: the command line never holds it', async () => {
+    const { writeFileAtomic } = await import('../../../operator/ssh/remote.ts');
+    const canary = `canary-${Date.now()}-${Math.random()}`;
+    const calls: { command: string; stdin: unknown }[] = [];
+    const shell = {
+      async exec(command: string, options: { stdin?: unknown } = {}) {
+        calls.push({ command, stdin: options.stdin });
+        return {
+          exitCode: 0,
+          signal: undefined,
+          stdout: '',
+          stderr: '',
+          stdoutTruncated: false,
+          stderrTruncated: false,
+        };
+      },
+    };
+    const secret = Secret.of(canary);
+    await writeFileAtomic(shell, '/root/.model-keys.json', secret, 0o600, 'root:root');
+    expect(calls).toHaveLength(1);
+    expect(calls[0]?.command).not.toContain(canary);
+    expect(calls[0]?.command).toContain("'/root/.model-keys.json' '0600' 'root:root'");
+    expect(calls[0]?.stdin).toBe(secret);
+  });
+});
