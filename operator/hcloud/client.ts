@@ -84,6 +84,11 @@ export interface HcloudClientOptions {
   poll?: PollOptions;
   sleep?: (ms: number) => Promise<void>;
   userAgent?: string;
+  /**
+   * Allow plain http to a non-loopback host (a simulator inside a test cluster). Off by
+   * default: the token would travel in clear text.
+   */
+  allowInsecureHttp?: boolean;
   /** Retries are logged at debug, with route template, reason and correlation id only. */
   logger?: Logger;
 }
@@ -118,7 +123,7 @@ export class HcloudClient {
   readonly #logger: Logger | undefined;
 
   constructor(opts: HcloudClientOptions = {}) {
-    this.#endpoint = checkEndpoint(opts.endpoint ?? DEFAULT_ENDPOINT);
+    this.#endpoint = checkEndpoint(opts.endpoint ?? DEFAULT_ENDPOINT, opts.allowInsecureHttp ?? false);
     this.#fetch = opts.fetch ?? globalThis.fetch;
     this.#metrics = opts.metrics ?? createHcloudMetrics(opts.registry ?? new Registry());
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
@@ -562,7 +567,7 @@ export class HcloudClient {
  * The token travels in every request, so the endpoint must be https; plain http is allowed
  * only to a loopback address (the simulator).
  */
-export function checkEndpoint(endpoint: string): string {
+export function checkEndpoint(endpoint: string, allowInsecureHttp = false): string {
   let u: URL;
   try {
     u = new URL(endpoint);
@@ -571,7 +576,7 @@ export function checkEndpoint(endpoint: string): string {
   }
   const loopback =
     u.hostname === 'localhost' || u.hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(u.hostname);
-  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback))
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && (loopback || allowInsecureHttp)))
     throw new TerminalError(
       'HcloudInvalidEndpoint',
       `HCLOUD_ENDPOINT must be https (plain http only to loopback), got ${u.protocol}//${u.host}`,
@@ -584,8 +589,8 @@ export function checkEndpoint(endpoint: string): string {
   return u.href.replace(/\/+$/, '');
 }
 
-/** What controllers depend on (a fake implements this in unit tests). */
-export type Hcloud = Pick<HcloudClient, keyof HcloudClient>;
+/** The client's public surface, for fakes (the controllers' own port is controllers/ports.ts `Hcloud`). */
+export type HcloudApi = Pick<HcloudClient, keyof HcloudClient>;
 
 /** Full jitter: uniform in [0, min(cap, base * 2^attempt)). */
 export function backoff(attempt: number, r: Required<RetryOptions>): number {

@@ -82,6 +82,13 @@ describe('the endpoint check', () => {
     expect(checkEndpoint('http://[::1]:4000/v1')).toBe('http://[::1]:4000/v1');
   });
 
+  it('allows plain http elsewhere only when asked to explicitly', () => {
+    expect(checkEndpoint('http://hcloud-sim.test.svc:4000/v1', true)).toBe(
+      'http://hcloud-sim.test.svc:4000/v1',
+    );
+    expect(() => checkEndpoint('ftp://x.example/v1', true)).toThrow(/must be https/);
+  });
+
   it('refuses to send the token in clear text or to a URL carrying credentials', () => {
     for (const bad of [
       'http://api.hetzner.cloud/v1',
