@@ -76,17 +76,22 @@ function runCommand(
   opts: RunOptions,
   label: string,
 ): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
     const child = execFile(
       file,
       args,
-      { env, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+      { env, timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
       (err, stdout, stderr) => {
         let code = 0;
         if (err) {
           const c: unknown = Reflect.get(err, 'code');
           if (typeof c !== 'number') {
-            reject(new Error(`${label} failed to run: ${err.message}`));
+            // Not an exit code: the binary is missing (ENOENT) or was killed (timeout, signal).
+            const signal: unknown = Reflect.get(err, 'signal');
+            const why =
+              typeof signal === 'string' ? `killed by ${signal} (timeout ${timeoutMs} ms?)` : err.message;
+            reject(new Error(`${label} ${args.join(' ')}: ${why}; stderr: ${stderr.trim().slice(0, 2000)}`));
             return;
           }
           code = c;
