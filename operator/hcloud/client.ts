@@ -195,6 +195,23 @@ export class HcloudClient {
     return allPages((page) => this.listServers(token, { ...opts, page, perPage: opts.perPage ?? 50 }));
   }
 
+  /** PUT /servers/{id}: rename and/or replace the labels (the whole set). */
+  async updateServer(
+    token: Secret<string>,
+    id: number,
+    update: { name?: string; labels?: Record<string, string> },
+  ): Promise<Server> {
+    const r = await this.#request(token, {
+      method: 'PUT',
+      route: '/servers/{id}',
+      params: { id },
+      body: update,
+      schema: ServerResponse,
+      idempotent: true,
+    });
+    return r.server;
+  }
+
   async deleteServer(token: Secret<string>, id: number): Promise<Action | undefined> {
     const r = await this.#request(token, {
       method: 'DELETE',
@@ -650,7 +667,14 @@ function queryString(q: Query): string {
 }
 
 function listQuery(o: ListOptions): Query {
-  return { name: o.name, label_selector: o.labelSelector, sort: o.sort, page: o.page, per_page: o.perPage };
+  return {
+    name: o.name,
+    label_selector: o.labelSelector,
+    status: o.status,
+    sort: o.sort,
+    page: o.page,
+    per_page: o.perPage,
+  };
 }
 
 async function allPages<T>(

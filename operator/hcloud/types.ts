@@ -168,6 +168,8 @@ export interface Page<T> {
 export interface ListOptions {
   labelSelector?: string;
   name?: string;
+  /** Only servers in one of these states. */
+  status?: ServerStatus[];
   page?: number;
   perPage?: number;
   sort?: string;

@@ -200,6 +200,20 @@ describe('servers', () => {
     );
   });
 
+  it('renames a server and replaces its labels', async () => {
+    const r = await client.createServer(token, {
+      name: name('upd'),
+      server_type: 'cx22',
+      image: 'ubuntu-24.04',
+      labels: { a: '1' },
+      start_after_create: false,
+    });
+    const s = await client.updateServer(token, r.server.id, { name: name('upd2'), labels: { b: '2' } });
+    expect(s.name).toBe(name('upd2'));
+    expect(s.labels).toEqual({ b: '2' });
+    expect((await client.listAllServers(token, { labelSelector: 'b=2' })).map((x) => x.id)).toContain(s.id);
+  });
+
   it('deletes a server: it is gone from the API and from the host provider', async () => {
     const r = await client.createServer(token, {
       name: name('del'),
@@ -319,6 +333,16 @@ describe('listing', () => {
   it('rejects a malformed label selector as invalid input', async () => {
     const e = await caught(client.listServers(token, { labelSelector: 'tier in (a' }));
     expect(e.code).toBe('invalid_input');
+  });
+
+  it('filters by status', async () => {
+    const off = await client.listAllServers(token, { labelSelector: `group=${group}`, status: ['off'] });
+    expect(off).toHaveLength(60);
+    const running = await client.listAllServers(token, {
+      labelSelector: `group=${group}`,
+      status: ['running'],
+    });
+    expect(running).toEqual([]);
   });
 
   it('filters by exact name and sorts by name descending', async () => {
