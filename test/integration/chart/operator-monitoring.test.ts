@@ -2,8 +2,10 @@
  * The operator process with exactly the chart's RBAC (a TokenRequest token of a ServiceAccount
  * bound to the rendered ClusterRole and Role), scraped by a real Prometheus. Real parts: the
  * rig's API server, Postgres; Hetzner is a loopback stub that refuses every token (401), so
- * every Vps reconcile ends quickly in a terminal error and no server is ever created. The full
- * provisioning run with the chart's RBAC belongs to the end-to-end tests (see rig.test.ts).
+ * every Vps reconcile ends quickly in a terminal error and no server is ever created. Also:
+ * without any one rule of the chart's RBAC, the operator makes a request that is denied (403,
+ * counted in rest_client_requests_total). The full provisioning run with the chart's RBAC
+ * belongs to the end-to-end tests (see rig.test.ts).
  *
  * Skipped, saying so, while `operator/main.ts run` is not wired yet.
  */
@@ -18,13 +20,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { missingMetrics } from '../../fixtures/monitoring.ts';
-import { LEADER_ELECTION_LEASE } from '../../fixtures/operator-rbac.ts';
+import { LEADER_ELECTION_LEASE, OPERATOR_API_CALLS } from '../../fixtures/operator-rbac.ts';
 import { createTestDatabase, freePort, type TestDatabase } from '../../rig/postgres.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
-import { findObject, render } from './helm.ts';
+import { findObject, type K8sObject, render } from './helm.ts';
 import { checkMetrics, type Prometheus, startPrometheus } from './prometheus.ts';
-import { installRbacVariant, type RbacVariant } from './rbac.ts';
+import {
+  grantKey,
+  grantsOfRule,
+  installRbacVariant,
+  type RbacVariant,
+  rbacRules,
+  withoutRule,
+} from './rbac.ts';
 
 const probe = spawnSync(process.execPath, ['operator/main.ts', 'run', '--help'], { encoding: 'utf8' });
 const RUN_AVAILABLE = probe.status === 0 && probe.stdout.includes('--metrics-bind-address');
@@ -40,66 +49,30 @@ let rig: Rig;
 let variant: RbacVariant | undefined;
 let db: TestDatabase | undefined;
 let hetzner: Server | undefined;
-let operator: ChildProcess | undefined;
+let main: OperatorRun | undefined;
+/** The rendered chart (leader election on), kept for the drop-one-rule runs. */
+let chart: K8sObject[] = [];
+let keysFile = '';
+let databaseUrl = '';
+let hetznerEndpoint = '';
 let prometheus: Prometheus | undefined;
 let dir: string | undefined;
 let metricsUrl = '';
-const logs: string[] = [];
-const logTail = () => logs.join('').split('\n').slice(-30).join('\n');
 
-async function waitUntil<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (operator && operator.exitCode !== null)
-      throw new Error(`operator exited (${operator.exitCode}):\n${logTail()}`);
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${logTail()}`);
-    await sleep(500);
-  }
-}
+type OperatorRun = {
+  proc: ChildProcess;
+  metricsUrl: string;
+  readyzUrl: string;
+  logs: string[];
+  stop(): Promise<void>;
+};
 
-beforeAll(async () => {
-  if (!RUN_AVAILABLE) return;
-  rig = await useRig();
-  await rig.kubectl(['apply', '--server-side', '-f', 'crds/']);
-  await rig.kubectl(['create', 'namespace', ns]);
-  await rig.kubectl(['create', 'namespace', userNs]);
-
-  // The chart's RBAC with leader election, bound to a fresh ServiceAccount.
-  const objects = await render({
-    release: 'cannes-operator',
-    namespace: ns,
-    values: { replicaCount: 2, prometheusRule: { enabled: true } },
-  });
-  variant = await installRbacVariant(rig, objects, {
-    namespace: ns,
-    name: 'cannes-operator',
-    prefix: `op-${suffix}`,
-  });
-
-  db = await createTestDatabase();
-  dir = mkdtempSync(join(tmpdir(), 'cannes-op-'));
-  const keysFile = join(dir, 'master-keys');
-  writeFileSync(keysFile, `k1 ${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-  const rule = findObject(objects, 'PrometheusRule');
-  writeFileSync(join(dir, 'rules.yaml'), stringify({ groups: (rule['spec'] as { groups: unknown }).groups }));
-
-  // Hetzner stand-in: every request is unauthorized, a terminal error for the reconcile.
-  hetzner = createServer((_req, res) => {
-    res
-      .writeHead(401, { 'content-type': 'application/json' })
-      .end(
-        JSON.stringify({ error: { code: 'unauthorized', message: 'unable to authenticate', details: {} } }),
-      );
-  });
-  await new Promise<void>((r) => hetzner!.listen(0, '127.0.0.1', r));
-  const hetznerPort = (hetzner.address() as AddressInfo).port;
-
+/** Starts `operator/main.ts run --leader-elect` as the identity in `kubeconfig`. */
+async function startOperator(kubeconfig: string, podName: string): Promise<OperatorRun> {
   const metricsPort = await freePort();
   const probePort = await freePort();
-  metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-  operator = spawn(
+  const logs: string[] = [];
+  const proc = spawn(
     'setpriv',
     [
       '--pdeathsig',
@@ -118,68 +91,150 @@ beforeAll(async () => {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: {
         PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-        KUBECONFIG: variant.kubeconfig,
-        DATABASE_URL: db.url,
+        KUBECONFIG: kubeconfig,
+        DATABASE_URL: databaseUrl,
         CANNES_MASTER_KEYS_FILE: keysFile,
-        HCLOUD_ENDPOINT: `http://127.0.0.1:${hetznerPort}/v1`,
-        POD_NAME,
+        HCLOUD_ENDPOINT: hetznerEndpoint,
+        POD_NAME: podName,
         POD_NAMESPACE: ns,
         LOG_LEVEL: 'info',
       },
     },
   );
-  operator.stdout?.on('data', (b: Buffer) => logs.push(b.toString()));
-  operator.stderr?.on('data', (b: Buffer) => logs.push(b.toString()));
-  await waitUntil('operator ready', async () =>
-    (await fetch(`http://127.0.0.1:${probePort}/readyz`)).ok ? true : undefined,
-  );
+  proc.stdout?.on('data', (b: Buffer) => logs.push(b.toString()));
+  proc.stderr?.on('data', (b: Buffer) => logs.push(b.toString()));
+  const exited = new Promise((r) => proc.once('exit', r));
+  return {
+    proc,
+    metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+    readyzUrl: `http://127.0.0.1:${probePort}/readyz`,
+    logs,
+    stop: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      await Promise.race([exited, sleep(15_000).then(() => proc.kill('SIGKILL'))]);
+      await exited;
+    },
+  };
+}
 
-  // A fake token, a Vps and a ModelKey: obviously fake values, never a real credential.
+const logTail = (run = main) => (run?.logs ?? []).join('').split('\n').slice(-30).join('\n');
+
+async function waitUntil<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 120_000,
+  run: OperatorRun | undefined = main,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (run && run.proc.exitCode !== null)
+      throw new Error(`operator exited (${run.proc.exitCode}):\n${logTail(run)}`);
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${logTail(run)}`);
+    await sleep(500);
+  }
+}
+
+/** A fake token and LLM key (obviously fake values), a Vps and a ModelKey for it, in userNs. */
+async function applyWorkload(vps: string, modelKey: string): Promise<void> {
   const fake = `FAKE-${randomBytes(16).toString('hex')}`;
   await rig.kubectl(['apply', '-n', userNs, '-f', '-'], {
     stdin: JSON.stringify({
       apiVersion: 'v1',
       kind: 'List',
       items: [
-        { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'hcloud' }, stringData: { token: fake } },
-        { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'llm' }, stringData: { anthropic: fake } },
+        {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: { name: `${vps}-hcloud` },
+          stringData: { token: fake },
+        },
+        {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: { name: `${modelKey}-llm` },
+          stringData: { anthropic: fake },
+        },
         {
           apiVersion: 'cannes.dev/v1alpha1',
           kind: 'Vps',
-          metadata: { name: 'agent' },
+          metadata: { name: vps },
           spec: {
             serverType: 'cx22',
             location: 'fsn1',
-            cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
+            cloudTokenSecretRef: { name: `${vps}-hcloud`, key: 'token' },
           },
         },
         {
           apiVersion: 'cannes.dev/v1alpha1',
           kind: 'ModelKey',
-          metadata: { name: 'claude' },
+          metadata: { name: modelKey },
           spec: {
-            vpsRef: { name: 'agent' },
+            vpsRef: { name: vps },
             provider: 'anthropic',
-            secretRef: { name: 'llm', key: 'anthropic' },
+            secretRef: { name: `${modelKey}-llm`, key: 'anthropic' },
           },
         },
       ],
     }),
   });
+}
+
+beforeAll(async () => {
+  if (!RUN_AVAILABLE) return;
+  rig = await useRig();
+  await rig.kubectl(['apply', '--server-side', '-f', 'crds/']);
+  await rig.kubectl(['create', 'namespace', ns]);
+  await rig.kubectl(['create', 'namespace', userNs]);
+
+  // The chart's RBAC with leader election, bound to a fresh ServiceAccount.
+  chart = await render({
+    release: 'cannes-operator',
+    namespace: ns,
+    values: { replicaCount: 2, prometheusRule: { enabled: true } },
+  });
+  variant = await installRbacVariant(rig, chart, {
+    namespace: ns,
+    name: 'cannes-operator',
+    prefix: `op-${suffix}`,
+  });
+
+  db = await createTestDatabase();
+  dir = mkdtempSync(join(tmpdir(), 'cannes-op-'));
+  keysFile = join(dir, 'master-keys');
+  databaseUrl = db.url;
+  writeFileSync(keysFile, `k1 ${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  const rule = findObject(chart, 'PrometheusRule');
+  writeFileSync(join(dir, 'rules.yaml'), stringify({ groups: (rule['spec'] as { groups: unknown }).groups }));
+
+  // Hetzner stand-in: every request is unauthorized, a terminal error for the reconcile.
+  hetzner = createServer((_req, res) => {
+    res
+      .writeHead(401, { 'content-type': 'application/json' })
+      .end(
+        JSON.stringify({ error: { code: 'unauthorized', message: 'unable to authenticate', details: {} } }),
+      );
+  });
+  await new Promise<void>((r) => hetzner!.listen(0, '127.0.0.1', r));
+  hetznerEndpoint = `http://127.0.0.1:${(hetzner.address() as AddressInfo).port}/v1`;
+
+  main = await startOperator(variant.kubeconfig, POD_NAME);
+  metricsUrl = main.metricsUrl;
+  await waitUntil('operator ready', async () => ((await fetch(main!.readyzUrl)).ok ? true : undefined));
+
+  await applyWorkload('agent', 'claude');
 
   prometheus = await startPrometheus({
-    jobs: [{ job: 'cannes-operator', targets: [`127.0.0.1:${metricsPort}`], honorLabels: true }],
+    jobs: [{ job: 'cannes-operator', targets: [new URL(metricsUrl).host], honorLabels: true }],
     ruleFiles: [join(dir, 'rules.yaml')],
   });
 });
 
 afterAll(async () => {
   await prometheus?.stop();
-  if (operator && operator.exitCode === null && operator.signalCode === null) {
-    const exited = new Promise((r) => operator!.once('exit', r));
-    operator.kill('SIGTERM');
-    await Promise.race([exited, sleep(15_000).then(() => operator!.kill('SIGKILL'))]);
-  }
+  await main?.stop();
   await new Promise((r) => (hetzner ? hetzner.close(r) : r(undefined)));
   await variant?.remove();
   await db?.drop();
@@ -223,14 +278,14 @@ describe.skipIf(!RUN_AVAILABLE)(
         return r.stdout.trim() ? r.stdout : undefined;
       });
       expect(events).toContain('event.events.k8s.io/');
-      expect(logs.join('')).not.toMatch(/forbidden/i);
+      expect(logTail()).not.toMatch(/forbidden/i);
     });
 
     it('serves /metrics that promtool check metrics accepts without a warning', async () => {
       const text = await (await fetch(metricsUrl)).text();
       expect(text).toContain('controller_runtime_reconcile_total');
       // prom-client's nodejs_active_*_total gauges trip promtool: see docs/monitoring.md.
-    expect(await checkMetrics(text), 'promtool check metrics (docs/monitoring.md)').toEqual([]);
+      expect(await checkMetrics(text), 'promtool check metrics (docs/monitoring.md)').toEqual([]);
     });
 
     it('exposes every operator metric that the dashboard and the alerts use (docs/monitoring.md)', async () => {
@@ -244,6 +299,58 @@ describe.skipIf(!RUN_AVAILABLE)(
         return r.length > 0 && r.every((x) => x.health === 'ok') ? r : undefined;
       });
       expect(rules).toHaveLength(6);
+    });
+
+    it('makes no request that the chart RBAC denies (rest_client_requests_total has no 403)', async () => {
+      const text = await (await fetch(metricsUrl)).text();
+      expect(text).toMatch(/^rest_client_requests_total\{[^}]*code="200"/m);
+      expect(text).not.toMatch(/^rest_client_requests_total\{[^}]*code="403"/m);
+    });
+
+    it('needs every rule: without any one of them the operator makes a request that is denied', async () => {
+      // One operator at a time holds the Lease: stop the main one, and drop the Lease so that the
+      // next run has to create it.
+      await main!.stop();
+      const forbidden = (text: string) =>
+        [...text.matchAll(/^rest_client_requests_total\{([^}]*code="403"[^}]*)\} (\d+)/gm)].reduce(
+          (n, m) => n + Number(m[2]),
+          0,
+        );
+      const rules = rbacRules(chart);
+      const checked: string[] = [];
+      for (let i = 0; i < rules.length; i++) {
+        const keys = new Set(grantsOfRule(rules[i]!).map(grantKey));
+        const calls = OPERATOR_API_CALLS.filter((c) => keys.has(grantKey(c)));
+        // A permission the rig's API server never checks (an admission plugin it does not run).
+        if (calls.every((c) => c.onlyWith !== undefined)) continue;
+        await rig.kubectl(['delete', 'lease', LEADER_ELECTION_LEASE, '-n', ns, '--ignore-not-found']);
+        const minus = await installRbacVariant(rig, withoutRule(chart, i), {
+          namespace: ns,
+          name: `minus-rule-${i}`,
+          prefix: `op-minus-${i}-${suffix}`,
+        });
+        const run = await startOperator(minus.kubeconfig, `minus-rule-${i}-${suffix}`);
+        // Fresh objects: the existing ones are reconciled already, and an unchanged status or
+        // an Event already recorded is not written again.
+        await applyWorkload(`agent-${i}`, `claude-${i}`);
+        try {
+          const denied = await waitUntil(
+            `a 403 without rule ${i} (${[...keys].join(', ')})`,
+            async () => {
+              const n = forbidden(await (await fetch(run.metricsUrl)).text());
+              return n > 0 ? n : undefined;
+            },
+            120_000,
+            run,
+          );
+          expect(denied, `without rule ${i}`).toBeGreaterThan(0);
+          checked.push(`rule ${i}`);
+        } finally {
+          await run.stop();
+          await minus.remove();
+        }
+      }
+      expect(checked.length).toBeGreaterThanOrEqual(rules.length - 1);
     });
   },
 );

@@ -44,7 +44,9 @@ describe('the metrics contract (docs/monitoring.md and test/fixtures/monitoring.
 
   it('names controller-runtime metrics as controller-runtime does and ours with cannes_', () => {
     for (const m of MONITORED_METRICS) {
-      expect(m.name).toMatch(/^(controller_runtime_|workqueue_|leader_election_|cannes_)[a-z_]+$/);
+      expect(m.name).toMatch(
+        /^(controller_runtime_|workqueue_|leader_election_|rest_client_|cannes_)[a-z_]+$/,
+      );
       if (m.type === 'counter') expect(m.name).toMatch(/_total$/);
       else expect(m.name).not.toMatch(/_total$/);
     }
