@@ -20,6 +20,10 @@ export const ALL_TOGGLES = {
   serviceMonitor: { enabled: true, labels: { release: 'kube-prometheus-stack' } },
   prometheusRule: { enabled: true, labels: { release: 'kube-prometheus-stack' } },
   grafanaDashboard: { enabled: true },
+  networkPolicy: {
+    enabled: true,
+    metricsFrom: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }],
+  },
   hcloud: { endpoint: 'http://127.0.0.1:4000/v1' },
 } as const;
 

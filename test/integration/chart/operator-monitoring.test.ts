@@ -308,6 +308,12 @@ describe.skipIf(!RUN_AVAILABLE)(
     });
 
     it('needs every rule: without any one of them the operator makes a request that is denied', async () => {
+      // The signal is rest_client_requests_total{code="403"}: without the counter, fail now rather
+      // than wait for each rule in vain.
+      const before = await (await fetch(metricsUrl)).text();
+      expect(before, 'rest_client_requests_total (docs/monitoring.md)').toMatch(
+        /^rest_client_requests_total\{/m,
+      );
       // One operator at a time holds the Lease: stop the main one, and drop the Lease so that the
       // next run has to create it.
       await main!.stop();

@@ -130,6 +130,8 @@ describe('helm template with every toggle on', () => {
       'ClusterRoleBinding',
       'ConfigMap',
       'Deployment',
+      'NetworkPolicy',
+      'PodDisruptionBudget',
       'PrometheusRule',
       'Role',
       'RoleBinding',
@@ -139,6 +141,27 @@ describe('helm template with every toggle on', () => {
     ]);
     expect(container(objects).args).toContain('--leader-elect');
     expect(strategy(objects)).toEqual({ type: 'RollingUpdate' });
+  });
+
+  it('keeps one replica through node drains and admits traffic only to the metrics port', async () => {
+    const objects = await render({ values: ALL_TOGGLES });
+    const pdb = findObject(objects, 'PodDisruptionBudget')['spec'] as {
+      minAvailable: number;
+      selector: unknown;
+    };
+    const selector = (findObject(objects, 'Deployment')['spec'] as { selector: unknown }).selector;
+    expect(pdb).toEqual({ minAvailable: 1, selector });
+    const np = findObject(objects, 'NetworkPolicy')['spec'] as Record<string, unknown>;
+    expect(np['podSelector']).toEqual(selector);
+    expect(np['policyTypes']).toEqual(['Ingress']);
+    expect(np['ingress']).toEqual([
+      { ports: [{ port: 'metrics', protocol: 'TCP' }], from: ALL_TOGGLES.networkPolicy.metricsFrom },
+    ]);
+  });
+
+  it('renders no PodDisruptionBudget for a single replica, where it would block every drain', async () => {
+    const objects = await render({ values: { podDisruptionBudget: { enabled: true } } });
+    expect(objects.filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
   });
 
   it('points the ServiceMonitor at the Service metrics port, keeping the Vps namespace label', async () => {

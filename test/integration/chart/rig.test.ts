@@ -91,7 +91,15 @@ describe('the chart on the rig API server', () => {
 
   it('accepts the rendering with every toggle on in a server-side dry run, strictly validated', async () => {
     const res = await dryRun(await renderText({ release, namespace: ns, values: ALL_TOGGLES }));
-    for (const kind of ['servicemonitor', 'prometheusrule', 'configmap', 'role.rbac', 'rolebinding.rbac']) {
+    for (const kind of [
+      'servicemonitor',
+      'prometheusrule',
+      'configmap',
+      'role.rbac',
+      'rolebinding.rbac',
+      'poddisruptionbudget',
+      'networkpolicy',
+    ]) {
       expect(res.stdout).toMatch(
         new RegExp(`${kind.replace('.', '\\.')}[\\w.]*/[\\w-]+ created \\(server dry run\\)`),
       );
@@ -116,7 +124,7 @@ describe('the chart on the rig API server', () => {
     expect(crds.stdout.trim().split('\n')).toHaveLength(2);
     const objects = await rig.kubectl([
       'get',
-      'deployment,service,serviceaccount,role,rolebinding,servicemonitor,prometheusrule,configmap',
+      'deployment,service,serviceaccount,role,rolebinding,servicemonitor,prometheusrule,configmap,poddisruptionbudget,networkpolicy',
       '-n',
       ns,
       '-l',
@@ -128,6 +136,8 @@ describe('the chart on the rig API server', () => {
       [
         `configmap/${release}-cannes-operator-dashboard`,
         `deployment.apps/${release}-cannes-operator`,
+        `networkpolicy.networking.k8s.io/${release}-cannes-operator`,
+        `poddisruptionbudget.policy/${release}-cannes-operator`,
         `prometheusrule.monitoring.coreos.com/${release}-cannes-operator`,
         `role.rbac.authorization.k8s.io/${release}-cannes-operator-leader-election`,
         `rolebinding.rbac.authorization.k8s.io/${release}-cannes-operator-leader-election`,
