@@ -1,8 +1,17 @@
 import { type ChildProcess, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -10,7 +19,12 @@ import { DEFAULT_GATEWAY_IMAGE, DEFAULT_GATEWAY_PORT } from '../../../operator/a
 import { Secret } from '../../../operator/lib/secret.ts';
 import {
   COMPOSE_SERVICE,
+  CONTAINER_CONFIG_DIR,
+  CONTAINER_HOME,
+  CONTAINER_STATE_DIR,
   composeFile,
+  GATEWAY_GID,
+  GATEWAY_UID,
   type GatewayModelKey,
   gatewayConfig,
   gatewayEnvFile,
@@ -18,15 +32,17 @@ import {
   keyFile,
   proxyUnit,
 } from '../../../operator/remote/index.ts';
-import { baseEnv, type RunningGateway, startGateway } from './run.ts';
+import { openclawDir } from '../../lib/openclaw.ts';
+import { type RunningGateway, startGateway } from './run.ts';
 
 /**
  * The production addressing, unchanged: a network namespace with a `docker0` at 172.17.0.1,
  * the REAL proxy started with the exact ExecStart of proxyUnit() (bridge address, default
  * 172.16.0.0/12 allowlist), the REAL gateway with gatewayConfig() untouched (providers at
  * `http://host.docker.internal:3101/proxy/<name>`, Google at `http://172.17.0.1:3101/…`) and
- * `/etc/hosts` mapping host.docker.internal to the bridge, as compose's `extra_hosts` does.
- * Fake upstreams run in the same namespace. What is missing is only the container boundary.
+ * `/etc/hosts` mapping host.docker.internal to the bridge, as compose's `extra_hosts` does,
+ * running as uid 1000 with the config mounted read-only, like the container. Fake upstreams
+ * run in the same namespace. Missing: only a separate network namespace for the container.
  */
 
 const id = randomBytes(3).toString('hex');
@@ -86,9 +102,20 @@ fetch(u, { ...i, signal: AbortSignal.timeout(150000) }).then(async (r) => consol
   return { status: o.status, body: o.body };
 }
 
+function walk(d: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(d, { withFileTypes: true })) {
+    const p = join(d, e.name);
+    if (e.isDirectory()) out.push(...walk(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
 async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
   const start = Date.now();
   for (;;) {
+    if (gw !== undefined && gw.child.exitCode !== null) throw new Error(`gateway exited:\n${gw.output()}`);
     const v = await fn().catch(() => undefined);
     if (v !== undefined) return v;
     if (Date.now() - start > timeoutMs)
@@ -159,16 +186,20 @@ beforeAll(async () => {
     30_000,
   );
 
-  // The gateway: the production config untouched (plus a log file in our temp dir).
+  // The gateway as the container runs it: uid 1000, the config directory mounted read-only,
+  // the state directory (700, uid 1000) mounted read-write, its own /tmp and /etc/hosts.
   config = gatewayConfig({ port: DEFAULT_GATEWAY_PORT, modelKeys: MODEL_KEYS });
-  const home = join(dir, 'home');
+  const configDir = join(dir, 'config');
   const stateDir = join(dir, 'state');
-  const configPath = join(dir, 'config', 'openclaw.json');
-  for (const d of [home, stateDir, join(dir, 'config')]) mkdirSync(d, { recursive: true });
-  writeFileSync(configPath, JSON.stringify({ ...config, logging: { file: join(dir, 'openclaw.log') } }));
+  mkdirSync(configDir, { mode: 0o755 });
+  mkdirSync(stateDir, { mode: 0o700 });
+  chownSync(stateDir, GATEWAY_UID, GATEWAY_GID);
+  writeFileSync(join(configDir, 'openclaw.json'), JSON.stringify(config), { mode: 0o644 });
   const hosts = join(dir, 'hosts');
   // What compose's extra_hosts host.docker.internal:host-gateway puts in the container.
-  writeFileSync(hosts, '127.0.0.1\tlocalhost\n::1\tlocalhost\n172.17.0.1\thost.docker.internal\n');
+  writeFileSync(hosts, '127.0.0.1\tlocalhost\n::1\tlocalhost\n172.17.0.1\thost.docker.internal\n', {
+    mode: 0o644,
+  });
   const svc = parse(
     composeFile({
       image: DEFAULT_GATEWAY_IMAGE,
@@ -176,35 +207,53 @@ beforeAll(async () => {
       providers: MODEL_KEYS.map((k) => k.provider),
     }),
   ).services[COMPOSE_SERVICE];
+  expect(svc.user).toBe(`${GATEWAY_UID}:${GATEWAY_GID}`);
+  expect(svc.volumes).toEqual([
+    `${HOST.gatewayConfigDir.path}:${CONTAINER_CONFIG_DIR}:ro`,
+    `${HOST.gatewayStateDir.path}:${CONTAINER_STATE_DIR}`,
+  ]);
+  // /etc/openclaw cannot be created on this machine, so the config directory is mounted
+  // under the container's home instead; everything else is the compose file's.
+  const containerConfigDir = `${CONTAINER_HOME}/cannes-config`;
   const env: Record<string, string> = {
     ...svc.environment,
-    HOME: home,
-    OPENCLAW_STATE_DIR: stateDir,
-    OPENCLAW_CONFIG_PATH: configPath,
+    OPENCLAW_CONFIG_PATH: `${containerConfigDir}/openclaw.json`,
   };
   const [name, value] = gatewayEnvFile(new Secret(TOKEN)).reveal().trim().split('=', 2);
+  // The node and OpenClaw installs live under /root (mode 700): bind them where uid 1000 can go.
+  const container = [
+    'set -e',
+    'mount -t tmpfs -o mode=755 tmpfs /home',
+    `mkdir -p ${CONTAINER_STATE_DIR} ${containerConfigDir} /home/app /home/node-bin`,
+    `chown ${GATEWAY_UID}:${GATEWAY_GID} ${CONTAINER_HOME}`,
+    `mount --bind "$STATE" ${CONTAINER_STATE_DIR}`,
+    `mount --bind "$CONFIG" ${containerConfigDir} && mount -o remount,bind,ro ${containerConfigDir}`,
+    'mount --bind "$APP" /home/app && mount -o remount,bind,ro /home/app',
+    'mount --bind "$NODE_DIR" /home/node-bin && mount -o remount,bind,ro /home/node-bin',
+    'mount --bind "$HOSTS" /etc/hosts',
+    // Last: the sources above live under the host's /tmp.
+    'mount -t tmpfs -o mode=1777 tmpfs /tmp',
+    'cd /home/app/node_modules/openclaw',
+    `exec setpriv --reuid ${GATEWAY_UID} --regid ${GATEWAY_GID} --clear-groups /home/node-bin/bin/node openclaw.mjs "$@"`,
+  ].join('\n');
   gw = startGateway(
     (svc.command as string[]).slice(2),
-    baseEnv({ home, stateDir, configPath }, { ...env, [name!]: value! }),
-    [
-      'ip',
-      'netns',
-      'exec',
-      NS,
-      'unshare',
-      '-m',
-      'sh',
-      '-c',
-      'mount --bind "$0" /etc/hosts && exec "$@"',
-      hosts,
-    ],
+    {
+      PATH: '/usr/local/bin:/usr/bin:/bin',
+      NO_COLOR: '1',
+      ...env,
+      [name!]: value!,
+      HOSTS: hosts,
+      STATE: stateDir,
+      CONFIG: configDir,
+      APP: openclawDir(),
+      NODE_DIR: dirname(dirname(process.execPath)),
+    },
+    ['ip', 'netns', 'exec', NS, 'unshare', '-m', 'sh', '-c', container, 'container'],
   );
   await until(
     'gateway /readyz',
-    async () => {
-      if (gw?.child.exitCode !== null) throw new Error('gateway exited');
-      return (await nsFetch(`${GW}/readyz`)).status === 200 ? true : undefined;
-    },
+    async () => ((await nsFetch(`${GW}/readyz`)).status === 200 ? true : undefined),
     240_000,
   );
 });
@@ -260,4 +309,18 @@ describe('the real gateway on the production addresses (docker0 172.17.0.1, host
       for (const g of got) expect(g.credentials).toEqual([{ where: header, value: expected(REAL[name]) }]);
     });
   }
+
+  it('runs as uid 1000 and writes only its state directory, which holds no key or token', () => {
+    const files = walk(join(dir, 'state'));
+    expect(files.length).toBeGreaterThan(3);
+    for (const f of files) expect(statSync(f).uid, f).toBe(GATEWAY_UID);
+    expect(readdirSync(join(dir, 'config'))).toEqual(['openclaw.json']);
+    const hits: string[] = [];
+    for (const f of files) {
+      const text = readFileSync(f).toString('latin1');
+      for (const [what, secret] of Object.entries({ ...REAL, token: TOKEN }))
+        if (text.includes(secret)) hits.push(`${what} in ${f}`);
+    }
+    expect(hits).toEqual([]);
+  });
 });

@@ -59,15 +59,16 @@ export interface RunningGateway {
 
 /**
  * Starts `node openclaw.mjs <args>` in the package directory, as the image does in /app.
- * `prefix` runs it through a wrapper that ends in exec (e.g. `ip netns exec NS`).
+ * `argv0` replaces `node openclaw.mjs` with a wrapper that ends in exec'ing the gateway
+ * (e.g. entering a network namespace), so the child's pid is the gateway's.
  */
 export function startGateway(
   args: readonly string[],
   env: Record<string, string>,
-  prefix: readonly string[] = [],
+  argv0: readonly string[] = [process.execPath, openclawEntry()],
 ): RunningGateway {
   let out = '';
-  const argv = [...prefix, process.execPath, openclawEntry(), ...args];
+  const argv = [...argv0, ...args];
   const child = spawn(argv[0]!, argv.slice(1), {
     cwd: openclawPackageDir(),
     env,
