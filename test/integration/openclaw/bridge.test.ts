@@ -30,6 +30,7 @@ import {
   gatewayEnvFile,
   HOST,
   keyFile,
+  nftablesRules,
   proxyUnit,
 } from '../../../operator/remote/index.ts';
 import { openclawDir } from '../../lib/openclaw.ts';
@@ -41,12 +42,15 @@ import { type RunningGateway, startGateway } from './run.ts';
  * 172.16.0.0/12 allowlist), the REAL gateway with gatewayConfig() untouched (providers at
  * `http://host.docker.internal:3101/proxy/<name>`, Google at `http://172.17.0.1:3101/…`) and
  * `/etc/hosts` mapping host.docker.internal to the bridge, as compose's `extra_hosts` does,
- * running as uid 1000 with the config mounted read-only, like the container. Fake upstreams
- * run in the same namespace. Missing: only a separate network namespace for the container.
+ * running as uid 1000 with the config mounted read-only, in its own network namespace at
+ * 172.17.0.2 on the host's docker0, behind the host firewall of nftablesRules(). Fake
+ * upstreams run on the host's loopback: the gateway can reach them only through the proxy.
  */
 
 const id = randomBytes(3).toString('hex');
+/** The VPS host (docker0, proxy, firewall, upstreams) and the gateway container on its bridge. */
 const NS = `cx-gw-${id}`;
+const NS_C = `cx-gc-${id}`;
 const canary = (what: string) => `sk-${what}-canary-${randomBytes(18).toString('base64url')}`;
 const REAL = { claude: canary('ant'), gpt: canary('oai'), gemini: canary('goog') };
 const TOKEN = canary('gwtoken');
@@ -55,7 +59,8 @@ const MODEL_KEYS: GatewayModelKey[] = [
   { name: 'gpt', provider: 'openai', models: [{ id: 'gpt-fake-1', name: 'GPT Fake' }] },
   { name: 'gemini', provider: 'google', models: [{ id: 'gemini-fake-1', name: 'Gemini Fake' }] },
 ];
-const GW = `http://127.0.0.1:${DEFAULT_GATEWAY_PORT}`;
+// The host reaches the container directly (what the published port forwards to).
+const GW = `http://172.17.0.2:${DEFAULT_GATEWAY_PORT}`;
 
 interface Received {
   upstream: string;
@@ -64,7 +69,7 @@ interface Received {
 }
 
 let dir: string;
-let nsCreated = false;
+const nsCreated: string[] = [];
 const children: ChildProcess[] = [];
 const received: Received[] = [];
 let gw: RunningGateway | undefined;
@@ -126,16 +131,28 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cannes-bridge-'));
-  execFileSync('ip', ['netns', 'add', NS]);
-  nsCreated = true;
-  for (const args of [
-    ['link', 'set', 'lo', 'up'],
-    ['link', 'add', 'docker0', 'type', 'bridge'],
-    ['addr', 'add', '172.17.0.1/16', 'dev', 'docker0'],
-    ['link', 'set', 'docker0', 'up'],
-  ]) {
-    execFileSync('ip', ['-n', NS, ...args]);
+  for (const ns of [NS, NS_C]) {
+    execFileSync('ip', ['netns', 'add', ns]);
+    nsCreated.push(ns);
   }
+  for (const [ns, ...args] of [
+    [NS, 'link', 'set', 'lo', 'up'],
+    [NS, 'link', 'add', 'docker0', 'type', 'bridge'],
+    [NS, 'addr', 'add', '172.17.0.1/16', 'dev', 'docker0'],
+    [NS, 'link', 'set', 'docker0', 'up'],
+    [NS, 'link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS_C],
+    [NS, 'link', 'set', 'veth0', 'master', 'docker0'],
+    [NS, 'link', 'set', 'veth0', 'up'],
+    [NS_C, 'link', 'set', 'lo', 'up'],
+    [NS_C, 'addr', 'add', '172.17.0.2/16', 'dev', 'eth0'],
+    [NS_C, 'link', 'set', 'eth0', 'up'],
+    [NS_C, 'route', 'add', 'default', 'via', '172.17.0.1'],
+  ] as const) {
+    execFileSync('ip', ['-n', ns, ...args]);
+  }
+  // The host firewall, loaded before anything runs: the gateway's path must survive it.
+  writeFileSync(join(dir, 'cannes.nft'), nftablesRules());
+  execFileSync('ip', ['netns', 'exec', NS, 'nft', '-f', join(dir, 'cannes.nft')]);
 
   // Fake upstreams, inside the namespace.
   const urls = await new Promise<Record<string, string>>((resolveUrls, reject) => {
@@ -249,7 +266,7 @@ beforeAll(async () => {
       APP: openclawDir(),
       NODE_DIR: dirname(dirname(process.execPath)),
     },
-    ['ip', 'netns', 'exec', NS, 'unshare', '-m', 'sh', '-c', container, 'container'],
+    ['ip', 'netns', 'exec', NS_C, 'unshare', '-m', 'sh', '-c', container, 'container'],
   );
   await until(
     'gateway /readyz',
@@ -267,11 +284,11 @@ afterAll(async () => {
       await exited;
     }
   }
-  if (nsCreated) spawnSync('ip', ['netns', 'del', NS]);
+  for (const ns of nsCreated) spawnSync('ip', ['netns', 'del', ns]);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-describe('the real gateway on the production addresses (docker0 172.17.0.1, host.docker.internal)', () => {
+describe('the real gateway as a container on docker0, behind the host firewall, through the proxy', () => {
   it('uses the production proxy URLs unchanged', () => {
     const providers = config['models'] as { providers: Record<string, { baseUrl: string }> };
     expect(providers.providers['cannes-claude']?.baseUrl).toBe(
