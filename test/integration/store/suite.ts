@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -539,6 +539,94 @@ export function storeSuite(mode: Mode): void {
         expect(second.out).toMatch(/scanned 0, rekeyed 0/);
       } finally {
         await check.close();
+      }
+    });
+
+    it('resumes a rekey that was killed half-way, and reports rows it cannot decrypt without touching them', async () => {
+      const rdb = await createTestDatabase();
+      dbs.push(rdb);
+      const rurl = target.connect(rdb);
+      const oldRing = await parseKeyring(keysOld, 'test');
+      const { store: s1 } = await PostgresStore.open({ connectionString: rurl, keyring: oldRing });
+      const total = 300;
+      try {
+        // Enough rows that a batch-size-1 run is still going when we kill it.
+        for (let i = 0; i < total; i++) {
+          const uid = `rs-${i.toString().padStart(4, '0')}`;
+          await s1.ensureVps({ uid, namespace: 'default', name: uid });
+          await s1.putCloudToken(uid, Secret.of(tokenFor(runId, uid, 0)), 3600);
+        }
+        const newLine = keyLines(['k-resume']);
+        const keysFile = join(dir, 'keys-resume');
+        writeFileSync(keysFile, newLine + keysOld, { mode: 0o600 });
+        const onNew = async (): Promise<number> =>
+          Number(
+            (await s1.db.query("SELECT count(*) AS n FROM cannes_cloud_token WHERE kid = 'k-resume'"))
+              .rows[0]?.['n'],
+          );
+
+        // First run: killed (SIGKILL, no cleanup) once some but not all rows moved.
+        const env = {
+          ...process.env,
+          DATABASE_URL: rurl,
+          CANNES_MASTER_KEYS_FILE: keysFile,
+          LOG_LEVEL: 'silent',
+        };
+        const child = spawn(process.execPath, [REKEY_CLI, '--batch-size', '1'], { env, stdio: 'ignore' });
+        const exited = new Promise((r) => child.once('exit', r));
+        let moved = 0;
+        for (let i = 0; i < 3000 && moved === 0; i++) {
+          moved = await onNew();
+          if (moved === 0) await sleep(10);
+        }
+        child.kill('SIGKILL');
+        await exited;
+        const afterKill = await onNew();
+        expect(afterKill).toBeGreaterThan(0);
+        expect(afterKill).toBeLessThan(total);
+
+        // A row no key in the ring can open: reported by table and row id, left as it is.
+        const stranger = await parseKeyring(keyLines(['k-gone']), 'test');
+        await s1.ensureVps({ uid: 'rs-stranger', namespace: 'default', name: 'rs-stranger' });
+        const strangerEnv = await encryptBytes(
+          stranger,
+          new TextEncoder().encode('x'),
+          cloudTokenBinding('rs-stranger'),
+        );
+        await s1.db.query(
+          "INSERT INTO cannes_cloud_token (vps_uid, token_enc, kid, expires_at) VALUES ('rs-stranger', $1, 'k-gone', now() + interval '1 hour')",
+          [strangerEnv],
+        );
+
+        // Second run: picks up where the first stopped.
+        const second = await rekeyCli([], rurl, keysFile);
+        expect(second.code, second.out).toBe(1);
+        expect(second.out).toMatch(/failed: cannes_cloud_token row rs-stranger: EnvelopeUnknownKey/);
+        expect(second.out).toMatch(
+          new RegExp(
+            `cannes_cloud_token\\.token_enc: scanned ${total - afterKill + 1}, rekeyed ${total - afterKill},`,
+          ),
+        );
+        expect(second.out).toMatch(/total: remaining 1, failed 1/);
+        const still = await s1.db.query(
+          "SELECT token_enc FROM cannes_cloud_token WHERE vps_uid = 'rs-stranger'",
+        );
+        expect(still.rows[0]?.['token_enc']).toBe(strangerEnv);
+
+        const newOnly = new PostgresStore({
+          connectionString: rurl,
+          keyring: await parseKeyring(newLine, 'test'),
+        });
+        try {
+          for (let i = 0; i < total; i++) {
+            const uid = `rs-${i.toString().padStart(4, '0')}`;
+            expect((await newOnly.getCloudToken(uid))?.reveal()).toBe(tokenFor(runId, uid, 0));
+          }
+        } finally {
+          await newOnly.close();
+        }
+      } finally {
+        await s1.close();
       }
     });
 
