@@ -608,6 +608,10 @@ export function storeSuite(mode: Mode): void {
           ),
         );
         expect(second.out).toMatch(/total: remaining 1, failed 1/);
+        const dry = await rekeyCli(['--dry-run'], rurl, keysFile);
+        expect(dry.code, dry.out).toBe(0);
+        expect(dry.out).toContain(`k-resume: ${total} row(s)`);
+        expect(dry.out).toContain('k-gone: 1 row(s) (NOT IN KEYRING)');
         const still = await s1.db.query(
           "SELECT token_enc FROM cannes_cloud_token WHERE vps_uid = 'rs-stranger'",
         );
