@@ -289,5 +289,14 @@ describe('values.schema.json', () => {
     await rejects({ prometheusRule: { alerts: { vpsNotReady: { for: '30 minutes' } } } }, /for/);
     await rejects({ database: { existingSecret: '' } }, /existingSecret/);
     await rejects({ metrics: { port: 8081 } }, /metrics.port and health.port must differ/);
+    await rejects({ serviceAccount: { create: false } }, /serviceAccount.name is required/);
+  });
+
+  it('uses an existing ServiceAccount and leaves RBAC to the user when asked', async () => {
+    const objects = await render({
+      values: { replicaCount: 2, serviceAccount: { create: false, name: 'mine' }, rbac: { create: false } },
+    });
+    expect(objects.map((o) => o.kind).sort()).toEqual(['Deployment', 'PodDisruptionBudget', 'Service']);
+    expect(podSpec(objects).serviceAccountName).toBe('mine');
   });
 });
