@@ -71,8 +71,12 @@ export function firewallUnit(nft = '/usr/sbin/nft'): string {
 [Unit]
 Description=Cannes host firewall: containers reach only the LLM proxy
 DefaultDependencies=no
-Before=network-pre.target docker.service
 Wants=network-pre.target
+Before=network-pre.target docker.service shutdown.target
+Conflicts=shutdown.target
+# The distribution's nftables.service runs /etc/nftables.conf, which usually starts with
+# "flush ruleset": when it is enabled, load our table after it, not before.
+After=nftables.service
 
 [Service]
 Type=oneshot
