@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // cannes-operator: `run` (default) reconciles Vps and ModelKey resources; `rekey`
 // re-encrypts every stored secret to the active master key.
+import { rekeyCommand } from './cli/rekey.ts';
+import { RUN_USAGE } from './config.ts';
+import { runOperator } from './run.ts';
+
 const USAGE = `cannes-operator: provisions OpenClaw gateways on Hetzner Cloud, keeping secrets where they belong
 
 usage: node dist/operator/main.js [run|rekey|--help]
@@ -25,10 +29,13 @@ async function main(): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     case 'run':
+      if (rest.includes('--help')) {
+        process.stdout.write(RUN_USAGE);
+        return 0;
+      }
+      return runOperator(rest, process.env);
     case 'rekey':
-      process.stderr.write(`cannes-operator: '${command}' is not available in this build yet\n`);
-      void rest;
-      return 2;
+      return rekeyCommand(rest, process.env);
     default:
       process.stderr.write(`cannes-operator: unknown command '${command}'\n\n${USAGE}`);
       return 2;

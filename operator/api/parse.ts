@@ -4,17 +4,43 @@
  * again so a hand-crafted object (or a schema skew during an upgrade) fails loudly here.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
+import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from '../controllers/ports.ts';
 import { isRecord, parseKubeObject } from '../kube/object.ts';
 import { TerminalError } from '../lib/errors.ts';
 import { ModelKeySpec, ModelKeyStatus, VpsSpec, VpsStatus } from './schema.ts';
 
+// The formats the schema names (TypeBox knows none by itself). The API server checked them
+// already; here they only need to be recognised.
+if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (v) => !Number.isNaN(Date.parse(v)));
+if (!FormatRegistry.Has('int64')) FormatRegistry.Set('int64', () => true);
+
+/** TypeBox's checker ignores `enum` on a string schema; the CRD relies on it, so check it here. */
+function enumErrors(schema: unknown, value: unknown, path: string): string[] {
+  if (!isRecord(schema)) return [];
+  const out: string[] = [];
+  if (Array.isArray(schema['enum']) && !schema['enum'].includes(value)) {
+    out.push(`${path || '/'}: must be one of ${schema['enum'].join(', ')}`);
+  }
+  if (isRecord(schema['properties']) && isRecord(value)) {
+    for (const [k, sub] of Object.entries(schema['properties'])) {
+      if (value[k] !== undefined) out.push(...enumErrors(sub, value[k], `${path}/${k}`));
+    }
+  }
+  if (schema['items'] !== undefined && Array.isArray(value)) {
+    value.forEach((item, i) => out.push(...enumErrors(schema['items'], item, `${path}/${i}`)));
+  }
+  return out;
+}
+
 function checked<S extends TSchema>(schema: S, value: unknown, what: string): Static<S> {
   const v = Value.Default(schema, Value.Clone(value ?? {}));
-  if (Value.Check(schema, v)) return v;
-  const first = [...Value.Errors(schema, v)].slice(0, 3).map((e) => `${e.path || '/'}: ${e.message}`);
-  throw new TerminalError('InvalidSpec', `${what} is invalid: ${first.join('; ')}`);
+  const errors = Value.Check(schema, v)
+    ? enumErrors(schema, v, '')
+    : [...Value.Errors(schema, v)].map((e) => `${e.path || '/'}: ${e.message}`);
+  if (errors.length === 0 && Value.Check(schema, v)) return v;
+  throw new TerminalError('InvalidSpec', `${what} is invalid: ${errors.slice(0, 3).join('; ')}`);
 }
 
 export function parseVps(raw: unknown): VpsObject {

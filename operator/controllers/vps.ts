@@ -31,8 +31,14 @@ export interface VpsDeps {
   readonly bundleVersion: string;
   readonly now: () => Date;
   readonly log: Logger;
-  /** Step timings and state gauges; optional so unit tests can omit them. */
+  /** Step timings; optional so unit tests can omit them. */
   readonly observe?: (step: string, seconds: number, ok: boolean) => void;
+  /** After every reconcile: the Vps's state and its active key's birth (for metrics). */
+  readonly report?: (
+    vps: VpsObject,
+    state: 'provisioning' | 'ready' | 'error' | 'deleting',
+    keyBornAt: Date | null,
+  ) => void;
 }
 
 const T = {
@@ -50,6 +56,8 @@ class StatusDraft {
   readonly status: VpsStatus;
   /** Set when the finalizer was removed: the object is about to disappear. */
   released = false;
+  /** When the active SSH key was made (null until there is one). */
+  keyBornAt: Date | null = null;
   #conditions: Condition[];
   readonly #generation: number;
   readonly #now: Date;
@@ -224,11 +232,26 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
       throw new CannesError('StoreInconsistent', 'stored SSH key is not readable back');
   }
   draft.status.hasSshKey = true;
+  draft.keyBornAt = activeKey.createdAt;
   draft.set(T.HasSshKey, true, 'KeyStored', 'an SSH key born on the server is stored encrypted');
 
   // 5. Deploy: only when what should be on the server differs from what was put there.
   const target = { ipv4, hostKey, privateKey: activeKey.privateKey };
   const keys = await collectKeys(vps, d.kube);
+  const noKeys = keys.fingerprintParts.length === 0;
+  if (noKeys && m.annotations[DEPLOYED_ANNOTATION] === undefined) {
+    // OpenClaw needs at least one model: nothing to deploy until a ModelKey (with a key) exists;
+    // its creation re-enqueues this Vps.
+    draft.set(
+      T.GatewayDeployed,
+      false,
+      'WaitingForModelKeys',
+      'create a ModelKey for this Vps (with its key in a Secret)',
+    );
+    draft.status.ready = false;
+    draft.set(T.Ready, false, 'WaitingForModelKeys', 'the gateway needs at least one ModelKey');
+    return done();
+  }
   const gw = await d.kube.ensureGatewayToken(vps);
   const fingerprint = deployFingerprint(vps, keys.fingerprintParts, gw.resourceVersion, d.bundleVersion);
   if (m.annotations[DEPLOYED_ANNOTATION] !== fingerprint) {
@@ -248,8 +271,22 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
       `gateway and proxy deployed with ${keys.delivered.length} key(s)`,
     );
   }
-  draft.status.gatewayDeployed = true;
   draft.status.proxyReady = true;
+  if (noKeys) {
+    // The last ModelKey went away: its key left the server (an empty key file), the gateway
+    // keeps its last config until a ModelKey comes back.
+    draft.status.gatewayDeployed = false;
+    draft.set(
+      T.GatewayDeployed,
+      false,
+      'WaitingForModelKeys',
+      'create a ModelKey for this Vps (with its key in a Secret)',
+    );
+    draft.status.ready = false;
+    draft.set(T.Ready, false, 'WaitingForModelKeys', 'the gateway needs at least one ModelKey');
+    return done();
+  }
+  draft.status.gatewayDeployed = true;
   draft.set(T.GatewayDeployed, true, 'Deployed', 'gateway healthy, proxy answers from the Docker bridge');
 
   // 6. Rotate once after provisioning (the rescue session was the one unpinned connection),

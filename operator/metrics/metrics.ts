@@ -264,3 +264,106 @@ export function coreMetrics(registry: Registry): CoreMetrics {
   }
   return m;
 }
+
+// ---------------------------------------------------------------------------------------
+// The operator's own metrics (docs/monitoring.md is the contract the chart's alerts use).
+
+export const VPS_STATES = ['provisioning', 'ready', 'error', 'deleting'] as const;
+export type VpsState = (typeof VPS_STATES)[number];
+
+/** What the Vps metrics need to know about one Vps (no secret, no status internals). */
+export interface VpsSnapshot {
+  readonly namespace: string;
+  readonly name: string;
+  readonly state: VpsState;
+  readonly rotationIntervalSeconds: number;
+}
+
+export class OperatorMetrics {
+  readonly vps: Gauge<'state'>;
+  readonly vpsReady: Gauge<'namespace' | 'name'>;
+  readonly keyAge: Gauge<'namespace' | 'name'>;
+  readonly rotationInterval: Gauge<'namespace' | 'name'>;
+  readonly rotations: Counter<'result'>;
+  readonly stepDuration: Histogram<'step'>;
+  /** key → (snapshot, active key birth); per-object series come only from reconciles (the leader). */
+  readonly #known = new Map<string, { snap: VpsSnapshot; keyBornAt: number | null }>();
+
+  constructor(registry: Registry, now: () => number = Date.now) {
+    const known = this.#known;
+    this.vps = new Gauge({
+      name: 'cannes_vps',
+      help: 'Vps objects by state (provisioning, ready, error, deleting).',
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        const counts = Object.fromEntries(VPS_STATES.map((s) => [s, 0])) as Record<VpsState, number>;
+        for (const { snap } of known.values()) counts[snap.state]++;
+        for (const s of VPS_STATES) this.set({ state: s }, counts[s]);
+      },
+    });
+    this.vpsReady = new Gauge({
+      name: 'cannes_vps_ready',
+      help: '1 when the Vps is Ready, else 0.',
+      labelNames: ['namespace', 'name'],
+      registers: [registry],
+    });
+    this.keyAge = new Gauge({
+      name: 'cannes_ssh_key_age_seconds',
+      help: "Age of the Vps's active SSH key.",
+      labelNames: ['namespace', 'name'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { snap, keyBornAt } of known.values()) {
+          if (keyBornAt !== null)
+            this.set({ namespace: snap.namespace, name: snap.name }, (now() - keyBornAt) / 1000);
+        }
+      },
+    });
+    this.rotationInterval = new Gauge({
+      name: 'cannes_ssh_key_rotation_interval_seconds',
+      help: "The Vps's spec.sshKeyRotation.interval.",
+      labelNames: ['namespace', 'name'],
+      registers: [registry],
+    });
+    this.rotations = new Counter({
+      name: 'cannes_ssh_key_rotations_total',
+      help: 'Finished SSH key rotations by result.',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+    for (const result of ['success', 'error']) this.rotations.inc({ result }, 0);
+    this.stepDuration = new Histogram({
+      name: 'cannes_provisioning_step_duration_seconds',
+      help: 'Time per provisioning step.',
+      labelNames: ['step'],
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+      registers: [registry],
+    });
+  }
+
+  /** A step of the Vps reconcile finished (`rotate` also counts a rotation). */
+  observeStep = (step: string, seconds: number, ok: boolean): void => {
+    this.stepDuration.observe({ step }, seconds);
+    if (step === 'rotate') this.rotations.inc({ result: ok ? 'success' : 'error' });
+  };
+
+  /** After each reconcile of a Vps. */
+  observeVps(key: string, snap: VpsSnapshot, keyBornAt: Date | null): void {
+    this.#known.set(key, { snap, keyBornAt: keyBornAt?.getTime() ?? null });
+    const labels = { namespace: snap.namespace, name: snap.name };
+    this.vpsReady.set(labels, snap.state === 'ready' ? 1 : 0);
+    this.rotationInterval.set(labels, snap.rotationIntervalSeconds);
+  }
+
+  /** The Vps is gone: its series go with it. */
+  forgetVps(key: string): void {
+    const k = this.#known.get(key);
+    if (!k) return;
+    this.#known.delete(key);
+    const labels = { namespace: k.snap.namespace, name: k.snap.name };
+    this.vpsReady.remove(labels);
+    this.rotationInterval.remove(labels);
+  }
+}

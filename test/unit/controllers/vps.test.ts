@@ -191,8 +191,43 @@ describe('Vps reconcile', () => {
     expect(remote.calls.filter((c) => c === 'rotate').length).toBe(before + 1);
   });
 
+  it('waits for a ModelKey before deploying, and deploys when one appears', async () => {
+    kube.modelKeys.clear();
+    expect(await converge()).toEqual({ type: 'done' });
+    const c = kube.vps('agent').status.conditions?.find((x) => x.type === 'GatewayDeployed');
+    expect(c).toMatchObject({ status: 'False', reason: 'WaitingForModelKeys' });
+    expect(remote.calls).not.toContain('deploy');
+    kube.addModelKey('claude', {
+      vpsRef: { name: 'agent' },
+      provider: 'anthropic',
+      secretRef: { name: 'llm', key: 'anthropic' },
+      purgeSecretAfterDelivery: false,
+    });
+    await converge();
+    expect(kube.vps('agent').status.ready).toBe(true);
+  });
+
+  it('takes every key off the server when the last ModelKey goes, and releases its finalizer', async () => {
+    await converge();
+    for (const name of ['claude', 'gpt']) {
+      await reconcileModelKey(kube.mk(name), { kube, now: clock });
+      kube.markDeleting('ModelKey', name);
+    }
+    await converge();
+    expect(JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}').keys).toEqual({});
+    expect(kube.vps('agent').status.ready).toBe(false);
+    for (const name of ['claude', 'gpt']) await reconcileModelKey(kube.mk(name), { kube, now: clock });
+    expect(kube.modelKeys.size).toBe(0);
+  });
+
   it('keeps the cloud token while another Vps using it has not finished setup', async () => {
     kube.addVps('other');
+    kube.addModelKey('other-key', {
+      vpsRef: { name: 'other' },
+      provider: 'anthropic',
+      secretRef: { name: 'llm', key: 'anthropic' },
+      purgeSecretAfterDelivery: false,
+    });
     await converge('agent');
     expect(kube.vps('agent').status.cloudTokenPurged).toBe(false);
     expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'CloudTokenPurged')?.reason).toBe(

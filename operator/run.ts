@@ -1,0 +1,224 @@
+/**
+ * `cannes-operator run`: connects the pieces. Order matters at start-up: the configuration
+ * and the keyring are checked before anything connects (a bad master key refuses to start
+ * without touching the database), then Postgres is migrated, then the informers start (on
+ * every replica, for a fast failover), then the controllers run on the leader only.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { KubeConfig } from '@kubernetes/client-node';
+import { parseModelKey, parseVps } from './api/parse.ts';
+import { parseRunConfig, type RunConfig } from './config.ts';
+import { reconcileModelKey } from './controllers/modelkey.ts';
+import type { ModelKeyObject, VpsObject } from './controllers/ports.ts';
+import { reconcileVps } from './controllers/vps.ts';
+import { HcloudClient } from './hcloud/client.ts';
+import { startMetricsServer, startProbeServer } from './http/server.ts';
+import { KubeClient } from './kube/client.ts';
+import { Controller, done } from './kube/controller.ts';
+import { EventRecorder } from './kube/events.ts';
+import { Informer } from './kube/informer.ts';
+import { LeaderElector } from './kube/leader.ts';
+import { objectKey } from './kube/object.ts';
+import { parseGoDuration } from './lib/duration.ts';
+import { CannesError } from './lib/errors.ts';
+import { createLogger, type Logger } from './lib/log.ts';
+import { createRegistry, OperatorMetrics } from './metrics/metrics.ts';
+import { controllerStore, rotationStore } from './store/adapters.ts';
+import { loadKeyringFile, PostgresStore } from './store/index.ts';
+import { bundleVersion, makeBundle } from './wiring/bundle.ts';
+import { HcloudPort } from './wiring/hcloud.ts';
+import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './wiring/kube.ts';
+import { RemotePort } from './wiring/remote.ts';
+
+/** The proxy bundle shipped to every server: next to the compiled operator, or $CANNES_PROXY_BUNDLE. */
+export function readProxyBundle(env: NodeJS.ProcessEnv): string {
+  const candidates = [
+    env['CANNES_PROXY_BUNDLE'],
+    fileURLToPath(new URL('../proxy/cannes-proxy.mjs', import.meta.url)),
+    'dist/proxy/cannes-proxy.mjs',
+  ].filter((p): p is string => typeof p === 'string' && p !== '');
+  for (const p of candidates) if (existsSync(p)) return readFileSync(p, 'utf8');
+  throw new CannesError(
+    'ProxyBundleMissing',
+    'dist/proxy/cannes-proxy.mjs not found: run `make build` first',
+  );
+}
+
+export async function runOperator(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const cfg = parseRunConfig(argv, env);
+  const log = createLogger('cannes-operator', { level: cfg.logLevel });
+  const shutdown = new AbortController();
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => shutdown.abort());
+  try {
+    return await run(cfg, env, log, shutdown.signal);
+  } catch (err) {
+    // Our own errors carry safe messages; anything else is summarised, never dumped.
+    const message = err instanceof CannesError ? `${err.reason}: ${err.message}` : 'unexpected error';
+    log.error({ reason: err instanceof CannesError ? err.reason : 'Unexpected' }, message);
+    if (!(err instanceof CannesError))
+      log.debug({ stack: err instanceof Error ? err.stack : undefined }, 'stack');
+    return 1;
+  }
+}
+
+async function run(
+  cfg: RunConfig,
+  env: NodeJS.ProcessEnv,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<number> {
+  const proxyBundle = readProxyBundle(env);
+  const keyring = await loadKeyringFile(cfg.masterKeysFile);
+  const registry = createRegistry();
+  const ours = new OperatorMetrics(registry);
+
+  const { store } = await PostgresStore.open({
+    connectionString: cfg.databaseUrl.reveal(),
+    keyring,
+    env,
+    logger: log,
+  });
+  const kc = new KubeConfig();
+  kc.loadFromDefault();
+  const api = new KubeClient(kc);
+  const events = new EventRecorder({ api, reportingInstance: cfg.identity, registry, logger: log });
+  const vpses = new Informer<VpsObject>({
+    api,
+    resource: VPS_RESOURCE,
+    parse: parseVps,
+    registry,
+    logger: log,
+    resyncMs: cfg.resyncMs,
+  });
+  const modelKeys = new Informer<ModelKeyObject>({
+    api,
+    resource: MODELKEY_RESOURCE,
+    parse: parseModelKey,
+    registry,
+    logger: log,
+    resyncMs: cfg.resyncMs,
+  });
+  const kube = new KubePort({ api, events, vpses, modelKeys });
+  const storePort = controllerStore(store);
+  const hcloud = new HcloudPort(new HcloudClient({ endpoint: cfg.hcloudEndpoint, registry }));
+  const remote = new RemotePort({
+    rotationStore: rotationStore(store),
+    ...(cfg.sshPort === undefined ? {} : { port: cfg.sshPort }),
+  });
+  const bundleOpts = { proxyBundle, providerOrigins: cfg.providerOrigins };
+  const vpsDeps = {
+    kube,
+    hcloud,
+    remote,
+    store: storePort,
+    bundle: makeBundle(bundleOpts),
+    bundleVersion: bundleVersion(bundleOpts),
+    now: () => new Date(),
+    log,
+    observe: ours.observeStep,
+    report: (
+      vps: VpsObject,
+      state: 'provisioning' | 'ready' | 'error' | 'deleting',
+      keyBornAt: Date | null,
+    ) =>
+      ours.observeVps(
+        objectKey(vps.metadata),
+        {
+          namespace: vps.metadata.namespace ?? 'default',
+          name: vps.metadata.name,
+          state,
+          rotationIntervalSeconds: parseGoDuration(vps.spec.sshKeyRotation.interval) / 1000,
+        },
+        keyBornAt,
+      ),
+  };
+
+  const vpsController = new Controller<VpsObject>({
+    name: 'vps',
+    informer: vpses,
+    workers: cfg.workers,
+    registry,
+    logger: log,
+    reconcile: async ({ key }) => {
+      const vps = vpses.get(key);
+      if (!vps) {
+        ours.forgetVps(key);
+        return done();
+      }
+      return reconcileVps(vps, vpsDeps);
+    },
+  });
+  // A ModelKey change reconciles its Vps (which delivers the key).
+  vpsController.watch(modelKeys, (mk) => [
+    objectKey({ namespace: mk.metadata.namespace, name: mk.spec.vpsRef.name }),
+  ]);
+
+  const mkController = new Controller<ModelKeyObject>({
+    name: 'modelkey',
+    informer: modelKeys,
+    workers: cfg.workers,
+    registry,
+    logger: log,
+    reconcile: async ({ key }) => {
+      const mk = modelKeys.get(key);
+      return mk ? reconcileModelKey(mk, { kube, now: () => new Date() }) : done();
+    },
+  });
+  // A Vps deploy (its delivered-keys annotation) updates its ModelKeys' `delivered`.
+  mkController.watch(vpses, (vps) =>
+    modelKeys
+      .list()
+      .filter(
+        (mk) => mk.metadata.namespace === vps.metadata.namespace && mk.spec.vpsRef.name === vps.metadata.name,
+      )
+      .map((mk) => objectKey(mk.metadata)),
+  );
+
+  const metricsServer = await startMetricsServer({ registry, ...cfg.metrics });
+  let leading = !cfg.leaderElect;
+  const probes = await startProbeServer({
+    ...cfg.probes,
+    healthz: [{ name: 'ping', check: () => true }],
+    readyz: [
+      { name: 'informer-vps', check: () => vpses.hasSynced },
+      { name: 'informer-modelkey', check: () => modelKeys.hasSynced },
+    ],
+  });
+  log.info(
+    { metrics: `${cfg.metrics.host}:${cfg.metrics.port}`, probes: `${cfg.probes.host}:${cfg.probes.port}` },
+    'cannes-operator started',
+  );
+
+  vpses.start();
+  modelKeys.start();
+  const runControllers = (s: AbortSignal) => Promise.all([vpsController.run(s), mkController.run(s)]);
+  let lostLease = false;
+  try {
+    if (cfg.leaderElect) {
+      const elector = new LeaderElector({
+        api,
+        namespace: cfg.leaseNamespace,
+        name: cfg.leaseName,
+        identity: cfg.identity,
+        registry,
+        logger: log,
+        onStartedLeading: (s) => {
+          leading = true;
+          void runControllers(s);
+        },
+      });
+      await elector.run(signal);
+      lostLease = !signal.aborted;
+    } else {
+      await runControllers(signal);
+    }
+  } finally {
+    log.info({ leading, lostLease }, 'cannes-operator stopping');
+    await Promise.allSettled([vpses.stop(), modelKeys.stop()]);
+    await events.flush();
+    await Promise.allSettled([metricsServer.close(), probes.close(), store.close()]);
+  }
+  // Lost the lease: exit non-zero so the Deployment restarts us as a follower.
+  return lostLease ? 1 : 0;
+}

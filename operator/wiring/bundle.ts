@@ -1,0 +1,150 @@
+/**
+ * What the deploy step puts on a server: the files of operator/remote's templates at the
+ * places operator/remote/layout.ts names, the commands that start them, and the health
+ * check. Pure apart from the proxy bundle's bytes, which are read once at start-up.
+ */
+import { createHash } from 'node:crypto';
+import type { ProviderName } from '../../proxy/providers.ts';
+import type { DeliveredKey } from '../controllers/keys.ts';
+import type { DeployBundle, VpsObject } from '../controllers/ports.ts';
+import type { Secret } from '../lib/secret.ts';
+import {
+  BRIDGE_ADDRESS,
+  COMPOSE_PROJECT,
+  composeFile,
+  FIREWALL_UNIT_NAME,
+  firewallUnit,
+  gatewayConfig,
+  gatewayEnvFile,
+  HOST,
+  keyFile,
+  nftablesRules,
+  PROXY_PORT,
+  PROXY_UNIT_NAME,
+  proxyUnit,
+  sshdHardening,
+} from '../remote/index.ts';
+
+export interface BundleOptions {
+  /** dist/proxy/cannes-proxy.mjs, as built. */
+  readonly proxyBundle: string;
+  /** Operator-set upstream origins per provider (`--provider-origin`). */
+  readonly providerOrigins: Partial<Record<ProviderName, string>>;
+}
+
+const owner = (p: { uid: number; gid: number }) => `${p.uid}:${p.gid}`;
+
+export function bundleVersion(o: BundleOptions): string {
+  // Changes with the proxy bundle and with this operator's templates (its own source is in
+  // the bundle's neighbour files; the version of the package is a good enough proxy).
+  return createHash('sha256')
+    .update(o.proxyBundle)
+    .update(JSON.stringify(o.providerOrigins))
+    .update(String(process.env['npm_package_version'] ?? ''))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+export function makeBundle(o: BundleOptions) {
+  return (vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Secret): DeployBundle => {
+    const port = vps.spec.gateway.port;
+    if (keys.length === 0) {
+      // No ModelKey left: take every key off the server; the gateway keeps its last config.
+      return {
+        files: [
+          {
+            path: HOST.keyFile.path,
+            content: keyFile([]),
+            mode: HOST.keyFile.mode,
+            owner: owner(HOST.keyFile),
+          },
+        ],
+        activate: 'true',
+        verify: `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null`,
+      };
+    }
+    const config = gatewayConfig({
+      port,
+      modelKeys: keys.map((k) => ({ name: k.name, provider: k.provider, models: k.models })),
+    });
+    const files = [
+      {
+        path: HOST.proxyBundle.path,
+        content: o.proxyBundle,
+        mode: HOST.proxyBundle.mode,
+        owner: owner(HOST.proxyBundle),
+      },
+      {
+        path: HOST.proxyUnit.path,
+        content: proxyUnit(),
+        mode: HOST.proxyUnit.mode,
+        owner: owner(HOST.proxyUnit),
+      },
+      {
+        path: HOST.keyFile.path,
+        content: keyFile(
+          keys.map((k) => {
+            const baseUrl = k.baseUrl ?? o.providerOrigins[k.provider];
+            return { id: k.name, provider: k.provider, apiKey: k.apiKey, ...(baseUrl ? { baseUrl } : {}) };
+          }),
+        ),
+        mode: HOST.keyFile.mode,
+        owner: owner(HOST.keyFile),
+      },
+      {
+        path: HOST.composeFile.path,
+        content: composeFile({ image: vps.spec.gateway.image, port, providers: keys.map((k) => k.provider) }),
+        mode: HOST.composeFile.mode,
+        owner: owner(HOST.composeFile),
+      },
+      {
+        path: HOST.gatewayEnv.path,
+        content: gatewayEnvFile(gatewayToken),
+        mode: HOST.gatewayEnv.mode,
+        owner: owner(HOST.gatewayEnv),
+      },
+      {
+        path: HOST.gatewayConfig.path,
+        content: `${JSON.stringify(config, null, 2)}\n`,
+        mode: HOST.gatewayConfig.mode,
+        owner: owner(HOST.gatewayConfig),
+      },
+      {
+        path: HOST.nftables.path,
+        content: nftablesRules(),
+        mode: HOST.nftables.mode,
+        owner: owner(HOST.nftables),
+      },
+      {
+        path: `/etc/systemd/system/${FIREWALL_UNIT_NAME}`,
+        content: firewallUnit(),
+        mode: 0o644,
+        owner: '0:0',
+      },
+      {
+        path: HOST.sshdHardening.path,
+        content: sshdHardening(),
+        mode: HOST.sshdHardening.mode,
+        owner: owner(HOST.sshdHardening),
+      },
+    ];
+    const state = HOST.gatewayStateDir;
+    const activate = `
+set -e
+install -d -m ${state.mode.toString(8)} -o ${state.uid} -g ${state.gid} ${state.path}
+systemctl daemon-reload
+if command -v nft >/dev/null 2>&1; then systemctl enable --now ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || nft -f ${HOST.nftables.path}; fi
+systemctl enable ${PROXY_UNIT_NAME} >/dev/null 2>&1 || true
+systemctl restart ${PROXY_UNIT_NAME}
+if command -v sshd >/dev/null 2>&1 && sshd -t >/dev/null 2>&1; then systemctl reload ssh >/dev/null 2>&1 || systemctl reload sshd >/dev/null 2>&1 || true; fi
+docker compose -p ${COMPOSE_PROJECT} -f ${HOST.composeFile.path} up -d --force-recreate
+`;
+    // Healthy = the proxy answers from the bridge address and the gateway answers /healthz.
+    const verify = `
+set -e
+curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null
+curl -fsS --max-time 5 http://127.0.0.1:${port}/healthz >/dev/null
+`;
+    return { files, activate, verify };
+  };
+}

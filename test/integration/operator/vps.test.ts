@@ -1,0 +1,173 @@
+/**
+ * The operator against real parts only: the rig's API server, Postgres, the Hetzner simulator
+ * whose servers are real hosts (sshd, namespaces, docker/systemctl shims running the real
+ * OpenClaw gateway and the real proxy bundle), and fake LLM upstreams.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openclawDir } from '../../lib/openclaw.ts';
+import {
+  exampleManifests,
+  type OperatorProcess,
+  type System,
+  startSystem,
+  waitFor,
+} from '../../lib/system.ts';
+
+let s: System;
+let op: OperatorProcess;
+const diag = () => `operator log tail:\n${op.logs.join('').split('\n').slice(-40).join('\n')}`;
+
+beforeAll(async () => {
+  s = await startSystem({ openclawDir: openclawDir() });
+  op = await s.startOperator();
+  await s.kubectl(['apply', '-f', '-'], exampleManifests(s));
+}, 300_000);
+
+afterAll(async () => {
+  await s?.stop();
+}, 120_000);
+
+type Obj = { metadata: { annotations?: Record<string, string> }; status?: Record<string, unknown> };
+
+async function vps(): Promise<Obj> {
+  return (await s.getJson('vps', 'agent')) as Obj;
+}
+
+function serverOf(v: Obj) {
+  const id = Number(v.metadata.annotations?.['cannes.dev/server-id']);
+  const info = s.hosts.info(id);
+  if (!info) throw new Error(`no simulated host for server ${id}`);
+  return info;
+}
+
+describe('a Vps with two ModelKeys', () => {
+  it('goes to Ready, with one server and booleans-only status', async () => {
+    const ready = await waitFor(
+      'Vps agent Ready',
+      async () => {
+        const v = await vps();
+        return v.status?.['ready'] === true ? v : undefined;
+      },
+      900_000,
+      diag,
+    );
+    for (const [k, v] of Object.entries(ready.status ?? {})) {
+      if (k === 'conditions' || k === 'observedGeneration') continue;
+      expect(typeof v, `status.${k}`).toBe('boolean');
+    }
+    expect(ready.status).toMatchObject({
+      serverCreated: true,
+      hasSshKey: true,
+      gatewayDeployed: true,
+      proxyReady: true,
+    });
+    expect(ready.metadata.annotations?.['cannes.dev/ipv4']).toMatch(/^198\.1[89]\./);
+    const creates = s.sim.requests.filter((r) => r.method === 'POST' && r.route === '/servers');
+    expect(creates).toHaveLength(1);
+  }, 960_000);
+
+  it('points the gateway config only at the proxy, with no key in it', async () => {
+    const host = serverOf(await vps());
+    const config = JSON.parse(
+      readFileSync(join(host.diskDir, 'opt/cannes/gateway/config/openclaw.json'), 'utf8'),
+    );
+    const providers = Object.values(config.models.providers) as { baseUrl: string; apiKey: string }[];
+    expect(providers).toHaveLength(2);
+    for (const p of providers) {
+      expect(p.apiKey).toBe('proxy-managed');
+      expect(p.baseUrl).toMatch(/^http:\/\/(host\.docker\.internal|172\.17\.0\.1):3101\/proxy\/agent-/);
+    }
+    const text = readFileSync(join(host.diskDir, 'opt/cannes/gateway/config/openclaw.json'), 'utf8');
+    for (const key of Object.values(s.canaries.modelKeys)) expect(text).not.toContain(key);
+  });
+
+  it('holds the real keys only in /root/.model-keys.json, mode 600, owner root', async () => {
+    const host = serverOf(await vps());
+    const path = join(host.diskDir, 'root/.model-keys.json');
+    const st = statSync(path);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(st.uid).toBe(0);
+    const file = JSON.parse(readFileSync(path, 'utf8'));
+    expect(file.version).toBe(1);
+    expect(file.keys['agent-anthropic'].apiKey).toBe(s.canaries.modelKeys.anthropic);
+    expect(file.keys['agent-openai'].apiKey).toBe(s.canaries.modelKeys.openai);
+  });
+
+  it('reports both ModelKeys delivered and purges the cloud token after setup', async () => {
+    for (const name of ['agent-anthropic', 'agent-openai']) {
+      await waitFor(
+        `${name} delivered`,
+        async () => {
+          const mk = (await s.getJson('modelkey', name)) as Obj;
+          return mk.status?.['delivered'] === true && mk.status?.['hasKey'] === true ? true : undefined;
+        },
+        120_000,
+        diag,
+      );
+    }
+    const secret = (await s.getJson('secret', 'hcloud-token')) as { data?: Record<string, string> };
+    expect(secret.data?.['token']).toBeUndefined();
+    expect((await vps()).status?.['cloudTokenPurged']).toBe(true);
+  }, 300_000);
+
+  it('rotated the rescue-born SSH key: exactly one active key, stored encrypted', async () => {
+    const client = new pg.Client({ connectionString: s.db.url });
+    await client.connect();
+    try {
+      const rows = await client.query('SELECT state, origin, private_key_enc FROM cannes_ssh_key');
+      const active = rows.rows.filter((r) => r.state === 'active');
+      expect(active).toHaveLength(1);
+      expect(active[0].origin).toBe('rotation');
+      expect(String(active[0].private_key_enc)).not.toContain('PRIVATE KEY');
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('waits for a token to delete the server, then deletes it and the row', async () => {
+    const host = serverOf(await vps());
+    await s.kubectl(['delete', 'vps', 'agent', '--wait=false']);
+    await waitFor(
+      'Deleting=False CloudTokenRequired',
+      async () => {
+        const conds = ((await vps()).status?.['conditions'] ?? []) as { type: string; reason: string }[];
+        return conds.some((c) => c.type === 'Deleting' && c.reason === 'CloudTokenRequired')
+          ? true
+          : undefined;
+      },
+      120_000,
+      diag,
+    );
+    expect(s.hosts.info(host.serverId)).toBeDefined();
+    await s.kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name: 'hcloud-token', namespace: s.namespace },
+        stringData: { token: s.canaries.hcloudToken },
+      }),
+    );
+    await waitFor(
+      'Vps gone',
+      async () => {
+        const out = await s.rig.kubectl(['-n', s.namespace, 'get', 'vps', '-o', 'name']);
+        return out.stdout.trim() === '' ? true : undefined;
+      },
+      180_000,
+      diag,
+    );
+    expect(s.hosts.info(host.serverId)).toBeUndefined();
+    const client = new pg.Client({ connectionString: s.db.url });
+    await client.connect();
+    try {
+      expect((await client.query('SELECT count(*)::int AS n FROM cannes_vps')).rows[0].n).toBe(0);
+      expect((await client.query('SELECT count(*)::int AS n FROM cannes_ssh_key')).rows[0].n).toBe(0);
+    } finally {
+      await client.end();
+    }
+  }, 400_000);
+});

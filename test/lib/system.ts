@@ -1,0 +1,295 @@
+/**
+ * The whole system on this machine, with real parts only: the rig's kube-apiserver, a
+ * Postgres database of its own, the Hetzner simulator whose servers are real hosts (network
+ * namespaces, sshd, the docker/systemctl shims), fake LLM upstreams the servers reach, and the
+ * operator as a child process. Used by the operator integration test, the end-to-end test and
+ * `make dev`. Every secret is a random canary made here, so a test can scan for leaks.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { stringify } from 'yaml';
+import { type Simulator, startSimulator } from '../hcloud-sim/simulator.ts';
+import { type ImageMapping, RealHostProvider } from '../hosts/real-host-provider.ts';
+import { freePort } from '../rig/controlplane.ts';
+import { createTestDatabase, type TestDatabase } from '../rig/postgres.ts';
+import type { Rig } from '../rig/rig.ts';
+import { useRig } from '../rig/shared.ts';
+import { anthropic, gemini, openai, type RunningUpstream } from '../upstreams/index.ts';
+
+const run = promisify(execFile);
+export const REPO = resolve(import.meta.dirname, '..', '..');
+
+/** Fake upstreams listen here: a root-namespace address the simulated servers route to. */
+export const UPSTREAM_IPV4 = '198.19.255.253';
+
+export interface Canaries {
+  readonly hcloudToken: string;
+  readonly masterKey: string;
+  readonly modelKeys: Readonly<Record<'anthropic' | 'openai' | 'google', string>>;
+}
+
+export interface OperatorProcess {
+  readonly proc: ChildProcess;
+  readonly metricsUrl: string;
+  readonly logs: string[];
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export interface System {
+  readonly rig: Rig;
+  readonly namespace: string;
+  readonly db: TestDatabase;
+  readonly sim: Simulator;
+  readonly hosts: RealHostProvider;
+  readonly upstreams: { anthropic: RunningUpstream; openai: RunningUpstream; gemini: RunningUpstream };
+  readonly canaries: Canaries;
+  readonly masterKeysFile: string;
+  readonly dir: string;
+  /** Starts an operator process (more than one for the leader-election and crash tests). */
+  startOperator(extraArgs?: readonly string[], env?: Record<string, string>): Promise<OperatorProcess>;
+  readonly operators: OperatorProcess[];
+  kubectl(args: string[], stdin?: string): Promise<string>;
+  getJson(kind: string, name: string): Promise<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+const canary = (prefix: string, bytes = 24) => `${prefix}${randomBytes(bytes).toString('hex')}`;
+
+/** The image map of the docker shim: the OpenClaw image runs the real openclaw npm package. */
+export function openclawImageMap(openclawDir: string | undefined): Record<string, ImageMapping> {
+  if (!openclawDir) return {};
+  return {
+    // Like the image: the compose command (`node openclaw.mjs gateway ...`) runs in the
+    // package's folder; its dependencies resolve from the node_modules above it.
+    'ghcr.io/openclaw/openclaw': {
+      entrypoint: ['/bin/sh', '-c', 'cd /opt/openclaw/node_modules/openclaw && PATH=/opt/node/bin:$PATH exec "$@"', 'sh'],
+      binds: [`${openclawDir}:/opt/openclaw`],
+    },
+  };
+}
+
+async function ip(args: string[]): Promise<void> {
+  await run('ip', args);
+}
+
+export async function startSystem(opts: { openclawDir?: string; actionMs?: number } = {}): Promise<System> {
+  const dir = mkdtempSync(join(tmpdir(), 'cannes-system-'));
+  const cleanups: (() => Promise<unknown> | unknown)[] = [
+    () => rmSync(dir, { recursive: true, force: true }),
+  ];
+  const stop = async () => {
+    for (const c of cleanups.reverse())
+      await Promise.resolve()
+        .then(c)
+        .catch(() => {});
+  };
+  try {
+    const rig = await useRig();
+    await rig.kubectl(['apply', '--server-side', '-f', join(REPO, 'crds')]);
+    const namespace = `cannes-${randomBytes(4).toString('hex')}`;
+    await rig.kubectl(['create', 'namespace', namespace]);
+    cleanups.push(() => rig.kubectl(['delete', 'namespace', namespace, '--wait=false'], { check: false }));
+
+    const db = await createTestDatabase();
+    cleanups.push(() => db.drop());
+
+    // The upstreams' address, on loopback of the root namespace; servers route to it via their gateway.
+    await ip(['addr', 'add', `${UPSTREAM_IPV4}/32`, 'dev', 'lo']).catch(() => {});
+    cleanups.push(() => ip(['addr', 'del', `${UPSTREAM_IPV4}/32`, 'dev', 'lo']));
+
+    const modelKeys = {
+      anthropic: canary('sk-ant-canary-'),
+      openai: canary('sk-canary-'),
+      google: canary('AIcanary'),
+    };
+    const upstreams = {
+      anthropic: await anthropic.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.anthropic] }),
+      openai: await openai.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.openai] }),
+      gemini: await gemini.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.google] }),
+    };
+    for (const u of Object.values(upstreams)) cleanups.push(() => u.close());
+
+    // The servers' mount namespaces have their own /root, /tmp and /opt, so a package under
+    // ~/.cache is not visible there: bind it under /var/cache for the lifetime of this system.
+    let openclawInHost: string | undefined;
+    if (opts.openclawDir) {
+      const where = mkdtempSync('/var/cache/cannes-system-');
+      openclawInHost = join(where, 'openclaw');
+      mkdirSync(openclawInHost);
+      await run('mount', ['--bind', '-o', 'ro', opts.openclawDir, openclawInHost]);
+      cleanups.push(async () => {
+        await run('umount', ['-l', openclawInHost ?? '']);
+        // Never recursive: if the unmount failed, this must not reach into the package.
+        rmdirSync(openclawInHost ?? '');
+        rmdirSync(where);
+      });
+    }
+    const hosts = new RealHostProvider({ images: openclawImageMap(openclawInHost) });
+    const sim = await startSimulator({ provider: hosts, actionDurationMs: opts.actionMs ?? 200 });
+    cleanups.push(() => sim.close());
+
+    const masterKey = randomBytes(32).toString('base64');
+    const masterKeysFile = join(dir, 'master-keys');
+    writeFileSync(masterKeysFile, `k1 ${masterKey}\n`, { mode: 0o600 });
+    const canaries: Canaries = { hcloudToken: sim.token.reveal(), masterKey, modelKeys };
+
+    const operators: OperatorProcess[] = [];
+    cleanups.push(async () => {
+      for (const o of operators) await o.stop('SIGKILL');
+    });
+
+    const kubectl = async (args: string[], stdin?: string) =>
+      (await rig.kubectl(['-n', namespace, ...args], stdin === undefined ? {} : { stdin })).stdout;
+
+    const system: System = {
+      rig,
+      namespace,
+      db,
+      sim,
+      hosts,
+      upstreams,
+      canaries,
+      masterKeysFile,
+      dir,
+      operators,
+      kubectl,
+      async getJson(kind, name) {
+        return JSON.parse(await kubectl(['get', kind, name, '-o', 'json'])) as Record<string, unknown>;
+      },
+      async startOperator(extraArgs = [], env = {}) {
+        const metricsPort = await freePort();
+        const probePort = await freePort();
+        const logs: string[] = [];
+        const proc = spawn(
+          process.execPath,
+          [
+            join(REPO, 'operator', 'main.ts'),
+            'run',
+            '--metrics-bind-address',
+            `127.0.0.1:${metricsPort}`,
+            '--health-probe-bind-address',
+            `127.0.0.1:${probePort}`,
+            '--provider-origin',
+            `anthropic=${upstreams.anthropic.url}`,
+            '--provider-origin',
+            `openai=${upstreams.openai.url}/v1`,
+            '--provider-origin',
+            `google=${upstreams.gemini.url}/v1beta`,
+            '--resync',
+            '30',
+            ...extraArgs,
+          ],
+          {
+            cwd: REPO,
+            stdio: ['ignore', 'pipe', 'pipe'],
+            env: {
+              PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+              KUBECONFIG: rig.kubeconfigPath,
+              DATABASE_URL: db.url,
+              CANNES_MASTER_KEYS_FILE: masterKeysFile,
+              HCLOUD_ENDPOINT: sim.endpoint,
+              CANNES_PROXY_BUNDLE: join(REPO, 'dist', 'proxy', 'cannes-proxy.mjs'),
+              POD_NAMESPACE: namespace,
+              ...env,
+            },
+          },
+        );
+        // Logs stay in memory (tests scan them for canaries) and in a file, for a person.
+        const logFile = join(process.env['CANNES_KEEP_LOGS'] ?? dir, `operator-${operators.length + 1}.log`);
+        const sink = (b: Buffer) => {
+          logs.push(b.toString());
+          appendFileSync(logFile, b);
+        };
+        proc.stdout?.on('data', sink);
+        proc.stderr?.on('data', sink);
+        const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+        const op: OperatorProcess = {
+          proc,
+          metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+          logs,
+          async stop(signal = 'SIGTERM') {
+            if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+            await exited;
+          },
+        };
+        operators.push(op);
+        return op;
+      },
+      stop,
+    };
+    return system;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** The examples' objects, in this system's namespace, with the canaries as secret values. */
+export function exampleManifests(
+  s: System,
+  opts: { vps?: string; keys?: ('anthropic' | 'openai' | 'google')[] } = {},
+) {
+  const vps = opts.vps ?? 'agent';
+  const keys = opts.keys ?? ['anthropic', 'openai'];
+  const docs: unknown[] = [
+    {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'hcloud-token', namespace: s.namespace },
+      stringData: { token: s.canaries.hcloudToken },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'llm-keys', namespace: s.namespace },
+      stringData: s.canaries.modelKeys,
+    },
+    {
+      apiVersion: 'cannes.dev/v1alpha1',
+      kind: 'Vps',
+      metadata: { name: vps, namespace: s.namespace },
+      spec: {
+        serverType: 'cx22',
+        location: 'fsn1',
+        cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
+      },
+    },
+    ...keys.map((p) => ({
+      apiVersion: 'cannes.dev/v1alpha1',
+      kind: 'ModelKey',
+      metadata: { name: `${vps}-${p}`, namespace: s.namespace },
+      spec: { vpsRef: { name: vps }, provider: p, secretRef: { name: 'llm-keys', key: p } },
+    })),
+  ];
+  return docs.map((d) => stringify(d)).join('---\n');
+}
+
+/** Polls until `check` returns a value (not undefined) or the time is up. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs: number,
+  onTimeout?: () => string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > deadline) {
+      const extra = onTimeout ? `\n${onTimeout()}` : '';
+      throw new Error(
+        `timed out waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}${extra}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { parseModelKey, parseVps } from '../../../operator/api/parse.ts';
+
+const meta = { name: 'agent', namespace: 'ns', uid: 'u-1', resourceVersion: '7', generation: 2 };
+const condition = {
+  type: 'Ready',
+  status: 'True',
+  reason: 'Provisioned',
+  message: 'ok',
+  lastTransitionTime: '2026-11-25T10:00:00Z',
+  observedGeneration: 2,
+};
+
+describe('parsing objects at the boundary', () => {
+  it('fills the defaults of a minimal Vps and keeps conditions with date-time fields', () => {
+    const v = parseVps({
+      apiVersion: 'cannes.dev/v1alpha1',
+      kind: 'Vps',
+      metadata: meta,
+      spec: { serverType: 'cx22', location: 'fsn1', cloudTokenSecretRef: { name: 'h', key: 'token' } },
+      status: { ready: true, conditions: [condition] },
+    });
+    expect(v.spec).toMatchObject({
+      image: 'docker-ce',
+      gateway: { port: 18789 },
+      sshKeyRotation: { interval: '720h' },
+      purgeCloudTokenAfterSetup: true,
+      deletionPolicy: 'Delete',
+    });
+    expect(v.spec.gateway.image).toMatch(/^ghcr\.io\/openclaw\/openclaw:/);
+    expect(v.status.conditions).toHaveLength(1);
+  });
+
+  it('rejects a ModelKey whose spec breaks the schema, naming the field', () => {
+    expect(() =>
+      parseModelKey({
+        apiVersion: 'cannes.dev/v1alpha1',
+        kind: 'ModelKey',
+        metadata: meta,
+        spec: { vpsRef: { name: 'agent' }, provider: 'acme', secretRef: { name: 's', key: 'k' } },
+      }),
+    ).toThrow(/provider/);
+  });
+
+  it('rejects a non-boolean status field and a bad condition time', () => {
+    const base = {
+      apiVersion: 'cannes.dev/v1alpha1',
+      kind: 'ModelKey',
+      metadata: meta,
+      spec: { vpsRef: { name: 'agent' }, provider: 'openai', secretRef: { name: 's', key: 'k' } },
+    };
+    expect(parseModelKey({ ...base, status: { hasKey: true, conditions: [condition] } }).status.hasKey).toBe(
+      true,
+    );
+    expect(() => parseModelKey({ ...base, status: { hasKey: 'yes' } })).toThrow(/hasKey/);
+    expect(() =>
+      parseModelKey({ ...base, status: { conditions: [{ ...condition, lastTransitionTime: 'yesterday' }] } }),
+    ).toThrow(/lastTransitionTime/);
+  });
+});
