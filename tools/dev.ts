@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { exampleManifests, REPO, type System, startSystem, waitFor } from '../test/lib/system.ts';
 
 const verbose = process.env['V'] === '1';
-const openclawDir = process.env['CANNES_OPENCLAW_DIR'];
 const t0 = Date.now();
 const say = (line: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${line}`);
 
@@ -35,7 +34,7 @@ process.on('SIGTERM', () => void teardown(0));
 
 try {
   say('starting the rig: kube-apiserver + etcd, Postgres database, Hetzner simulator, fake LLM upstreams');
-  system = await startSystem(openclawDir ? { openclawDir } : {});
+  system = await startSystem();
   const s = system;
   say(`API server ${s.rig.server} (kubeconfig ${s.rig.kubeconfigPath}), namespace ${s.namespace}`);
   say(`Hetzner simulator ${s.sim.endpoint}`);

@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -59,24 +59,11 @@ export interface System {
 
 const canary = (prefix: string, bytes = 24) => `${prefix}${randomBytes(bytes).toString('hex')}`;
 
-/** The image map of the docker shim: the OpenClaw image runs the real openclaw npm package. */
-export function openclawImageMap(openclawDir: string | undefined): Record<string, ImageMapping> {
-  if (!openclawDir) return {};
-  return {
-    // Like the image: the compose command (`node openclaw.mjs gateway ...`) runs in the
-    // package's folder; its dependencies resolve from the node_modules above it.
-    'ghcr.io/openclaw/openclaw': {
-      entrypoint: ['/bin/sh', '-c', 'cd /opt/openclaw/node_modules/openclaw && PATH=/opt/node/bin:$PATH exec "$@"', 'sh'],
-      binds: [`${openclawDir}:/opt/openclaw`],
-    },
-  };
-}
-
 async function ip(args: string[]): Promise<void> {
   await run('ip', args);
 }
 
-export async function startSystem(opts: { openclawDir?: string; actionMs?: number } = {}): Promise<System> {
+export async function startSystem(opts: { actionMs?: number } = {}): Promise<System> {
   const dir = mkdtempSync(join(tmpdir(), 'cannes-system-'));
   const cleanups: (() => Promise<unknown> | unknown)[] = [
     () => rmSync(dir, { recursive: true, force: true }),
@@ -113,22 +100,8 @@ export async function startSystem(opts: { openclawDir?: string; actionMs?: numbe
     };
     for (const u of Object.values(upstreams)) cleanups.push(() => u.close());
 
-    // The servers' mount namespaces have their own /root, /tmp and /opt, so a package under
-    // ~/.cache is not visible there: bind it under /var/cache for the lifetime of this system.
-    let openclawInHost: string | undefined;
-    if (opts.openclawDir) {
-      const where = mkdtempSync('/var/cache/cannes-system-');
-      openclawInHost = join(where, 'openclaw');
-      mkdirSync(openclawInHost);
-      await run('mount', ['--bind', '-o', 'ro', opts.openclawDir, openclawInHost]);
-      cleanups.push(async () => {
-        await run('umount', ['-l', openclawInHost ?? '']);
-        // Never recursive: if the unmount failed, this must not reach into the package.
-        rmdirSync(openclawInHost ?? '');
-        rmdirSync(where);
-      });
-    }
-    const hosts = new RealHostProvider({ images: openclawImageMap(openclawInHost) });
+    // The docker shim runs the OpenClaw image from the `make openclaw` install in the cache.
+    const hosts = new RealHostProvider();
     const sim = await startSimulator({ provider: hosts, actionDurationMs: opts.actionMs ?? 200 });
     cleanups.push(() => sim.close());
 
@@ -231,7 +204,7 @@ export async function startSystem(opts: { openclawDir?: string; actionMs?: numbe
 /** The examples' objects, in this system's namespace, with the canaries as secret values. */
 export function exampleManifests(
   s: System,
-  opts: { vps?: string; keys?: ('anthropic' | 'openai' | 'google')[] } = {},
+  opts: { vps?: string; keys?: ('anthropic' | 'openai' | 'google')[]; purgeSecrets?: boolean } = {},
 ) {
   const vps = opts.vps ?? 'agent';
   const keys = opts.keys ?? ['anthropic', 'openai'];
@@ -262,7 +235,12 @@ export function exampleManifests(
       apiVersion: 'cannes.dev/v1alpha1',
       kind: 'ModelKey',
       metadata: { name: `${vps}-${p}`, namespace: s.namespace },
-      spec: { vpsRef: { name: vps }, provider: p, secretRef: { name: 'llm-keys', key: p } },
+      spec: {
+        vpsRef: { name: vps },
+        provider: p,
+        secretRef: { name: 'llm-keys', key: p },
+        purgeSecretAfterDelivery: opts.purgeSecrets ?? false,
+      },
     })),
   ];
   return docs.map((d) => stringify(d)).join('---\n');

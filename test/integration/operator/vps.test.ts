@@ -7,7 +7,6 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openclawDir } from '../../lib/openclaw.ts';
 import {
   exampleManifests,
   type OperatorProcess,
@@ -21,7 +20,7 @@ let op: OperatorProcess;
 const diag = () => `operator log tail:\n${op.logs.join('').split('\n').slice(-40).join('\n')}`;
 
 beforeAll(async () => {
-  s = await startSystem({ openclawDir: openclawDir() });
+  s = await startSystem();
   op = await s.startOperator();
   await s.kubectl(['apply', '-f', '-'], exampleManifests(s));
 }, 300_000);

@@ -1,0 +1,174 @@
+/**
+ * The mission as a user lives it, with every real part this machine holds: a Vps and three
+ * ModelKeys applied to the rig's API server; the operator provisions a simulated server
+ * (rescue keygen over real sshd, real proxy, the real OpenClaw gateway in the docker shim);
+ * a chat through the gateway reaches each fake upstream with the real key injected by the
+ * proxy; then every place a secret could leak is scanned for every canary.
+ */
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_MODELS, providerId } from '../../operator/remote/gateway-config.ts';
+import { loadKeyringFile, PostgresStore } from '../../operator/store/index.ts';
+import { exampleManifests, type OperatorProcess, type System, startSystem, waitFor } from '../lib/system.ts';
+import { pgDump } from '../rig/postgres.ts';
+
+const run = promisify(execFile);
+const PROVIDERS = ['anthropic', 'openai', 'google'] as const;
+
+let s: System;
+let op: OperatorProcess;
+let netns: string;
+let diskDir: string;
+let gatewayToken: string;
+const diag = () => `operator log tail:\n${op.logs.join('').split('\n').slice(-40).join('\n')}`;
+
+beforeAll(async () => {
+  s = await startSystem();
+  op = await s.startOperator();
+  // purgeSecretAfterDelivery on every key: afterwards no Kubernetes object holds a model key.
+  await s.kubectl(['apply', '-f', '-'], exampleManifests(s, { keys: [...PROVIDERS], purgeSecrets: true }));
+  const vps = await waitFor(
+    'Vps agent Ready',
+    async () => {
+      const v = (await s.getJson('vps', 'agent')) as {
+        status?: { ready?: boolean };
+        metadata: { annotations?: Record<string, string> };
+      };
+      return v.status?.ready === true ? v : undefined;
+    },
+    1_200_000,
+    diag,
+  );
+  const info = s.hosts.info(Number(vps.metadata.annotations?.['cannes.dev/server-id']));
+  if (!info) throw new Error('no simulated host');
+  netns = info.netns;
+  diskDir = info.diskDir;
+  const secret = JSON.parse(await s.kubectl(['get', 'secret', 'agent-gateway', '-o', 'json'])) as {
+    data: { token: string };
+  };
+  gatewayToken = Buffer.from(secret.data.token, 'base64').toString('utf8');
+}, 1_500_000);
+
+afterAll(async () => {
+  await s?.stop();
+}, 180_000);
+
+/** A chat through the gateway, sent from inside the server (the gateway listens on its loopback). */
+async function chat(provider: (typeof PROVIDERS)[number]): Promise<{ status: number; content: string }> {
+  const model = `${providerId(`agent-${provider}`)}/${DEFAULT_MODELS[provider]?.id}`;
+  const script = `
+const token = require('fs').readFileSync(0, 'utf8');
+fetch('http://127.0.0.1:18789/v1/chat/completions', {
+  method: 'POST',
+  headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json', 'x-openclaw-model': ${JSON.stringify(model)} },
+  body: JSON.stringify({ model: 'openclaw', messages: [{ role: 'user', content: 'Say hello.' }] }),
+  signal: AbortSignal.timeout(240000),
+}).then(async (r) => { process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })); });
+`;
+  const child = execFile('ip', ['netns', 'exec', netns, process.execPath, '-e', script], {
+    timeout: 260_000,
+  });
+  child.stdin?.end(gatewayToken);
+  const out = await new Promise<string>((resolve, reject) => {
+    let buf = '';
+    child.stdout?.on('data', (b: Buffer) => {
+      buf += b.toString();
+    });
+    child.once('exit', (code) =>
+      code === 0 ? resolve(buf) : reject(new Error(`chat client exited ${code}`)),
+    );
+  });
+  const r = JSON.parse(out) as { status: number; body: string };
+  const body = JSON.parse(r.body) as { choices?: { message?: { content?: string } }[] };
+  return { status: r.status, content: body.choices?.[0]?.message?.content ?? r.body };
+}
+
+const upstreamOf = (p: (typeof PROVIDERS)[number]) => (p === 'google' ? s.upstreams.gemini : s.upstreams[p]);
+
+describe('a chat through the real gateway', () => {
+  for (const provider of PROVIDERS) {
+    it(`reaches the ${provider} upstream with the real key injected by the proxy`, async () => {
+      const upstream = upstreamOf(provider);
+      const before = upstream.requests.length;
+      const r = await chat(provider);
+      expect(r.status).toBe(200);
+      expect(r.content).toContain('chunk 0');
+      const seen = upstream.requests.slice(before);
+      expect(seen.length).toBeGreaterThan(0);
+      for (const req of seen) {
+        // Exactly the real key, in the provider's header; never the gateway's placeholder.
+        expect(req.credentials.map((c) => c.value)).toEqual([s.canaries.modelKeys[provider]]);
+      }
+    }, 300_000);
+  }
+});
+
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesUnder(p));
+    else if (e.isFile() && statSync(p).size < 64 * 1024 * 1024) out.push(p);
+  }
+  return out;
+}
+
+describe('canary secrets', () => {
+  it('appear nowhere but the key file on the host and the upstreams’ record', async () => {
+    const { store } = await PostgresStore.open({
+      connectionString: s.db.url,
+      keyring: await loadKeyringFile(s.masterKeysFile),
+      env: {},
+    });
+    const vpsUid = (await s.kubectl(['get', 'vps', 'agent', '-o', 'jsonpath={.metadata.uid}'])).trim();
+    const sshKeys = await Promise.all(
+      (await store.listKeys(vpsUid)).map(async (k) => (await k.privateKey()).reveal()),
+    );
+    await store.close();
+    expect(sshKeys.length).toBeGreaterThan(0);
+    const canaries: Record<string, string> = {
+      hcloudToken: s.canaries.hcloudToken,
+      masterKey: s.canaries.masterKey,
+      ...Object.fromEntries(PROVIDERS.map((p) => [`modelKey.${p}`, s.canaries.modelKeys[p]])),
+      // The base64 body of each SSH private key (its line breaks differ between copies).
+      ...Object.fromEntries(sshKeys.map((k, i) => [`sshKey${i}`, k.split('\n').slice(1, -2).join('')])),
+    };
+
+    const places: Record<string, string> = {};
+    const resources = (await s.rig.kubectl(['api-resources', '--verbs=list', '-o', 'name'])).stdout
+      .trim()
+      .split('\n')
+      .join(',');
+    places['kubernetes objects'] = (await s.rig.kubectl(['get', resources, '-A', '-o', 'json'])).stdout;
+    places['operator log'] = op.logs.join('');
+    places['operator metrics'] = await (await fetch(op.metricsUrl)).text();
+    places['proxy metrics'] = (
+      await run('ip', ['netns', 'exec', netns, 'curl', '-sS', 'http://127.0.0.1:9464/metrics'])
+    ).stdout;
+    // Hetzner requests carry the token in Authorization by design; everything else must not.
+    places['hetzner requests'] = JSON.stringify(
+      s.sim.requests.map((r) => ({ ...r, headers: { ...r.headers, authorization: undefined } })),
+    );
+    places['pg_dump'] = await pgDump(s.db.url);
+    for (const f of filesUnder(join(diskDir, 'opt/cannes/gateway/config')))
+      places[f] = readFileSync(f, 'latin1');
+    for (const f of filesUnder(join(diskDir, 'opt/cannes/gateway/state')))
+      places[f] = readFileSync(f, 'latin1');
+    for (const f of filesUnder(join(diskDir, 'var/lib/docker-shim'))) places[f] = readFileSync(f, 'latin1');
+
+    const hits: string[] = [];
+    for (const [place, text] of Object.entries(places)) {
+      for (const [name, value] of Object.entries(canaries)) {
+        if (value.length >= 16 && text.includes(value)) hits.push(`${name} in ${place}`);
+      }
+    }
+    expect(hits).toEqual([]);
+    // The control: the key file does hold them (the scan can find what it looks for).
+    const keyFile = readFileSync(join(diskDir, 'root/.model-keys.json'), 'utf8');
+    for (const p of PROVIDERS) expect(keyFile).toContain(s.canaries.modelKeys[p]);
+    expect(statSync(join(diskDir, 'root/.model-keys.json')).mode & 0o777).toBe(0o600);
+  }, 300_000);
+});
