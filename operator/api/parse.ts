@@ -29,7 +29,7 @@ function enumErrors(schema: unknown, value: unknown, path: string): string[] {
     }
   }
   if (schema['items'] !== undefined && Array.isArray(value)) {
-    value.forEach((item, i) => out.push(...enumErrors(schema['items'], item, `${path}/${i}`)));
+    for (const [i, item] of value.entries()) out.push(...enumErrors(schema['items'], item, `${path}/${i}`));
   }
   return out;
 }

@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { type Simulator, startSimulator } from '../hcloud-sim/simulator.ts';
-import { type ImageMapping, RealHostProvider } from '../hosts/real-host-provider.ts';
+import { RealHostProvider } from '../hosts/real-host-provider.ts';
 import { freePort } from '../rig/controlplane.ts';
 import { createTestDatabase, type TestDatabase } from '../rig/postgres.ts';
 import type { Rig } from '../rig/rig.ts';
