@@ -12,6 +12,7 @@ import { type Condition, setCondition } from '../kube/conditions.ts';
 import { done, type Result, requeueAfter } from '../kube/controller.ts';
 import { parseGoDuration } from '../lib/duration.ts';
 import { CannesError, reasonOf, TerminalError } from '../lib/errors.ts';
+import { faultPoint } from '../lib/faults.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Secret } from '../lib/secret.ts';
 import { collectKeys, DELIVERED_ANNOTATION, type DeliveredKey } from './keys.ts';
@@ -159,7 +160,10 @@ const ns = (m: ObjectMeta): string => m.namespace ?? 'default';
 async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise<Result> {
   const m = vps.metadata;
   // 1. Finalizer first: from here on the operator owns external state that deletion must clean.
-  if (!m.finalizers.includes(FINALIZER)) await d.kube.addFinalizer('Vps', m);
+  if (!m.finalizers.includes(FINALIZER)) {
+    await d.kube.addFinalizer('Vps', m);
+    faultPoint('after-finalizer');
+  }
   let state = await d.store.getVps(m.uid);
   if (!state) {
     await d.store.upsertVps({ uid: m.uid, namespace: ns(m), name: m.name });
@@ -177,16 +181,19 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
     const server = await timed(d, 'create_server', async () => {
       const found = await d.hcloud.findServerByVpsUid(token, m.uid);
       if (found) return found;
-      return d.hcloud.createServer(token, {
+      const created = await d.hcloud.createServer(token, {
         name: serverName(vps),
         serverType: vps.spec.serverType,
         location: vps.spec.location,
         image: vps.spec.image,
         labels: { [LABEL_VPS_UID]: m.uid, 'cannes.dev/managed-by': 'cannes' },
       });
+      faultPoint('after-create-server');
+      return created;
     });
     if (!server.ipv4) throw new CannesError('ServerHasNoIPv4', `server ${server.id} has no public IPv4 yet`);
     await d.store.setServer(m.uid, server.id, server.ipv4);
+    faultPoint('after-record-server');
     record = { ...record, serverId: server.id, ipv4: server.ipv4 };
     await d.kube.event('Vps', m, 'Normal', 'ServerCreated', `Hetzner server ${server.id} (${server.ipv4})`);
   }
@@ -218,12 +225,15 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
       const password = await d.hcloud.enableRescue(token, serverId);
       await d.hcloud.powerOnOrReset(token, serverId);
       const r = await d.remote.rescueKeygen(ipv4, password);
+      faultPoint('after-rescue-keygen');
       // Reboot before storing (DESIGN §4 step 3 → 4): a crash after the reboot loses only this
       // key, and the next attempt goes back to rescue; storing first would need a third state.
       await d.hcloud.reboot(token, serverId);
+      faultPoint('after-reboot');
       return r;
     });
     await d.store.saveRescueResult(m.uid, result.osHostKey, result);
+    faultPoint('after-store-key');
     await d.kube.event('Vps', m, 'Normal', 'SshKeyStored', 'SSH key generated in rescue, stored encrypted');
     const fresh = await d.store.getVps(m.uid);
     activeKey = fresh?.activeKey ?? null;
@@ -258,11 +268,13 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
     await timed(d, 'deploy', async () => {
       const values = await keys.resolve(target, d.remote);
       await d.remote.deploy(target, d.bundle(vps, values, gw.token));
+      faultPoint('after-deploy');
     });
     await d.kube.setAnnotations('Vps', m, {
       [DEPLOYED_ANNOTATION]: fingerprint,
       [DELIVERED_ANNOTATION]: JSON.stringify(keys.delivered),
     });
+    faultPoint('after-annotate-deployed');
     await d.kube.event(
       'Vps',
       m,
@@ -295,6 +307,7 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
   const now = d.now().getTime();
   if (activeKey.bornInRescue || now >= activeKey.createdAt.getTime() + interval) {
     await timed(d, 'rotate', () => d.remote.rotate(m.uid, { ipv4, hostKey }));
+    faultPoint('after-rotate');
     const fresh = await d.store.getVps(m.uid);
     if (!fresh?.activeKey) throw new CannesError('StoreInconsistent', 'no active key after rotation');
     activeKey = fresh.activeKey;
@@ -363,6 +376,7 @@ async function purgeCloudToken(vps: VpsObject, d: VpsDeps, draft: StatusDraft): 
     return;
   }
   await d.kube.removeSecretKey(ns(vps.metadata), ref.name, ref.key);
+  faultPoint('after-purge-token');
   draft.status.cloudTokenPurged = true;
   draft.set(
     T.CloudTokenPurged,

@@ -63,7 +63,13 @@ async function ip(args: string[]): Promise<void> {
   await run('ip', args);
 }
 
-export async function startSystem(opts: { actionMs?: number } = {}): Promise<System> {
+export async function startSystem(
+  opts: {
+    actionMs?: number;
+    /** Superuser URL of the Postgres cluster to make the system's database in (default: the shared one). */
+    adminDatabaseUrl?: string;
+  } = {},
+): Promise<System> {
   const dir = mkdtempSync(join(tmpdir(), 'cannes-system-'));
   const cleanups: (() => Promise<unknown> | unknown)[] = [
     () => rmSync(dir, { recursive: true, force: true }),
@@ -81,7 +87,7 @@ export async function startSystem(opts: { actionMs?: number } = {}): Promise<Sys
     await rig.kubectl(['create', 'namespace', namespace]);
     cleanups.push(() => rig.kubectl(['delete', 'namespace', namespace, '--wait=false'], { check: false }));
 
-    const db = await createTestDatabase();
+    const db = await createTestDatabase(opts.adminDatabaseUrl);
     cleanups.push(() => db.drop());
 
     // The upstreams' address, on loopback of the root namespace; servers route to it via their gateway.
