@@ -29,7 +29,10 @@ head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >/run/cannes/boot-id
 
 # 2. A per-boot /etc (a copy of this machine's, minus its sshd host keys), /tmp and /var/tmp.
 mkdir -p /run/cannes/etc
-tar -C /etc --exclude=./ssh --exclude=./shadow --exclude=./gshadow -cf - . | tar -C /run/cannes/etc -xf -
+# tar exits 1 when a file changes while it reads (another process on this machine may be
+# installing packages): that copy is still good enough for a test server.
+{ tar -C /etc --exclude=./ssh --exclude=./shadow --exclude=./gshadow --warning=no-file-changed \
+  --ignore-failed-read -cf - . || [ $? -eq 1 ]; } | tar -C /run/cannes/etc -xf -
 mount --bind /run/cannes/etc /etc
 mkdir -p /etc/ssh /etc/systemd/system
 mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp
@@ -88,6 +91,7 @@ else
 fi
 
 /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config &
+SSHD=$!
 
 if [ "$CS_MODE" = os ]; then
   # Enabled units start at boot, like systemd's multi-user.target.
@@ -100,5 +104,12 @@ if [ "$CS_MODE" = os ]; then
 fi
 
 echo "boot: $CS_MODE up" >&2
-# pid 1: reap orphans until killed.
-while :; do wait || true; sleep 5; done
+# pid 1: reap orphans until killed. A server whose sshd died is broken: stop, so the provider
+# reports it (with this log) instead of waiting for a banner that never comes.
+while :; do
+  if ! kill -0 "$SSHD" 2>/dev/null; then
+    echo "boot: sshd exited" >&2
+    exit 1
+  fi
+  wait -n || true
+done

@@ -23,6 +23,8 @@ export interface HostFootprint {
   readonly netNsInode: string | undefined;
   readonly pidNsInode: string | undefined;
   readonly mntNsInode: string | undefined;
+  /** When this was taken, in clock ticks since boot (what /proc/<pid>/stat's starttime uses). */
+  readonly takenAtTicks: number;
 }
 
 export async function footprint(provider: RealHostProvider, serverId: number): Promise<HostFootprint> {
@@ -36,6 +38,7 @@ export async function footprint(provider: RealHostProvider, serverId: number): P
     netNsInode: pid === undefined ? undefined : await nsInode(pid, 'net', true),
     pidNsInode: pid === undefined ? undefined : await nsInode(pid, 'pid', true),
     mntNsInode: pid === undefined ? undefined : await nsInode(pid, 'mnt', true),
+    takenAtTicks: await uptimeTicks(),
   };
 }
 
@@ -52,7 +55,12 @@ export async function leftovers(f: HostFootprint): Promise<string[]> {
     ['mnt', f.mntNsInode],
   ] as const) {
     if (ino === undefined) continue;
-    const pids = await pidsInNamespace(kind, ino);
+    // Namespace inode numbers are reused once freed (other test runs make namespaces too):
+    // only processes that already existed when the footprint was taken are the server's.
+    const pids = [];
+    for (const p of await pidsInNamespace(kind, ino)) {
+      if ((await startTicks(p)) <= f.takenAtTicks) pids.push(p);
+    }
     if (pids.length > 0) found.push(`processes in ${kind} namespace ${ino}: ${pids.join(',')}`);
   }
   const mounts = await readFile('/proc/self/mounts', 'utf8');
@@ -61,4 +69,21 @@ export async function leftovers(f: HostFootprint): Promise<string[]> {
   }
   if (existsSync(f.dir)) found.push(`folder ${f.dir}`);
   return found;
+}
+
+// USER_HZ: 100 on every Linux architecture we run on (`getconf CLK_TCK`).
+const TICKS_PER_SECOND = 100;
+
+async function uptimeTicks(): Promise<number> {
+  const up = Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]);
+  return Math.ceil(up * TICKS_PER_SECOND);
+}
+
+/** Start time of a process in ticks since boot (Infinity when it is gone). */
+async function startTicks(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command (which may hold spaces) start after the last ')'.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const v = Number(rest[19]);
+  return Number.isFinite(v) && stat !== '' ? v : Number.POSITIVE_INFINITY;
 }

@@ -294,7 +294,8 @@ export class RealHostProvider implements HostProvider {
       const tail = await readFile(logPath, 'utf8').catch(() => '');
       this.#log(`server ${host.spec.serverId} boot failed: ${tail.slice(-2000)}`);
       await this.#stop(host);
-      throw new Error(`server ${host.spec.serverId} did not boot (${mode.kind}); see ${logPath}`, {
+      // The boot log holds sshd's and boot.sh's output (no secrets): its tail says why.
+      throw new Error(`server ${host.spec.serverId} did not boot (${mode.kind}): ${tail.slice(-1500)}`, {
         cause: err,
       });
     }

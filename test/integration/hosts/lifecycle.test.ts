@@ -96,6 +96,19 @@ describe('a simulated server is a real Linux host', () => {
     expect(stdout.trim().split('\n')).toEqual(['kept', 'none']);
   });
 
+  it('reports a boot whose sshd cannot start, with sshd’s own words, and boots again once fixed', async () => {
+    const config = join(provider.info(serverId)?.diskDir ?? '/nonexistent', 'etc/ssh/sshd_config');
+    const good = await readFile(config, 'utf8');
+    await writeFile(config, `${good}NoSuchSshdOption yes\n`);
+    await expect(provider.boot(serverId, { kind: 'os' })).rejects.toThrow(
+      /did not boot \(os\).*NoSuchSshdOption/s,
+    );
+    expect(provider.info(serverId)?.state).toBe('off');
+    await writeFile(config, good);
+    await provider.boot(serverId, { kind: 'os' });
+    expect(provider.info(serverId)?.state).toBe('os');
+  });
+
   it('is unreachable when powered off', async () => {
     await provider.powerOff(serverId);
     expect(provider.info(serverId)?.state).toBe('off');

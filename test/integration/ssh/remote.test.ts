@@ -1,7 +1,6 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CannesError } from '../../../operator/lib/errors.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
@@ -10,6 +9,7 @@ import { readRemoteFile, runScript, statRemote, writeFileAtomic } from '../../..
 import { connectPinned, type SshSession } from '../../../operator/ssh/session.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
+import { ed25519TestPair } from '../../unit/ssh/test-keys.ts';
 
 async function errorOf(p: Promise<unknown>): Promise<CannesError> {
   try {
@@ -26,7 +26,7 @@ describe('remote steps over a pinned session to a real sshd', () => {
   const serverId = randomInt(100_000, 900_000);
   const ipv4 = randomTestIpv4();
   // Test harness key (the operator's keys are born on the server; this one only opens the door).
-  const pair = ssh2.utils.generateKeyPairSync('ed25519');
+  const pair = ed25519TestPair();
   const privateKey = Secret.of(pair.private);
   let hostKey: PublicKey;
   let s: SshSession;

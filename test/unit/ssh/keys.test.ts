@@ -10,6 +10,7 @@ import {
   samePublicKey,
 } from '../../../operator/ssh/keys.ts';
 import { scriptCommand, shq } from '../../../operator/ssh/remote.ts';
+import { ed25519TestPair } from './test-keys.ts';
 
 // A public test vector (its private half was discarded); fingerprint as printed by `ssh-keygen -lf`.
 const VECTOR = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEogBSYfP2nyqI85187qbnRBImqC9YH5ixo8XX9X5/zT test-vector';
@@ -45,7 +46,7 @@ describe('SSH key parsing at the boundary', () => {
   });
 
   it('accepts an ed25519 OpenSSH private key only with its own public key', () => {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
+    const pair = ed25519TestPair();
     const pub = parsePublicKey(pair.public);
     const parsed = parsePrivateKey(Secret.of(pair.private), pub);
     expect(samePublicKey(parsed.publicKey, pub)).toBe(true);

@@ -1,4 +1,3 @@
-import ssh2 from 'ssh2';
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../../../operator/lib/secret.ts';
 import {
@@ -15,6 +14,7 @@ import {
   rotateSshKey,
 } from '../../../operator/ssh/rotation.ts';
 import { MemoryRotationStore } from './memory-rotation-store.ts';
+import { ed25519TestPair } from './test-keys.ts';
 
 class Crash extends Error {}
 
@@ -29,7 +29,7 @@ class FakeServer implements RotationRemote {
     const server = this;
     return {
       async generateKey(id) {
-        const pair = ssh2.utils.generateKeyPairSync('ed25519');
+        const pair = ed25519TestPair();
         const privateKey = Secret.of(pair.private);
         server.keygenFiles.set(id, privateKey);
         return { privateKey, publicKey: parsePublicKey(pair.public) };
@@ -51,7 +51,7 @@ class FakeServer implements RotationRemote {
 }
 
 function initial(): { server: FakeServer; rows: MemoryRotationStore['rows']; firstKey: Secret } {
-  const pair = ssh2.utils.generateKeyPairSync('ed25519');
+  const pair = ed25519TestPair();
   const server = new FakeServer();
   const pub = parsePublicKey(pair.public);
   server.authorized.push(pub);
