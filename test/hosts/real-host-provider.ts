@@ -1,7 +1,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -315,7 +315,15 @@ export class RealHostProvider implements HostProvider {
     // pid 1 of the server dies with unshare; the kernel then kills the rest. Wait until no
     // process is left in that pid namespace, so the next boot starts on a clean slate.
     if (pidNs !== undefined)
-      await waitUntil(async () => (await pidsInNamespace('pid', pidNs)).length === 0, 10_000);
+      await waitUntil(async () => (await pidsInNamespace('pid', pidNs)).length === 0, 30_000);
+    // Every process of the server also sits in its network namespace (which outlives the boot):
+    // when none is left there, nothing holds port 22 and the next sshd can bind it.
+    const netNs = await stat(`/run/netns/${host.netns}`).then(
+      (st) => `net:[${st.ino}]`,
+      () => undefined,
+    );
+    if (netNs !== undefined)
+      await waitUntil(async () => (await pidsInNamespace('net', netNs)).length === 0, 30_000);
   }
 
   async #teardown(host: Host): Promise<void> {
