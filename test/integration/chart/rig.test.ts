@@ -227,9 +227,6 @@ describe('the chart on the rig API server', () => {
     }
   });
 
-  // operator-monitoring.test.ts runs the real operator with this RBAC and with each rule
-  // removed (a 403 appears), but only as far as a Hetzner stub answering 401 lets it get. Still
-  // to do, in the end-to-end suite (test/lib/system.ts's startSystem): a full provisioning to
-  // Ready with installRbacVariant(rig, chart), which would also exercise Secret create/patch.
-  it.todo('provisions a Vps with exactly the chart RBAC, and fails without any one rule');
+  // The operator itself with this RBAC: operator-monitoring.test.ts (each rule needed) and
+  // provisioning-rbac.test.ts (a whole provisioning to Ready, nothing denied).
 });

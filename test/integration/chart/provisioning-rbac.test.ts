@@ -1,0 +1,101 @@
+/**
+ * A whole provisioning as the chart's ServiceAccount: the operator runs with a TokenRequest
+ * token of a ServiceAccount bound to exactly the rendered ClusterRole and Role (leader election
+ * on), on the system harness (the rig's API server, Postgres, the Hetzner simulator whose
+ * servers are real hosts, fake LLM upstreams). The Vps reaches Ready, the cloud token and the
+ * LLM keys are purged from their Secrets (Secret patch), the gateway token Secret is created
+ * (Secret create), and the API server denied nothing. That each rule is needed is shown in
+ * operator-monitoring.test.ts (without any one of them a request is denied).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  exampleManifests,
+  type OperatorProcess,
+  type System,
+  startSystem,
+  waitFor,
+} from '../../lib/system.ts';
+import { render } from './helm.ts';
+import { installRbacVariant, type RbacVariant } from './rbac.ts';
+
+let s: System;
+let op: OperatorProcess;
+let variant: RbacVariant | undefined;
+const diag = () => `operator log tail:\n${op?.logs.join('').split('\n').slice(-40).join('\n')}`;
+
+type Obj = {
+  metadata: { annotations?: Record<string, string> };
+  status?: Record<string, unknown>;
+  data?: Record<string, string>;
+};
+
+beforeAll(async () => {
+  s = await startSystem();
+  const chart = await render({
+    release: 'cannes-operator',
+    namespace: s.namespace,
+    values: { replicaCount: 2 },
+  });
+  variant = await installRbacVariant(s.rig, chart, {
+    namespace: s.namespace,
+    name: 'cannes-operator',
+    prefix: `rbac-${s.namespace}`,
+  });
+  op = await s.startOperator(['--leader-elect'], {
+    KUBECONFIG: variant.kubeconfig,
+    POD_NAME: 'cannes-operator-chart-rbac',
+  });
+  await s.kubectl(['apply', '-f', '-'], exampleManifests(s, { purgeSecrets: true }));
+}, 300_000);
+
+afterAll(async () => {
+  await s?.stop();
+  await variant?.remove();
+}, 180_000);
+
+describe('the operator with exactly the chart RBAC', () => {
+  it('provisions a Vps to Ready and purges the cloud token and the LLM keys, with no request denied', async () => {
+    const ready = await waitFor(
+      'Vps agent Ready',
+      async () => {
+        const v = (await s.getJson('vps', 'agent')) as Obj;
+        return v.status?.['ready'] === true ? v : undefined;
+      },
+      900_000,
+      diag,
+    );
+    expect(ready.status).toMatchObject({ serverCreated: true, hasSshKey: true, gatewayDeployed: true });
+    // Secret patch: the purges.
+    const token = await waitFor(
+      'cloud token purged',
+      async () => {
+        const v = (await s.getJson('secret', 'hcloud-token')) as Obj;
+        return v.data?.['token'] === undefined ? v : undefined;
+      },
+      300_000,
+      diag,
+    );
+    expect(token.data?.['token']).toBeUndefined();
+    const keys = await waitFor(
+      'LLM keys purged',
+      async () => {
+        const v = (await s.getJson('secret', 'llm-keys')) as Obj;
+        return v.data?.['anthropic'] === undefined && v.data?.['openai'] === undefined ? v : undefined;
+      },
+      300_000,
+      diag,
+    );
+    expect(keys.data?.['anthropic']).toBeUndefined();
+    // Secret create: the gateway token.
+    const gateway = (await s.getJson('secret', 'agent-gateway')) as Obj;
+    expect(typeof gateway.data?.['token']).toBe('string');
+    // Nothing denied: no 403 counted, none logged.
+    const metrics = await (await fetch(op.metricsUrl)).text();
+    expect(metrics).not.toMatch(/^rest_client_requests_total\{[^}]*code="403"/m);
+    const denied = op.logs
+      .join('')
+      .split('\n')
+      .filter((l) => /\b403\b|forbidden/i.test(l));
+    expect(denied).toEqual([]);
+  }, 1_500_000);
+});
