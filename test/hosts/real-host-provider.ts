@@ -21,6 +21,9 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  */
 export const GATEWAY_IPV4 = '198.19.255.254';
 
+/** The rig's reserved block: servers route it to the root namespace (fake upstreams live there). */
+export const RIG_CIDR = '198.19.255.0/24';
+
 /** Where a server is: what tests and `make sim` need to reach or inspect it (nothing secret). */
 export interface HostInfo {
   readonly serverId: number;
@@ -457,6 +460,9 @@ async function createNetwork(host: Host): Promise<void> {
     ['-n', netns, 'addr', 'add', `${ip}/32`, 'dev', 'eth0'],
     ['-n', netns, 'link', 'set', 'eth0', 'up'],
     ['-n', netns, 'route', 'add', `${GATEWAY_IPV4}/32`, 'dev', 'eth0'],
+    // The rig's own addresses (198.19.255.0/24, which the simulator never hands out: the
+    // gateway, fake LLM upstreams on 198.19.255.253, ...) live in the root namespace.
+    ['-n', netns, 'route', 'add', RIG_CIDR, 'via', GATEWAY_IPV4, 'dev', 'eth0'],
     // Nothing beyond this machine exists for a server: every other destination fails at once
     // (no packet of a server, or of its containers, can leave through the root namespace).
     ['-n', netns, 'route', 'add', 'unreachable', 'default'],

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { footprint, leftovers, randomTestIpv4 } from '../../hosts/leftovers.ts';
-import { RealHostProvider } from '../../hosts/real-host-provider.ts';
+import { GATEWAY_IPV4, RealHostProvider } from '../../hosts/real-host-provider.ts';
 
 function sshPortOpen(ipv4: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -72,17 +72,34 @@ describe('a simulated server is a real Linux host', () => {
     }
   });
 
-  it('reaches nothing beyond this machine: only the gateway has a route', async () => {
+  it('reaches nothing beyond this machine: only the rig block 198.19.255.0/24 is routed, via the gateway', async () => {
     // `ip route get` asks the routing table; it sends nothing.
     const probe = await provider.exec(serverId, [
       'bash',
       '-c',
-      'ip route get 198.19.255.254 >/dev/null && echo gateway-ok; ip route get 192.0.2.1 2>&1 || true; wc -c </etc/resolv.conf',
+      'ip route get 198.19.255.254 >/dev/null && ip route get 198.19.255.253 | grep -q "via 198.19.255.254" && echo gateway-ok; ip route get 192.0.2.1 2>&1 || true; wc -c </etc/resolv.conf',
     ]);
     const lines = probe.stdout.trim().split('\n');
     expect(lines[0]).toBe('gateway-ok');
     expect(lines[1]).toMatch(/unreachable|No route to host/i);
     expect(lines[2]?.trim()).toBe('0');
+  });
+
+  it('reaches a service that the rig runs on the gateway address', async () => {
+    const { createServer } = await import('node:net');
+    const srv = createServer((c) => c.end('hello-from-rig\n'));
+    await new Promise<void>((r) => srv.listen(0, GATEWAY_IPV4, () => r()));
+    try {
+      const port = (srv.address() as { port: number }).port;
+      const { stdout } = await provider.exec(serverId, [
+        'bash',
+        '-c',
+        `exec 3<>/dev/tcp/${GATEWAY_IPV4}/${port}; timeout 10 cat <&3`,
+      ]);
+      expect(stdout.trim()).toBe('hello-from-rig');
+    } finally {
+      srv.close();
+    }
   });
 
   it('keeps the disk across a reboot and loses what ran (processes, /tmp)', async () => {
