@@ -1,15 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,11 +21,13 @@ import {
   freePort,
   type OpenClawEnv,
   type RunningGateway,
+  readIfPresent,
   startGateway,
   startTap,
   type Tap,
   validateConfig,
   waitReady,
+  walk,
 } from './run.ts';
 
 /**
@@ -227,7 +220,7 @@ describe('the real OpenClaw gateway with the generated config', () => {
     expect(files.length).toBeGreaterThan(3);
     const hits: string[] = [];
     for (const f of files) {
-      const text = readFileSync(f).toString('latin1');
+      const text = readIfPresent(f)?.text ?? '';
       for (const [what, secret] of Object.entries({ ...REAL, token: TOKEN })) {
         if (text.includes(secret)) hits.push(`${what} in ${f}`);
       }
@@ -237,16 +230,6 @@ describe('the real OpenClaw gateway with the generated config', () => {
     expect(gw?.output()).not.toContain(TOKEN);
   });
 });
-
-function walk(d: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(d, { withFileTypes: true })) {
-    const p = join(d, e.name);
-    if (e.isDirectory()) out.push(...walk(p));
-    else if (e.isFile() && statSync(p).size < 64 * 1024 * 1024) out.push(p);
-  }
-  return out;
-}
 
 async function until(check: () => Promise<boolean>, timeoutMs: number, output: () => string): Promise<void> {
   const start = Date.now();

@@ -1,7 +1,8 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { type Dirent, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openclawEntry, openclawPackageDir } from '../../lib/openclaw.ts';
 
@@ -104,6 +105,38 @@ export function startGateway(
       }
     },
   };
+}
+
+/** Every regular file under `d`; entries that vanish while listing are skipped. */
+export function walk(d: string): string[] {
+  let entries: Dirent[];
+  try {
+    entries = readdirSync(d, { withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const out: string[] = [];
+  for (const e of entries) {
+    const p = join(d, e.name);
+    if (e.isDirectory()) out.push(...walk(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+/**
+ * Reads a file of a running gateway's directory, or null when it vanished since it was
+ * listed (sqlite journals and lock files come and go).
+ */
+export function readIfPresent(path: string): { text: string; uid: number } | null {
+  try {
+    const uid = statSync(path).uid;
+    return { text: readFileSync(path).toString('latin1'), uid };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
 }
 
 /** Every live descendant of `root` (from /proc), deepest last. */
