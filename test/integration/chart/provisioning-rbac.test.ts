@@ -8,6 +8,7 @@
  * operator-monitoring.test.ts (without any one of them a request is denied).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { metricsWithoutSamples } from '../../fixtures/monitoring.ts';
 import {
   exampleManifests,
   type OperatorProcess,
@@ -16,12 +17,23 @@ import {
   waitFor,
 } from '../../lib/system.ts';
 import { render } from './helm.ts';
+import { type Prometheus, startPrometheus } from './prometheus.ts';
 import { installRbacVariant, type RbacVariant } from './rbac.ts';
 
 let s: System;
 let op: OperatorProcess;
 let variant: RbacVariant | undefined;
+let prometheus: Prometheus | undefined;
 const diag = () => `operator log tail:\n${op?.logs.join('').split('\n').slice(-40).join('\n')}`;
+
+/** Operator metrics that have no sample yet after a whole provisioning, and why (2026-11-25). */
+const KNOWN_GAPS: Record<string, string> = {
+  rest_client_requests_total: 'operator/run.ts builds its KubeClient without { registry }',
+  cannes_vps_ready:
+    'operator/controllers/vps.ts never calls deps.report (wired to OperatorMetrics.observeVps)',
+  cannes_ssh_key_age_seconds: 'operator/controllers/vps.ts never calls deps.report',
+  cannes_ssh_key_rotation_interval_seconds: 'operator/controllers/vps.ts never calls deps.report',
+};
 
 type Obj = {
   metadata: { annotations?: Record<string, string> };
@@ -46,9 +58,13 @@ beforeAll(async () => {
     POD_NAME: 'cannes-operator-chart-rbac',
   });
   await s.kubectl(['apply', '-f', '-'], exampleManifests(s, { purgeSecrets: true }));
+  prometheus = await startPrometheus({
+    jobs: [{ job: 'cannes-operator', targets: [new URL(op.metricsUrl).host], honorLabels: true }],
+  });
 }, 300_000);
 
 afterAll(async () => {
+  await prometheus?.stop();
   await s?.stop();
   await variant?.remove();
 }, 180_000);
@@ -89,8 +105,25 @@ describe('the operator with exactly the chart RBAC', () => {
     // Secret create: the gateway token.
     const gateway = (await s.getJson('secret', 'agent-gateway')) as Obj;
     expect(typeof gateway.data?.['token']).toBe('string');
+    // The real Prometheus saw both controllers reconcile.
+    const reconciles = await prometheus!.waitFor(
+      'sum by (controller) (controller_runtime_reconcile_total{job="cannes-operator"})',
+      (r) => ['vps', 'modelkey'].every((c) => (r.find((x) => x.metric['controller'] === c)?.value ?? 0) > 0),
+      120_000,
+    );
+    expect(reconciles.map((r) => r.metric['controller']).sort()).toEqual(['modelkey', 'vps']);
     // Nothing denied: no 403 counted, none logged.
     const metrics = await (await fetch(op.metricsUrl)).text();
+    // Every listed metric has a sample after a whole provisioning, except known gaps of the
+    // operator (printed, and allowed to close: the check is that nothing new is missing).
+    const unsampled = metricsWithoutSamples(metrics, 'operator');
+    const known = unsampled.filter((m) => m in KNOWN_GAPS);
+    if (known.length > 0) {
+      console.log(
+        `[chart] operator metrics without samples (known gaps): ${known.map((m) => `${m}: ${KNOWN_GAPS[m]}`).join('; ')}`,
+      );
+    }
+    expect(unsampled.filter((m) => !(m in KNOWN_GAPS))).toEqual([]);
     expect(metrics).not.toMatch(/^rest_client_requests_total\{[^}]*code="403"/m);
     const denied = op.logs
       .join('')
