@@ -354,6 +354,22 @@ async function purgeCloudToken(vps: VpsObject, d: VpsDeps, draft: StatusDraft): 
     draft.set(T.CloudTokenPurged, false, 'PurgeDisabled', 'purgeCloudTokenAfterSetup is false');
     return;
   }
+  // Purge once per Vps, after its own setup. A token put back later is for something else:
+  // deleting a server, or a new Vps applied together with it (its Secret often reaches us
+  // before the new Vps is in the cache, so "no other Vps waiting" would wrongly hold).
+  const purgedBefore = (vps.status.conditions ?? []).some(
+    (c) => c.type === T.CloudTokenPurged && c.status === 'True',
+  );
+  if (purgedBefore) {
+    draft.status.cloudTokenPurged = false;
+    draft.set(
+      T.CloudTokenPurged,
+      false,
+      'TokenResupplied',
+      'this Vps purged the token after setup; it was put back since and is left for its new use',
+    );
+    return;
+  }
   const waiting = d.kube
     .listVpses(ns(vps.metadata))
     .filter(

@@ -239,6 +239,30 @@ describe('Vps reconcile', () => {
     expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
   });
 
+  it('purges once: a token put back after setup (for a new Vps applied with it) is left alone', async () => {
+    await converge();
+    expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
+    // The Secret comes back before the new Vps reaches the cache: the Ready Vps reconciles first.
+    kube.putSecret('hcloud', { token });
+    await converge();
+    expect(kube.secrets.get('ns/hcloud')?.data.get('token')).toBe(token);
+    expect(kube.vps('agent').status.cloudTokenPurged).toBe(false);
+    expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'CloudTokenPurged')?.reason).toBe(
+      'TokenResupplied',
+    );
+    // The new Vps uses it and purges it after its own setup.
+    kube.addVps('second');
+    kube.addModelKey('second-key', {
+      vpsRef: { name: 'second' },
+      provider: 'anthropic',
+      secretRef: { name: 'llm', key: 'anthropic' },
+      purgeSecretAfterDelivery: false,
+    });
+    await converge('second');
+    expect(kube.vps('second').status.ready).toBe(true);
+    expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
+  });
+
   it('keeps the token when purgeCloudTokenAfterSetup is false', async () => {
     kube.vpses.clear();
     kube.addVps('agent', vpsSpec({ purgeCloudTokenAfterSetup: false }));
