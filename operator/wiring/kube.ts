@@ -47,6 +47,8 @@ const asObject = (kind: 'Vps' | 'ModelKey', metadata: ObjectMeta): KubeObject =>
   metadata,
 });
 
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
 /** JSON Pointer escaping of one path segment (RFC 6901). */
 const pointer = (s: string) => s.replace(/~/g, '~0').replace(/\//g, '~1');
 
@@ -95,13 +97,19 @@ export class KubePort implements Kube {
     const data = isRecord(raw['data']) ? raw['data'] : {};
     if (!(key in data)) return;
     const meta = isRecord(raw['metadata']) ? raw['metadata'] : {};
+    const annotations = isRecord(meta['annotations']) ? meta['annotations'] : {};
     // `test` on resourceVersion: remove exactly the value we decided on, never a newer one.
+    const ops: unknown[] = [
+      { op: 'test', path: '/metadata/resourceVersion', value: meta['resourceVersion'] },
+      { op: 'remove', path: `/data/${pointer(key)}` },
+    ];
+    // A client-side `kubectl apply` keeps a full copy of the Secret, values included, in this
+    // annotation: a purge that left it would leave the secret behind.
+    if (LAST_APPLIED in annotations)
+      ops.push({ op: 'remove', path: `/metadata/annotations/${pointer(LAST_APPLIED)}` });
     await this.#o.api.request('PATCH', resourcePath(SECRET_RESOURCE, { namespace, name }), {
       contentType: ContentType.jsonPatch,
-      body: [
-        { op: 'test', path: '/metadata/resourceVersion', value: meta['resourceVersion'] },
-        { op: 'remove', path: `/data/${pointer(key)}` },
-      ],
+      body: ops,
     });
   }
 

@@ -23,6 +23,22 @@ let op: OperatorProcess;
 let netns: string;
 let diskDir: string;
 let gatewayToken: string;
+let serverId: number;
+/** What a person would look at when a chat fails: the proxy's and the gateway's last lines. */
+async function serverLogs(): Promise<string> {
+  const proxy = await s.hosts
+    .exec(serverId, ['sh', '-c', 'tail -n 30 /run/cannes-systemd/*.log'])
+    .then((r) => r.stdout)
+    .catch((e: unknown) => String(e));
+  let gateway = '';
+  try {
+    gateway = readFileSync(join(diskDir, 'var/lib/docker-shim/projects/cannes-gateway/gateway.log'), 'utf8')
+      .split('\n')
+      .slice(-30)
+      .join('\n');
+  } catch {}
+  return `proxy:\n${proxy}\ngateway:\n${gateway}`;
+}
 const diag = () => `operator log tail:\n${op.logs.join('').split('\n').slice(-40).join('\n')}`;
 
 beforeAll(async () => {
@@ -45,6 +61,7 @@ beforeAll(async () => {
   const info = s.hosts.info(Number(vps.metadata.annotations?.['cannes.dev/server-id']));
   if (!info) throw new Error('no simulated host');
   netns = info.netns;
+  serverId = info.serverId;
   diskDir = info.diskDir;
   const secret = JSON.parse(await s.kubectl(['get', 'secret', 'agent-gateway', '-o', 'json'])) as {
     data: { token: string };
@@ -94,7 +111,7 @@ describe('a chat through the real gateway', () => {
       const upstream = upstreamOf(provider);
       const before = upstream.requests.length;
       const r = await chat(provider);
-      expect(r.status).toBe(200);
+      expect(r.status, r.status === 200 ? '' : `${r.content}\n${await serverLogs()}`).toBe(200);
       expect(r.content).toContain('chunk 0');
       const seen = upstream.requests.slice(before);
       expect(seen.length).toBeGreaterThan(0);

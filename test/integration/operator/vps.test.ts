@@ -109,6 +109,8 @@ describe('a Vps with two ModelKeys', () => {
     }
     const secret = (await s.getJson('secret', 'hcloud-token')) as { data?: Record<string, string> };
     expect(secret.data?.['token']).toBeUndefined();
+    // Nor a copy in kubectl's last-applied-configuration annotation (the manifests were applied client-side).
+    expect(JSON.stringify(secret)).not.toContain(s.canaries.hcloudToken);
     expect((await vps()).status?.['cloudTokenPurged']).toBe(true);
   }, 300_000);
 
