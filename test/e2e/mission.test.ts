@@ -117,7 +117,14 @@ describe('a chat through the real gateway', () => {
       expect(seen.length).toBeGreaterThan(0);
       for (const req of seen) {
         // Exactly the real key, in the provider's header; never the gateway's placeholder.
-        expect(req.credentials.map((c) => c.value)).toEqual([s.canaries.modelKeys[provider]]);
+        const key = s.canaries.modelKeys[provider];
+        const expected =
+          provider === 'anthropic'
+            ? { where: 'x-api-key', value: key }
+            : provider === 'google'
+              ? { where: 'x-goog-api-key', value: key }
+              : { where: 'authorization', value: `Bearer ${key}` };
+        expect(req.credentials).toEqual([expected]);
       }
     }, 300_000);
   }
