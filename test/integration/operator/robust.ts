@@ -25,10 +25,13 @@ export function operatorRequests(s: System): RecordedRequest[] {
   return s.sim.requests.filter((r) => r.headers[TEST_HEADER] === undefined);
 }
 
-/** POST /servers the operator sent for the Vps with this uid (its label is in the body). */
+/**
+ * POST /servers of the operator that created a server for the Vps with this uid (its label is
+ * in the body). Refused ones (injected 5xx/429) created nothing and are not counted.
+ */
 export function serverCreates(s: System, uid: string): RecordedRequest[] {
   return operatorRequests(s).filter(
-    (r) => r.method === 'POST' && r.route === '/servers' && r.body.includes(uid),
+    (r) => r.method === 'POST' && r.route === '/servers' && r.status < 300 && r.body.includes(uid),
   );
 }
 
