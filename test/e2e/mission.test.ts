@@ -130,6 +130,26 @@ describe('a chat through the real gateway', () => {
   }
 });
 
+describe('the proxy restarted under traffic', () => {
+  it('loses no request: chats sent around a restart are all answered', async () => {
+    const restart = (async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      await s.hosts.exec(serverId, ['systemctl', 'restart', 'cannes-proxy.service']);
+    })();
+    const results = await Promise.all([
+      chat('anthropic'),
+      chat('openai'),
+      restart.then(() => chat('google')),
+    ]);
+    for (const r of results) {
+      expect(r.status, r.status === 200 ? '' : `${r.content}\n${await serverLogs()}`).toBe(200);
+      expect(r.content).toContain('chunk 0');
+    }
+    const active = await s.hosts.exec(serverId, ['systemctl', 'is-active', 'cannes-proxy.service']);
+    expect(active.stdout.trim()).toBe('active');
+  }, 600_000);
+});
+
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
