@@ -4,7 +4,7 @@
 // `make dev V=1` also shows the operator's logs.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { exampleManifests, REPO, type System, startSystem, waitFor } from '../test/lib/system.ts';
+import { REPO, type System, startSystem, waitFor } from '../test/lib/system.ts';
 
 const verbose = process.env['V'] === '1';
 const t0 = Date.now();
@@ -50,38 +50,88 @@ try {
     }
   });
   say(`operator running; metrics at ${op.metricsUrl}`);
-  await s.kubectl(['apply', '-f', '-'], exampleManifests(s));
-  say('applied: Secrets (random canary values), Vps "agent", ModelKeys "agent-anthropic" and "agent-openai"');
+  // examples/ as a user would apply them, with the FAKE placeholders of the Secrets replaced
+  // by random canaries (the simulator's token, keys the fake upstreams accept).
+  const NS = 'cannes-demo';
+  const k = (args: string[], stdin?: string) => s.rig.kubectl(args, stdin === undefined ? {} : { stdin });
+  await k(['apply', '-f', join(REPO, 'examples', '00-namespace.yaml')]);
+  const secrets = [
+    { name: 'hcloud-token', data: { token: s.canaries.hcloudToken } },
+    {
+      name: 'llm-keys',
+      data: { anthropic: s.canaries.modelKeys.anthropic, openai: s.canaries.modelKeys.openai },
+    },
+  ].map((x) => ({
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: x.name, namespace: NS },
+    stringData: x.data,
+  }));
+  await k(
+    ['apply', '--server-side', '-f', '-'],
+    JSON.stringify({ apiVersion: 'v1', kind: 'List', items: secrets }),
+  );
+  await k([
+    'apply',
+    '-f',
+    join(REPO, 'examples', '20-vps.yaml'),
+    '-f',
+    join(REPO, 'examples', '30-modelkeys.yaml'),
+  ]);
+  say(
+    `applied examples/ in namespace ${NS}: Secrets (canary values), Vps "agent", ModelKeys "claude" and "gpt"`,
+  );
 
+  type Cond = { type: string; status: string; reason: string; message: string };
+  type Ev = {
+    metadata: { uid: string };
+    reason?: string;
+    note?: string;
+    type?: string;
+    regarding?: { kind?: string; name?: string };
+  };
   const seen = new Set<string>();
+  const getVps = async () =>
+    JSON.parse((await k(['-n', NS, 'get', 'vps', 'agent', '-o', 'json'])).stdout) as {
+      status?: { conditions?: Cond[]; ready?: boolean };
+      metadata: { annotations?: Record<string, string> };
+    };
   await waitFor(
     'the Vps to become Ready',
     async () => {
-      const vps = await s.getJson('vps', 'agent');
-      const status = (vps['status'] ?? {}) as {
-        conditions?: { type: string; status: string; reason: string; message: string }[];
-        ready?: boolean;
-      };
-      for (const c of status.conditions ?? []) {
-        const line = `${c.type}=${c.status} (${c.reason}) ${c.message}`;
-        if (!seen.has(line)) {
-          seen.add(line);
-          say(`  ${c.status === 'True' ? '✓' : c.status === 'False' ? '…' : '?'} ${line}`);
-        }
+      // Events arrive as each step finishes; conditions summarise where the Vps stands.
+      const events = JSON.parse(
+        (await k(['-n', NS, 'get', 'events.events.k8s.io', '-o', 'json'])).stdout,
+      ) as { items: Ev[] };
+      for (const e of events.items) {
+        if (seen.has(e.metadata.uid)) continue;
+        seen.add(e.metadata.uid);
+        const mark = e.type === 'Warning' ? '!' : '•';
+        say(
+          `  ${mark} ${e.regarding?.kind ?? ''}/${e.regarding?.name ?? ''} ${e.reason ?? ''}: ${e.note ?? ''}`,
+        );
       }
-      return status.ready === true ? true : undefined;
+      const vps = await getVps();
+      return vps.status?.ready === true ? true : undefined;
     },
     30 * 60_000,
   );
-  const vps = await s.getJson('vps', 'agent');
-  const ann = (vps['metadata'] as { annotations?: Record<string, string> }).annotations ?? {};
+  for (const c of (await getVps()).status?.conditions ?? [])
+    say(`  ${c.status === 'True' ? '✓' : '…'} ${c.type}: ${c.message}`);
+  const ann = (await getVps()).metadata.annotations ?? {};
+  const netns = s.hosts.info(Number(ann['cannes.dev/server-id']))?.netns ?? '<server netns>';
   say(`Vps agent is Ready: server ${ann['cannes.dev/server-id']} at ${ann['cannes.dev/ipv4']}`);
   console.log(`
   What is running now:
-    kubectl --kubeconfig ${s.rig.kubeconfigPath} -n ${s.namespace} get vps,modelkeys
+    kubectl --kubeconfig ${s.rig.kubeconfigPath} -n cannes-demo get vps,modelkeys
     operator metrics:   curl ${op.metricsUrl}
-    the gateway token:  kubectl --kubeconfig ${s.rig.kubeconfigPath} -n ${s.namespace} get secret agent-gateway -o jsonpath='{.data.token}' | base64 -d
-    the gateway listens on 127.0.0.1:18789 inside the server (reach it with: ip netns exec <server netns> curl ...)
+    the gateway token:  kubectl --kubeconfig ${s.rig.kubeconfigPath} -n cannes-demo get secret agent-gateway -o jsonpath='{.data.token}' | base64 -d
+    a chat through the gateway (it listens on the server's loopback; the proxy injects the key):
+      TOKEN=$(kubectl --kubeconfig ${s.rig.kubeconfigPath} -n cannes-demo get secret agent-gateway -o jsonpath='{.data.token}' | base64 -d)
+      ip netns exec ${netns} curl -sS http://127.0.0.1:18789/v1/chat/completions -H "authorization: Bearer $TOKEN" \\
+        -H 'content-type: application/json' -H 'x-openclaw-model: cannes-claude/claude-sonnet-4-5' \\
+        -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
+    ssh to the server: not possible by design (its key is only in Postgres, encrypted)
   Ctrl-C tears everything down.
 `);
   await new Promise(() => {});
