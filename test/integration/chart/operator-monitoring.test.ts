@@ -30,6 +30,7 @@ import {
   grantKey,
   grantsOfRule,
   installRbacVariant,
+  RBAC_DENIAL,
   type RbacVariant,
   rbacRules,
   withoutRule,
@@ -118,22 +119,12 @@ async function startOperator(kubeconfig: string, podName: string): Promise<Opera
   };
 }
 
-/**
- * Requests the API server denied: 403s counted in rest_client_requests_total (when the operator
- * counts its requests) plus log lines that report one (every failed call is logged with its
- * status: the informer, the elector, the reconcile and the event recorder all log errors).
- */
-async function denials(run: OperatorRun): Promise<number> {
-  const text = await (await fetch(run.metricsUrl)).text();
-  const counted = [...text.matchAll(/^rest_client_requests_total\{[^}]*code="403"[^}]*\} (\d+)/gm)].reduce(
-    (n, m) => n + Number(m[1]),
-    0,
-  );
-  const logged = run.logs
+/** Requests that RBAC denied this operator, from its log (see RBAC_DENIAL). */
+function denials(run: OperatorRun): string[] {
+  return run.logs
     .join('')
     .split('\n')
-    .filter((l) => /\b403\b|forbidden/i.test(l)).length;
-  return counted + logged;
+    .filter((l) => RBAC_DENIAL.test(l));
 }
 
 const logTail = (run = main) => (run?.logs ?? []).join('').split('\n').slice(-30).join('\n');
@@ -296,7 +287,7 @@ describe.skipIf(!RUN_AVAILABLE)(
         return r.stdout.trim() ? r.stdout : undefined;
       });
       expect(events).toContain('event.events.k8s.io/');
-      expect(logTail()).not.toMatch(/forbidden/i);
+      expect(denials(main!)).toEqual([]);
     });
 
     it('serves /metrics that promtool check metrics accepts without a warning', async () => {
@@ -319,8 +310,8 @@ describe.skipIf(!RUN_AVAILABLE)(
       expect(rules).toHaveLength(6);
     });
 
-    it('makes no request that the chart RBAC denies (no 403 counted or logged)', async () => {
-      expect(await denials(main!)).toBe(0);
+    it('makes no request that the chart RBAC denies', async () => {
+      expect(denials(main!)).toEqual([]);
     });
 
     it('needs every rule: without any one of them the operator makes a request that is denied', async () => {
@@ -348,7 +339,7 @@ describe.skipIf(!RUN_AVAILABLE)(
           const denied = await waitUntil(
             `a 403 without rule ${i} (${[...keys].join(', ')})`,
             async () => {
-              const n = await denials(run);
+              const n = denials(run).length;
               return n > 0 ? n : undefined;
             },
             120_000,

@@ -269,3 +269,13 @@ export async function installRbacVariant(
     },
   };
 }
+
+/**
+ * Requests that RBAC denied this operator, from an operator's log: every failed API call is logged with
+ * the API server's message (the informer, the elector, the reconcile and the event recorder all
+ * log errors), and an RBAC denial reads `... is forbidden: User "system:serviceaccount:NS:SA"
+ * cannot VERB resource ...`. Not rest_client_requests_total{code="403"}: the API server also
+ * answers 403 for writes into a terminating namespace (other tests leave those on the shared
+ * rig, and the operator watches every namespace), which says nothing about RBAC.
+ */
+export const RBAC_DENIAL = /is forbidden: User \\?"system:serviceaccount:[^"\\]+\\?" cannot /;
