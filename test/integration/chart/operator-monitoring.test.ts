@@ -21,9 +21,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { missingMetrics } from '../../fixtures/monitoring.ts';
 import { LEADER_ELECTION_LEASE, OPERATOR_API_CALLS } from '../../fixtures/operator-rbac.ts';
+import { type StartedRig, startRig } from '../../rig/controlplane.ts';
 import { createTestDatabase, freePort, type TestDatabase } from '../../rig/postgres.ts';
-import type { Rig } from '../../rig/rig.ts';
-import { useRig } from '../../rig/shared.ts';
 import { findObject, type K8sObject, render } from './helm.ts';
 import { checkMetrics, type Prometheus, startPrometheus } from './prometheus.ts';
 import {
@@ -46,7 +45,9 @@ const ns = `cannes-op-${suffix}`;
 const userNs = `team-op-${suffix}`;
 const POD_NAME = `cannes-operator-${suffix}`;
 
-let rig: Rig;
+// A private control plane: the operator watches every namespace, so on the shared rig it would
+// reconcile other test files' objects (and they, its).
+let rig: StartedRig;
 let variant: RbacVariant | undefined;
 let db: TestDatabase | undefined;
 let hetzner: Server | undefined;
@@ -193,7 +194,7 @@ async function applyWorkload(vps: string, modelKey: string): Promise<void> {
 
 beforeAll(async () => {
   if (!RUN_AVAILABLE) return;
-  rig = await useRig();
+  rig = await startRig();
   await rig.kubectl(['apply', '--server-side', '-f', 'crds/']);
   await rig.kubectl(['create', 'namespace', ns]);
   await rig.kubectl(['create', 'namespace', userNs]);
@@ -248,7 +249,7 @@ afterAll(async () => {
   await variant?.remove();
   await db?.drop();
   if (dir) rmSync(dir, { recursive: true, force: true });
-  if (rig) await rig.kubectl(['delete', 'namespace', ns, userNs, '--wait=false'], { check: false });
+  await rig?.stop();
 });
 
 describe.skipIf(!RUN_AVAILABLE)(
