@@ -92,15 +92,17 @@ export async function waitReady(
 }
 
 /**
- * One Vps with one ModelKey (openai), in the system's namespace; the Secrets are (re)applied
- * too, so the cloud token is back even if an earlier Vps's setup purged it.
+ * One Vps with one ModelKey (openai), in the system's namespace, with a cloud-token Secret of
+ * its own (`<name>-hcloud`): each Vps purges its token after setup, and a shared Secret put
+ * back by `kubectl apply` can be purged again by a Vps that finished earlier (see
+ * docs/robustness.md).
  */
 export function vpsManifests(s: System, name: string): string {
   const docs = [
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: 'hcloud-token', namespace: s.namespace },
+      metadata: { name: `${name}-hcloud`, namespace: s.namespace },
       stringData: { token: s.canaries.hcloudToken },
     },
     {
@@ -116,7 +118,7 @@ export function vpsManifests(s: System, name: string): string {
       spec: {
         serverType: 'cx22',
         location: 'fsn1',
-        cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
+        cloudTokenSecretRef: { name: `${name}-hcloud`, key: 'token' },
       },
     },
     {
