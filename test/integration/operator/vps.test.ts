@@ -161,7 +161,12 @@ describe('a Vps with two ModelKeys', () => {
       180_000,
       diag,
     );
-    expect(s.hosts.info(host.serverId)).toBeUndefined();
+    // The simulator tears the host down when its delete action completes.
+    await waitFor(
+      'the simulated host gone',
+      async () => (s.hosts.info(host.serverId) ? undefined : true),
+      60_000,
+    );
     const client = new pg.Client({ connectionString: s.db.url });
     await client.connect();
     try {
