@@ -42,6 +42,9 @@ const id = randomBytes(3).toString('hex');
 /** The VPS host (docker0, proxy, firewall, upstreams) and the gateway container on its bridge. */
 const NS = `cx-gw-${id}`;
 const NS_C = `cx-gc-${id}`;
+// The first agent turn warms up for 20-70 s on a quiet machine and far longer under a full
+// parallel `make test`: generous, and never a timing assertion.
+const CHAT_TIMEOUT_MS = 420_000;
 const canary = (what: string) => `sk-${what}-canary-${randomBytes(18).toString('base64url')}`;
 const REAL = { claude: canary('ant'), gpt: canary('oai'), gemini: canary('goog') };
 const TOKEN = canary('gwtoken');
@@ -87,11 +90,11 @@ async function nsFetch(
   init: { method?: string; headers?: Record<string, string>; body?: string } = {},
 ): Promise<{ status: number; body: string }> {
   const script = `const [u, i] = [process.argv[1], JSON.parse(process.argv[2])];
-fetch(u, { ...i, signal: AbortSignal.timeout(150000) }).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), (e) => console.log(JSON.stringify({ status: 0, body: String(e) })));`;
+fetch(u, { ...i, signal: AbortSignal.timeout(${CHAT_TIMEOUT_MS}) }).then(async (r) => console.log(JSON.stringify({ status: r.status, body: await r.text() })), (e) => console.log(JSON.stringify({ status: 0, body: String(e) })));`;
   const { stdout } = await promisify(execFile)(
     'ip',
     ['netns', 'exec', NS, process.execPath, '-e', script, url, JSON.stringify(init)],
-    { timeout: 170_000 },
+    { timeout: CHAT_TIMEOUT_MS + 20_000 },
   );
   const r: unknown = JSON.parse(stdout);
   const o = r as { status: number; body: string };
@@ -252,7 +255,7 @@ beforeAll(async () => {
   await until(
     'gateway /readyz',
     async () => ((await nsFetch(`${GW}/readyz`)).status === 200 ? true : undefined),
-    240_000,
+    480_000,
   );
 });
 
@@ -283,29 +286,33 @@ describe('the real gateway as a container on docker0, behind the host firewall, 
     ['gpt', 'cannes-gpt/gpt-fake-1', 'authorization', (k: string) => `Bearer ${k}`],
     ['gemini', 'cannes-gemini/gemini-fake-1', 'x-goog-api-key', (k: string) => k],
   ] as const) {
-    it(`answers through the bridge-bound proxy for ${name}, whose upstream alone gets the real key`, async () => {
-      const before = received.filter((r) => r.upstream === name).length;
-      const r = await nsFetch(`${GW}/v1/chat/completions`, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${TOKEN}`,
-          'content-type': 'application/json',
-          'x-openclaw-model': model,
-        },
-        body: JSON.stringify({ model: 'openclaw', messages: [{ role: 'user', content: 'Say hello.' }] }),
-      });
-      expect(r.status, `${r.body}\n${gw?.output().slice(-3000)}`).toBe(200);
-      expect(r.body).toContain('chunk 0');
-      const got = await until(
-        `${name} upstream request`,
-        async () => {
-          const g = received.filter((x) => x.upstream === name).slice(before);
-          return g.length > 0 ? g : undefined;
-        },
-        10_000,
-      );
-      for (const g of got) expect(g.credentials).toEqual([{ where: header, value: expected(REAL[name]) }]);
-    });
+    it(
+      `answers through the bridge-bound proxy for ${name}, whose upstream alone gets the real key`,
+      async () => {
+        const before = received.filter((r) => r.upstream === name).length;
+        const r = await nsFetch(`${GW}/v1/chat/completions`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${TOKEN}`,
+            'content-type': 'application/json',
+            'x-openclaw-model': model,
+          },
+          body: JSON.stringify({ model: 'openclaw', messages: [{ role: 'user', content: 'Say hello.' }] }),
+        });
+        expect(r.status, `${r.body}\n${gw?.output().slice(-3000)}`).toBe(200);
+        expect(r.body).toContain('chunk 0');
+        const got = await until(
+          `${name} upstream request`,
+          async () => {
+            const g = received.filter((x) => x.upstream === name).slice(before);
+            return g.length > 0 ? g : undefined;
+          },
+          10_000,
+        );
+        for (const g of got) expect(g.credentials).toEqual([{ where: header, value: expected(REAL[name]) }]);
+      },
+      CHAT_TIMEOUT_MS + 60_000,
+    );
   }
 
   it('runs as uid 1000 and writes only its state directory, which holds no key or token', () => {

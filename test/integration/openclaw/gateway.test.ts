@@ -39,6 +39,9 @@ import {
  *   test ──chat──▶ gateway ──proxy-managed──▶ tap ──▶ proxy ──real key──▶ fake upstream
  */
 
+// The first agent turn warms up for 20-70 s on a quiet machine and far longer under a full
+// parallel `make test`: generous, and never a timing assertion.
+const CHAT_TIMEOUT_MS = 420_000;
 const canary = (what: string) => `sk-${what}-canary-${randomBytes(18).toString('base64url')}`;
 const REAL = { claude: canary('ant'), gpt: canary('oai'), gemini: canary('goog') };
 const TOKEN = canary('gwtoken');
@@ -143,7 +146,7 @@ beforeAll(async () => {
   composeEnv['OPENCLAW_CONFIG_PATH'] = env.configPath;
   const [name, value] = gatewayEnvFile(new Secret(TOKEN)).reveal().trim().split('=', 2);
   gw = startGateway(command.slice(2), baseEnv(env, { ...composeEnv, [name!]: value! }));
-  startupMs = await waitReady(`${gwUrl}/readyz`, gw, 240_000);
+  startupMs = await waitReady(`${gwUrl}/readyz`, gw, 480_000);
   console.log(`openclaw gateway ready after ${startupMs} ms`);
 });
 
@@ -168,7 +171,7 @@ async function chat(model: string, token = TOKEN): Promise<{ status: number; con
       'x-openclaw-model': model,
     },
     body: JSON.stringify({ model: 'openclaw', messages: [{ role: 'user', content: 'Say hello.' }] }),
-    signal: AbortSignal.timeout(150_000),
+    signal: AbortSignal.timeout(CHAT_TIMEOUT_MS),
   });
   const body: unknown = await r.json().catch(() => null);
   const content = (body as { choices?: { message?: { content?: unknown } }[] } | null)?.choices?.[0]?.message
@@ -191,23 +194,27 @@ describe('the real OpenClaw gateway with the generated config', () => {
     ['gpt', 'cannes-gpt/gpt-fake-1', 'authorization', (k: string) => `Bearer ${k}`],
     ['gemini', 'cannes-gemini/gemini-fake-1', 'x-goog-api-key', (k: string) => k],
   ] as const) {
-    it(`answers a chat through the proxy with the ${name} upstream, which alone sees the real key`, async () => {
-      const before = ups[name].requests.length;
-      const r = await chat(model);
-      expect(r.status, gw?.output().slice(-4000)).toBe(200);
-      expect(r.content).toContain('chunk 0');
-      expect(r.content).toContain('chunk 2');
-      const got = ups[name].requests.slice(before);
-      expect(got.length).toBeGreaterThan(0);
-      for (const req of got) {
-        // Exactly one credential: the real one, in the provider's header, injected by the proxy.
-        expect(req.credentials).toEqual([{ where: header, value: expected(REAL[name]) }]);
-      }
-      // What the gateway itself sent: the placeholder, never a key.
-      const sent = tap.seen.filter((s) => s.path.startsWith(`/proxy/${name}/`));
-      expect(sent.length).toBeGreaterThan(0);
-      for (const s of sent) expect(Object.values(s.credentials)).toEqual([expected('proxy-managed')]);
-    });
+    it(
+      `answers a chat through the proxy with the ${name} upstream, which alone sees the real key`,
+      async () => {
+        const before = ups[name].requests.length;
+        const r = await chat(model);
+        expect(r.status, gw?.output().slice(-4000)).toBe(200);
+        expect(r.content).toContain('chunk 0');
+        expect(r.content).toContain('chunk 2');
+        const got = ups[name].requests.slice(before);
+        expect(got.length).toBeGreaterThan(0);
+        for (const req of got) {
+          // Exactly one credential: the real one, in the provider's header, injected by the proxy.
+          expect(req.credentials).toEqual([{ where: header, value: expected(REAL[name]) }]);
+        }
+        // What the gateway itself sent: the placeholder, never a key.
+        const sent = tap.seen.filter((s) => s.path.startsWith(`/proxy/${name}/`));
+        expect(sent.length).toBeGreaterThan(0);
+        for (const s of sent) expect(Object.values(s.credentials)).toEqual([expected('proxy-managed')]);
+      },
+      CHAT_TIMEOUT_MS + 60_000,
+    );
   }
 
   it('leaves the operator-managed config untouched (OPENCLAW_CONFIG_READONLY)', () => {
