@@ -29,6 +29,8 @@ export interface RunConfig {
   readonly providerOrigins: Partial<Record<ProviderName, string>>;
   readonly sshPort: number | undefined;
   readonly logLevel: string;
+  /** Watch only this namespace (a namespace-scoped install); undefined: every namespace. */
+  readonly watchNamespace: string | undefined;
 }
 
 export const RUN_USAGE = `cannes-operator run [flags]
@@ -42,6 +44,7 @@ export const RUN_USAGE = `cannes-operator run [flags]
   --provider-origin PROVIDER=URL          upstream origin for a provider (repeatable; for private mirrors and tests)
   --ssh-port N                            SSH port of the servers (default 22)
   --log-level LEVEL                       pino level (default info)
+  --watch-namespace NS                    reconcile Vps and ModelKey objects of this namespace only (default: all)
 
 environment: DATABASE_URL, CANNES_MASTER_KEYS_FILE, HCLOUD_ENDPOINT, KUBECONFIG, POD_NAME, POD_NAMESPACE
 `;
@@ -67,6 +70,12 @@ function intFlag(flag: string, v: string | undefined, def: number, min: number, 
   return n;
 }
 
+function watchNamespace(v: string | undefined): string | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v)) bad('--watch-namespace', 'not a namespace name');
+  return v;
+}
+
 export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv): RunConfig {
   let values: Record<string, string | boolean | string[] | undefined>;
   try {
@@ -82,6 +91,7 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
         'provider-origin': { type: 'string', multiple: true },
         'ssh-port': { type: 'string' },
         'log-level': { type: 'string' },
+        'watch-namespace': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -133,5 +143,6 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
     providerOrigins: origins,
     sshPort: str('ssh-port') === undefined ? undefined : intFlag('--ssh-port', str('ssh-port'), 22, 1, 65535),
     logLevel: str('log-level') ?? env['LOG_LEVEL'] ?? 'info',
+    watchNamespace: watchNamespace(str('watch-namespace') ?? env['WATCH_NAMESPACE']),
   };
 }

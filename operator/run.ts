@@ -81,11 +81,12 @@ async function run(
   });
   const kc = new KubeConfig();
   kc.loadFromDefault();
-  const api = new KubeClient(kc);
+  const api = new KubeClient(kc, { registry });
   const events = new EventRecorder({ api, reportingInstance: cfg.identity, registry, logger: log });
   const vpses = new Informer<VpsObject>({
     api,
     resource: VPS_RESOURCE,
+    ...(cfg.watchNamespace === undefined ? {} : { namespace: cfg.watchNamespace }),
     parse: parseVps,
     registry,
     logger: log,
@@ -94,6 +95,7 @@ async function run(
   const modelKeys = new Informer<ModelKeyObject>({
     api,
     resource: MODELKEY_RESOURCE,
+    ...(cfg.watchNamespace === undefined ? {} : { namespace: cfg.watchNamespace }),
     parse: parseModelKey,
     registry,
     logger: log,

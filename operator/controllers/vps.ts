@@ -91,12 +91,13 @@ class StatusDraft {
 export async function reconcileVps(vps: VpsObject, d: VpsDeps): Promise<Result> {
   const draft = new StatusDraft(vps, d.now());
   try {
-    const result = vps.metadata.deletionTimestamp
-      ? await finalize(vps, d, draft)
-      : await provision(vps, d, draft);
+    const deleting = vps.metadata.deletionTimestamp !== undefined;
+    const result = deleting ? await finalize(vps, d, draft) : await provision(vps, d, draft);
     await writeStatus(vps, d, draft);
+    d.report?.(vps, deleting ? 'deleting' : draft.status.ready ? 'ready' : 'provisioning', draft.keyBornAt);
     return result;
   } catch (err) {
+    d.report?.(vps, vps.metadata.deletionTimestamp ? 'deleting' : 'error', draft.keyBornAt);
     // Every failure is a condition (with a reason a person can act on) and a Warning Event;
     // the error goes back to the queue, which retries unless it is terminal.
     const reason = reasonOf(err, 'ReconcileFailed');
@@ -311,6 +312,7 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
     const fresh = await d.store.getVps(m.uid);
     if (!fresh?.activeKey) throw new CannesError('StoreInconsistent', 'no active key after rotation');
     activeKey = fresh.activeKey;
+    draft.keyBornAt = activeKey.createdAt;
     await d.kube.event(
       'Vps',
       m,

@@ -160,6 +160,9 @@ export async function startSystem(
             `google=${upstreams.gemini.url}/v1beta`,
             '--resync',
             '30',
+            // Test files share the rig's API server: each operator minds its own namespace.
+            '--watch-namespace',
+            namespace,
             ...extraArgs,
           ],
           {

@@ -29,6 +29,13 @@ describe('operator configuration', () => {
     expect(() => parseRunConfig(['--provider-origin', 'acme=http://127.0.0.1:1'], env)).toThrow(/provider/);
   });
 
+  it('watches every namespace unless told one, and checks its name', () => {
+    expect(parseRunConfig([], env).watchNamespace).toBeUndefined();
+    expect(parseRunConfig(['--watch-namespace', 'team-a'], env).watchNamespace).toBe('team-a');
+    expect(parseRunConfig([], { ...env, WATCH_NAMESPACE: 'team-b' }).watchNamespace).toBe('team-b');
+    expect(() => parseRunConfig(['--watch-namespace', 'Team_A'], env)).toThrow(/--watch-namespace/);
+  });
+
   it('takes operator-set provider origins', () => {
     const c = parseRunConfig(
       ['--provider-origin', 'anthropic=http://127.0.0.1:9000/', '--leader-elect'],

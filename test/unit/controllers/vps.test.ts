@@ -367,3 +367,23 @@ describe('ModelKey reconcile', () => {
     expect(kube.modelKeys.has('ns/claude')).toBe(false);
   });
 });
+
+describe('Vps metrics report', () => {
+  it('reports the state and the active key birth after each reconcile', async () => {
+    const seen: { state: string; keyBornAt: Date | null }[] = [];
+    deps = { ...deps, report: (_v, state, keyBornAt) => seen.push({ state, keyBornAt }) };
+    await converge();
+    expect(seen.at(-1)?.state).toBe('ready');
+    expect(seen.at(-1)?.keyBornAt).toEqual(now);
+    kube.putSecret('hcloud', {});
+    kube.addVps('other');
+    kube.addModelKey('other-key', {
+      vpsRef: { name: 'other' },
+      provider: 'anthropic',
+      secretRef: { name: 'llm', key: 'anthropic' },
+      purgeSecretAfterDelivery: false,
+    });
+    await expect(reconcileVps(kube.vps('other'), deps)).rejects.toThrow();
+    expect(seen.at(-1)).toEqual({ state: 'error', keyBornAt: null });
+  });
+});
