@@ -58,7 +58,7 @@ describe('Hetzner and SSH faults', () => {
       rateLimitStorm: 15,
       failActions: [
         { command: 'enable_rescue', count: 1 },
-        { command: 'reset', count: 1 },
+        { command: 'reset_server', count: 1 },
       ],
     });
     await s.kubectl(['apply', '-f', '-'], vpsManifests(s, 'flaky'));
