@@ -181,7 +181,7 @@ export async function startSystem(
           },
         );
         // Logs stay in memory (tests scan them for canaries) and in a file, for a person.
-        const logFile = join(process.env['CANNES_KEEP_LOGS'] ?? dir, `operator-${operators.length + 1}.log`);
+        const logFile = join(process.env['CANNES_KEEP_LOGS'] || dir, `operator-${operators.length + 1}.log`);
         const sink = (b: Buffer) => {
           logs.push(b.toString());
           appendFileSync(logFile, b);
