@@ -32,6 +32,16 @@ function bundle(_vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Se
   };
 }
 
+/** A ModelKey with the Anthropic key of the `llm` Secret, for the Vps `vps`. */
+function addAnthropicKey(name: string, vps: string) {
+  kube.addModelKey(name, {
+    vpsRef: { name: vps },
+    provider: 'anthropic',
+    secretRef: { name: 'llm', key: 'anthropic' },
+    purgeSecretAfterDelivery: false,
+  });
+}
+
 let kube: FakeKube;
 let hcloud: FakeHcloud;
 let store: FakeStore;
@@ -51,12 +61,7 @@ beforeEach(() => {
   kube.putSecret('hcloud', { token });
   kube.putSecret('llm', { anthropic: canary('sk-ant-fake-'), openai: canary('sk-fake-') });
   kube.addVps('agent');
-  kube.addModelKey('claude', {
-    vpsRef: { name: 'agent' },
-    provider: 'anthropic',
-    secretRef: { name: 'llm', key: 'anthropic' },
-    purgeSecretAfterDelivery: false,
-  });
+  addAnthropicKey('claude', 'agent');
   kube.addModelKey('gpt', {
     vpsRef: { name: 'agent' },
     provider: 'openai',
@@ -197,12 +202,7 @@ describe('Vps reconcile', () => {
     const c = kube.vps('agent').status.conditions?.find((x) => x.type === 'GatewayDeployed');
     expect(c).toMatchObject({ status: 'False', reason: 'WaitingForModelKeys' });
     expect(remote.calls).not.toContain('deploy');
-    kube.addModelKey('claude', {
-      vpsRef: { name: 'agent' },
-      provider: 'anthropic',
-      secretRef: { name: 'llm', key: 'anthropic' },
-      purgeSecretAfterDelivery: false,
-    });
+    addAnthropicKey('claude', 'agent');
     await converge();
     expect(kube.vps('agent').status.ready).toBe(true);
   });
@@ -222,12 +222,7 @@ describe('Vps reconcile', () => {
 
   it('keeps the cloud token while another Vps using it has not finished setup', async () => {
     kube.addVps('other');
-    kube.addModelKey('other-key', {
-      vpsRef: { name: 'other' },
-      provider: 'anthropic',
-      secretRef: { name: 'llm', key: 'anthropic' },
-      purgeSecretAfterDelivery: false,
-    });
+    addAnthropicKey('other-key', 'other');
     await converge('agent');
     expect(kube.vps('agent').status.cloudTokenPurged).toBe(false);
     expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'CloudTokenPurged')?.reason).toBe(
@@ -252,12 +247,7 @@ describe('Vps reconcile', () => {
     );
     // The new Vps uses it and purges it after its own setup.
     kube.addVps('second');
-    kube.addModelKey('second-key', {
-      vpsRef: { name: 'second' },
-      provider: 'anthropic',
-      secretRef: { name: 'llm', key: 'anthropic' },
-      purgeSecretAfterDelivery: false,
-    });
+    addAnthropicKey('second-key', 'second');
     await converge('second');
     expect(kube.vps('second').status.ready).toBe(true);
     expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
@@ -377,12 +367,7 @@ describe('Vps metrics report', () => {
     expect(seen.at(-1)?.keyBornAt).toEqual(now);
     kube.putSecret('hcloud', {});
     kube.addVps('other');
-    kube.addModelKey('other-key', {
-      vpsRef: { name: 'other' },
-      provider: 'anthropic',
-      secretRef: { name: 'llm', key: 'anthropic' },
-      purgeSecretAfterDelivery: false,
-    });
+    addAnthropicKey('other-key', 'other');
     await expect(reconcileVps(kube.vps('other'), deps)).rejects.toThrow();
     expect(seen.at(-1)).toEqual({ state: 'error', keyBornAt: null });
   });
