@@ -9,6 +9,7 @@ import type { ProviderName } from '../../proxy/providers.ts';
 import type { ModelEntry } from '../api/schema.ts';
 import { isRecord } from '../kube/object.ts';
 import { Secret } from '../lib/secret.ts';
+import { isValidApiKey } from '../remote/key-file.ts';
 import type { Kube, ModelKeyObject, OsTarget, Remote, VpsObject } from './ports.ts';
 
 export const DELIVERED_ANNOTATION = 'cannes.dev/delivered-keys';
@@ -48,11 +49,6 @@ export function isDelivered(mk: ModelKeyObject, vps: VpsObject | undefined): boo
   return part?.startsWith(`${mk.metadata.name}:${mk.metadata.generation ?? 0}:`) ?? false;
 }
 
-/** An API key as the proxy will send it: printable ASCII, no spaces, bounded. */
-export function isWellFormedKey(v: Secret): boolean {
-  return /^[\x21-\x7e]{8,4096}$/.test(v.reveal());
-}
-
 export function modelKeysFor(vps: VpsObject, kube: Kube): ModelKeyObject[] {
   return kube
     .listModelKeys(vps.metadata.namespace ?? 'default')
@@ -80,7 +76,7 @@ export async function collectKeys(vps: VpsObject, kube: Kube): Promise<KeySet> {
   for (const mk of modelKeysFor(vps, kube)) {
     const ref = mk.spec.secretRef;
     const s = await kube.readSecretKey(mk.metadata.namespace ?? 'default', ref.name, ref.key);
-    if (s.value && isWellFormedKey(s.value) && s.resourceVersion) {
+    if (s.value && isValidApiKey(s.value) && s.resourceVersion) {
       candidates.push({ mk, part: deliveryPart(mk, s.resourceVersion), value: s.value });
     } else {
       const prev = previously[mk.metadata.name];

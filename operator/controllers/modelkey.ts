@@ -8,7 +8,8 @@ import type { ModelKeyStatus } from '../api/schema.ts';
 import { FINALIZER } from '../api/schema.ts';
 import { type Condition, setCondition } from '../kube/conditions.ts';
 import { done, type Result } from '../kube/controller.ts';
-import { deliveredKeysOf, isDelivered, isWellFormedKey } from './keys.ts';
+import { isValidApiKey } from '../remote/key-file.ts';
+import { deliveredKeysOf, isDelivered } from './keys.ts';
 import type { Kube, ModelKeyObject } from './ports.ts';
 
 export interface ModelKeyDeps {
@@ -35,7 +36,7 @@ export async function reconcileModelKey(mk: ModelKeyObject, d: ModelKeyDeps): Pr
 
   const ref = mk.spec.secretRef;
   const secret = await d.kube.readSecretKey(namespace, ref.name, ref.key);
-  const hasKey = secret.value !== undefined && isWellFormedKey(secret.value);
+  const hasKey = secret.value !== undefined && isValidApiKey(secret.value);
   const delivered = isDelivered(mk, vps);
   let conditions = [...((mk.status.conditions ?? []) as Condition[])];
   const gen = m.generation ?? 0;

@@ -28,6 +28,11 @@ const ID_RE = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 /** Header-safe: visible ASCII only (what the proxy accepts; no CR/LF header injection). */
 const API_KEY_RE = /^[\x21-\x7e]{1,4096}$/;
 
+/** The one rule for an API key the proxy can send (the ModelKey controller reports `hasKey` by it). */
+export function isValidApiKey(key: Secret): boolean {
+  return API_KEY_RE.test(key.reveal());
+}
+
 export function keyFile(entries: readonly KeyFileEntry[]): Secret {
   const keys: Record<string, { provider: string; apiKey: string; baseUrl?: string }> = {};
   for (const e of entries) {
@@ -50,7 +55,7 @@ export function keyFile(entries: readonly KeyFileEntry[]): Secret {
     checkBaseUrl(e.id, baseUrl);
     // The one place the key leaves its wrapper: into the JSON text that is itself wrapped.
     const apiKey = e.apiKey.reveal();
-    if (!API_KEY_RE.test(apiKey)) {
+    if (!isValidApiKey(e.apiKey)) {
       // Never quote the value: it is the secret.
       throw new TerminalError(
         'InvalidKey',
