@@ -104,11 +104,22 @@ async function main(): Promise<void> {
   if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} missing: run make build first`);
   const tmp = mkdtempSync(join(tmpdir(), 'cannes-proxy-bench-'));
   const children: ChildProcess[] = [];
+  const groups: number[] = [];
   const cleanup = () => {
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    // nginx's workers outlive a SIGKILLed master: kill its whole process group.
+    for (const g of groups) {
+      try {
+        process.kill(-g, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     rmSync(tmp, { recursive: true, force: true });
   };
   process.on('exit', cleanup);
+  // Ctrl-C no longer reaches nginx (own group): exit through the cleanup instead.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
   try {
     const upstream = spawn(process.execPath, [fileURLToPath(import.meta.url), '--role', 'upstream'], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -150,6 +161,7 @@ async function main(): Promise<void> {
     const nginxPort = await freePort();
     const nginx = startNginx(tmp, upPort, nginxPort);
     children.push(nginx);
+    groups.push(nginx.pid!);
     await Promise.all([
       waitHttp(proxyPort, '/proxy/bench/chat/completions'),
       waitHttp(nginxPort, '/proxy/bench/chat/completions'),
@@ -402,8 +414,10 @@ http {
 }
 `,
   );
+  // Its own process group (detached), so that cleanup reaches the workers too.
   return spawn('nginx', ['-p', prefix, '-e', join(prefix, 'logs/error.log'), '-c', conf], {
     stdio: ['ignore', 'ignore', 'inherit'],
+    detached: true,
   });
 }
 
