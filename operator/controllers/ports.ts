@@ -108,8 +108,12 @@ export interface Hcloud {
   getServer(token: Secret, id: number): Promise<CloudServer | null>;
   /** Enables rescue (linux64) and returns its one-time root password; waits for the action. */
   enableRescue(token: Secret, id: number): Promise<Secret>;
-  /** Power on if off, else reset; waits for the action. */
-  powerOnOrReset(token: Secret, id: number): Promise<void>;
+  /**
+   * Power on if off, else reset; waits for the action. `knownStatus` is the server's status
+   * as this reconcile just saw it (create, find): given, it saves a GET; absent, the server
+   * is read first.
+   */
+  powerOnOrReset(token: Secret, id: number, knownStatus?: string): Promise<void>;
   reboot(token: Secret, id: number): Promise<void>;
   /** Deletes and waits; a server that is already gone is success. */
   deleteServer(token: Secret, id: number): Promise<void>;

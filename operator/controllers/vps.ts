@@ -174,6 +174,8 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
     };
   }
   let { record } = state;
+  // The server's power state as step 2 saw it in this reconcile (saves a GET in step 3).
+  let seenStatus: string | undefined;
 
   // 2. The server. Found by label before creating, so a crash between create and recording
   //    the id adopts the server instead of creating a second one.
@@ -193,6 +195,7 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
       return created;
     });
     if (!server.ipv4) throw new CannesError('ServerHasNoIPv4', `server ${server.id} has no public IPv4 yet`);
+    seenStatus = server.status;
     await d.store.setServer(m.uid, server.id, server.ipv4);
     faultPoint('after-record-server');
     record = { ...record, serverId: server.id, ipv4: server.ipv4 };
@@ -224,7 +227,8 @@ async function provision(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promis
     const result = await timed(d, 'rescue_keygen', async () => {
       // The rescue password lives in this closure only: never stored, never logged.
       const password = await d.hcloud.enableRescue(token, serverId);
-      await d.hcloud.powerOnOrReset(token, serverId);
+      // enable_rescue does not change the power state step 2 saw.
+      await d.hcloud.powerOnOrReset(token, serverId, seenStatus);
       const r = await d.remote.rescueKeygen(ipv4, password);
       faultPoint('after-rescue-keygen');
       // Reboot before storing (DESIGN §4 step 3 → 4): a crash after the reboot loses only this

@@ -59,7 +59,10 @@ export interface RetryOptions {
 }
 
 export interface PollOptions {
-  /** First poll interval. Default 500 ms (hcloud-go's). */
+  /**
+   * Wait before the first poll (an action a POST just returned as running is not done a
+   * millisecond later: polling at once is a call wasted). Default 1000 ms.
+   */
   initialMs?: number;
   /** Intervals grow by this factor... Default 1.5. */
   factor?: number;
@@ -134,7 +137,7 @@ export class HcloudClient {
       random: opts.retry?.random ?? Math.random,
     };
     this.#poll = {
-      initialMs: opts.poll?.initialMs ?? 500,
+      initialMs: opts.poll?.initialMs ?? 1000,
       factor: opts.poll?.factor ?? 1.5,
       maxMs: opts.poll?.maxMs ?? 10_000,
       timeoutMs: opts.poll?.timeoutMs ?? 15 * 60_000,
@@ -327,6 +330,8 @@ export class HcloudClient {
     }
     let interval = poll.initialMs;
     while (pending.length > 0) {
+      await this.#sleep(interval);
+      interval = Math.min(poll.maxMs, interval * poll.factor);
       const got = await this.getActions(token, pending);
       const missing = pending.find((id) => !got.some((a) => a.id === id));
       if (missing !== undefined)
@@ -352,8 +357,6 @@ export class HcloudClient {
           },
         );
       }
-      await this.#sleep(interval);
-      interval = Math.min(poll.maxMs, interval * poll.factor);
     }
     const result = actions.map((a) => done.get(typeof a === 'number' ? a : a.id)!);
     const failed = result.find((a) => a.status === 'error');

@@ -56,6 +56,10 @@ export class HcloudPort implements Hcloud {
       start_after_create: false,
     });
     await this.#c.waitForActions(token, [r.action, ...r.nextActions]);
+    // The create answer already carries the id and the IPv4 (Hetzner assigns it at create);
+    // with start_after_create false the finished create leaves the server off. A GET would
+    // tell nothing more, so it is made only when the answer had no IPv4.
+    if (r.server.public_net.ipv4) return { ...toCloud(r.server), status: 'off' };
     return toCloud(await this.#c.getServer(token, r.server.id));
   }
 
@@ -74,9 +78,9 @@ export class HcloudPort implements Hcloud {
     return r.rootPassword;
   }
 
-  async powerOnOrReset(token: Secret, id: number): Promise<void> {
-    const s = await this.#c.getServer(token, id);
-    const action = s.status === 'off' ? await this.#c.powerOn(token, id) : await this.#c.reset(token, id);
+  async powerOnOrReset(token: Secret, id: number, knownStatus?: string): Promise<void> {
+    const status = knownStatus ?? (await this.#c.getServer(token, id)).status;
+    const action = status === 'off' ? await this.#c.powerOn(token, id) : await this.#c.reset(token, id);
     await this.#c.waitForActions(token, [action]);
   }
 

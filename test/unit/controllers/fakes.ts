@@ -263,8 +263,11 @@ export class FakeHcloud implements Hcloud {
     this.servers.set(id, { ...s, rescueEnabled: true });
     return Secret.of(`rescue-pw-${crypto.randomUUID()}`);
   }
-  async powerOnOrReset(_t: Secret, id: number): Promise<void> {
+  async powerOnOrReset(_t: Secret, id: number, knownStatus?: string): Promise<void> {
     this.calls.push('powerOnOrReset');
+    const seen = this.servers.get(id)?.status;
+    if (knownStatus !== undefined && knownStatus !== seen)
+      throw new Error(`powerOnOrReset told status ${knownStatus}, the server is ${seen ?? 'gone'}`);
     const s = this.servers.get(id);
     if (s) this.servers.set(id, { ...s, status: 'running' });
   }
