@@ -106,6 +106,7 @@ async function run(
   const hcloud = new HcloudPort(new HcloudClient({ endpoint: cfg.hcloudEndpoint, registry }));
   const remote = new RemotePort({
     rotationStore: rotationStore(store),
+    connect: { onAttempt: (auth) => ours.sshConnections.inc({ auth }) },
     ...(cfg.sshPort === undefined ? {} : { port: cfg.sshPort }),
   });
   const bundleOpts = { proxyBundle, providerOrigins: cfg.providerOrigins };

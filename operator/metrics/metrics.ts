@@ -286,6 +286,7 @@ export class OperatorMetrics {
   readonly rotationInterval: Gauge<'namespace' | 'name'>;
   readonly rotations: Counter<'result'>;
   readonly stepDuration: Histogram<'step'>;
+  readonly sshConnections: Counter<'auth'>;
   /** key → (snapshot, active key birth); per-object series come only from reconciles (the leader). */
   readonly #known = new Map<string, { snap: VpsSnapshot; keyBornAt: number | null }>();
 
@@ -341,6 +342,13 @@ export class OperatorMetrics {
       buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
       registers: [registry],
     });
+    this.sshConnections = new Counter({
+      name: 'cannes_ssh_connections_total',
+      help: 'SSH connection attempts to servers, by authentication: pinned (our key, the pinned host key) or rescue (the one-time password).',
+      labelNames: ['auth'],
+      registers: [registry],
+    });
+    for (const auth of ['pinned', 'rescue']) this.sshConnections.inc({ auth }, 0);
   }
 
   /** A step of the Vps reconcile finished (`rotate` also counts a rotation). */

@@ -26,6 +26,8 @@ export interface ConnectOptions {
   readonly keepaliveIntervalMs?: number;
   /** Observes retries (no secrets are passed). */
   readonly onRetry?: (attempt: number, reason: string, delayMs: number) => void;
+  /** Observes every connection attempt (a TCP connect to sshd), by how it authenticates. */
+  readonly onAttempt?: (auth: 'pinned' | 'rescue') => void;
 }
 
 export interface ExecOptions {
@@ -190,6 +192,7 @@ export function connectPinned(
   return connectWithRetry(
     target,
     options,
+    'pinned',
     () => ({ privateKey: credentials.privateKey.reveal() }),
     // Only the pinned key's algorithms are offered, so the server must present that key.
     hostKeyAlgorithmsFor(pinned.type),
@@ -212,6 +215,7 @@ export function connectRescueAcceptingUnknownHostKey(
   return connectWithRetry(
     target,
     options,
+    'rescue',
     () => ({ password: rootPassword.reveal(), tryKeyboard: false }),
     undefined,
     () => true,
@@ -247,6 +251,7 @@ function isTransient(err: Error & { code?: unknown; level?: unknown }): boolean 
 async function connectWithRetry(
   target: SshTarget,
   options: ConnectOptions,
+  kind: 'pinned' | 'rescue',
   auth: () => Pick<ConnectConfig, 'privateKey' | 'password' | 'tryKeyboard'>,
   hostKeyAlgorithms: ServerHostKeyAlgorithm[] | undefined,
   acceptHostKey: (blob: Buffer) => boolean,
@@ -255,6 +260,7 @@ async function connectWithRetry(
   const deadline = Date.now() + (options.retryForMs ?? 0);
   let delay = 250;
   for (let attempt = 1; ; attempt++) {
+    options.onAttempt?.(kind);
     try {
       return await connectOnce(target, options, auth, hostKeyAlgorithms, acceptHostKey, expectedFingerprint);
     } catch (err) {
