@@ -5,3 +5,6 @@ APT_PACKAGES += openssh-server openssh-client iproute2 util-linux openssl coreut
 # What a Hetzner Docker image has and the operator's scripts use on the server (health checks,
 # the bridge firewall): they run inside each simulated server's namespaces.
 APT_PACKAGES += curl nftables
+# Light servers (the operator's scale benchmark, test/hosts/shims/stand-in-http.sh): socat
+# stands in for the long-running services and forwards published ports.
+APT_PACKAGES += socat

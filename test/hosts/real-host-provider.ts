@@ -56,6 +56,14 @@ export interface RealHostProviderOptions {
    * $CANNES_CACHE or ~/.cache/cannes): the docker shim finds `x-cannes.npmPackage` installs there.
    */
   readonly cacheDir?: string;
+  /**
+   * Benchmarks only: a "light" server. The long-running services the operator deploys (a
+   * systemd unit running `node`, every compose service) are replaced by a tiny HTTP stand-in
+   * (socat answering 200 on the same addresses), so hundreds of servers fit on one machine.
+   * Everything else stays real: namespaces, boots, sshd, the shims, files, nftables, the
+   * container's namespace and its port forward (socat instead of a Node forwarder).
+   */
+  readonly standInServices?: boolean;
 }
 
 export interface ImageMapping {
@@ -91,6 +99,7 @@ export class RealHostProvider implements HostProvider {
   readonly #bootTimeoutMs: number;
   readonly #log: (line: string) => void;
   readonly #images: Readonly<Record<string, ImageMapping>>;
+  readonly #standIn: boolean;
   readonly #cacheDir: string;
   #prepared: Promise<void> | undefined;
   #closed = false;
@@ -101,6 +110,7 @@ export class RealHostProvider implements HostProvider {
     this.#bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
     this.#log = options.log ?? (() => {});
     this.#images = options.images ?? {};
+    this.#standIn = options.standInServices ?? false;
     this.#cacheDir = options.cacheDir ?? process.env['CANNES_CACHE'] ?? join(homedir(), '.cache', 'cannes');
   }
 
@@ -124,6 +134,7 @@ export class RealHostProvider implements HostProvider {
       await writeFile(join(this.#baseDir, 'boot.sh'), await readFile(join(HERE, 'boot.sh')), { mode: 0o755 });
       await bundleShims(join(this.#baseDir, 'shims'));
       await writeFile(join(this.#baseDir, 'shims', 'images.json'), `${JSON.stringify(this.#images)}\n`);
+      if (this.#standIn) await writeFile(join(this.#baseDir, 'shims', 'stand-in'), 'services\n');
     })();
     return this.#prepared;
   }
@@ -587,6 +598,9 @@ async function bundleShims(dir: string): Promise<void> {
     mode: 0o755,
   });
   await writeFile(join(dir, 'bin', 'mount'), await readFile(join(HERE, 'shims', 'mount.sh')), {
+    mode: 0o755,
+  });
+  await writeFile(join(dir, 'stand-in-http.sh'), await readFile(join(HERE, 'shims', 'stand-in-http.sh')), {
     mode: 0o755,
   });
 }

@@ -68,6 +68,8 @@ export async function startSystem(
     actionMs?: number;
     /** Superuser URL of the Postgres cluster to make the system's database in (default: the shared one). */
     adminDatabaseUrl?: string;
+    /** Light servers (benchmarks): see RealHostProviderOptions.standInServices. */
+    standInServices?: boolean;
   } = {},
 ): Promise<System> {
   const dir = mkdtempSync(join(tmpdir(), 'cannes-system-'));
@@ -107,7 +109,7 @@ export async function startSystem(
     for (const u of Object.values(upstreams)) cleanups.push(() => u.close());
 
     // The docker shim runs the OpenClaw image from the `make openclaw` install in the cache.
-    const hosts = new RealHostProvider();
+    const hosts = new RealHostProvider({ standInServices: opts.standInServices ?? false });
     const sim = await startSimulator({ provider: hosts, actionDurationMs: opts.actionMs ?? 200 });
     cleanups.push(() => sim.close());
 

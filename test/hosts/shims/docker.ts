@@ -322,7 +322,27 @@ function ensureBridge(): void {
   sh('ip', ['link', 'set', 'docker0', 'up']);
 }
 
-function startContainer(project: string, svc: Service, hash: string): void {
+/** A light server (RealHostProvider standInServices): services are stood in for. */
+const STAND_IN = '/run/cannes/shims/stand-in';
+const STAND_IN_HTTP = '/run/cannes/shims/stand-in-http.sh';
+
+/**
+ * The stand-in for a service: in its own real container (namespace, chroot, uid, ports), a
+ * socat per published container port answering 200 to every request instead of the image.
+ */
+function standIn(svc: Service): Service {
+  const ports = [...new Set(svc.ports.map((p) => p.containerPort))];
+  const socats = ports.map((p) => `socat TCP-LISTEN:${p},fork,reuseaddr SYSTEM:/stand-in-http.sh &`);
+  return {
+    ...svc,
+    argv: ['/bin/sh', '-c', `${socats.join(' ')} wait`],
+    extraBinds: [...svc.extraBinds, { source: STAND_IN_HTTP, target: '/stand-in-http.sh', readOnly: true }],
+  };
+}
+
+function startContainer(project: string, declared: Service, hash: string): void {
+  const light = existsSync(STAND_IN);
+  const svc = light ? standIn(declared) : declared;
   ensureBridge();
   const used = usedIps();
   let ip = '';
@@ -431,11 +451,17 @@ function startContainer(project: string, svc: Service, hash: string): void {
   if (child.pid === undefined) fail(`cannot start ${svc.name}`);
   child.unref();
   const forwarders = svc.ports.map((p) => {
-    const f = spawn(
-      process.execPath,
-      [process.argv[1]!, '__forward', p.hostIp, String(p.hostPort), ip, String(p.containerPort)],
-      { detached: true, stdio: 'ignore' },
-    );
+    const f = light
+      ? spawn(
+          'socat',
+          [`TCP-LISTEN:${p.hostPort},bind=${p.hostIp},fork,reuseaddr`, `TCP:${ip}:${p.containerPort}`],
+          { detached: true, stdio: 'ignore' },
+        )
+      : spawn(
+          process.execPath,
+          [process.argv[1]!, '__forward', p.hostIp, String(p.hostPort), ip, String(p.containerPort)],
+          { detached: true, stdio: 'ignore' },
+        );
     f.unref();
     return f.pid ?? 0;
   });

@@ -145,11 +145,42 @@ function runningPid(name: string): number | undefined {
   return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
 }
 
+/** A light server (RealHostProvider standInServices): Node units are stood in for. */
+const STAND_IN = '/run/cannes/shims/stand-in';
+const STAND_IN_HTTP = '/run/cannes/shims/stand-in-http.sh';
+
+/**
+ * The stand-in for a unit that runs `node`: one socat per `--listen host:port` of its
+ * ExecStart, answering 200 to every request, in one process group (what stop() kills).
+ */
+function standInArgv(unit: Unit): string[] {
+  const listens: string[] = [];
+  unit.exec.forEach((a, i) => {
+    if (a === '--listen' && unit.exec[i + 1]) listens.push(unit.exec[i + 1]!);
+  });
+  if (listens.length === 0) fail(`${unit.name}: stand-in needs --listen host:port in ExecStart`);
+  const socats = listens.map((l) => {
+    const m = /^(.*):(\d+)$/.exec(l);
+    if (!m) fail(`${unit.name}: --listen ${l} is not host:port`);
+    return `socat TCP-LISTEN:${m[2]},bind=${m[1]},fork,reuseaddr SYSTEM:${STAND_IN_HTTP} &`;
+  });
+  return ['/bin/sh', '-c', `${socats.join(' ')} wait`];
+}
+
 function start(name: string): void {
   if (runningPid(name) !== undefined) return;
-  parseUnit(name); // fail early on a bad unit
+  const unit = parseUnit(name); // fail early on a bad unit
   mkdirSync(STATE, { recursive: true, mode: 0o755 });
   const log = openSync(join(STATE, `${name}.log`), 'a', 0o600);
+  if (existsSync(STAND_IN) && basename(unit.exec[0]!) === 'node') {
+    const argv = standInArgv(unit);
+    const c = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log] });
+    closeSync(log);
+    if (c.pid === undefined) fail(`cannot start ${name}`);
+    writeFileSync(pidFile(name), `${c.pid}\n`);
+    c.unref();
+    return;
+  }
   const sup = spawn(process.execPath, [process.argv[1]!, '__supervise', name], {
     detached: true,
     stdio: ['ignore', log, log],
