@@ -17,7 +17,9 @@
  *
  * BENCH_REAL_VPS (default 0): additionally the same with that many fully real servers (the
  * real OpenClaw gateway and proxy), for the time to Ready of the real thing.
- * BENCH_WORKERS (default 4, the operator's default): `--workers` of the operator.
+ * BENCH_WORKERS (default 16; the operator's default is 4): `--workers` of the operator. A
+ * provisioning holds a worker for its whole length (mostly waiting on boots and SSH), so an
+ * operator minding hundreds of Vps is run with more workers than the default.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,7 +30,7 @@ import { type OperatorProcess, REPO, type System, startSystem } from '../test/li
 const N = Number(process.env['BENCH_VPS'] ?? 200);
 const REAL = Number(process.env['BENCH_REAL_VPS'] ?? 0);
 const IDLE_S = Number(process.env['BENCH_IDLE_S'] ?? 60);
-const WORKERS = Number(process.env['BENCH_WORKERS'] ?? 4);
+const WORKERS = Number(process.env['BENCH_WORKERS'] ?? 16);
 const RESYNC_S = 5;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -98,18 +100,25 @@ function rssMiB(op: OperatorProcess): number {
   return Math.round((kb / 1024) * 10) / 10;
 }
 
-/** SSH connection attempts the operator made so far (its cannes_ssh_connections_total). */
-async function sshConnections(op: OperatorProcess): Promise<number> {
+/** The sum of a counter's series on the operator's /metrics, optionally only those matching `labels`. */
+async function counter(op: OperatorProcess, name: string, labels = ''): Promise<number> {
   const text = await (await fetch(op.metricsUrl)).text();
   let sum = 0;
   let seen = false;
-  for (const m of text.matchAll(/^cannes_ssh_connections_total\{[^}]*\} (\d+(?:\.\d+)?)$/gm)) {
-    sum += Number(m[1]);
+  for (const m of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\d+(?:\\.\\d+)?)$`, 'gm'))) {
+    if (!m[1]!.includes(labels)) continue;
+    sum += Number(m[2]);
     seen = true;
   }
-  if (!seen) throw new Error('the operator exports no cannes_ssh_connections_total');
+  if (!seen) throw new Error(`the operator exports no ${name}{${labels}}`);
   return sum;
 }
+
+/** SSH connection attempts the operator made so far. */
+const sshConnections = (op: OperatorProcess) => counter(op, 'cannes_ssh_connections_total');
+/** Reconciles of Vps objects so far. */
+const vpsReconciles = (op: OperatorProcess) =>
+  counter(op, 'controller_runtime_reconcile_total', 'controller="vps"');
 
 /** Operator calls by `METHOD route` (action polls, finds, creates...), most frequent first. */
 function byRoute(s: System): Record<string, number> {
@@ -178,9 +187,11 @@ async function run(n: number, light: boolean) {
     const ssh = await sshConnections(op);
     const creates = operatorRequests(s).filter((r) => r.method === 'POST' && r.route === '/servers').length;
     const rssSettled = rssMiB(op);
+    const reconciles = await vpsReconciles(op);
     await sleep(IDLE_S * 1000);
     const idleCalls = operatorRequests(s).length - calls;
     const idleSsh = (await sshConnections(op)) - ssh;
+    const idleReconciles = (await vpsReconciles(op)) - reconciles;
     return {
       vps: n,
       servers: light
@@ -202,6 +213,8 @@ async function run(n: number, light: boolean) {
         fullResyncs: Math.floor(IDLE_S / RESYNC_S),
         hetznerCalls: idleCalls,
         sshConnections: idleSsh,
+        // Every full resync reconciles each Vps (from its own and its ModelKey's relist).
+        vpsReconcilesPerVps: round1(idleReconciles / n),
       },
     };
   } finally {
@@ -233,6 +246,10 @@ for (const [name, r] of Object.entries(results)) {
   if (r.idle.sshConnections !== 0)
     problems.push(`${r.idle.sshConnections} SSH connections while idle (must be 0)`);
   if (r.serverCreates !== r.vps) problems.push(`${r.serverCreates} servers created for ${r.vps} Vps`);
+  // A resync relists Vps and ModelKeys (each maps to its Vps): about 2 reconciles per Vps per
+  // resync. Far more means a requeue loop (a spinning timer once made thousands).
+  if (r.idle.vpsReconcilesPerVps > 4 * r.idle.fullResyncs + 2)
+    problems.push(`${r.idle.vpsReconcilesPerVps} reconciles per Vps while idle: a requeue loop?`);
   const target = r.hetznerCallsPerVps <= 15 ? 'met' : 'MISSED';
   console.log(`${name}: ${r.hetznerCallsPerVps} Hetzner calls per Vps (target <= 15: ${target})`);
   for (const p of problems) console.error(`FAIL ${name}: ${p}`);

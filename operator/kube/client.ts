@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   type HttpMethod,
   IsomorphicFetchHttpLibrary,
@@ -123,6 +124,7 @@ export interface KubeApi {
 export class KubeClient implements KubeApi {
   readonly #kc: KubeConfig;
   readonly #http = new IsomorphicFetchHttpLibrary();
+  readonly #dispatchers = new Map<string, NonNullable<ReturnType<RequestContext['getDispatcher']>>>();
   readonly #watch: Watch;
   readonly #metrics: CoreMetrics | undefined;
 
@@ -150,6 +152,47 @@ export class KubeClient implements KubeApi {
     this.#metrics?.restClientRequests.inc({ code: String(code), method, host });
   }
 
+  /**
+   * client-node 2.0 builds a new undici Agent, with its own connection pool, on every
+   * `applySecurityAuthentication`: each request would open a TLS connection of its own (a
+   * handshake on both ends) and keep it alive idle for seconds; at a few hundred Vps that is
+   * hundreds of open sockets and most of the operator's memory. Requests share one dispatcher
+   * per distinct connection material instead (keep-alive, as client-go does). The key is a
+   * digest of what makes the connection, read through the library's own public
+   * `applyToHTTPSOptions`, so a rotated client certificate gets a new pool.
+   */
+  async #shareDispatcher(ctx: RequestContext): Promise<void> {
+    const fresh = ctx.getDispatcher();
+    if (fresh === undefined) return;
+    const o: Parameters<KubeConfig['applyToHTTPSOptions']>[0] = {};
+    await this.#kc.applyToHTTPSOptions(o);
+    const cluster = this.#kc.getCurrentCluster();
+    const h = createHash('sha256');
+    for (const part of [
+      cluster?.server,
+      cluster?.proxyUrl,
+      cluster?.skipTLSVerify,
+      o.ca,
+      o.cert,
+      o.key,
+      o.pfx,
+      o.passphrase,
+      o.rejectUnauthorized,
+      o.servername,
+    ]) {
+      const bytes = Buffer.isBuffer(part) ? part : Buffer.from(JSON.stringify(part ?? null));
+      h.update(String(bytes.length)).update(':').update(bytes);
+    }
+    const key = h.digest('hex');
+    const shared = this.#dispatchers.get(key);
+    if (shared !== undefined) {
+      ctx.setDispatcher(shared);
+      void fresh.close().catch(() => {});
+    } else {
+      this.#dispatchers.set(key, fresh);
+    }
+  }
+
   get kubeConfig(): KubeConfig {
     return this.#kc;
   }
@@ -170,6 +213,7 @@ export class KubeClient implements KubeApi {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     ctx.setSignal(opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout);
     await this.#kc.applySecurityAuthentication(ctx);
+    await this.#shareDispatcher(ctx);
     let res: ResponseContext;
     try {
       res = await this.#http.send(ctx).toPromise();

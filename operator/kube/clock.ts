@@ -8,10 +8,24 @@ export interface Timer {
   cancel(): void;
 }
 
+/**
+ * Node fires a timer set for more than 2^31-1 ms (24.8 days) after 1 ms instead (with a
+ * TimeoutOverflowWarning). A requeue for a rotation 30 days away would spin the reconcile:
+ * longer waits are chained from timers within the limit.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const realClock: Clock = {
   now: () => performance.timeOrigin + performance.now(),
   setTimeout(fn, ms) {
-    const t = setTimeout(fn, Math.max(0, ms));
+    let t: NodeJS.Timeout;
+    const arm = (left: number): void => {
+      t =
+        left > MAX_TIMER_MS
+          ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS)
+          : setTimeout(fn, Math.max(0, left));
+    };
+    arm(ms);
     return { cancel: () => clearTimeout(t) };
   },
 };

@@ -53,11 +53,14 @@ export class TcpProxy {
   readonly #target: { host: string; port: number };
   #refusing = false;
   port = 0;
+  /** TCP connections accepted so far (refused ones included). */
+  accepted = 0;
 
   constructor(target: string) {
     const u = new URL(target);
     this.#target = { host: u.hostname, port: Number(u.port) };
     this.#server = createServer((client) => {
+      this.accepted++;
       if (this.#refusing) {
         client.destroy();
         return;
