@@ -25,7 +25,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { operatorRequests } from '../test/integration/operator/robust.ts';
-import { type OperatorProcess, REPO, type System, startSystem } from '../test/lib/system.ts';
+import { metricSum, type OperatorProcess, REPO, type System, startSystem } from '../test/lib/system.ts';
 
 const N = Number(process.env['BENCH_VPS'] ?? 200);
 const REAL = Number(process.env['BENCH_REAL_VPS'] ?? 0);
@@ -100,25 +100,11 @@ function rssMiB(op: OperatorProcess): number {
   return Math.round((kb / 1024) * 10) / 10;
 }
 
-/** The sum of a counter's series on the operator's /metrics, optionally only those matching `labels`. */
-async function counter(op: OperatorProcess, name: string, labels = ''): Promise<number> {
-  const text = await (await fetch(op.metricsUrl)).text();
-  let sum = 0;
-  let seen = false;
-  for (const m of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\d+(?:\\.\\d+)?)$`, 'gm'))) {
-    if (!m[1]!.includes(labels)) continue;
-    sum += Number(m[2]);
-    seen = true;
-  }
-  if (!seen) throw new Error(`the operator exports no ${name}{${labels}}`);
-  return sum;
-}
-
 /** SSH connection attempts the operator made so far. */
-const sshConnections = (op: OperatorProcess) => counter(op, 'cannes_ssh_connections_total');
+const sshConnections = (op: OperatorProcess) => metricSum(op, 'cannes_ssh_connections_total');
 /** Reconciles of Vps objects so far. */
 const vpsReconciles = (op: OperatorProcess) =>
-  counter(op, 'controller_runtime_reconcile_total', 'controller="vps"');
+  metricSum(op, 'controller_runtime_reconcile_total', 'controller="vps"');
 
 /** Operator calls by `METHOD route` (action polls, finds, creates...), most frequent first. */
 function byRoute(s: System): Record<string, number> {

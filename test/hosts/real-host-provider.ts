@@ -490,7 +490,8 @@ async function sha512Crypt(password: string): Promise<string> {
       buf += c.toString('utf8');
     });
     p.on('error', reject);
-    p.on('exit', (code) => (code === 0 ? resolve(buf) : reject(new Error(`openssl passwd exited ${code}`))));
+    // 'close', not 'exit': a loaded machine can report the exit before stdout is all read.
+    p.on('close', (code) => (code === 0 ? resolve(buf) : reject(new Error(`openssl passwd exited ${code}`))));
     p.stdin.end(`${password}\n`);
   });
   const hash = out.trim();

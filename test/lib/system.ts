@@ -258,6 +258,24 @@ export function exampleManifests(
 }
 
 /** Polls until `check` returns a value (not undefined) or the time is up. */
+/**
+ * The sum of a metric's series on the operator's /metrics whose labels contain `labels`
+ * (e.g. `controller="vps"`); fails when there is no such series.
+ */
+export async function metricSum(op: OperatorProcess, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(op.metricsUrl)).text();
+  let sum = 0;
+  let seen = false;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name || !(m[2] ?? '').includes(labels)) continue;
+    sum += Number(m[3]);
+    seen = true;
+  }
+  if (!seen) throw new Error(`the operator exports no ${name}{${labels}}`);
+  return sum;
+}
+
 export async function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined>,

@@ -9,11 +9,13 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   exampleManifests,
+  metricSum,
   type OperatorProcess,
   type System,
   startSystem,
   waitFor,
 } from '../../lib/system.ts';
+import { operatorRequests } from './robust.ts';
 
 let s: System;
 let op: OperatorProcess;
@@ -127,6 +129,22 @@ describe('a Vps with two ModelKeys', () => {
       await client.end();
     }
   });
+
+  it('costs nothing while idle: no Hetzner call, no SSH connection, no reconcile loop', async () => {
+    const reconciles = () => metricSum(op, 'controller_runtime_reconcile_total', 'controller="vps"');
+    const before = {
+      calls: operatorRequests(s).length,
+      ssh: await metricSum(op, 'cannes_ssh_connections_total'),
+      reconciles: await reconciles(),
+    };
+    expect(before.ssh).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 10_000));
+    expect(operatorRequests(s).length - before.calls).toBe(0);
+    expect((await metricSum(op, 'cannes_ssh_connections_total')) - before.ssh).toBe(0);
+    // The next rotation is 30 days away (a timer beyond Node's 24.8-day limit once fired after
+    // 1 ms and spun the reconcile); a resync (every 30 s here) may fall inside the window.
+    expect((await reconciles()) - before.reconciles).toBeLessThanOrEqual(4);
+  }, 60_000);
 
   it('waits for a token to delete the server, then deletes it and the row', async () => {
     const host = serverOf(await vps());
