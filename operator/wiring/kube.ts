@@ -9,7 +9,14 @@ import { randomBytes } from 'node:crypto';
 import { parseModelKey, parseVps } from '../api/parse.ts';
 import { API_VERSION, FINALIZER } from '../api/schema.ts';
 import type { Kube, ModelKeyObject, ObjectMeta, SecretValue, VpsObject } from '../controllers/ports.ts';
-import { ContentType, isNotFound, type KubeApi, type ResourceType, resourcePath } from '../kube/client.ts';
+import {
+  ContentType,
+  isNotFound,
+  type KubeApi,
+  KubeApiError,
+  type ResourceType,
+  resourcePath,
+} from '../kube/client.ts';
 import type { EventRecorder } from '../kube/events.ts';
 import { addFinalizer, removeFinalizer } from '../kube/finalizers.ts';
 import type { Informer } from '../kube/informer.ts';
@@ -92,6 +99,20 @@ export class KubePort implements Kube {
   }
 
   async removeSecretKey(namespace: string, name: string, key: string): Promise<void> {
+    // Several Vps sharing one token Secret purge it at about the same time: when another
+    // purge changed the Secret between our read and our patch, the patch's `test` fails (422)
+    // and the Secret is read again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#removeSecretKeyOnce(namespace, name, key);
+        return;
+      } catch (err) {
+        if (!(err instanceof KubeApiError && err.code === 422) || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  async #removeSecretKeyOnce(namespace: string, name: string, key: string): Promise<void> {
     const raw = await this.#getSecret(namespace, name);
     if (!raw) return;
     const data = isRecord(raw['data']) ? raw['data'] : {};
