@@ -80,6 +80,8 @@ export interface Kube {
   listModelKeys(namespace: string): readonly ModelKeyObject[];
   listVpses(namespace: string): readonly VpsObject[];
   getVps(namespace: string, name: string): VpsObject | undefined;
+  /** From the API server, not the cache (a decision that must see this Vps's last own write). */
+  readVps(namespace: string, name: string): Promise<VpsObject | undefined>;
 }
 
 // ------------------------------------------------------------------ Hetzner

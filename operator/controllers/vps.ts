@@ -363,10 +363,9 @@ async function purgeCloudToken(vps: VpsObject, d: VpsDeps, draft: StatusDraft): 
   // Purge once per Vps, after its own setup. A token put back later is for something else:
   // deleting a server, or a new Vps applied together with it (its Secret often reaches us
   // before the new Vps is in the cache, so "no other Vps waiting" would wrongly hold).
-  const purgedBefore = (vps.status.conditions ?? []).some(
-    (c) => c.type === T.CloudTokenPurged && c.status === 'True',
-  );
-  if (purgedBefore) {
+  const purgedBefore = (o: VpsObject) =>
+    (o.status.conditions ?? []).some((c) => c.type === T.CloudTokenPurged && c.status === 'True');
+  const resupplied = () => {
     draft.status.cloudTokenPurged = false;
     draft.set(
       T.CloudTokenPurged,
@@ -374,6 +373,9 @@ async function purgeCloudToken(vps: VpsObject, d: VpsDeps, draft: StatusDraft): 
       'TokenResupplied',
       'this Vps purged the token after setup; it was put back since and is left for its new use',
     );
+  };
+  if (purgedBefore(vps)) {
+    resupplied();
     return;
   }
   const waiting = d.kube
@@ -395,6 +397,13 @@ async function purgeCloudToken(vps: VpsObject, d: VpsDeps, draft: StatusDraft): 
       'WaitingForOtherVps',
       `token still needed by: ${waiting.sort().join(', ')}`,
     );
+    return;
+  }
+  // The cache may not show this Vps's own purge yet: the status write that records it is the
+  // last thing the reconcile before this one did. Read the Vps from the API server first.
+  const fresh = await d.kube.readVps(ns(vps.metadata), vps.metadata.name);
+  if (fresh && purgedBefore(fresh)) {
+    resupplied();
     return;
   }
   await d.kube.removeSecretKey(ns(vps.metadata), ref.name, ref.key);

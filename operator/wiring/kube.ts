@@ -216,4 +216,13 @@ export class KubePort implements Kube {
   getVps(namespace: string, name: string): VpsObject | undefined {
     return this.#o.vpses.get(objectKey({ namespace, name }));
   }
+
+  async readVps(namespace: string, name: string): Promise<VpsObject | undefined> {
+    try {
+      return parseVps(await this.#o.api.request('GET', resourcePath(VPS_RESOURCE, { namespace, name })));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
 }

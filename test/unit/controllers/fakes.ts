@@ -211,6 +211,10 @@ export class FakeKube implements Kube {
   getVps(namespace: string, name: string): VpsObject | undefined {
     return this.vpses.get(`${namespace}/${name}`);
   }
+  async readVps(namespace: string, name: string): Promise<VpsObject | undefined> {
+    this.calls++;
+    return this.vpses.get(`${namespace}/${name}`);
+  }
 }
 
 export class FakeHcloud implements Hcloud {

@@ -253,6 +253,27 @@ describe('Vps reconcile', () => {
     expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
   });
 
+  it('does not purge a token put back when its cached copy does not show its own purge yet', async () => {
+    await converge();
+    expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
+    // The informer has not delivered the status write of the purging reconcile yet.
+    const now = kube.vps('agent');
+    const stale = {
+      ...now,
+      status: {
+        ...now.status,
+        cloudTokenPurged: false,
+        conditions: (now.status.conditions ?? []).filter((c) => c.type !== 'CloudTokenPurged'),
+      },
+    };
+    kube.putSecret('hcloud', { token });
+    await reconcileVps(stale, deps);
+    expect(kube.secrets.get('ns/hcloud')?.data.get('token')).toBe(token);
+    expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'CloudTokenPurged')?.reason).toBe(
+      'TokenResupplied',
+    );
+  });
+
   it('keeps the token when purgeCloudTokenAfterSetup is false', async () => {
     kube.vpses.clear();
     kube.addVps('agent', vpsSpec({ purgeCloudTokenAfterSetup: false }));
