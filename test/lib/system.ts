@@ -257,12 +257,16 @@ export function exampleManifests(
   return docs.map((d) => stringify(d)).join('---\n');
 }
 
-/** Polls until `check` returns a value (not undefined) or the time is up. */
 /**
  * The sum of a metric's series on the operator's /metrics whose labels contain `labels`
- * (e.g. `controller="vps"`); fails when there is no such series.
+ * (e.g. `controller="vps"`); `whenAbsent` when there is no such series, else it fails.
  */
-export async function metricSum(op: OperatorProcess, name: string, labels = ''): Promise<number> {
+export async function metricSum(
+  op: OperatorProcess,
+  name: string,
+  labels = '',
+  whenAbsent?: number,
+): Promise<number> {
   const text = await (await fetch(op.metricsUrl)).text();
   let sum = 0;
   let seen = false;
@@ -272,10 +276,12 @@ export async function metricSum(op: OperatorProcess, name: string, labels = ''):
     sum += Number(m[3]);
     seen = true;
   }
-  if (!seen) throw new Error(`the operator exports no ${name}{${labels}}`);
-  return sum;
+  if (seen) return sum;
+  if (whenAbsent !== undefined) return whenAbsent;
+  throw new Error(`the operator exports no ${name}{${labels}}`);
 }
 
+/** Polls until `check` returns a value (not undefined) or the time is up. */
 export async function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined>,

@@ -4,7 +4,7 @@ import { parseModelKey, parseVps } from '../../../operator/api/parse.ts';
 import type { KubeClient } from '../../../operator/kube/client.ts';
 import { EventRecorder } from '../../../operator/kube/events.ts';
 import { Informer } from '../../../operator/kube/informer.ts';
-import { KubePort } from '../../../operator/wiring/kube.ts';
+import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from '../../../operator/wiring/kube.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, tempNamespace } from './helpers.ts';
 
@@ -18,13 +18,11 @@ describe('purging a key from a Secret', () => {
     const rig = await useRig();
     api = adminClient(rig);
     ns = await tempNamespace(rig, 'purge');
-    const resource = (plural: string, kind: string) =>
-      ({ group: 'cannes.dev', version: 'v1alpha1', plural, kind, namespaced: true }) as const;
     port = new KubePort({
       api,
       events: new EventRecorder({ api, reportingInstance: 'test' }),
-      vpses: new Informer({ api, resource: resource('vpses', 'Vps'), parse: parseVps }),
-      modelKeys: new Informer({ api, resource: resource('modelkeys', 'ModelKey'), parse: parseModelKey }),
+      vpses: new Informer({ api, resource: VPS_RESOURCE, parse: parseVps }),
+      modelKeys: new Informer({ api, resource: MODELKEY_RESOURCE, parse: parseModelKey }),
     });
   });
   afterAll(async () => {

@@ -4,7 +4,7 @@
  * the Vps the dead leader was provisioning still converges, with one server.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type OperatorProcess, type System, startSystem, waitFor } from '../../lib/system.ts';
+import { metricSum, type OperatorProcess, type System, startSystem, waitFor } from '../../lib/system.ts';
 import {
   getVps,
   keyStates,
@@ -20,32 +20,12 @@ let a: OperatorProcess;
 let b: OperatorProcess;
 const diag = () => logTail([a, b])();
 
-async function scrape(op: OperatorProcess): Promise<string> {
-  return (await fetch(op.metricsUrl)).text();
-}
-
-/** The value of a sample line `name{labels} value` whose label set contains `labels`. */
-function sample(text: string, name: string, labels: string): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    if (!line.includes(labels)) continue;
-    return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
-}
-
 const isLeader = async (op: OperatorProcess) =>
-  sample(await scrape(op), 'leader_election_master_status', 'name="cannes-operator"') === 1;
+  (await metricSum(op, 'leader_election_master_status', 'name="cannes-operator"', 0)) === 1;
 
-/** Reconciles a process has done for the vps controller (all results). */
-async function vpsReconciles(op: OperatorProcess): Promise<number> {
-  const text = await scrape(op);
-  let n = 0;
-  for (const line of text.split('\n'))
-    if (line.startsWith('controller_runtime_reconcile_total{') && line.includes('controller="vps"'))
-      n += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return n;
-}
+/** Reconciles a process has done for the vps controller (all results; 0 before its first). */
+const vpsReconciles = (op: OperatorProcess) =>
+  metricSum(op, 'controller_runtime_reconcile_total', 'controller="vps"', 0);
 
 beforeAll(async () => {
   s = await startSystem();
