@@ -30,6 +30,8 @@ import {
 import { createConnection, createServer } from 'node:net';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse } from 'yaml';
+import { alive, groupAlive } from './proc.ts';
+import { isLightServer, STAND_IN_HTTP, standInCommand } from './stand-in.ts';
 
 const STATE = '/var/lib/docker-shim';
 const IMAGES = '/run/cannes/shims/images.json';
@@ -285,15 +287,6 @@ function shq(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
-
 function stateDir(project: string): string {
   return join(STATE, 'projects', project);
 }
@@ -322,26 +315,28 @@ function ensureBridge(): void {
   sh('ip', ['link', 'set', 'docker0', 'up']);
 }
 
-/** A light server (RealHostProvider standInServices): services are stood in for. */
-const STAND_IN = '/run/cannes/shims/stand-in';
-const STAND_IN_HTTP = '/run/cannes/shims/stand-in-http.sh';
-
 /**
  * The stand-in for a service: in its own real container (namespace, chroot, uid, ports), a
  * socat per published container port answering 200 to every request instead of the image.
  */
 function standIn(svc: Service): Service {
   const ports = [...new Set(svc.ports.map((p) => p.containerPort))];
-  const socats = ports.map((p) => `socat TCP-LISTEN:${p},fork,reuseaddr SYSTEM:/stand-in-http.sh &`);
   return {
     ...svc,
-    argv: ['/bin/sh', '-c', `${socats.join(' ')} wait`],
+    argv: [
+      '/bin/sh',
+      '-c',
+      standInCommand(
+        ports.map((port) => ({ port })),
+        '/stand-in-http.sh',
+      ),
+    ],
     extraBinds: [...svc.extraBinds, { source: STAND_IN_HTTP, target: '/stand-in-http.sh', readOnly: true }],
   };
 }
 
 function startContainer(project: string, declared: Service, hash: string): void {
-  const light = existsSync(STAND_IN);
+  const light = isLightServer();
   const svc = light ? standIn(declared) : declared;
   ensureBridge();
   const used = usedIps();
@@ -497,7 +492,7 @@ function stopContainer(project: string, service: string): void {
     }
   }
   const deadline = Date.now() + 10_000;
-  while (current && alive(s.pid) && Date.now() < deadline) spawnSync('sleep', ['0.1']);
+  while (current && groupAlive(s.pid) && Date.now() < deadline) spawnSync('sleep', ['0.1']);
   for (const pid of current ? [s.pid, ...s.forwarders] : []) {
     if (pid > 0 && alive(pid)) {
       try {

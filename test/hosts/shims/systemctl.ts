@@ -16,6 +16,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, join } from 'node:path';
+import { alive, groupAlive } from './proc.ts';
+import { isLightServer, STAND_IN_HTTP, standInCommand } from './stand-in.ts';
 
 const UNIT_DIR = '/etc/systemd/system';
 const WANTS = join(UNIT_DIR, 'multi-user.target.wants');
@@ -128,16 +130,6 @@ function pidFile(name: string): string {
   return join(STATE, `${name}.pid`);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return !/^\d+ \(.*\) Z/.test(stat);
-}
-
 function runningPid(name: string): number | undefined {
   const f = pidFile(name);
   if (!existsSync(f)) return undefined;
@@ -145,26 +137,21 @@ function runningPid(name: string): number | undefined {
   return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
 }
 
-/** A light server (RealHostProvider standInServices): Node units are stood in for. */
-const STAND_IN = '/run/cannes/shims/stand-in';
-const STAND_IN_HTTP = '/run/cannes/shims/stand-in-http.sh';
-
 /**
- * The stand-in for a unit that runs `node`: one socat per `--listen host:port` of its
- * ExecStart, answering 200 to every request, in one process group (what stop() kills).
+ * The stand-in for a unit that runs `node` on a light server: a socat per `--listen
+ * host:port` of its ExecStart, answering 200 to every request.
  */
 function standInArgv(unit: Unit): string[] {
-  const listens: string[] = [];
+  const listens: { host: string; port: number }[] = [];
   unit.exec.forEach((a, i) => {
-    if (a === '--listen' && unit.exec[i + 1]) listens.push(unit.exec[i + 1]!);
-  });
-  if (listens.length === 0) fail(`${unit.name}: stand-in needs --listen host:port in ExecStart`);
-  const socats = listens.map((l) => {
+    const l = unit.exec[i + 1];
+    if (a !== '--listen' || !l) return;
     const m = /^(.*):(\d+)$/.exec(l);
     if (!m) fail(`${unit.name}: --listen ${l} is not host:port`);
-    return `socat TCP-LISTEN:${m[2]},bind=${m[1]},fork,reuseaddr SYSTEM:${STAND_IN_HTTP} &`;
+    listens.push({ host: m[1]!, port: Number(m[2]) });
   });
-  return ['/bin/sh', '-c', `${socats.join(' ')} wait`];
+  if (listens.length === 0) fail(`${unit.name}: stand-in needs --listen host:port in ExecStart`);
+  return ['/bin/sh', '-c', standInCommand(listens, STAND_IN_HTTP)];
 }
 
 function start(name: string): void {
@@ -172,19 +159,11 @@ function start(name: string): void {
   const unit = parseUnit(name); // fail early on a bad unit
   mkdirSync(STATE, { recursive: true, mode: 0o755 });
   const log = openSync(join(STATE, `${name}.log`), 'a', 0o600);
-  if (existsSync(STAND_IN) && basename(unit.exec[0]!) === 'node') {
-    const argv = standInArgv(unit);
-    const c = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log] });
-    closeSync(log);
-    if (c.pid === undefined) fail(`cannot start ${name}`);
-    writeFileSync(pidFile(name), `${c.pid}\n`);
-    c.unref();
-    return;
-  }
-  const sup = spawn(process.execPath, [process.argv[1]!, '__supervise', name], {
-    detached: true,
-    stdio: ['ignore', log, log],
-  });
+  const argv =
+    isLightServer() && basename(unit.exec[0]!) === 'node'
+      ? standInArgv(unit)
+      : [process.execPath, process.argv[1]!, '__supervise', name];
+  const sup = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', log, log] });
   closeSync(log);
   if (sup.pid === undefined) fail(`cannot start ${name}`);
   writeFileSync(pidFile(name), `${sup.pid}\n`);
@@ -200,8 +179,8 @@ function stop(name: string): void {
       process.kill(pid, 'SIGTERM');
     }
     const deadline = Date.now() + 10_000;
-    while (alive(pid) && Date.now() < deadline) spawnSync('sleep', ['0.1']);
-    if (alive(pid)) process.kill(-pid, 'SIGKILL');
+    while (groupAlive(pid) && Date.now() < deadline) spawnSync('sleep', ['0.1']);
+    if (groupAlive(pid)) process.kill(-pid, 'SIGKILL');
   }
   rmSync(pidFile(name), { force: true });
 }
