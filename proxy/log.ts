@@ -62,7 +62,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       for (const k in fields) {
         const v = fields[k];
         if (v === undefined) continue;
-        line += `,${JSON.stringify(k)}:${serialise(k, v, 0)}`;
+        const prefix = fieldPrefix(k);
+        if (prefix === null) line += `,${JSON.stringify(k)}:"[redacted]"`;
+        else if (typeof v === 'number') line += prefix + (Number.isFinite(v) ? String(v) : 'null');
+        else if (typeof v === 'string') line += prefix + JSON.stringify(v);
+        else line += prefix + serialise(k, v, 0);
       }
     }
     write(line + '}\n');
@@ -100,6 +104,21 @@ function batchedStdout(): (line: string) => void {
       setImmediate(flush);
     }
   };
+}
+
+/**
+ * `,"name":` for a field name, or null when the name is redacted; remembered per name (the
+ * request line logs the same few names thousands of times a second).
+ */
+const prefixes = new Map<string, string | null>();
+function fieldPrefix(key: string): string | null {
+  let p = prefixes.get(key);
+  if (p === undefined) {
+    p = REDACTED_FIELDS.has(key.toLowerCase()) ? null : `,${JSON.stringify(key)}:`;
+    // Field names come from this code, so the map stays small; a bound keeps it so regardless.
+    if (prefixes.size < 256) prefixes.set(key, p);
+  }
+  return p;
 }
 
 function serialise(key: string, v: unknown, depth: number): string {

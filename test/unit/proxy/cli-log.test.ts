@@ -62,6 +62,18 @@ describe('logger', () => {
     expect(JSON.parse(lines[0]!)).toMatchObject({ level: 'info', msg: 'x', err: { name: 'Error' } });
   });
 
+  it('keeps redacting a field name it has seen before, and writes numbers as JSON', () => {
+    const lines: string[] = [];
+    const log = createLogger({ write: (l) => lines.push(l) });
+    const canary = `sk-canary-${Math.random().toString(36).slice(2)}`;
+    for (let i = 0; i < 3; i++) log.info('request', { id: 'a', token: canary, ms: 12, bad: Number.NaN });
+    expect(lines).toHaveLength(3);
+    for (const l of lines) {
+      expect(l).not.toContain(canary);
+      expect(JSON.parse(l)).toMatchObject({ id: 'a', token: '[redacted]', ms: 12, bad: null });
+    }
+  });
+
   it('honours the level', () => {
     const lines: string[] = [];
     const log = createLogger({ level: 'warn', write: (l) => lines.push(l) });
