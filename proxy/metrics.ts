@@ -4,8 +4,8 @@ import { PROVIDER_NAMES, type ProviderName } from './providers.ts';
 /**
  * Every metric of the proxy, on its own registry (served on the `--metrics` listener only).
  * Label values come from closed sets (provider names, status classes, refusal reasons): no
- * key, route id, path or URL ever becomes a label value. Children are resolved once here so
- * the hot path does no label hashing.
+ * key, route id, path or URL ever becomes a label value. The request path adds to plain
+ * numbers (`ProviderStats`); prom-client reads them when Prometheus scrapes.
  */
 export const REFUSAL_REASONS = [
   'source_not_allowed',
@@ -24,70 +24,191 @@ export type StatusClass = (typeof STATUS_CLASSES)[number];
 export const UPSTREAM_ERROR_KINDS = ['connect', 'headers_timeout', 'body_timeout', 'reset', 'other'] as const;
 export type UpstreamErrorKind = (typeof UPSTREAM_ERROR_KINDS)[number];
 
-interface ProviderChildren {
-  readonly requests: Record<StatusClass, Counter.Internal>;
-  readonly ttfb: Histogram.Internal<'provider'>;
-  readonly duration: Histogram.Internal<'provider'>;
-  readonly requestBytes: Counter.Internal;
-  readonly responseBytes: Counter.Internal;
-  readonly upstreamErrors: Record<UpstreamErrorKind, Counter.Internal>;
+// LLM calls range from a few ms (errors) to many minutes (reasoning models).
+const BUCKETS: readonly number[] = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+];
+
+/**
+ * What the request path counts for one provider: plain numbers, added to with `+=`.
+ * prom-client's own `inc()`/`observe()` validate and hash their labels on every call, which
+ * was a visible share of the proxy's CPU per request; these are read into prom-client's
+ * metrics only when Prometheus scrapes.
+ */
+export class ProviderStats {
+  readonly requests: Record<StatusClass, number> = zeros(STATUS_CLASSES);
+  readonly upstreamErrors: Record<UpstreamErrorKind, number> = zeros(UPSTREAM_ERROR_KINDS);
+  requestBytes = 0;
+  responseBytes = 0;
+  readonly ttfb = new Buckets(BUCKETS);
+  readonly duration = new Buckets(BUCKETS);
+}
+
+/** A histogram's cells: the count per bucket (not cumulative), the sum and the count. */
+export class Buckets {
+  readonly bounds: readonly number[];
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = bounds.map(() => 0);
+  }
+
+  observe(v: number): void {
+    this.sum += v;
+    this.count++;
+    const b = this.bounds;
+    for (let i = 0; i < b.length; i++) {
+      if (v <= b[i]!) {
+        this.counts[i]!++;
+        return;
+      }
+    }
+  }
+}
+
+function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
+  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+}
+
+/**
+ * A prom-client histogram whose values come from `Buckets` at scrape time, in the shape
+ * prom-client's own histogram hands its registry (`_bucket` with `le`, `_sum`, `_count`).
+ * Only providers that saw a request are shown, as prom-client shows only observed labels.
+ */
+class ScrapedHistogram extends Histogram<string> {
+  readonly #cells: (s: ProviderStats) => Buckets;
+  readonly #stats: ReadonlyMap<ProviderName, ProviderStats>;
+
+  constructor(
+    name: string,
+    help: string,
+    registers: Registry[],
+    stats: ReadonlyMap<ProviderName, ProviderStats>,
+    cells: (s: ProviderStats) => Buckets,
+  ) {
+    super({ name, help, labelNames: ['provider'], buckets: [...BUCKETS], registers });
+    this.#stats = stats;
+    this.#cells = cells;
+  }
+
+  /**
+   * What prom-client's registry reads for the text format (and its `get()` for JSON, which
+   * moves `sharedLabels` into `labels`): its own fields, these values.
+   */
+  async getForPromString() {
+    // prom-client sets these at run time; its typings leave them out.
+    const { name, help, type, aggregator } = this as unknown as Record<
+      'name' | 'help' | 'type' | 'aggregator',
+      string
+    >;
+    const bucket = `${name}_bucket`;
+    const values: ScrapedValue[] = [];
+    for (const [provider, s] of this.#stats) {
+      const c = this.#cells(s);
+      if (c.count === 0) continue;
+      const sharedLabels = { provider };
+      let acc = 0;
+      for (let i = 0; i < c.bounds.length; i++) {
+        acc += c.counts[i]!;
+        values.push({ value: acc, labels: { le: c.bounds[i]! }, sharedLabels, metricName: bucket });
+      }
+      values.push(
+        { value: c.count, labels: { le: '+Inf' }, sharedLabels, metricName: bucket },
+        { value: c.sum, labels: {}, sharedLabels, metricName: `${name}_sum` },
+        { value: c.count, labels: {}, sharedLabels, metricName: `${name}_count` },
+      );
+    }
+    return { name, help, type, values, aggregator };
+  }
+}
+
+interface ScrapedValue {
+  value: number;
+  labels: Record<string, string | number>;
+  sharedLabels: Record<string, string>;
+  metricName: string;
 }
 
 export class ProxyMetrics {
   readonly registry: Registry;
-  readonly activeStreams: Gauge;
   readonly routes: Gauge;
+  /** Proxied requests in flight; the request path adds and subtracts, the gauge reads it. */
+  active = 0;
   readonly #refusals: Record<RefusalReason, Counter.Internal>;
   readonly #reloads: Record<'success' | 'error', Counter.Internal>;
-  readonly #byProvider: Map<ProviderName, ProviderChildren>;
+  readonly #byProvider = new Map<ProviderName, ProviderStats>();
 
   constructor(registry: Registry) {
     this.registry = registry;
     const registers = [registry];
-    const requests = new Counter({
+    for (const p of PROVIDER_NAMES) this.#byProvider.set(p, new ProviderStats());
+    const byProvider = this.#byProvider;
+    new Counter({
       name: 'cannes_proxy_requests_total',
       help: 'Proxied requests by provider and response status class (aborted: the client went away first)',
       labelNames: ['provider', 'status_class'] as const,
       registers,
+      collect() {
+        this.reset();
+        for (const [provider, s] of byProvider) {
+          for (const c of STATUS_CLASSES) {
+            if (s.requests[c] > 0) this.inc({ provider, status_class: c }, s.requests[c]);
+          }
+        }
+      },
     });
-    // LLM calls range from a few ms (errors) to many minutes (reasoning models).
-    const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
-    const ttfb = new Histogram({
-      name: 'cannes_proxy_upstream_ttfb_seconds',
-      help: 'Time from receiving a request to the upstream response headers',
-      labelNames: ['provider'] as const,
-      buckets,
+    new ScrapedHistogram(
+      'cannes_proxy_upstream_ttfb_seconds',
+      'Time from receiving a request to the upstream response headers',
       registers,
-    });
-    const duration = new Histogram({
-      name: 'cannes_proxy_request_duration_seconds',
-      help: 'Time from receiving a request to the end of the proxied response',
-      labelNames: ['provider'] as const,
-      buckets,
+      byProvider,
+      (s) => s.ttfb,
+    );
+    new ScrapedHistogram(
+      'cannes_proxy_request_duration_seconds',
+      'Time from receiving a request to the end of the proxied response',
       registers,
-    });
-    const requestBytes = new Counter({
-      name: 'cannes_proxy_request_bytes_total',
-      help: 'Request body bytes sent upstream',
-      labelNames: ['provider'] as const,
-      registers,
-    });
-    const responseBytes = new Counter({
-      name: 'cannes_proxy_response_bytes_total',
-      help: 'Response body bytes relayed to clients',
-      labelNames: ['provider'] as const,
-      registers,
-    });
-    const upstreamErrors = new Counter({
+      byProvider,
+      (s) => s.duration,
+    );
+    const bytes = (name: string, help: string, field: 'requestBytes' | 'responseBytes') =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['provider'] as const,
+        registers,
+        collect() {
+          this.reset();
+          for (const [provider, s] of byProvider) if (s[field] > 0) this.inc({ provider }, s[field]);
+        },
+      });
+    bytes('cannes_proxy_request_bytes_total', 'Request body bytes sent upstream', 'requestBytes');
+    bytes('cannes_proxy_response_bytes_total', 'Response body bytes relayed to clients', 'responseBytes');
+    new Counter({
       name: 'cannes_proxy_upstream_errors_total',
       help: 'Upstream failures by kind',
       labelNames: ['provider', 'kind'] as const,
       registers,
+      collect() {
+        this.reset();
+        for (const [provider, s] of byProvider) {
+          for (const kind of UPSTREAM_ERROR_KINDS) {
+            if (s.upstreamErrors[kind] > 0) this.inc({ provider, kind }, s.upstreamErrors[kind]);
+          }
+        }
+      },
     });
-    this.activeStreams = new Gauge({
+    const self = this;
+    new Gauge({
       name: 'cannes_proxy_active_streams',
       help: 'Proxied requests in flight (request sent upstream, response not finished)',
       registers,
+      collect() {
+        this.set(self.active);
+      },
     });
     this.routes = new Gauge({
       name: 'cannes_proxy_routes',
@@ -111,25 +232,9 @@ export class ProxyMetrics {
       Counter.Internal
     >;
     this.#reloads = { success: reloads.labels('success'), error: reloads.labels('error') };
-    this.#byProvider = new Map();
-    for (const p of PROVIDER_NAMES) {
-      this.#byProvider.set(p, {
-        requests: Object.fromEntries(STATUS_CLASSES.map((c) => [c, requests.labels(p, c)])) as Record<
-          StatusClass,
-          Counter.Internal
-        >,
-        ttfb: ttfb.labels(p),
-        duration: duration.labels(p),
-        requestBytes: requestBytes.labels(p),
-        responseBytes: responseBytes.labels(p),
-        upstreamErrors: Object.fromEntries(
-          UPSTREAM_ERROR_KINDS.map((k) => [k, upstreamErrors.labels(p, k)]),
-        ) as Record<UpstreamErrorKind, Counter.Internal>,
-      });
-    }
   }
 
-  provider(p: ProviderName): ProviderChildren {
+  provider(p: ProviderName): ProviderStats {
     return this.#byProvider.get(p)!;
   }
 

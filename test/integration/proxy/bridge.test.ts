@@ -10,6 +10,7 @@ import {
   type NetRig,
   NsClient,
   ProxyProcess,
+  rand,
   scrape,
   tempDir,
   writeKeyFile,
@@ -112,6 +113,28 @@ function get(path: string, headers: string[] = [], body?: string) {
 }
 
 describe('a bridge client', () => {
+  it('gets a sized body upstream byte for byte, whether it came with the headers or after them', async () => {
+    // Whole with the headers: sent upstream as one buffer. In pieces: streamed as it comes.
+    // The raw client writes latin1: the body stays ASCII so its length is its byte length.
+    for (const gapMs of [0, 150]) {
+      const body = JSON.stringify({
+        model: 'gpt-fake-1',
+        messages: [{ role: 'user', content: `hi ${rand(8)}` }],
+      });
+      const head =
+        `POST /proxy/gpt/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`;
+      const cut = Math.floor(body.length / 2);
+      const pieces = gapMs === 0 ? [head + body] : [head, body.slice(0, cut), body.slice(cut)];
+      const r = await bridgeClient.raw(rig.bridgeAddr, port, pieces, { gapMs, waitMs: 5000 });
+      captured.push(r.data);
+      expect(r.data.startsWith('HTTP/1.1 200'), r.data.split('\r\n')[0]).toBe(true);
+      const rec = ups.oai.requests.at(-1)!;
+      expect(rec.bodyBytes).toBe(Buffer.byteLength(body));
+      expect(rec.json).toEqual(JSON.parse(body));
+    }
+  });
+
   it('reaches Anthropic with exactly the real key in x-api-key and no client-supplied credential', async () => {
     const res = await get(
       '/proxy/claude/v1/messages?key=client-query-fake',
@@ -122,6 +145,11 @@ describe('a bridge client', () => {
     expect(res.status).toBe(200);
     expect(JSON.parse(res.body)).toMatchObject({ type: 'message', role: 'assistant' });
     const rec = ups.ant.requests.at(-1)!;
+    expect(rec.json).toEqual({
+      model: 'claude-fake-1',
+      max_tokens: 10,
+      messages: [{ role: 'user', content: 'hi' }],
+    });
     expect(rec.credentials).toEqual([{ where: 'x-api-key', value: keys.anthropic }]);
     expect(rec.search).toBe('');
     expect(rec.headers['anthropic-version']).toBe('2023-06-01');
