@@ -198,8 +198,16 @@ export class Controller<T extends KubeObject> {
         logger.warn({ err, reason: reasonOf(err) }, 'reconcile failed (terminal, not retried)');
       } else {
         queue.addRateLimited(key);
-        if (!signal.aborted)
-          logger.error({ err, reason: reasonOf(err) }, 'reconcile failed; retrying with backoff');
+        if (!signal.aborted) {
+          // A transient failure (a Hetzner 503, a server still booting) that the next tries
+          // fix is expected on a healthy operator: warn. Error once it persists, and always
+          // for a programming error, so that error lines are worth alerting on.
+          const attempt = queue.numRequeues(key);
+          const fields = { err, reason: reasonOf(err), attempt };
+          if (isPanic(err) || attempt > QUIET_RETRIES)
+            logger.error(fields, 'reconcile failed; retrying with backoff');
+          else logger.warn(fields, 'reconcile failed; retrying with backoff');
+        }
       }
     } finally {
       m?.reconcileTotal.inc({ controller: this.name, result });
@@ -209,6 +217,9 @@ export class Controller<T extends KubeObject> {
     }
   }
 }
+
+/** Failed tries of one key logged at warn before its failures log at error. */
+export const QUIET_RETRIES = 3;
 
 /** A programming error (what Go would panic on): counted as controller_runtime_reconcile_panics_total. */
 function isPanic(err: unknown): boolean {

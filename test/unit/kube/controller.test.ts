@@ -1,9 +1,11 @@
+import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../../../operator/kube/clock.ts';
 import {
   Controller,
   done,
+  QUIET_RETRIES,
   type ReconcileRequest,
   type Reconciler,
   requeueAfter,
@@ -23,7 +25,10 @@ const CONFIGMAPS = {
 } as const;
 const logger = createLogger('test', { level: 'silent' });
 
-function setup(reconcile: Reconciler, opts: { workers?: number; clock?: Clock } = {}) {
+function setup(
+  reconcile: Reconciler,
+  opts: { workers?: number; clock?: Clock; logger?: ReturnType<typeof createLogger> } = {},
+) {
   const api = new FakeApi();
   const registry = new Registry();
   const informer = new Informer<TestObject>({
@@ -38,7 +43,7 @@ function setup(reconcile: Reconciler, opts: { workers?: number; clock?: Clock } 
     reconcile,
     workers: opts.workers ?? 1,
     registry,
-    logger,
+    logger: opts.logger ?? logger,
     rateLimiter: new ExponentialFailureRateLimiter(1, 1000),
     ...(opts.clock ? { clock: opts.clock } : {}),
   });
@@ -117,6 +122,45 @@ describe('Controller', () => {
     expect(await value(t.registry, 'controller_runtime_reconcile_total', { result: 'error' })).toBe(3);
     expect(await value(t.registry, 'controller_runtime_reconcile_total', { result: 'success' })).toBe(1);
     expect(await value(t.registry, 'workqueue_retries_total')).toBe(3);
+    await t.shutdown();
+  });
+
+  it('logs retried failures at warn until they persist, and a programming error at error at once', async () => {
+    const lines: { level: number; msg: string; key?: string; attempt?: number }[] = [];
+    const destination = new Writable({
+      write(chunk, _enc, cb) {
+        for (const l of String(chunk).split('\n')) if (l) lines.push(JSON.parse(l));
+        cb();
+      },
+    });
+    const calls = new Map<string, number>();
+    const t = setup(
+      async (req) => {
+        const n = (calls.get(req.name) ?? 0) + 1;
+        calls.set(req.name, n);
+        if (req.name === 'panics' && n === 1) throw new TypeError('x is undefined');
+        if (req.name === 'flaky' && n <= QUIET_RETRIES + 3) throw new Error('503 from upstream');
+        return done();
+      },
+      { logger: createLogger('test', { level: 'info', destination }) },
+    );
+    t.api.put('panics');
+    t.api.put('flaky');
+    t.start();
+    await until(() => calls.get('panics') === 2, 'the panic retried');
+    await until(() => calls.get('flaky') === QUIET_RETRIES + 4, 'the flaky key through');
+    await flush();
+    const failures = (key: string) =>
+      lines.filter((l) => l.msg === 'reconcile failed; retrying with backoff' && l.key === key);
+    expect(failures('ns/panics').map((l) => l.level)).toEqual([50]);
+    expect(failures('ns/flaky').map((l) => [l.attempt, l.level])).toEqual([
+      [1, 40],
+      [2, 40],
+      [3, 40],
+      [4, 50],
+      [5, 50],
+      [6, 50],
+    ]);
     await t.shutdown();
   });
 
