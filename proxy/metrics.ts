@@ -57,6 +57,8 @@ export class Buckets {
   }
 
   observe(v: number): void {
+    // prom-client refuses these; one NaN would stick in the sum for the process's life.
+    if (!Number.isFinite(v)) return;
     this.sum += v;
     this.count++;
     const b = this.bounds;

@@ -26,6 +26,8 @@ describe('proxy metrics', () => {
       m.provider('anthropic').duration.observe(v);
       h.observe({ provider: 'anthropic' }, v);
     }
+    // Not a duration: ignored (prom-client would throw), so the sum stays a number.
+    m.provider('anthropic').duration.observe(Number.NaN);
     const name = 'cannes_proxy_request_duration_seconds';
     const got = family(await ours.metrics(), name);
     expect(got).toHaveLength(16 + 3);
