@@ -1,7 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+// The Agent alone, not undici's index, which also brings fetch, WebSocket, the cache stores
+// and more that this process never runs: the bundle is half the size (20k lines, not 38k),
+// and the proxy starts ~3 MB smaller.
+import Agent from 'undici/lib/dispatcher/agent.js';
 import { REQUEST_DROP, responseHeaderAllowed } from './headers.ts';
 import type { Route } from './keys.ts';
 import type { Logger } from './log.ts';
