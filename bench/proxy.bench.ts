@@ -17,7 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PROXY_NODE_OPTIONS } from '../operator/remote/proxy-unit.ts';
+import { PROXY_ENVIRONMENT } from '../operator/remote/proxy-unit.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(ROOT, 'dist/proxy/cannes-proxy.mjs');
@@ -142,7 +142,7 @@ async function main(): Promise<void> {
     );
     chmodSync(keyFile, 0o600);
     // Default log level (one JSON line per request) to /dev/null: the logging cost is paid.
-    // The V8 flags of the operator's unit.
+    // The environment of the operator's unit (V8 flags, malloc arenas).
     const proxy = spawn(
       process.execPath,
       [
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
         '--metrics',
         'off',
       ],
-      { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, NODE_OPTIONS: PROXY_NODE_OPTIONS } },
+      { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...PROXY_ENVIRONMENT } },
     );
     children.push(proxy);
 
@@ -266,7 +266,7 @@ async function main(): Promise<void> {
       },
       method: {
         duration_s: duration,
-        proxy_node_options: PROXY_NODE_OPTIONS,
+        proxy_environment: PROXY_ENVIRONMENT,
         rounds,
         load_generator:
           'wrk 4 (throughput), an exact one-connection client in its own process (latency), node http (SSE, open streams)',

@@ -336,8 +336,11 @@ describe('proxyUnit', () => {
       '\nExecStart=node /opt/cannes/cannes-proxy.mjs --keys /root/.model-keys.json --listen 172.17.0.1:3101 --metrics 127.0.0.1:9464\n',
     );
     expect(unit).toContain('\nUser=root\n');
-    // Young generation capped: the RSS after a burst of load stays near 120 MB, not ~290 MB.
-    expect(unit).toContain('\nEnvironment=NODE_OPTIONS=--max-semi-space-size=8\n');
+    // Memory held down: young generation capped (RSS after a burst ~120-150 MB, not ~290 MB),
+    // two malloc arenas.
+    expect(unit).toContain(
+      '\nEnvironment=NODE_OPTIONS=--max-semi-space-size=8\nEnvironment=MALLOC_ARENA_MAX=2\nExecStart=',
+    );
   });
 
   it('sandboxes it: no capabilities, read-only system, no privilege gain', () => {
