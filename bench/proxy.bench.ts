@@ -2,9 +2,12 @@
 //
 // One machine, one run, one local upstream (a separate node process), three ways in:
 //   direct  → upstream
-//   proxy   → dist/proxy/cannes-proxy.mjs → upstream
-//   nginx   → Debian nginx (temp config, foreground child, 1 worker, keep-alive upstream pool,
-//             header injection, buffering off) → upstream
+//   proxy   → dist/proxy/cannes-proxy.mjs, as the operator's unit runs it (its threads and
+//             environment) → upstream
+//   nginx   → Debian nginx (temp config, foreground child, as many workers as the proxy has
+//             threads, keep-alive upstream pool, header injection, buffering off) → upstream
+// and, when the proxy runs more than one thread, nginx with one worker for reference
+// (throughput only).
 // Measures: requests/s for small JSON at 64 connections (wrk) and the CPU each target's own
 // processes spend per request, latency at 1 connection (added p50/p99 vs direct, exact
 // client), SSE per-chunk delay (upstream stamps each chunk, the client subtracts), RSS with
@@ -17,7 +20,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PROXY_ENVIRONMENT } from '../operator/remote/proxy-unit.ts';
+import { PROXY_ENVIRONMENT, PROXY_THREADS } from '../operator/remote/proxy-unit.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(ROOT, 'dist/proxy/cannes-proxy.mjs');
@@ -96,7 +99,7 @@ if (process.argv[2] === '--role' && process.argv[3] === 'upstream') {
 
 // ---------------------------------------------------------------- orchestration
 interface Target {
-  readonly name: 'direct' | 'proxy' | 'nginx';
+  readonly name: 'direct' | 'proxy' | 'nginx' | 'nginx1';
   readonly base: string;
   readonly pid: () => number[];
 }
@@ -155,25 +158,37 @@ async function main(): Promise<void> {
         '127.0.0.1/32',
         '--metrics',
         'off',
+        '--threads',
+        String(PROXY_THREADS),
       ],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...PROXY_ENVIRONMENT } },
     );
     children.push(proxy);
 
+    // nginx with as many workers as the proxy has threads: the equivalent configuration.
     const nginxPort = await freePort();
-    const nginx = startNginx(tmp, upPort, nginxPort);
+    const nginx = startNginx(tmp, upPort, nginxPort, PROXY_THREADS, 'nginx');
     children.push(nginx);
     groups.push(nginx.pid!);
-    await Promise.all([
-      waitHttp(proxyPort, '/proxy/bench/chat/completions'),
-      waitHttp(nginxPort, '/proxy/bench/chat/completions'),
-    ]);
-
     const targets: Target[] = [
       { name: 'direct', base: `http://127.0.0.1:${upPort}/v1`, pid: () => [upstream.pid!] },
       { name: 'proxy', base: `http://127.0.0.1:${proxyPort}/proxy/bench`, pid: () => [proxy.pid!] },
       { name: 'nginx', base: `http://127.0.0.1:${nginxPort}/proxy/bench`, pid: () => nginxPids(nginx.pid!) },
     ];
+    if (PROXY_THREADS > 1) {
+      const port1 = await freePort();
+      const nginx1 = startNginx(tmp, upPort, port1, 1, 'nginx1');
+      children.push(nginx1);
+      groups.push(nginx1.pid!);
+      targets.push({
+        name: 'nginx1',
+        base: `http://127.0.0.1:${port1}/proxy/bench`,
+        pid: () => nginxPids(nginx1.pid!),
+      });
+    }
+    await Promise.all(
+      targets.slice(1).map((t) => waitHttp(Number(new URL(t.base).port), '/proxy/bench/chat/completions')),
+    );
     const duration = Number(process.env['BENCH_SECONDS'] ?? 10);
     const luaFile = join(tmp, 'post.lua');
     writeFileSync(
@@ -185,7 +200,7 @@ async function main(): Promise<void> {
     for (const t of targets) results[t.name] = {};
     // Memory first, on fresh processes: 1000 open (idle) streams, one connection each.
     for (const t of targets) {
-      if (t.name === 'direct') continue;
+      if (t.name === 'direct' || t.name === 'nginx1') continue;
       const rss = await rssWithStreams(`${t.base}/hold`, 1000, t.pid);
       results[t.name]!['rss_1000_streams_mb'] = rss.after;
       results[t.name]!['rss_idle_mb'] = rss.before;
@@ -198,12 +213,25 @@ async function main(): Promise<void> {
     for (const t of targets) wrk(`${t.base}/chat/completions`, luaFile, 16, 2);
     const rounds = 3;
     // Every round's numbers are kept too: the table shows the best round per target.
-    const perRound: Record<string, Record<string, number>[]> = { direct: [], proxy: [], nginx: [] };
+    const perRound: Record<string, Record<string, number>[]> = Object.fromEntries(
+      targets.map((t) => [t.name, []]),
+    );
     for (let r = 0; r < rounds; r++) {
       for (const t of targets) {
         const cpu0 = cpuSeconds(t.pid());
         const hi = wrk(`${t.base}/chat/completions`, luaFile, 64, duration);
         const cpuUs = ((cpuSeconds(t.pid()) - cpu0) * 1e6) / hi.requests;
+        if (t.name === 'nginx1') {
+          // The reference is for throughput only.
+          const acc = results[t.name]!;
+          acc['rps'] = Math.max(acc['rps'] ?? 0, hi.rps);
+          acc['cpu_us_per_req'] = min(acc['cpu_us_per_req'], cpuUs);
+          perRound[t.name]!.push({ rps: Math.round(hi.rps), cpu_us_per_req: Math.round(cpuUs) });
+          console.log(
+            `round ${r + 1} ${t.name}: ${hi.rps.toFixed(0)} req/s @64 (${cpuUs.toFixed(0)} µs CPU/req)`,
+          );
+          continue;
+        }
         const lo = await latencyRun(`${t.base}/chat/completions`, Math.max(3, duration / 2));
         const sse = await sseDelays(`${t.base}/stream`, 20, 100, 10);
         const acc = results[t.name]!;
@@ -229,7 +257,7 @@ async function main(): Promise<void> {
       }
     }
     for (const t of targets) {
-      if (t.name === 'direct') continue;
+      if (t.name === 'direct' || t.name === 'nginx1') continue;
       results[t.name]!['rss_after_load_mb'] = rssMb(t.pid());
     }
 
@@ -248,6 +276,7 @@ async function main(): Promise<void> {
       nginx_sse_added_p99_ms: n['sse_p99_ms']! - d['sse_p99_ms']!,
       rss_1000_streams_mb: p['rss_1000_streams_mb']!,
       nginx_rss_1000_streams_mb: n['rss_1000_streams_mb']!,
+      ...(results['nginx1'] ? { throughput_vs_nginx_one_worker: p['rps']! / results['nginx1']['rps']! } : {}),
     };
     const targetsMet = {
       throughput_ge_0_6x_nginx: summary.throughput_vs_nginx >= 0.6,
@@ -267,6 +296,8 @@ async function main(): Promise<void> {
       method: {
         duration_s: duration,
         proxy_environment: PROXY_ENVIRONMENT,
+        proxy_threads: PROXY_THREADS,
+        nginx_workers: PROXY_THREADS,
         rounds,
         load_generator:
           'wrk 4 (throughput), an exact one-connection client in its own process (latency), node http (SSE, open streams)',
@@ -318,13 +349,24 @@ function markdownTable(
   const d = r['direct']!;
   const p = r['proxy']!;
   const n = r['nginx']!;
+  const n1 = r['nginx1'];
   const ok = (b: boolean | undefined) => (b ? 'met' : '**missed**');
   return [
     `Measured ${new Date().toISOString().slice(0, 16)}Z on this 2-core shared machine (load average ${load}); numbers move with the load, the ratios less so.`,
+    `The proxy runs as the operator's unit runs it: ${PROXY_THREADS} thread(s), ${Object.entries(
+      PROXY_ENVIRONMENT,
+    )
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}; nginx with as many workers.`,
     '',
     '| metric | direct | cannes-proxy | nginx | proxy vs direct | proxy vs nginx | target |',
     '|---|---:|---:|---:|---:|---:|---|',
     `| req/s, small JSON, 64 connections | ${fmt(d['rps'], 0)} | ${fmt(p['rps'], 0)} | ${fmt(n['rps'], 0)} | ${fmt(s['throughput_vs_direct'])}x | ${fmt(s['throughput_vs_nginx'])}x | >= 0.6x nginx: ${ok(met['throughput_ge_0_6x_nginx'])} |`,
+    ...(n1
+      ? [
+          `| req/s, nginx with one worker (reference) | | | ${fmt(n1['rps'], 0)} | | ${fmt(s['throughput_vs_nginx_one_worker'])}x | |`,
+        ]
+      : []),
     `| CPU per request at 64 connections (µs, the target's own processes) | ${fmt(d['cpu_us_per_req'], 0)} | ${fmt(p['cpu_us_per_req'], 0)} | ${fmt(n['cpu_us_per_req'], 0)} | | ${fmt(p['cpu_us_per_req']! / n['cpu_us_per_req']!)}x | |`,
     `| latency p50, 1 connection (ms) | ${fmt(d['c1_p50_ms'], 3)} | ${fmt(p['c1_p50_ms'], 3)} | ${fmt(n['c1_p50_ms'], 3)} | ${delta(s['added_p50_ms'])} | nginx ${delta(s['nginx_added_p50_ms'])} | |`,
     `| latency p99, 1 connection (ms) | ${fmt(d['c1_p99_ms'], 3)} | ${fmt(p['c1_p99_ms'], 3)} | ${fmt(n['c1_p99_ms'], 3)} | ${delta(s['added_p99_ms'])} | nginx ${delta(s['nginx_added_p99_ms'])} | added p99 <= 1 ms: ${ok(met['added_p99_le_1ms'])} |`,
@@ -373,19 +415,19 @@ async function waitHttp(port: number, path: string): Promise<void> {
   throw new Error(`nothing answers on ${port}`);
 }
 
-function startNginx(tmp: string, upPort: number, port: number): ChildProcess {
-  const prefix = join(tmp, 'nginx');
+function startNginx(tmp: string, upPort: number, port: number, workers: number, tag: string): ChildProcess {
+  const prefix = join(tmp, tag);
   for (const d of ['', 'body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs'])
     mkdirSync(join(prefix, d), { recursive: true });
   const conf = join(prefix, 'nginx.conf');
-  // The equivalent of the proxy: one worker (the proxy is one node process), keep-alive pool
+  // The equivalent of the proxy: as many workers as it has threads, keep-alive pool
   // to the upstream, client credentials replaced by the real one, no buffering either way,
   // one access log line per request (the proxy logs one too).
   writeFileSync(
     conf,
     `daemon off;
 master_process on;
-worker_processes 1;
+worker_processes ${workers};
 pid ${prefix}/nginx.pid;
 error_log ${prefix}/logs/error.log warn;
 events { worker_connections 8192; }

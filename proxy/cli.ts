@@ -22,6 +22,8 @@ usage: node cannes-proxy.mjs --keys FILE [--listen HOST:PORT ...] [--allow CIDR 
   --client-request-timeout S      seconds a client has to send its whole request (default 300)
   --watch-key-file on|off         reload the key file when it changes (default on); SIGHUP always reloads
   --drain-timeout S               on SIGTERM, how long open streams may finish (default 60)
+  --threads N                     threads serving the listen addresses, 1..16 (default 1); more than one
+                                  share each port (SO_REUSEPORT), each costs ~20 MB
   --log-level LEVEL               debug | info | warn | error | silent (default info)
   --help                          this text
 
@@ -41,6 +43,7 @@ export interface CliOptions {
   readonly clientHeadersTimeoutMs: number;
   readonly clientRequestTimeoutMs: number;
   readonly drainTimeoutMs: number;
+  readonly threads: number;
   readonly logLevel: LogLevel;
   readonly watchKeyFile: boolean;
 }
@@ -60,6 +63,7 @@ const VALUE_FLAGS = new Set([
   '--client-headers-timeout',
   '--client-request-timeout',
   '--drain-timeout',
+  '--threads',
   '--log-level',
   '--watch-key-file',
 ]);
@@ -134,6 +138,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     clientHeadersTimeoutMs: seconds(one('--client-headers-timeout'), '--client-headers-timeout', 20),
     clientRequestTimeoutMs: seconds(one('--client-request-timeout'), '--client-request-timeout', 300),
     drainTimeoutMs: seconds(one('--drain-timeout'), '--drain-timeout', 60),
+    threads: integer(one('--threads'), '--threads', 1, 1, 16),
     logLevel,
   };
 }

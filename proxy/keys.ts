@@ -34,8 +34,10 @@ export class Route {
   /** Lower-case header name the credential goes in. */
   readonly authHeader: string;
   readonly #authValue: Secret;
+  readonly #apiKey: Secret;
 
   constructor(id: string, provider: ProviderName, baseUrl: URL, apiKey: Secret) {
+    this.#apiKey = apiKey;
     this.id = id;
     this.provider = provider;
     this.origin = baseUrl.origin;
@@ -51,6 +53,23 @@ export class Route {
     headers.push(this.authHeader, this.#authValue.reveal());
   }
 
+  /**
+   * The route, key included, for the proxy's other threads (`postMessage` inside this
+   * process; never written anywhere). `fromWire` builds the same route again.
+   */
+  toWire(): RouteWire {
+    return {
+      id: this.id,
+      provider: this.provider,
+      baseUrl: this.origin + this.basePath,
+      apiKey: this.#apiKey.reveal(),
+    };
+  }
+
+  static fromWire(w: RouteWire): Route {
+    return new Route(w.id, w.provider, new URL(w.baseUrl), new Secret(w.apiKey));
+  }
+
   toJSON(): Record<string, string> {
     return { id: this.id, provider: this.provider, origin: this.origin, basePath: this.basePath };
   }
@@ -58,6 +77,14 @@ export class Route {
   [inspect.custom](): string {
     return `Route(${this.id} → ${this.provider} ${this.origin}${this.basePath}, key [redacted])`;
   }
+}
+
+/** A route as it crosses to another thread of the proxy (structured clone). */
+export interface RouteWire {
+  readonly id: string;
+  readonly provider: ProviderName;
+  readonly baseUrl: string;
+  readonly apiKey: string;
 }
 
 export interface KeyFileContents {

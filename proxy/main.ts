@@ -1,5 +1,6 @@
 // Entry point of the host-side LLM proxy (bundled to dist/proxy/cannes-proxy.mjs).
 import { createServer } from 'node:http';
+import { isMainThread, workerData } from 'node:worker_threads';
 import { Registry } from 'prom-client';
 import { CannesError } from '../operator/lib/errors.ts';
 import { parseArgs, USAGE } from './cli.ts';
@@ -8,6 +9,7 @@ import { createLogger } from './log.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { Allowlist, findBridgeAddresses, type HostPort } from './net.ts';
 import { ProxyServer } from './server.ts';
+import { ProxyThreads, runThread, type ServerLimits, type ThreadConfig } from './threads.ts';
 
 function fail(message: string): never {
   process.stderr.write(`cannes-proxy: ${message}\n`);
@@ -54,25 +56,36 @@ async function main(): Promise<void> {
 
   const registry = new Registry();
   const metrics = new ProxyMetrics(registry);
-  const proxy = new ProxyServer({
-    listen,
-    allow,
-    logger,
-    metrics,
+  const limits: ServerLimits = {
     maxBodyBytes: args.maxBodyBytes,
     upstreamHeadersTimeoutMs: args.upstreamHeadersTimeoutMs,
     upstreamBodyTimeoutMs: args.upstreamBodyTimeoutMs,
     upstreamConnectTimeoutMs: args.upstreamConnectTimeoutMs,
     clientHeadersTimeoutMs: args.clientHeadersTimeoutMs,
     clientRequestTimeoutMs: args.clientRequestTimeoutMs,
+  };
+  const multi = args.threads > 1;
+  const proxy = new ProxyServer({
+    ...limits,
+    listen,
+    allow,
+    logger,
+    metrics,
+    ...(multi ? { reusePort: true, thread: 0 } : {}),
   });
   const uid = typeof process.getuid === 'function' ? process.getuid() : null;
+  let threads: ProxyThreads | null = null;
+  let routes: Parameters<ProxyServer['setRoutes']>[0] = new Map();
   const watcher = new KeyFileWatcher({
     path: args.keys,
     uid,
     logger,
     metrics,
-    onRoutes: (routes) => proxy.setRoutes(routes),
+    onRoutes: (r) => {
+      routes = r;
+      proxy.setRoutes(r);
+      threads?.setRoutes(r);
+    },
   });
   try {
     watcher.loadInitial();
@@ -81,19 +94,46 @@ async function main(): Promise<void> {
     fail(err instanceof CannesError ? err.message : 'the key file could not be read');
   }
 
+  let bound: Awaited<ReturnType<ProxyServer['listen']>>;
   try {
-    const bound = await proxy.listen();
-    for (const a of bound) logger.info('listening', { address: a.address, port: a.port });
+    bound = await proxy.listen();
   } catch (err) {
     const code = err instanceof Error && 'code' in err ? String(err.code) : 'unknown';
     fail(`cannot listen on ${listen.map((l) => `${l.host}:${l.port}`).join(', ')} (${code})`);
   }
+  if (multi) {
+    // The other threads bind what this one bound (a port 0 is resolved by now).
+    const configs: ThreadConfig[] = [];
+    for (let thread = 1; thread < args.threads; thread++) {
+      configs.push({
+        thread,
+        listen: bound.map((a) => ({ host: a.address, port: a.port })),
+        allow: args.allow,
+        logLevel: args.logLevel,
+        limits,
+        routes: [...routes.values()].map((r) => r.toWire()),
+      });
+    }
+    try {
+      threads = await ProxyThreads.start(new URL(import.meta.url), configs, logger, (message) => {
+        logger.error('a proxy thread failed; exiting so that systemd starts a new proxy', { message });
+        process.exit(1);
+      });
+    } catch (err) {
+      fail(`cannot start ${args.threads} threads: ${err instanceof Error ? err.message : 'unknown error'}`);
+    }
+    // A reload between the first load and the workers' start reaches them too.
+    threads.setRoutes(routes);
+  }
+  for (const a of bound)
+    logger.info('listening', { address: a.address, port: a.port, threads: args.threads });
 
   let metricsServer: ReturnType<typeof createServer> | null = null;
   if (args.metrics) {
     const m = args.metrics;
     metricsServer = createServer(async (req, res) => {
       if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
+        if (threads) metrics.setRemote(await threads.snapshots());
         const text = await registry.metrics();
         res.writeHead(200, { 'content-type': registry.contentType });
         res.end(text);
@@ -133,7 +173,7 @@ async function main(): Promise<void> {
       deadlineMs: args.drainTimeoutMs,
     });
     watcher.stop();
-    await proxy.close(args.drainTimeoutMs);
+    await Promise.all([proxy.close(args.drainTimeoutMs), threads?.drain(args.drainTimeoutMs)]);
     metricsServer?.close();
     metricsServer?.closeAllConnections();
     logger.info('stopped');
@@ -143,4 +183,5 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-await main();
+if (isMainThread) await main();
+else await runThread(workerData as ThreadConfig);

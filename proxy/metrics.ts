@@ -82,13 +82,13 @@ function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
  */
 class ScrapedHistogram extends Histogram<string> {
   readonly #cells: (s: ProviderStats) => Buckets;
-  readonly #stats: ReadonlyMap<ProviderName, ProviderStats>;
+  readonly #stats: () => ReadonlyMap<ProviderName, ProviderStats>;
 
   constructor(
     name: string,
     help: string,
     registers: Registry[],
-    stats: ReadonlyMap<ProviderName, ProviderStats>,
+    stats: () => ReadonlyMap<ProviderName, ProviderStats>,
     cells: (s: ProviderStats) => Buckets,
   ) {
     super({ name, help, labelNames: ['provider'], buckets: [...BUCKETS], registers });
@@ -108,7 +108,7 @@ class ScrapedHistogram extends Histogram<string> {
     >;
     const bucket = `${name}_bucket`;
     const values: ScrapedValue[] = [];
-    for (const [provider, s] of this.#stats) {
+    for (const [provider, s] of this.#stats()) {
       const c = this.#cells(s);
       if (c.count === 0) continue;
       const sharedLabels = { provider };
@@ -134,20 +134,38 @@ interface ScrapedValue {
   metricName: string;
 }
 
+/**
+ * One thread's counts, posted to the main thread when Prometheus scrapes (`--threads`). A
+ * structured clone: plain objects, no label values beyond the closed sets above.
+ */
+export interface MetricsSnapshot {
+  readonly active: number;
+  readonly refusals: Readonly<Record<RefusalReason, number>>;
+  readonly providers: readonly (readonly [ProviderName, ProviderStats])[];
+}
+
+interface MetricsView {
+  readonly active: number;
+  readonly refusals: Readonly<Record<RefusalReason, number>>;
+  readonly byProvider: ReadonlyMap<ProviderName, ProviderStats>;
+}
+
 export class ProxyMetrics {
   readonly registry: Registry;
   readonly routes: Gauge;
   /** Proxied requests in flight; the request path adds and subtracts, the gauge reads it. */
   active = 0;
-  readonly #refusals: Record<RefusalReason, Counter.Internal>;
+  readonly #refusals: Record<RefusalReason, number> = zeros(REFUSAL_REASONS);
   readonly #reloads: Record<'success' | 'error', Counter.Internal>;
   readonly #byProvider = new Map<ProviderName, ProviderStats>();
+  /** The other threads' counts as of the last scrape (`setRemote`). */
+  #remote: readonly MetricsSnapshot[] = [];
 
   constructor(registry: Registry) {
     this.registry = registry;
     const registers = [registry];
     for (const p of PROVIDER_NAMES) this.#byProvider.set(p, new ProviderStats());
-    const byProvider = this.#byProvider;
+    const view = () => this.#view();
     new Counter({
       name: 'cannes_proxy_requests_total',
       help: 'Proxied requests by provider and response status class (aborted: the client went away first)',
@@ -155,13 +173,14 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.reset();
-        for (const [provider, s] of byProvider) {
+        for (const [provider, s] of view().byProvider) {
           for (const c of STATUS_CLASSES) {
             if (s.requests[c] > 0) this.inc({ provider, status_class: c }, s.requests[c]);
           }
         }
       },
     });
+    const byProvider = () => view().byProvider;
     new ScrapedHistogram(
       'cannes_proxy_upstream_ttfb_seconds',
       'Time from receiving a request to the upstream response headers',
@@ -184,7 +203,7 @@ export class ProxyMetrics {
         registers,
         collect() {
           this.reset();
-          for (const [provider, s] of byProvider) if (s[field] > 0) this.inc({ provider }, s[field]);
+          for (const [provider, s] of view().byProvider) if (s[field] > 0) this.inc({ provider }, s[field]);
         },
       });
     bytes('cannes_proxy_request_bytes_total', 'Request body bytes sent upstream', 'requestBytes');
@@ -196,20 +215,19 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.reset();
-        for (const [provider, s] of byProvider) {
+        for (const [provider, s] of view().byProvider) {
           for (const kind of UPSTREAM_ERROR_KINDS) {
             if (s.upstreamErrors[kind] > 0) this.inc({ provider, kind }, s.upstreamErrors[kind]);
           }
         }
       },
     });
-    const self = this;
     new Gauge({
       name: 'cannes_proxy_active_streams',
       help: 'Proxied requests in flight (request sent upstream, response not finished)',
       registers,
       collect() {
-        this.set(self.active);
+        this.set(view().active);
       },
     });
     this.routes = new Gauge({
@@ -217,11 +235,16 @@ export class ProxyMetrics {
       help: 'Routes (key ids) in the currently loaded key file',
       registers,
     });
-    const refusals = new Counter({
+    new Counter({
       name: 'cannes_proxy_refusals_total',
       help: 'Connections or requests refused, by reason',
       labelNames: ['reason'] as const,
       registers,
+      collect() {
+        this.reset();
+        const r = view().refusals;
+        for (const reason of REFUSAL_REASONS) if (r[reason] > 0) this.inc({ reason }, r[reason]);
+      },
     });
     const reloads = new Counter({
       name: 'cannes_proxy_key_file_reloads_total',
@@ -229,10 +252,6 @@ export class ProxyMetrics {
       labelNames: ['result'] as const,
       registers,
     });
-    this.#refusals = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, refusals.labels(r)])) as Record<
-      RefusalReason,
-      Counter.Internal
-    >;
     this.#reloads = { success: reloads.labels('success'), error: reloads.labels('error') };
   }
 
@@ -241,12 +260,58 @@ export class ProxyMetrics {
   }
 
   refused(reason: RefusalReason): void {
-    this.#refusals[reason].inc();
+    this.#refusals[reason]++;
   }
 
   reloaded(ok: boolean): void {
     this.#reloads[ok ? 'success' : 'error'].inc();
   }
+
+  /** This thread's counts, for the main thread to add to its own (`--threads`). */
+  snapshot(): MetricsSnapshot {
+    return { active: this.active, refusals: { ...this.#refusals }, providers: [...this.#byProvider] };
+  }
+
+  /** The other threads' latest snapshots; the next scrape shows their sum with this thread's. */
+  setRemote(snapshots: readonly MetricsSnapshot[]): void {
+    this.#remote = snapshots;
+  }
+
+  #view(): MetricsView {
+    if (this.#remote.length === 0) {
+      return { active: this.active, refusals: this.#refusals, byProvider: this.#byProvider };
+    }
+    let active = this.active;
+    const refusals = { ...this.#refusals };
+    const byProvider = new Map<ProviderName, ProviderStats>();
+    for (const [p, s] of this.#byProvider) byProvider.set(p, addStats(new ProviderStats(), s));
+    for (const snap of this.#remote) {
+      active += snap.active;
+      for (const r of REFUSAL_REASONS) refusals[r] += snap.refusals[r];
+      for (const [p, s] of snap.providers) {
+        const into = byProvider.get(p);
+        if (into) addStats(into, s);
+      }
+    }
+    return { active, refusals, byProvider };
+  }
+}
+
+/** Adds `from` into `into` (`from` may be a structured clone: plain objects, same shape). */
+function addStats(into: ProviderStats, from: ProviderStats): ProviderStats {
+  for (const c of STATUS_CLASSES) into.requests[c] += from.requests[c];
+  for (const k of UPSTREAM_ERROR_KINDS) into.upstreamErrors[k] += from.upstreamErrors[k];
+  into.requestBytes += from.requestBytes;
+  into.responseBytes += from.responseBytes;
+  addBuckets(into.ttfb, from.ttfb);
+  addBuckets(into.duration, from.duration);
+  return into;
+}
+
+function addBuckets(into: Buckets, from: Buckets): void {
+  for (let i = 0; i < into.counts.length; i++) into.counts[i]! += from.counts[i] ?? 0;
+  into.sum += from.sum;
+  into.count += from.count;
 }
 
 export function statusClass(status: number): StatusClass {

@@ -32,6 +32,10 @@ export interface ProxyServerOptions {
   readonly clientRequestTimeoutMs: number;
   /** Upstream dispatcher; a keep-alive pool per origin by default. */
   readonly dispatcher?: Dispatcher;
+  /** Share each port with the proxy's other threads (SO_REUSEPORT, `--threads`). */
+  readonly reusePort?: boolean;
+  /** This thread's number in request log lines, when the proxy runs more than one. */
+  readonly thread?: number;
 }
 
 const JSON_TYPE = 'application/json';
@@ -117,7 +121,8 @@ export class ProxyServer {
       );
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ host: hp.host, port: hp.port, exclusive: true }, () => {
+        const reusePort = this.#opts.reusePort === true;
+        server.listen({ host: hp.host, port: hp.port, exclusive: true, reusePort }, () => {
           server.off('error', reject);
           resolve();
         });
@@ -315,6 +320,7 @@ export class ProxyServer {
         ms: Math.round(seconds * 1000),
         in: ex.requestBytes,
         out: ex.responseBytes,
+        thread: this.#opts.thread,
       });
     }
     if (this.#active === 0 && this.#idleWaiters.length > 0) {

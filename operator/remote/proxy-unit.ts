@@ -26,6 +26,13 @@ export const PROXY_UNIT_NAME = 'cannes-proxy.service';
  * - `MALLOC_ARENA_MAX=2`: glibc's per-thread malloc arenas fragment with Node's many
  *   threads; two arenas take 5-10 MB off the RSS with 1000 open streams.
  */
+/**
+ * Threads serving the bridge port (`--threads`). Two match the vCPUs of the smallest
+ * servers and meet the proxy benchmark's throughput target against nginx with as many
+ * workers; each thread costs ~20 MB of RSS (docs/proxy.md).
+ */
+export const PROXY_THREADS = 2;
+
 export const PROXY_ENVIRONMENT: Readonly<Record<string, string>> = {
   NODE_OPTIONS: '--max-semi-space-size=8',
   MALLOC_ARENA_MAX: '2',
@@ -60,7 +67,7 @@ Type=simple
 User=root
 Group=root
 ${environment}
-ExecStart=${node} ${HOST.proxyBundle.path} --keys ${HOST.keyFile.path} --listen ${listen} --metrics ${metrics}
+ExecStart=${node} ${HOST.proxyBundle.path} --keys ${HOST.keyFile.path} --listen ${listen} --metrics ${metrics} --threads ${PROXY_THREADS}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=2
