@@ -14,7 +14,15 @@ describe('command line', () => {
       allow: ['172.16.0.0/12'],
       metrics: { host: '127.0.0.1', port: 9464 },
       maxBodyBytes: 64 * 1024 * 1024,
+      threads: 1,
     });
+  });
+
+  it('takes --threads 1..16 and nothing else', () => {
+    expect(parseArgs(['--keys', 'k', '--threads', '2'])).toMatchObject({ threads: 2 });
+    for (const t of ['0', '17', '-1', '1.5', 'auto']) {
+      expect(() => parseArgs(['--keys', 'k', '--threads', t]), t).toThrow(/--threads/);
+    }
   });
 
   it('refuses to listen on every address', () => {
