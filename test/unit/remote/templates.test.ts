@@ -337,9 +337,9 @@ describe('proxyUnit', () => {
     );
     expect(unit).toContain('\nUser=root\n');
     // Memory held down: young generation capped (RSS after a burst ~120-150 MB, not ~290 MB),
-    // two malloc arenas.
+    // one malloc arena.
     expect(unit).toContain(
-      '\nEnvironment=NODE_OPTIONS=--max-semi-space-size=8\nEnvironment=MALLOC_ARENA_MAX=2\nExecStart=',
+      '\nEnvironment=NODE_OPTIONS=--max-semi-space-size=8\nEnvironment=MALLOC_ARENA_MAX=1\nExecStart=',
     );
   });
 
