@@ -62,11 +62,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       for (const k in fields) {
         const v = fields[k];
         if (v === undefined) continue;
-        const prefix = fieldPrefix(k);
-        if (prefix === null) line += `,${JSON.stringify(k)}:"[redacted]"`;
-        else if (typeof v === 'number') line += prefix + (Number.isFinite(v) ? String(v) : 'null');
-        else if (typeof v === 'string') line += prefix + JSON.stringify(v);
-        else line += prefix + serialise(k, v, 0);
+        const f = field(k);
+        if (f.redacted) line += `${f.prefix}"[redacted]"`;
+        else if (typeof v === 'number') line += f.prefix + (Number.isFinite(v) ? String(v) : 'null');
+        else if (typeof v === 'string') line += f.prefix + JSON.stringify(v);
+        else line += f.prefix + serialise(k, v, 0);
       }
     }
     write(line + '}\n');
@@ -107,18 +107,22 @@ function batchedStdout(): (line: string) => void {
 }
 
 /**
- * `,"name":` for a field name, or null when the name is redacted; remembered per name (the
+ * A field name's `,"name":` and whether its value is redacted, remembered per name (the
  * request line logs the same few names thousands of times a second).
  */
-const prefixes = new Map<string, string | null>();
-function fieldPrefix(key: string): string | null {
-  let p = prefixes.get(key);
-  if (p === undefined) {
-    p = REDACTED_FIELDS.has(key.toLowerCase()) ? null : `,${JSON.stringify(key)}:`;
+interface Field {
+  readonly prefix: string;
+  readonly redacted: boolean;
+}
+const fieldCache = new Map<string, Field>();
+function field(key: string): Field {
+  let f = fieldCache.get(key);
+  if (f === undefined) {
+    f = { prefix: `,${JSON.stringify(key)}:`, redacted: REDACTED_FIELDS.has(key.toLowerCase()) };
     // Field names come from this code, so the map stays small; a bound keeps it so regardless.
-    if (prefixes.size < 256) prefixes.set(key, p);
+    if (fieldCache.size < 256) fieldCache.set(key, f);
   }
-  return p;
+  return f;
 }
 
 function serialise(key: string, v: unknown, depth: number): string {

@@ -5,11 +5,12 @@ import { Registry } from 'prom-client';
 import { CannesError } from '../operator/lib/errors.ts';
 import { parseArgs, USAGE } from './cli.ts';
 import { KeyFileWatcher } from './keyfile-watch.ts';
+import type { Route } from './keys.ts';
 import { createLogger } from './log.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { Allowlist, findBridgeAddresses, type HostPort } from './net.ts';
 import { ProxyServer } from './server.ts';
-import { ProxyThreads, runThread, type ServerLimits, type ThreadConfig } from './threads.ts';
+import { ProxyThreads, runThread, type ServerLimits, type ThreadConfig, toWire } from './threads.ts';
 
 function fail(message: string): never {
   process.stderr.write(`cannes-proxy: ${message}\n`);
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
   });
   const uid = typeof process.getuid === 'function' ? process.getuid() : null;
   let threads: ProxyThreads | null = null;
-  let routes: Parameters<ProxyServer['setRoutes']>[0] = new Map();
+  let routes: ReadonlyMap<string, Route> = new Map();
   const watcher = new KeyFileWatcher({
     path: args.keys,
     uid,
@@ -103,6 +104,7 @@ async function main(): Promise<void> {
   }
   if (multi) {
     // The other threads bind what this one bound (a port 0 is resolved by now).
+    const started = routes;
     const configs: ThreadConfig[] = [];
     for (let thread = 1; thread < args.threads; thread++) {
       configs.push({
@@ -111,7 +113,7 @@ async function main(): Promise<void> {
         allow: args.allow,
         logLevel: args.logLevel,
         limits,
-        routes: [...routes.values()].map((r) => r.toWire()),
+        routes: toWire(started),
       });
     }
     try {
@@ -122,8 +124,8 @@ async function main(): Promise<void> {
     } catch (err) {
       fail(`cannot start ${args.threads} threads: ${err instanceof Error ? err.message : 'unknown error'}`);
     }
-    // A reload between the first load and the workers' start reaches them too.
-    threads.setRoutes(routes);
+    // A reload while the workers started reaches them too.
+    if (routes !== started) threads.setRoutes(routes);
   }
   for (const a of bound)
     logger.info('listening', { address: a.address, port: a.port, threads: args.threads });

@@ -45,7 +45,11 @@ type FromThread =
   | { readonly t: 'failed'; readonly code: string }
   | { readonly t: 'snapshot'; readonly id: number; readonly data: MetricsSnapshot };
 
-const wire = (routes: ReadonlyMap<string, Route>): RouteWire[] => [...routes.values()].map((r) => r.toWire());
+/** Routes as they cross between threads, and back. */
+export const toWire = (routes: ReadonlyMap<string, Route>): RouteWire[] =>
+  [...routes.values()].map((r) => r.toWire());
+const fromWire = (wire: readonly RouteWire[]): Map<string, Route> =>
+  new Map(wire.map((w) => [w.id, Route.fromWire(w)]));
 
 /** The main thread's handle on the worker threads. */
 export class ProxyThreads {
@@ -82,10 +86,6 @@ export class ProxyThreads {
     return threads;
   }
 
-  get size(): number {
-    return this.#workers.length;
-  }
-
   /** Resolves when the worker listens; afterwards reports an unplanned exit to `onFailure`. */
   #watch(w: Worker, thread: number, onFailure: (message: string) => void): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -114,7 +114,7 @@ export class ProxyThreads {
 
   /** Hands a new route table to every worker (the key file was reloaded). */
   setRoutes(routes: ReadonlyMap<string, Route>): void {
-    const msg: ToThread = { t: 'routes', routes: wire(routes) };
+    const msg: ToThread = { t: 'routes', routes: toWire(routes) };
     for (const w of this.#workers) w.postMessage(msg);
   }
 
@@ -174,7 +174,7 @@ export async function runThread(config: ThreadConfig): Promise<void> {
     reusePort: true,
     thread: config.thread,
   });
-  proxy.setRoutes(new Map(config.routes.map((w) => [w.id, Route.fromWire(w)])));
+  proxy.setRoutes(fromWire(config.routes));
   try {
     await proxy.listen();
   } catch (err) {
@@ -183,7 +183,7 @@ export async function runThread(config: ThreadConfig): Promise<void> {
   }
   port.on('message', (m: ToThread) => {
     if (m.t === 'routes') {
-      proxy.setRoutes(new Map(m.routes.map((w) => [w.id, Route.fromWire(w)])));
+      proxy.setRoutes(fromWire(m.routes));
     } else if (m.t === 'snapshot') {
       post({ t: 'snapshot', id: m.id, data: metrics.snapshot() });
     } else if (m.t === 'drain') {
