@@ -41,6 +41,8 @@ export interface Logger {
   info(msg: string, fields?: Fields): void;
   warn(msg: string, fields?: Fields): void;
   error(msg: string, fields?: Fields): void;
+  /** Writes the lines still gathered now (before a worker thread exits). */
+  flush(): void;
 }
 
 export interface LoggerOptions {
@@ -48,13 +50,19 @@ export interface LoggerOptions {
   name?: string;
   /** Where lines go; stdout by default (synchronous for files and pipes on Linux). */
   write?: (line: string) => void;
+  /**
+   * How long stdout lines may be gathered before they are written: 0 (the default) writes
+   * once per event-loop turn. Worker threads use more (see `WORKER_LOG_FLUSH_MS`).
+   */
+  flushMs?: number;
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? 'info';
   const threshold = LEVELS[level];
   const name = JSON.stringify(options.name ?? 'cannes-proxy');
-  const write = options.write ?? batchedStdout();
+  const out = options.write ? { write: options.write, flush: () => {} } : batchedStdout(options.flushMs ?? 0);
+  const write = out.write;
   const emit = (lvl: Exclude<LogLevel, 'silent'>, msg: string, fields?: Fields): void => {
     if (LEVELS[lvl] < threshold) return;
     let line = `{"level":"${lvl}","time":${Date.now()},"name":${name},"msg":${JSON.stringify(msg)}`;
@@ -78,14 +86,16 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: (m, f) => emit('info', m, f),
     warn: (m, f) => emit('warn', m, f),
     error: (m, f) => emit('error', m, f),
+    flush: out.flush,
   };
 }
 
 /**
  * Lines are gathered and written once per event-loop turn (one syscall for many request
- * lines under load); everything pending is written synchronously before the process exits.
+ * lines under load), or at most every `flushMs`; everything pending is written before the
+ * process exits.
  */
-function batchedStdout(): (line: string) => void {
+function batchedStdout(flushMs: number): { write: (line: string) => void; flush: () => void } {
   let pending = '';
   let scheduled = false;
   const flush = () => {
@@ -96,14 +106,16 @@ function batchedStdout(): (line: string) => void {
     process.stdout.write(out);
   };
   process.on('exit', flush);
-  return (line) => {
+  const write = (line: string) => {
     pending += line;
     if (pending.length > 64 * 1024) flush();
     else if (!scheduled) {
       scheduled = true;
-      setImmediate(flush);
+      if (flushMs > 0) setTimeout(flush, flushMs).unref();
+      else setImmediate(flush);
     }
   };
+  return { write, flush };
 }
 
 /**

@@ -203,6 +203,9 @@ describe('a proxy with three threads', () => {
       expect(res.body).toContain('event: message_stop');
     }
     expect(await proxy.exited).toBe(0);
+    // Every stream's request line was written before the process ended (worker threads
+    // gather theirs for up to 100 ms), and they came from more than one thread.
+    expect([...threadsSince(from).values()].reduce((a, b) => a + b, 0)).toBe(streams.length);
     expect(threadsSince(from).size).toBeGreaterThanOrEqual(2);
     gate = null;
   });

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Secret } from '../../../operator/lib/secret.ts';
 import { parseArgs } from '../../../proxy/cli.ts';
 import { responseHeaderAllowed } from '../../../proxy/headers.ts';
@@ -88,6 +88,51 @@ describe('logger', () => {
     log.info('no');
     log.warn('yes');
     expect(lines.map((l) => JSON.parse(l).msg)).toEqual(['yes']);
+  });
+
+  describe('on stdout', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+      vi.restoreAllMocks();
+    });
+    const stdout = () => {
+      vi.useFakeTimers();
+      return vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    };
+    const msgs = (w: ReturnType<typeof stdout>) =>
+      w.mock.calls.map((c) =>
+        String(c[0])
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l).msg),
+      );
+
+    it('writes the lines of one event-loop turn together', () => {
+      const w = stdout();
+      const log = createLogger({ name: 'turn' });
+      log.info('a');
+      log.info('b');
+      expect(w).not.toHaveBeenCalled();
+      vi.advanceTimersToNextTimer();
+      expect(msgs(w)).toEqual([['a', 'b']]);
+    });
+
+    it('holds lines up to flushMs (worker threads), and flush() writes them at once', () => {
+      const w = stdout();
+      const log = createLogger({ name: 'worker', flushMs: 100 });
+      log.info('a');
+      vi.advanceTimersByTime(50);
+      log.info('b');
+      vi.advanceTimersByTime(49);
+      expect(w).not.toHaveBeenCalled();
+      vi.advanceTimersByTime(1);
+      expect(msgs(w)).toEqual([['a', 'b']]);
+      log.info('c');
+      log.flush();
+      expect(msgs(w)).toEqual([['a', 'b'], ['c']]);
+      vi.advanceTimersByTime(200);
+      expect(w).toHaveBeenCalledTimes(2);
+    });
   });
 });
 
