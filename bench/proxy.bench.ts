@@ -16,16 +16,99 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PROXY_ENVIRONMENT, PROXY_THREADS } from '../operator/remote/proxy-unit.ts';
+import { PROXY_ENVIRONMENT, PROXY_NODE_FLAGS, PROXY_THREADS } from '../operator/remote/proxy-unit.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(ROOT, 'dist/proxy/cannes-proxy.mjs');
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// (A class, unlike a function, must be declared before the role code below runs.)
+/** One kept-alive connection to `url` that times one request at a time, write to last body byte. */
+class TimedConnection {
+  readonly #url: URL;
+  readonly #request: Buffer;
+  #socket: Socket | null = null;
+  #buf: Buffer = Buffer.alloc(0);
+  #t0 = 0;
+  #done: ((ms: number) => void) | null = null;
+  #fail: ((err: Error) => void) | null = null;
+
+  constructor(url: URL) {
+    this.#url = url;
+    const body = '{"model":"gpt-fake-1","messages":[{"role":"user","content":"hi"}]}';
+    this.#request = Buffer.from(
+      `POST ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\n` +
+        `Authorization: Bearer proxy-managed\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+  }
+
+  /** Resolves with the request's latency in ms. */
+  time(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#done = resolve;
+      this.#fail = reject;
+      if (this.#socket === null) this.#open();
+      else this.#send();
+    });
+  }
+
+  close(): void {
+    this.#socket?.destroy();
+    this.#socket = null;
+  }
+
+  #open(): void {
+    const socket = connect(Number(this.#url.port), this.#url.hostname);
+    this.#socket = socket;
+    this.#buf = Buffer.alloc(0);
+    socket.setNoDelay(true);
+    socket.on('connect', () => this.#send());
+    socket.on('error', (err) => this.#fail?.(err));
+    socket.on('close', () => {
+      // A connection this side closed (after `connection: close`) is no longer #socket.
+      if (this.#socket !== socket) return;
+      this.#socket = null;
+      if (this.#done) this.#fail?.(new Error(`${this.#url}: connection closed mid-request`));
+    });
+    socket.on('data', (d: Buffer) => this.#onData(socket, d));
+  }
+
+  #send(): void {
+    this.#t0 = performance.now();
+    this.#socket!.write(this.#request);
+  }
+
+  #onData(socket: Socket, d: Buffer): void {
+    this.#buf = this.#buf.length === 0 ? d : Buffer.concat([this.#buf, d]);
+    const h = this.#buf.indexOf('\r\n\r\n');
+    if (h === -1) return;
+    const head = this.#buf.subarray(0, h).toString('latin1');
+    const cl = /\r\ncontent-length: *(\d+)/i.exec(head);
+    if (!head.startsWith('HTTP/1.1 200') || !cl) {
+      this.#fail?.(new Error(`${this.#url}: ${head.split('\r\n')[0]}${cl ? '' : ', no content-length'}`));
+      return;
+    }
+    const need = h + 4 + Number(cl[1]);
+    if (this.#buf.length < need) return;
+    const ms = performance.now() - this.#t0;
+    this.#buf = this.#buf.subarray(need);
+    // nginx closes a keep-alive connection after 1000 requests (keepalive_requests), as wrk
+    // sees too: the next request goes on a new connection, timed from its write as always.
+    if (/\r\nconnection: *close/i.test(head)) {
+      socket.destroy();
+      this.#socket = null;
+    }
+    const done = this.#done!;
+    this.#done = null;
+    this.#fail = null;
+    done(ms);
+  }
+}
 
 // ---------------------------------------------------------------- upstream (child role)
 if (process.argv[2] === '--role' && process.argv[3] === 'upstream') {
@@ -88,11 +171,12 @@ if (process.argv[2] === '--role' && process.argv[3] === 'upstream') {
     process.stdout.write(`${(server.address() as AddressInfo).port}\n`);
   });
 } else if (process.argv[2] === '--role' && process.argv[3] === 'latency') {
-  // One connection, one request at a time, each timed from its write to its last body byte.
-  // wrk 4.1 is not used for this: at one connection its recorded latencies add up to 2-3x
-  // the wall-clock time of the run (impossible for sequential requests), so its tail is wrong.
-  const [url, seconds] = [new URL(process.argv[4]!), Number(process.argv[5])];
-  process.stdout.write(`${JSON.stringify(await sequentialLatency(url, seconds))}\n`);
+  // One request at a time, each timed from its write to its last body byte, the targets
+  // interleaved. wrk 4.1 is not used for this: at one connection its recorded latencies add
+  // up to 2-3x the wall-clock time of the run (impossible for sequential requests), so its
+  // tail is wrong.
+  const [seconds, ...urls] = [Number(process.argv[4]), ...process.argv.slice(5).map((u) => new URL(u))];
+  process.stdout.write(`${JSON.stringify(await interleavedLatency(urls, seconds))}\n`);
 } else {
   await main();
 }
@@ -149,6 +233,7 @@ async function main(): Promise<void> {
     const proxy = spawn(
       process.execPath,
       [
+        ...PROXY_NODE_FLAGS,
         BUNDLE,
         '--keys',
         keyFile,
@@ -211,49 +296,63 @@ async function main(): Promise<void> {
     // Warm-up, then interleave rounds so background load hits every target alike. wrk gives
     // the throughput only: its latency histogram is not trusted (see the latency role above).
     for (const t of targets) wrk(`${t.base}/chat/completions`, luaFile, 16, 2);
-    const rounds = 3;
-    // Every round's numbers are kept too: the table shows the best round per target.
+    const rounds = 5;
+    // Latency and SSE delay are measured on direct, proxy and nginx interleaved (request by
+    // request, burst by burst), so that each round's added latency compares the targets
+    // under the same load; the table gives the median round. Throughput: best round.
+    const paired = targets.filter((t) => t.name !== 'nginx1');
     const perRound: Record<string, Record<string, number>[]> = Object.fromEntries(
       targets.map((t) => [t.name, []]),
     );
     for (let r = 0; r < rounds; r++) {
+      const round: Record<string, Record<string, number>> = {};
       for (const t of targets) {
         const cpu0 = cpuSeconds(t.pid());
         const hi = wrk(`${t.base}/chat/completions`, luaFile, 64, duration);
         const cpuUs = ((cpuSeconds(t.pid()) - cpu0) * 1e6) / hi.requests;
-        if (t.name === 'nginx1') {
-          // The reference is for throughput only.
-          const acc = results[t.name]!;
-          acc['rps'] = Math.max(acc['rps'] ?? 0, hi.rps);
-          acc['cpu_us_per_req'] = min(acc['cpu_us_per_req'], cpuUs);
-          perRound[t.name]!.push({ rps: Math.round(hi.rps), cpu_us_per_req: Math.round(cpuUs) });
-          console.log(
-            `round ${r + 1} ${t.name}: ${hi.rps.toFixed(0)} req/s @64 (${cpuUs.toFixed(0)} µs CPU/req)`,
-          );
-          continue;
-        }
-        const lo = await latencyRun(`${t.base}/chat/completions`, Math.max(3, duration / 2));
-        const sse = await sseDelays(`${t.base}/stream`, 20, 100, 10);
         const acc = results[t.name]!;
         acc['rps'] = Math.max(acc['rps'] ?? 0, hi.rps);
         acc['cpu_us_per_req'] = min(acc['cpu_us_per_req'], cpuUs);
-        acc['c1_p50_ms'] = min(acc['c1_p50_ms'], lo.p50);
-        acc['c1_p99_ms'] = min(acc['c1_p99_ms'], lo.p99);
-        acc['sse_p50_ms'] = min(acc['sse_p50_ms'], sse.p50);
-        acc['sse_p99_ms'] = min(acc['sse_p99_ms'], sse.p99);
-        perRound[t.name]!.push({
-          rps: Math.round(hi.rps),
-          cpu_us_per_req: Math.round(cpuUs),
-          c1_p50_ms: lo.p50,
-          c1_p99_ms: lo.p99,
-          sse_p50_ms: sse.p50,
-          sse_p99_ms: sse.p99,
+        round[t.name] = { rps: Math.round(hi.rps), cpu_us_per_req: Math.round(cpuUs) };
+      }
+      const lo = await latencyRun(
+        paired.map((t) => `${t.base}/chat/completions`),
+        Math.max(3, duration / 2) * paired.length,
+      );
+      const sse = await sseInterleaved(
+        paired.map((t) => `${t.base}/stream`),
+        5,
+      );
+      paired.forEach((t, i) => {
+        Object.assign(round[t.name]!, {
+          c1_n: lo[i]!.n,
+          c1_p50_ms: lo[i]!.p50,
+          c1_p99_ms: lo[i]!.p99,
+          sse_n: sse[i]!.count,
+          sse_p50_ms: sse[i]!.p50,
+          sse_p99_ms: sse[i]!.p99,
         });
+      });
+      for (const t of targets) {
+        const x = round[t.name]!;
+        perRound[t.name]!.push(x);
         console.log(
-          `round ${r + 1} ${t.name}: ${hi.rps.toFixed(0)} req/s @64 (${cpuUs.toFixed(0)} µs CPU/req), ` +
-            `p50/p99 @1 = ${lo.p50.toFixed(3)}/${lo.p99.toFixed(3)} ms (${lo.n} req), ` +
-            `SSE p50/p99 = ${sse.p50.toFixed(3)}/${sse.p99.toFixed(3)} ms`,
+          `round ${r + 1} ${t.name}: ${x['rps']} req/s @64 (${x['cpu_us_per_req']} µs CPU/req)` +
+            (x['c1_n'] === undefined
+              ? ''
+              : `, p50/p99 @1 = ${x['c1_p50_ms']!.toFixed(3)}/${x['c1_p99_ms']!.toFixed(3)} ms (${x['c1_n']} req), ` +
+                `SSE p50/p99 = ${x['sse_p50_ms']!.toFixed(3)}/${x['sse_p99_ms']!.toFixed(3)} ms (${x['sse_n']} chunks)`),
         );
+      }
+    }
+    // Per target: the median round. Added: the median over rounds of (target - direct) in the
+    // same round.
+    const medianOf = (name: string, key: string) => median(perRound[name]!.map((x) => x[key]!));
+    const addedOf = (name: string, key: string) =>
+      median(perRound[name]!.map((x, i) => x[key]! - perRound['direct']![i]![key]!));
+    for (const t of paired) {
+      for (const key of ['c1_p50_ms', 'c1_p99_ms', 'sse_p50_ms', 'sse_p99_ms']) {
+        results[t.name]![key] = medianOf(t.name, key);
       }
     }
     for (const t of targets) {
@@ -268,12 +367,12 @@ async function main(): Promise<void> {
       throughput_vs_nginx: p['rps']! / n['rps']!,
       throughput_vs_direct: p['rps']! / d['rps']!,
       nginx_throughput_vs_direct: n['rps']! / d['rps']!,
-      added_p50_ms: p['c1_p50_ms']! - d['c1_p50_ms']!,
-      added_p99_ms: p['c1_p99_ms']! - d['c1_p99_ms']!,
-      nginx_added_p50_ms: n['c1_p50_ms']! - d['c1_p50_ms']!,
-      nginx_added_p99_ms: n['c1_p99_ms']! - d['c1_p99_ms']!,
-      sse_added_p99_ms: p['sse_p99_ms']! - d['sse_p99_ms']!,
-      nginx_sse_added_p99_ms: n['sse_p99_ms']! - d['sse_p99_ms']!,
+      added_p50_ms: addedOf('proxy', 'c1_p50_ms'),
+      added_p99_ms: addedOf('proxy', 'c1_p99_ms'),
+      nginx_added_p50_ms: addedOf('nginx', 'c1_p50_ms'),
+      nginx_added_p99_ms: addedOf('nginx', 'c1_p99_ms'),
+      sse_added_p99_ms: addedOf('proxy', 'sse_p99_ms'),
+      nginx_sse_added_p99_ms: addedOf('nginx', 'sse_p99_ms'),
       rss_1000_streams_mb: p['rss_1000_streams_mb']!,
       nginx_rss_1000_streams_mb: n['rss_1000_streams_mb']!,
       ...(results['nginx1'] ? { throughput_vs_nginx_one_worker: p['rps']! / results['nginx1']['rps']! } : {}),
@@ -296,12 +395,13 @@ async function main(): Promise<void> {
       method: {
         duration_s: duration,
         proxy_environment: PROXY_ENVIRONMENT,
+        proxy_node_flags: PROXY_NODE_FLAGS,
         proxy_threads: PROXY_THREADS,
         nginx_workers: PROXY_THREADS,
         rounds,
         load_generator:
           'wrk 4 (throughput), an exact one-connection client in its own process (latency), node http (SSE, open streams)',
-        note: 'best of rounds per target; added latency = target minus direct at 1 connection; CPU per request = utime+stime of the target process(es) during the 64-connection run / requests',
+        note: 'throughput: best round per target; latency at 1 connection and SSE delay: direct, proxy and nginx interleaved, median round per target, added = median over rounds of (target - direct); CPU per request = utime+stime of the target process(es) during the 64-connection run / requests',
       },
       results,
       per_round: perRound,
@@ -326,6 +426,12 @@ async function main(): Promise<void> {
   } finally {
     cleanup();
   }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function min(a: number | undefined, b: number): number {
@@ -353,7 +459,7 @@ function markdownTable(
   const ok = (b: boolean | undefined) => (b ? 'met' : '**missed**');
   return [
     `Measured ${new Date().toISOString().slice(0, 16)}Z on this 2-core shared machine (load average ${load}); numbers move with the load, the ratios less so.`,
-    `The proxy runs as the operator's unit runs it: ${PROXY_THREADS} thread(s), ${Object.entries(
+    `The proxy runs as the operator's unit runs it: ${PROXY_THREADS} thread(s), ${PROXY_NODE_FLAGS.join(' ')}, ${Object.entries(
       PROXY_ENVIRONMENT,
     )
       .map(([k, v]) => `${k}=${v}`)
@@ -499,10 +605,13 @@ function wrk(
 }
 
 /** Runs the exact one-connection client in its own process (the orchestrator stays out of its way). */
-async function latencyRun(url: string, seconds: number): Promise<{ n: number; p50: number; p99: number }> {
+async function latencyRun(
+  urls: string[],
+  seconds: number,
+): Promise<{ n: number; p50: number; p99: number }[]> {
   const child = spawn(
     process.execPath,
-    [fileURLToPath(import.meta.url), '--role', 'latency', url, String(seconds)],
+    [fileURLToPath(import.meta.url), '--role', 'latency', String(seconds), ...urls],
     {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
@@ -510,63 +619,31 @@ async function latencyRun(url: string, seconds: number): Promise<{ n: number; p5
   return JSON.parse(await firstLine(child));
 }
 
-async function sequentialLatency(url: URL, seconds: number) {
-  const body = '{"model":"gpt-fake-1","messages":[{"role":"user","content":"hi"}]}';
-  const request = Buffer.from(
-    `POST ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\n` +
-      `Authorization: Bearer proxy-managed\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-  );
-  const { connect } = await import('node:net');
-  const lat: number[] = [];
+/**
+ * One request at a time, over one connection per target, the targets taken in a new random
+ * order each cycle: whatever else the machine is doing at a moment, every target sees it alike.
+ */
+async function interleavedLatency(urls: URL[], seconds: number) {
+  const conns = urls.map((u) => new TimedConnection(u));
+  const lat: number[][] = urls.map(() => []);
+  const order = urls.map((_, i) => i);
   const end = performance.now() + seconds * 1000;
-  await new Promise<void>((resolve, reject) => {
-    // nginx closes a keep-alive connection after 1000 requests (keepalive_requests), as wrk
-    // sees too: the next request goes on a new connection, timed from its write as always.
-    const open = () => {
-      const socket = connect(Number(url.port), url.hostname);
-      socket.setNoDelay(true);
-      let buf: Buffer = Buffer.alloc(0);
-      let t0 = 0;
-      let inFlight = false;
-      const send = () => {
-        inFlight = true;
-        t0 = performance.now();
-        socket.write(request);
-      };
-      socket.on('connect', send);
-      socket.on('error', reject);
-      socket.on('close', () => {
-        if (inFlight) reject(new Error(`${url}: connection closed mid-request`));
-      });
-      socket.on('data', (d: Buffer) => {
-        buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-        const h = buf.indexOf('\r\n\r\n');
-        if (h === -1) return;
-        const head = buf.subarray(0, h).toString('latin1');
-        if (!head.startsWith('HTTP/1.1 200')) return reject(new Error(`${url}: ${head.split('\r\n')[0]}`));
-        const cl = /\r\ncontent-length: *(\d+)/i.exec(head);
-        if (!cl) return reject(new Error(`${url}: no content-length`));
-        const need = h + 4 + Number(cl[1]);
-        if (buf.length < need) return;
-        const t = performance.now();
-        inFlight = false;
-        lat.push(t - t0);
-        buf = buf.subarray(need);
-        if (t >= end) {
-          socket.destroy();
-          resolve();
-        } else if (/\r\nconnection: *close/i.test(head)) {
-          socket.destroy();
-          open();
-        } else {
-          send();
-        }
-      });
-    };
-    open();
+  while (performance.now() < end) {
+    shuffle(order);
+    for (const i of order) lat[i]!.push(await conns[i]!.time());
+  }
+  for (const c of conns) c.close();
+  return lat.map((l) => {
+    l.sort((a, b) => a - b);
+    return { n: l.length, p50: percentile(l, 50), p99: percentile(l, 99) };
   });
-  lat.sort((a, b) => a - b);
-  return { n: lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99) };
+}
+
+function shuffle<T>(a: T[]): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
 }
 
 /** utime + stime of the processes, from /proc/<pid>/stat (clock ticks of 10 ms). */
@@ -584,8 +661,28 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+/**
+ * SSE per-chunk delay, the targets interleaved: `cycles` times, in a new random order each
+ * time, every target gets 20 concurrent streams of 100 chunks 10 ms apart. The 20 streams
+ * tick together, so one stall anywhere delays 20 samples at once: p99 is the ~5th-worst of
+ * a target's 500 ticks in a round (the worst of 100 in the first version of this loop,
+ * which made it one event).
+ */
+async function sseInterleaved(bases: string[], cycles: number) {
+  const delays: number[][] = bases.map(() => []);
+  const order = bases.map((_, i) => i);
+  for (let c = 0; c < cycles; c++) {
+    shuffle(order);
+    for (const i of order) delays[i]!.push(...(await sseDelays(bases[i]!, 20, 100, 10)));
+  }
+  return delays.map((d) => {
+    d.sort((a, b) => a - b);
+    return { p50: percentile(d, 50), p99: percentile(d, 99), count: d.length };
+  });
+}
+
 /** `streams` concurrent SSE streams of `n` chunks `gap` ms apart; delay = receive time - write time. */
-async function sseDelays(base: string, streams: number, n: number, gap: number) {
+async function sseDelays(base: string, streams: number, n: number, gap: number): Promise<number[]> {
   const delays: number[] = [];
   await Promise.all(
     Array.from(
@@ -615,8 +712,7 @@ async function sseDelays(base: string, streams: number, n: number, gap: number) 
         }),
     ),
   );
-  delays.sort((a, b) => a - b);
-  return { p50: percentile(delays, 50), p99: percentile(delays, 99), count: delays.length };
+  return delays;
 }
 
 function rssMb(pids: number[]): number {
