@@ -190,7 +190,8 @@ export class Controller<T extends KubeObject> {
     } catch (err) {
       result = 'error';
       m?.reconcileErrors.inc(labels);
-      if (isPanic(err)) m?.reconcilePanics.inc(labels);
+      const panic = isPanic(err);
+      if (panic) m?.reconcilePanics.inc(labels);
       if (isTerminal(err)) {
         // The user must change something; the next event on the object brings it back.
         m?.terminalReconcileErrors.inc(labels);
@@ -204,7 +205,7 @@ export class Controller<T extends KubeObject> {
           // for a programming error, so that error lines are worth alerting on.
           const attempt = queue.numRequeues(key);
           const fields = { err, reason: reasonOf(err), attempt };
-          if (isPanic(err) || attempt > QUIET_RETRIES)
+          if (panic || attempt > QUIET_RETRIES)
             logger.error(fields, 'reconcile failed; retrying with backoff');
           else logger.warn(fields, 'reconcile failed; retrying with backoff');
         }
