@@ -22,6 +22,7 @@ import {
   HOST,
   keyFile,
   nftablesRules,
+  PROXY_NODE_FLAGS,
   proxyUnit,
 } from '../../../operator/remote/index.ts';
 import { openclawDir } from '../../lib/openclaw.ts';
@@ -170,7 +171,12 @@ beforeAll(async () => {
     { mode: 0o600 },
   );
   const execStart = /^ExecStart=(.*)$/m.exec(proxyUnit())?.[1]?.split(' ') ?? [];
-  expect(execStart.slice(0, 2)).toEqual(['node', HOST.proxyBundle.path]);
+  // node, its V8 flags, then the bundle: run here as the unit says, the source for the bundle.
+  expect(execStart.slice(0, 2 + PROXY_NODE_FLAGS.length)).toEqual([
+    'node',
+    ...PROXY_NODE_FLAGS,
+    HOST.proxyBundle.path,
+  ]);
   const proxyArgv = execStart.map((a) =>
     a === 'node'
       ? process.execPath
