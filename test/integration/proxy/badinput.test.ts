@@ -1,25 +1,20 @@
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openai, type RunningUpstream } from '../../upstreams/index.ts';
 import {
-  buildBundle,
   canaryKey,
-  createNetRig,
   type NetRig,
-  NsClient,
-  ProxyProcess,
+  type NsClient,
+  type ProxyProcess,
+  type ProxyRig,
   scrape,
-  tempDir,
-  writeKeyFile,
+  startProxyRig,
 } from './harness.ts';
 
 // Each bad input gets a clean error or close, and the proxy keeps serving the next client.
 const key = canaryKey('bad');
 const captured: string[] = [];
+let pr: ProxyRig;
 let rig: NetRig;
-let tmp: ReturnType<typeof tempDir>;
-let bundleDir: string;
 let proxy: ProxyProcess;
 let oai: RunningUpstream;
 let slow: RunningUpstream;
@@ -28,10 +23,6 @@ let port: number;
 let metricsPort: number;
 
 beforeAll(async () => {
-  rig = createNetRig();
-  tmp = tempDir('bad');
-  const b = buildBundle();
-  bundleDir = b.dir;
   oai = await openai.start({ keys: [key] });
   // Never answers /v1/chat/completions; on /v1/stall sends headers and one event, then nothing.
   slow = await openai.start({
@@ -44,41 +35,31 @@ beforeAll(async () => {
       return true;
     },
   });
-  const keyFile = join(tmp.dir, 'model-keys.json');
-  writeKeyFile(keyFile, {
-    gpt: { provider: 'openai', apiKey: key, baseUrl: `${oai.url}/v1` },
-    slow: { provider: 'openai', apiKey: key, baseUrl: `${slow.url}/v1` },
-  });
-  proxy = new ProxyProcess(b.file, [
-    '--keys',
-    keyFile,
-    '--listen',
-    `${rig.bridgeAddr}:0`,
-    '--metrics',
-    '127.0.0.1:0',
-    '--client-headers-timeout',
-    '1',
-    '--max-body-bytes',
-    String(1024 * 1024),
-    '--upstream-headers-timeout',
-    '1',
-    '--upstream-body-timeout',
-    '1',
-  ]);
-  port = (await proxy.listening(1)).get(rig.bridgeAddr)!;
-  metricsPort = await proxy.metricsPort();
-  client = new NsClient(rig.bridgeNs);
-  await client.ready();
+  pr = await startProxyRig(
+    'bad',
+    {
+      gpt: { provider: 'openai', apiKey: key, baseUrl: `${oai.url}/v1` },
+      slow: { provider: 'openai', apiKey: key, baseUrl: `${slow.url}/v1` },
+    },
+    {
+      args: [
+        '--client-headers-timeout',
+        '1',
+        '--max-body-bytes',
+        String(1024 * 1024),
+        '--upstream-headers-timeout',
+        '1',
+        '--upstream-body-timeout',
+        '1',
+      ],
+    },
+  );
+  ({ rig, proxy, port, metricsPort, client } = pr);
 });
-
 afterAll(async () => {
-  client?.close();
-  await proxy?.stop();
+  await pr?.close();
   await oai?.close();
   await slow?.close();
-  rig?.destroy();
-  tmp?.cleanup();
-  if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
 });
 
 const raw = (pieces: string[], opts: { gapMs?: number; waitMs?: number } = {}) =>

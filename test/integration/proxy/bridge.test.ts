@@ -1,18 +1,15 @@
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { anthropic, gemini, openai, type RunningUpstream } from '../../upstreams/index.ts';
 import {
-  buildBundle,
   canaryKey,
-  createNetRig,
   header,
   type NetRig,
   NsClient,
-  ProxyProcess,
+  type ProxyProcess,
+  type ProxyRig,
   rand,
   scrape,
-  tempDir,
+  startProxyRig,
   writeKeyFile,
 } from './harness.ts';
 
@@ -20,9 +17,8 @@ import {
 // 172.x namespace (allowed) and a 10.x namespace (refused).
 const keys = { anthropic: canaryKey('ant'), openai: canaryKey('oai'), gemini: canaryKey('gem') };
 const captured: string[] = [];
+let pr: ProxyRig;
 let rig: NetRig;
-let tmp: ReturnType<typeof tempDir>;
-let bundleDir: string;
 let proxy: ProxyProcess;
 let ups: {
   ant: RunningUpstream;
@@ -39,10 +35,6 @@ let loopPort: number;
 let metricsPort: number;
 
 beforeAll(async () => {
-  rig = createNetRig();
-  tmp = tempDir('bridge');
-  const b = buildBundle();
-  bundleDir = b.dir;
   ups = {
     ant: await anthropic.start({ host: '127.0.0.1', port: 0, keys: [keys.anthropic] }),
     oai: await openai.start({ host: '127.0.0.1', port: 0, keys: [keys.openai] }),
@@ -50,40 +42,26 @@ beforeAll(async () => {
     echo: await gemini.start({ host: '127.0.0.1', port: 0, keys: [keys.gemini], echoCredential: true }),
     far: await openai.start({ host: '127.0.0.1', port: 0 }),
   };
-  const keyFile = join(tmp.dir, 'model-keys.json');
-  writeKeyFile(keyFile, {
-    claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ups.ant.url },
-    gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${ups.oai.url}/v1` },
-    gem: { provider: 'google', apiKey: keys.gemini, baseUrl: `${ups.gem.url}/v1beta` },
-    'gem-echo': { provider: 'google', apiKey: keys.gemini, baseUrl: `${ups.echo.url}/v1beta` },
-  });
-  proxy = new ProxyProcess(b.file, [
-    '--keys',
-    keyFile,
-    '--listen',
-    `${rig.bridgeAddr}:0`,
-    '--listen',
-    '127.0.0.1:0',
-    '--metrics',
-    '127.0.0.1:0',
-  ]);
-  const ports = await proxy.listening(2);
-  port = ports.get(rig.bridgeAddr)!;
-  loopPort = ports.get('127.0.0.1')!;
-  metricsPort = await proxy.metricsPort();
-  bridgeClient = new NsClient(rig.bridgeNs);
+  pr = await startProxyRig(
+    'bridge',
+    {
+      claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ups.ant.url },
+      gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${ups.oai.url}/v1` },
+      gem: { provider: 'google', apiKey: keys.gemini, baseUrl: `${ups.gem.url}/v1beta` },
+      'gem-echo': { provider: 'google', apiKey: keys.gemini, baseUrl: `${ups.echo.url}/v1beta` },
+    },
+    { extraListen: ['127.0.0.1:0'] },
+  );
+  ({ rig, proxy, port, metricsPort, client: bridgeClient } = pr);
+  loopPort = pr.ports.get('127.0.0.1')!;
   outsideClient = new NsClient(rig.outsideNs);
   rootClient = new NsClient(null);
-  await Promise.all([bridgeClient.ready(), outsideClient.ready(), rootClient.ready()]);
+  await Promise.all([outsideClient.ready(), rootClient.ready()]);
 });
-
 afterAll(async () => {
-  for (const c of [bridgeClient, outsideClient, rootClient]) c?.close();
-  await proxy?.stop();
+  for (const c of [outsideClient, rootClient]) c?.close();
+  await pr?.close();
   for (const u of Object.values(ups ?? {})) await u.close();
-  rig?.destroy();
-  tmp?.cleanup();
-  if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
 });
 
 const clientCredentials = [
@@ -223,7 +201,7 @@ describe('a bridge client', () => {
       },
     });
     try {
-      const file = join(tmp.dir, 'model-keys.json');
+      const file = pr.keyFile;
       writeKeyFile(file, {
         claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ups.ant.url },
         gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${ups.oai.url}/v1` },

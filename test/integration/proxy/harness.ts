@@ -363,3 +363,64 @@ export function tempDir(tag: string): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), `cannes-proxy-${tag}-`));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/**
+ * What each proxy test file starts from: the bridge rig, the bundle as it ships, a key file
+ * with `routes`, the bundle listening on the bridge address (and on `extraListen`), its
+ * metrics on loopback, and a client in the bridge namespace. `close()` undoes all of it, as
+ * does a failure half-way through before it is rethrown.
+ */
+export interface ProxyRig {
+  readonly rig: NetRig;
+  readonly dir: string;
+  readonly keyFile: string;
+  readonly proxy: ProxyProcess;
+  /** Bound ports by address. */
+  readonly ports: ReadonlyMap<string, number>;
+  /** The port on the bridge address. */
+  readonly port: number;
+  readonly metricsPort: number;
+  readonly client: NsClient;
+  close(): Promise<void>;
+}
+
+export async function startProxyRig(
+  tag: string,
+  routes: Record<string, KeyEntry>,
+  opts: { readonly args?: readonly string[]; readonly extraListen?: readonly string[] } = {},
+): Promise<ProxyRig> {
+  const undo: (() => unknown)[] = [];
+  const close = async () => {
+    for (const u of undo.splice(0).reverse()) await u();
+  };
+  try {
+    const rig = createNetRig();
+    undo.push(() => rig.destroy());
+    const tmp = tempDir(tag);
+    undo.push(() => tmp.cleanup());
+    const bundle = buildBundle();
+    undo.push(() => rmSync(bundle.dir, { recursive: true, force: true }));
+    const keyFile = join(tmp.dir, 'model-keys.json');
+    writeKeyFile(keyFile, routes);
+    const listen = [`${rig.bridgeAddr}:0`, ...(opts.extraListen ?? [])];
+    const proxy = new ProxyProcess(bundle.file, [
+      '--keys',
+      keyFile,
+      ...listen.flatMap((l) => ['--listen', l]),
+      '--metrics',
+      '127.0.0.1:0',
+      ...(opts.args ?? []),
+    ]);
+    undo.push(() => proxy.stop());
+    const ports = await proxy.listening(listen.length);
+    const metricsPort = await proxy.metricsPort();
+    const client = new NsClient(rig.bridgeNs);
+    undo.push(() => client.close());
+    await client.ready();
+    const port = ports.get(rig.bridgeAddr)!;
+    return { rig, dir: tmp.dir, keyFile, proxy, ports, port, metricsPort, client, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

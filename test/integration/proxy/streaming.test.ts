@@ -1,20 +1,16 @@
-import { rmSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { anthropic, openai, type RunningUpstream, type UpstreamRecord } from '../../upstreams/index.ts';
 import {
-  buildBundle,
   type ClientEvent,
   canaryKey,
-  createNetRig,
   type NetRig,
-  NsClient,
-  ProxyProcess,
+  type NsClient,
+  type ProxyProcess,
+  type ProxyRig,
   scrape,
-  tempDir,
+  startProxyRig,
   until,
-  writeKeyFile,
 } from './harness.ts';
 
 const MiB = 1024 * 1024;
@@ -24,9 +20,8 @@ const captured: string[] = [];
 let gate: ((index: number, rec: UpstreamRecord) => Promise<void>) | null = null;
 let override: ((rec: UpstreamRecord, req: IncomingMessage, res: ServerResponse) => boolean) | null = null;
 
+let pr: ProxyRig;
 let rig: NetRig;
-let tmp: ReturnType<typeof tempDir>;
-let bundleDir: string;
 let proxy: ProxyProcess;
 let ant: RunningUpstream;
 let oai: RunningUpstream;
@@ -35,10 +30,6 @@ let port: number;
 let metricsPort: number;
 
 beforeAll(async () => {
-  rig = createNetRig();
-  tmp = tempDir('stream');
-  const b = buildBundle();
-  bundleDir = b.dir;
   ant = await anthropic.start({ keys: [keys.anthropic], chunks: 5, beforeEvent: (i, r) => gate?.(i, r) });
   oai = await openai.start({
     keys: [keys.openai],
@@ -46,37 +37,21 @@ beforeAll(async () => {
     beforeEvent: (i, r) => gate?.(i, r),
     override: (rec, req, res) => override?.(rec, req, res) ?? false,
   });
-  const keyFile = join(tmp.dir, 'model-keys.json');
-  writeKeyFile(keyFile, {
-    claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ant.url },
-    gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${oai.url}/v1` },
-  });
-  proxy = new ProxyProcess(b.file, [
-    '--keys',
-    keyFile,
-    '--listen',
-    `${rig.bridgeAddr}:0`,
-    '--metrics',
-    '127.0.0.1:0',
-    '--max-body-bytes',
-    String(128 * MiB),
-    '--drain-timeout',
-    '60',
-  ]);
-  port = (await proxy.listening(1)).get(rig.bridgeAddr)!;
-  metricsPort = await proxy.metricsPort();
-  client = new NsClient(rig.bridgeNs);
-  await client.ready();
+  pr = await startProxyRig(
+    'stream',
+    {
+      claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ant.url },
+      gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${oai.url}/v1` },
+    },
+    { args: ['--max-body-bytes', String(128 * MiB), '--drain-timeout', '60'] },
+  );
+  ({ rig, proxy, port, metricsPort, client } = pr);
 });
 
 afterAll(async () => {
-  client?.close();
-  await proxy?.stop();
+  await pr?.close();
   await ant?.close();
   await oai?.close();
-  rig?.destroy();
-  tmp?.cleanup();
-  if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
 });
 
 const streamBody = JSON.stringify({ model: 'claude-fake-1', max_tokens: 10, stream: true, messages: [] });

@@ -1,16 +1,13 @@
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { anthropic, openai, type RunningUpstream, type UpstreamRecord } from '../../upstreams/index.ts';
 import {
-  buildBundle,
   canaryKey,
-  createNetRig,
   type NetRig,
   NsClient,
-  ProxyProcess,
+  type ProxyProcess,
+  type ProxyRig,
   scrape,
-  tempDir,
+  startProxyRig,
   until,
   writeKeyFile,
 } from './harness.ts';
@@ -28,9 +25,8 @@ const keys = { anthropic: canaryKey('ant'), openai: canaryKey('oai'), openai2: c
 const captured: string[] = [];
 let gate: ((index: number, rec: UpstreamRecord) => Promise<void>) | null = null;
 
+let pr: ProxyRig;
 let rig: NetRig;
-let tmp: ReturnType<typeof tempDir>;
-let bundleDir: string;
 let keyFile: string;
 let proxy: ProxyProcess;
 let ant: RunningUpstream;
@@ -41,43 +37,25 @@ let port: number;
 let metricsPort: number;
 
 beforeAll(async () => {
-  rig = createNetRig();
-  tmp = tempDir('threads');
-  const b = buildBundle();
-  bundleDir = b.dir;
   ant = await anthropic.start({ keys: [keys.anthropic], chunks: 4, beforeEvent: (i, r) => gate?.(i, r) });
   oai = await openai.start({ keys: [keys.openai, keys.openai2] });
-  keyFile = join(tmp.dir, 'model-keys.json');
-  writeKeyFile(keyFile, {
-    claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ant.url },
-    gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${oai.url}/v1` },
-  });
-  proxy = new ProxyProcess(b.file, [
-    '--keys',
-    keyFile,
-    '--listen',
-    `${rig.bridgeAddr}:0`,
-    '--metrics',
-    '127.0.0.1:0',
-    '--threads',
-    String(THREADS),
-  ]);
-  const ports = await proxy.listening(1);
-  port = ports.get(rig.bridgeAddr)!;
-  metricsPort = await proxy.metricsPort();
-  bridgeClient = new NsClient(rig.bridgeNs);
+  pr = await startProxyRig(
+    'threads',
+    {
+      claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ant.url },
+      gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${oai.url}/v1` },
+    },
+    { args: ['--threads', String(THREADS)] },
+  );
+  ({ rig, keyFile, proxy, port, metricsPort, client: bridgeClient } = pr);
   outsideClient = new NsClient(rig.outsideNs);
-  await Promise.all([bridgeClient.ready(), outsideClient.ready()]);
+  await outsideClient.ready();
 });
-
 afterAll(async () => {
-  for (const c of [bridgeClient, outsideClient]) c?.close();
-  await proxy?.stop();
+  outsideClient?.close();
+  await pr?.close();
   await ant?.close();
   await oai?.close();
-  rig?.destroy();
-  tmp?.cleanup();
-  if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });
 });
 
 const chat = () =>
