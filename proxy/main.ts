@@ -5,7 +5,6 @@ import { Registry } from 'prom-client';
 import { CannesError } from '../operator/lib/errors.ts';
 import { parseArgs, USAGE } from './cli.ts';
 import { KeyFileWatcher } from './keyfile-watch.ts';
-import type { Route } from './keys.ts';
 import { createLogger } from './log.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { Allowlist, findBridgeAddresses, type HostPort } from './net.ts';
@@ -76,14 +75,12 @@ async function main(): Promise<void> {
   });
   const uid = typeof process.getuid === 'function' ? process.getuid() : null;
   let threads: ProxyThreads | null = null;
-  let routes: ReadonlyMap<string, Route> = new Map();
   const watcher = new KeyFileWatcher({
     path: args.keys,
     uid,
     logger,
     metrics,
     onRoutes: (r) => {
-      routes = r;
       proxy.setRoutes(r);
       threads?.setRoutes(r);
     },
@@ -104,7 +101,7 @@ async function main(): Promise<void> {
   }
   if (multi) {
     // The other threads bind what this one bound (a port 0 is resolved by now).
-    const started = routes;
+    const started = proxy.routes;
     const configs: ThreadConfig[] = [];
     for (let thread = 1; thread < args.threads; thread++) {
       configs.push({
@@ -125,7 +122,7 @@ async function main(): Promise<void> {
       fail(`cannot start ${args.threads} threads: ${err instanceof Error ? err.message : 'unknown error'}`);
     }
     // A reload while the workers started reaches them too.
-    if (routes !== started) threads.setRoutes(routes);
+    if (proxy.routes !== started) threads.setRoutes(proxy.routes);
   }
   for (const a of bound)
     logger.info('listening', { address: a.address, port: a.port, threads: args.threads });

@@ -94,6 +94,11 @@ export class ProxyServer {
     this.#opts.metrics.routes.set(routes.size);
   }
 
+  /** The route table in use (the one the key file last gave). */
+  get routes(): ReadonlyMap<string, Route> {
+    return this.#routes;
+  }
+
   get activeRequests(): number {
     return this.#active;
   }
