@@ -19,6 +19,16 @@ export const BRIDGE_ADDRESS = '172.17.0.1';
 export const BRIDGE_CIDR = '172.16.0.0/12';
 export const PROXY_METRICS = '127.0.0.1:9464';
 
+/**
+ * Held (flock) by the deploy's start-up script for as long as it runs. An operator that dies
+ * mid-deploy leaves its script running on the server (sshd does not stop a command without a
+ * terminal when the client goes away); the next operator's script waits for it instead of
+ * restarting the proxy and the gateway at the same time.
+ */
+export const DEPLOY_LOCK = '/run/cannes-deploy.lock';
+/** How long a deploy waits for an earlier one's script (under the step's 300 s timeout). */
+export const DEPLOY_LOCK_WAIT_S = 240;
+
 /** The container's view. The image runs as `node` with HOME=/home/node. */
 export const CONTAINER_HOME = '/home/node';
 /** OpenClaw's state (sessions, workspace, sqlite): writable by the gateway. */

@@ -1,5 +1,5 @@
 import { CannesError } from '../lib/errors.ts';
-import type { Secret } from '../lib/secret.ts';
+import { isSecret, type Secret } from '../lib/secret.ts';
 import type { ExecOptions, ExecResult } from './session.ts';
 
 /** What remote steps need from a session (SshSession has it; unit tests record it). */
@@ -61,11 +61,20 @@ function assertRemotePath(path: string): void {
   }
 }
 
+/** What the session writes to stdin, in bytes (a string travels as UTF-8). */
+function byteLength(content: string | Buffer | Secret): number {
+  const v = isSecret(content) ? content.reveal() : content;
+  return typeof v === 'string' ? Buffer.byteLength(v, 'utf8') : v.length;
+}
+
 /**
  * Writes a file atomically: a temp file in the same directory is created (mktemp: 0600), given
  * its owner and mode BEFORE any content lands, filled from stdin, flushed to disk, then renamed
  * over the target. A reader sees the old file or the new one, never a partial or wrongly
- * permissioned one; a crash leaves at most a `.cannes-tmp.*` file (mode 0600) that the next
+ * permissioned one. The content's length travels as an argument and is checked before the
+ * rename: when the operator dies mid-send, sshd closes the command's stdin and `cat` ends as if
+ * the content were complete, so without the check the cut file would replace the good one. A
+ * crash leaves at most a `.cannes-tmp.*` file (mode 0600) that the next
  * write does not depend on. The directory must exist.
  */
 export async function writeFileAtomic(
@@ -80,20 +89,22 @@ export async function writeFileAtomic(
     throw new CannesError('InvalidArgument', 'bad file mode');
   if (!OWNER.test(owner)) throw new CannesError('InvalidArgument', `bad owner ${JSON.stringify(owner)}`);
   const script = `
-p=$1 mode=$2 owner=$3
+p=$1 mode=$2 owner=$3 size=$4
 d=$(dirname -- "$p")
 t=$(mktemp -- "$d/.cannes-tmp.XXXXXXXX")
 trap 'rm -f -- "$t"' EXIT
 chown -- "$owner" "$t"
 chmod -- "$mode" "$t"
 cat >"$t"
+got=$(stat -c %s -- "$t")
+[ "$got" = "$size" ] || { echo "short write: $got of $size bytes arrived for $p" >&2; exit 1; }
 sync -- "$t"
 mv -f -- "$t" "$p"
 trap - EXIT
 sync -- "$d" || true
 `;
   await runScriptOk(session, script, {
-    args: [path, mode.toString(8).padStart(4, '0'), owner],
+    args: [path, mode.toString(8).padStart(4, '0'), owner, String(byteLength(content))],
     stdin: content,
     what: `writing ${path}`,
   });

@@ -12,6 +12,8 @@ import {
   BRIDGE_ADDRESS,
   COMPOSE_PROJECT,
   composeFile,
+  DEPLOY_LOCK,
+  DEPLOY_LOCK_WAIT_S,
   FIREWALL_UNIT_NAME,
   firewallUnit,
   gatewayConfig,
@@ -44,6 +46,27 @@ export function bundleVersion(o: BundleOptions): string {
     .digest('hex')
     .slice(0, 16);
 }
+
+const gatewayState = HOST.gatewayStateDir;
+/**
+ * Starts what the deploy wrote. One deploy at a time (DEPLOY_LOCK): an earlier one's script,
+ * left running by an operator that died, finishes first. The lock's fd is closed for the
+ * commands inside, so what they start (the proxy, the containers) never holds it.
+ */
+export const ACTIVATE = `
+set -e
+exec 9>${DEPLOY_LOCK}
+flock -w ${DEPLOY_LOCK_WAIT_S} 9 || { echo "an earlier deploy still holds ${DEPLOY_LOCK} after ${DEPLOY_LOCK_WAIT_S} s" >&2; exit 1; }
+{
+install -d -m ${gatewayState.mode.toString(8)} -o ${gatewayState.uid} -g ${gatewayState.gid} ${gatewayState.path}
+systemctl daemon-reload
+if command -v nft >/dev/null 2>&1; then systemctl enable --now ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || nft -f ${HOST.nftables.path}; fi
+systemctl enable ${PROXY_UNIT_NAME} >/dev/null 2>&1 || true
+systemctl restart ${PROXY_UNIT_NAME}
+if command -v sshd >/dev/null 2>&1 && sshd -t >/dev/null 2>&1; then systemctl reload ssh >/dev/null 2>&1 || systemctl reload sshd >/dev/null 2>&1 || true; fi
+docker compose -p ${COMPOSE_PROJECT} -f ${HOST.composeFile.path} up -d --force-recreate
+} 9>&-
+`;
 
 export function makeBundle(o: BundleOptions) {
   return (vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Secret): DeployBundle => {
@@ -128,23 +151,12 @@ export function makeBundle(o: BundleOptions) {
         owner: owner(HOST.sshdHardening),
       },
     ];
-    const state = HOST.gatewayStateDir;
-    const activate = `
-set -e
-install -d -m ${state.mode.toString(8)} -o ${state.uid} -g ${state.gid} ${state.path}
-systemctl daemon-reload
-if command -v nft >/dev/null 2>&1; then systemctl enable --now ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || nft -f ${HOST.nftables.path}; fi
-systemctl enable ${PROXY_UNIT_NAME} >/dev/null 2>&1 || true
-systemctl restart ${PROXY_UNIT_NAME}
-if command -v sshd >/dev/null 2>&1 && sshd -t >/dev/null 2>&1; then systemctl reload ssh >/dev/null 2>&1 || systemctl reload sshd >/dev/null 2>&1 || true; fi
-docker compose -p ${COMPOSE_PROJECT} -f ${HOST.composeFile.path} up -d --force-recreate
-`;
     // Healthy = the proxy answers from the bridge address and the gateway answers /healthz.
     const verify = `
 set -e
 curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null
 curl -fsS --max-time 5 http://127.0.0.1:${port}/healthz >/dev/null
 `;
-    return { files, activate, verify };
+    return { files, activate: ACTIVATE, verify };
   };
 }

@@ -11,7 +11,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MODELS, providerId } from '../../operator/remote/gateway-config.ts';
+import { BRIDGE_ADDRESS, DEPLOY_LOCK, PROXY_PORT, PROXY_UNIT_NAME } from '../../operator/remote/index.ts';
+import { scriptCommand } from '../../operator/ssh/remote.ts';
 import { loadKeyringFile, PostgresStore } from '../../operator/store/index.ts';
+import { ACTIVATE } from '../../operator/wiring/bundle.ts';
 import { exampleManifests, type OperatorProcess, type System, startSystem, waitFor } from '../lib/system.ts';
 import { pgDump } from '../rig/postgres.ts';
 
@@ -215,4 +218,46 @@ describe('canary secrets', () => {
     for (const p of PROVIDERS) expect(keyFile).toContain(s.canaries.modelKeys[p]);
     expect(statSync(join(diskDir, 'root/.model-keys.json')).mode & 0o777).toBe(0o600);
   }, 300_000);
+});
+
+/** The PATH sshd gives root: how the operator's scripts find `systemctl` and `docker`. */
+const SSHD_ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+describe('a deploy left running by an operator that died', () => {
+  // sshd does not stop a command without a terminal when its client goes away: the dead
+  // operator's start-up script runs on beside the next operator's deploy.
+  const sh = async (script: string) =>
+    (await s.hosts.exec(serverId, ['bash', '-c', `PATH=${SSHD_ROOT_PATH}\n${script}`])).stdout;
+  const pid = `/run/cannes-systemd/${PROXY_UNIT_NAME}.pid`;
+
+  it('runs to its end before the next deploy restarts anything, and nothing started keeps the lock', async () => {
+    // The earlier script holds the lock for 5 s, noting the proxy's supervisor as it takes
+    // the lock and as it lets go.
+    const earlier = sh(
+      `flock ${DEPLOY_LOCK} sh -c 'cat ${pid} >/run/t-taken; sleep 5; cat ${pid} >/run/t-released'`,
+    );
+    await waitFor(
+      'the earlier deploy to hold the lock',
+      async () =>
+        (await sh(`flock -n ${DEPLOY_LOCK} true || echo held`)).trim() === 'held' ? true : undefined,
+      30_000,
+    );
+    await sh(scriptCommand(ACTIVATE));
+    await earlier;
+    const [taken, released, now] = (await sh(`cat /run/t-taken /run/t-released ${pid}`)).trim().split('\n');
+    expect(released, 'nothing restarted while the earlier script held the lock').toBe(taken);
+    expect(now, 'the new deploy restarted the proxy once the lock was free').not.toBe(taken);
+    expect((await sh(`flock -n ${DEPLOY_LOCK} true && echo free`)).trim()).toBe('free');
+    expect((await sh('ip netns list')).split('\n').filter((l) => l.startsWith('cn-'))).toHaveLength(1);
+    expect((await sh("pgrep -c -f '/opt/cannes/cannes-proxy[.]mjs' || true")).trim()).toBe('1');
+    await waitFor(
+      'the proxy and the gateway to answer again',
+      () =>
+        sh(
+          `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null && curl -fsS --max-time 5 http://127.0.0.1:18789/healthz >/dev/null && echo ok`,
+        ).then((o) => (o.trim() === 'ok' ? true : undefined)),
+      300_000,
+      diag,
+    );
+  }, 600_000);
 });

@@ -6,7 +6,7 @@ import { CannesError } from '../../../operator/lib/errors.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
 import { type PublicKey, parsePublicKey } from '../../../operator/ssh/keys.ts';
 import { readRemoteFile, runScript, statRemote, writeFileAtomic } from '../../../operator/ssh/remote.ts';
-import { connectPinned, type SshSession } from '../../../operator/ssh/session.ts';
+import { connectPinned, type ExecOptions, type SshSession } from '../../../operator/ssh/session.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
 import { ed25519TestPair } from '../../unit/ssh/test-keys.ts';
@@ -97,6 +97,22 @@ describe('remote steps over a pinned session to a real sshd', () => {
     expect((await runScript(s, 'ls -A /opt')).stdout).not.toContain('.cannes-tmp');
     const missingDir = await errorOf(writeFileAtomic(s, '/opt/nope/x.txt', 'x', 0o644, 'root'));
     expect(missingDir.reason).toBe('RemoteScriptFailed');
+  });
+
+  it('keeps the old file when the content arrives cut short (its sender died mid-send)', async () => {
+    await writeFileAtomic(s, '/opt/cut.json', 'old\n', 0o644, 'root:root');
+    const content = `{"complete":true,"pad":"${randomBytes(64).toString('hex')}"}\n`;
+    // What sshd hands the command when the operator dies half-way: the first part, then EOF.
+    const dying = {
+      exec: (command: string, options: ExecOptions = {}) =>
+        s.exec(command, { ...options, stdin: content.slice(0, 40) }),
+    };
+    const err = await errorOf(writeFileAtomic(dying, '/opt/cut.json', content, 0o644, 'root:root'));
+    expect(err.reason).toBe('RemoteScriptFailed');
+    expect(err.message).toContain(`short write: 40 of ${content.length} bytes`);
+    expect(err.message).not.toContain('complete');
+    expect(await readRemoteFile(s, '/opt/cut.json')).toBe('old\n');
+    expect((await runScript(s, 'ls -A /opt')).stdout).not.toContain('.cannes-tmp');
   });
 
   it('refuses paths and owners that are not plain', async () => {

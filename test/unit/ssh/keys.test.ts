@@ -110,7 +110,10 @@ describe('writeFileAtomic', () => {
     await writeFileAtomic(shell, '/root/.model-keys.json', secret, 0o600, 'root:root');
     expect(calls).toHaveLength(1);
     expect(calls[0]?.command).not.toContain(canary);
-    expect(calls[0]?.command).toContain("'/root/.model-keys.json' '0600' 'root:root'");
+    // The byte count (checked on the server before the rename) is the only thing said about it.
+    expect(calls[0]?.command).toContain(
+      `'/root/.model-keys.json' '0600' 'root:root' '${Buffer.byteLength(canary)}'`,
+    );
     expect(calls[0]?.stdin).toBe(secret);
   });
 });
