@@ -30,10 +30,14 @@ import {
 import { createConnection, createServer } from 'node:net';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { alive, groupAlive } from './proc.ts';
+import { alive, groupAlive, serialised } from './proc.ts';
 import { isLightServer, STAND_IN_HTTP, standInCommand } from './stand-in.ts';
 
 const STATE = '/var/lib/docker-shim';
+/** Held while a command changes containers (see serialised()). */
+const LOCK = '/run/docker-shim.lock';
+/** The compose verbs that start or stop containers. */
+const CHANGES = new Set(['up', 'down', 'stop', 'rm', 'restart']);
 const IMAGES = '/run/cannes/shims/images.json';
 const BRIDGE_IP = '172.17.0.1';
 
@@ -570,6 +574,7 @@ function compose(args: string[]): void {
   }
   const verb = args[i];
   const rest = args.slice(i + 1);
+  if (verb !== undefined && CHANGES.has(verb)) serialised(LOCK, ['compose', ...args]);
   if (verb === 'version') {
     process.stdout.write('Docker Compose version v2.0.0-cannes-shim\n');
     return;
@@ -667,6 +672,7 @@ function main(argv: string[]): void {
     return;
   }
   if (cmd === '__boot') {
+    serialised(LOCK, argv);
     bootProjects();
     return;
   }

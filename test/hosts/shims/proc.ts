@@ -1,4 +1,5 @@
 // Process checks shared by the docker and systemctl shims (run inside a simulated server).
+import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
 const ZOMBIE = /^\d+ \(.*\) Z/;
@@ -31,4 +32,35 @@ export function groupAlive(pgid: number): boolean {
     if (f[0] !== 'Z' && Number(f[2]) === pgid) return true;
   }
   return false;
+}
+
+const LOCKED = 'CANNES_SHIM_LOCK_HELD';
+
+/**
+ * Runs this shim's command once more under an exclusive flock on `lock` and exits with its
+ * status; returns at once in the run that holds it. dockerd and systemd take one change at a
+ * time, whoever asks: two sessions changing the same server together (one of them left running
+ * by an operator that died) get their changes one after the other, not a second copy of a
+ * service started beside the first. The lock belongs to a bash that waits for the command; the
+ * command, and what it starts, do not inherit the lock's fd.
+ */
+export function serialised(lock: string, argv: readonly string[]): void {
+  if (process.env[LOCKED] === lock) {
+    delete process.env[LOCKED];
+    return;
+  }
+  const r = spawnSync(
+    '/bin/bash',
+    [
+      '-c',
+      'exec 9>"$1"; /usr/bin/flock -w 600 9 || { echo "$0: $1 still held after 600 s" >&2; exit 1; }; shift; "$@" 9>&-',
+      process.argv[1] ?? 'shim',
+      lock,
+      process.execPath,
+      process.argv[1]!,
+      ...argv,
+    ],
+    { stdio: 'inherit', env: { ...process.env, [LOCKED]: lock } },
+  );
+  process.exit(r.status ?? 1);
 }

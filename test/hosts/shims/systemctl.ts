@@ -16,12 +16,23 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, join } from 'node:path';
-import { alive, groupAlive } from './proc.ts';
+import { alive, groupAlive, serialised } from './proc.ts';
 import { isLightServer, STAND_IN_HTTP, standInCommand } from './stand-in.ts';
 
 const UNIT_DIR = '/etc/systemd/system';
 const WANTS = join(UNIT_DIR, 'multi-user.target.wants');
 const STATE = '/run/cannes-systemd';
+/** Held while a command starts or stops units, as systemd runs one job per unit at a time. */
+const LOCK = '/run/cannes-systemd.lock';
+const CHANGES = new Set([
+  'start',
+  'stop',
+  'restart',
+  'reload-or-restart',
+  'try-restart',
+  'enable',
+  'disable',
+]);
 
 interface Unit {
   readonly name: string;
@@ -237,6 +248,7 @@ function main(argv: string[]): void {
   const [verb, ...rest] = args;
   const units = rest.map(unitName);
   const quiet = flags.has('--quiet') || flags.has('-q');
+  if (verb !== undefined && CHANGES.has(verb)) serialised(LOCK, argv);
   switch (verb) {
     case '__supervise':
       supervise(rest[0]!);

@@ -206,11 +206,20 @@ docker compose -f /opt/gw/compose-root.yaml up -d`);
     expect(await leftovers(f)).toEqual([]);
   });
 
+  const server2 = serverId + 1;
+  const sh2 = async (script: string) => (await provider.exec(server2, ['bash', '-c', script])).stdout;
+  const poll = async () => {
+    for (let i = 0; i < 300; i++) {
+      const out = await sh2('curl -fsS http://127.0.0.1:18789/ 2>/dev/null || true');
+      if (out !== '') return JSON.parse(out) as Record<string, unknown>;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`gateway never answered: ${await sh2('cat /var/lib/docker-shim/projects/*/*.log')}`);
+  };
+
   it('runs an x-cannes npm package with env_file, published port, health, and brings it back at boot', async () => {
-    const server2 = serverId + 1;
     await provider.create({ serverId: server2, name: 'gw-host', ipv4: randomTestIpv4(), image: 'docker-ce' });
     await provider.boot(server2, { kind: 'os' });
-    const sh2 = async (script: string) => (await provider.exec(server2, ['bash', '-c', script])).stdout;
     const token = randomBytes(12).toString('hex');
     await sh2(`mkdir -p /opt/cannes/gateway && umask 077 && printf 'GW_TOKEN=%s\\n' ${token} >/opt/cannes/gateway/gateway.env
 cat >/opt/cannes/gateway/compose.yaml <<'EOF'
@@ -232,14 +241,6 @@ services:
     x-cannes: { npmPackage: "fakegw", npmVersion: "1.2.3", health: "http://127.0.0.1:18789/" }
 EOF
 docker compose -f /opt/cannes/gateway/compose.yaml up -d`);
-    const poll = async () => {
-      for (let i = 0; i < 300; i++) {
-        const out = await sh2('curl -fsS http://127.0.0.1:18789/ 2>/dev/null || true');
-        if (out !== '') return JSON.parse(out) as Record<string, unknown>;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`gateway never answered: ${await sh2('cat /var/lib/docker-shim/projects/*/*.log')}`);
-    };
     expect(await poll()).toEqual({
       greeting: 'hello-from-dep',
       token: 'ok',
@@ -252,5 +253,29 @@ docker compose -f /opt/cannes/gateway/compose.yaml up -d`);
     expect(ps).toMatchObject({ Service: 'gateway', State: 'running', Health: 'healthy' });
     await provider.boot(server2, { kind: 'os' });
     expect((await poll())['token']).toBe('ok');
+  });
+
+  it('takes changes one at a time: three `up --force-recreate` or `systemctl restart` at once leave one copy', async () => {
+    // As dockerd would: an operator that died mid-deploy leaves its `up` running beside the
+    // next one's. Each change waits for the one before it; none starts a second copy.
+    const up = 'docker compose -f /opt/cannes/gateway/compose.yaml up -d --force-recreate 2>&1';
+    await Promise.all([sh2(up), sh2(up), sh2(up)]);
+    const namespaces = (await sh2('ip netns list')).split('\n').filter((l) => l.startsWith('cn-'));
+    expect(namespaces).toHaveLength(1);
+    expect((await poll())['token']).toBe('ok');
+    expect((await sh2("pgrep -c -f 'node main[.]mjs' || true")).trim()).toBe('1');
+    expect((await sh2("pgrep -c -f ' __forwar[d] ' || true")).trim()).toBe('1');
+    // And as systemd would, for a unit restarted by three sessions at once.
+    await sh2(`printf '[Service]\\nExecStart=/bin/sleep 100000\\n' >/etc/systemd/system/t.service`);
+    await sh2('systemctl start t');
+    const restart = 'systemctl restart t 2>&1';
+    await Promise.all([sh2(restart), sh2(restart), sh2(restart)]);
+    // Each supervisor is running when `systemctl` returns; it starts its ExecStart soon after.
+    const count = async (pattern: string) => Number((await sh2(`pgrep -c -f '${pattern}' || true`)).trim());
+    const supervisors = await count('__supervis[e] t[.]service');
+    for (let i = 0; i < 100 && (await count('^/bin/slee[p] 100000')) < supervisors; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(supervisors).toBe(1);
+    expect(await count('^/bin/slee[p] 100000')).toBe(1);
   });
 });
