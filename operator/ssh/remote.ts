@@ -74,8 +74,8 @@ function byteLength(content: string | Buffer | Secret): number {
  * permissioned one. The content's length travels as an argument and is checked before the
  * rename: when the operator dies mid-send, sshd closes the command's stdin and `cat` ends as if
  * the content were complete, so without the check the cut file would replace the good one. A
- * crash leaves at most a `.cannes-tmp.*` file (mode 0600) that the next
- * write does not depend on. The directory must exist.
+ * crash leaves at most a `.cannes-tmp.*` file (mode 0600) that the next write does not depend
+ * on. The directory must exist.
  */
 export async function writeFileAtomic(
   session: RemoteShell,

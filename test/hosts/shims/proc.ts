@@ -49,15 +49,16 @@ export function serialised(lock: string, argv: readonly string[]): void {
     delete process.env[LOCKED];
     return;
   }
+  const self = process.argv[1]!;
   const r = spawnSync(
     '/bin/bash',
     [
       '-c',
       'exec 9>"$1"; /usr/bin/flock -w 600 9 || { echo "$0: $1 still held after 600 s" >&2; exit 1; }; shift; "$@" 9>&-',
-      process.argv[1] ?? 'shim',
+      self,
       lock,
       process.execPath,
-      process.argv[1]!,
+      self,
       ...argv,
     ],
     { stdio: 'inherit', env: { ...process.env, [LOCKED]: lock } },

@@ -22,7 +22,10 @@ import { isLightServer, STAND_IN_HTTP, standInCommand } from './stand-in.ts';
 const UNIT_DIR = '/etc/systemd/system';
 const WANTS = join(UNIT_DIR, 'multi-user.target.wants');
 const STATE = '/run/cannes-systemd';
-/** Held while a command starts or stops units, as systemd runs one job per unit at a time. */
+/**
+ * Held while a command starts or stops units. systemd queues jobs per unit; one lock for
+ * every unit is stricter and just as good here.
+ */
 const LOCK = '/run/cannes-systemd.lock';
 const CHANGES = new Set([
   'start',
