@@ -15,6 +15,7 @@ import { BRIDGE_ADDRESS, DEPLOY_LOCK, PROXY_PORT, PROXY_UNIT_NAME } from '../../
 import { scriptCommand } from '../../operator/ssh/remote.ts';
 import { loadKeyringFile, PostgresStore } from '../../operator/store/index.ts';
 import { ACTIVATE } from '../../operator/wiring/bundle.ts';
+import { SERVER_ROOT_PATH } from '../hosts/real-host-provider.ts';
 import { exampleManifests, type OperatorProcess, type System, startSystem, waitFor } from '../lib/system.ts';
 import { pgDump } from '../rig/postgres.ts';
 
@@ -220,14 +221,11 @@ describe('canary secrets', () => {
   }, 300_000);
 });
 
-/** The PATH sshd gives root: how the operator's scripts find `systemctl` and `docker`. */
-const SSHD_ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
 describe('a deploy left running by an operator that died', () => {
   // sshd does not stop a command without a terminal when its client goes away: the dead
   // operator's start-up script runs on beside the next operator's deploy.
   const sh = async (script: string) =>
-    (await s.hosts.exec(serverId, ['bash', '-c', `PATH=${SSHD_ROOT_PATH}\n${script}`])).stdout;
+    (await s.hosts.exec(serverId, ['bash', '-c', `PATH=${SERVER_ROOT_PATH}\n${script}`])).stdout;
   const pid = `/run/cannes-systemd/${PROXY_UNIT_NAME}.pid`;
 
   it('runs to its end before the next deploy restarts anything, and nothing started keeps the lock', async () => {

@@ -23,6 +23,8 @@ export const GATEWAY_IPV4 = '198.19.255.254';
 
 /** The rig's reserved block: servers route it to the root namespace (fake upstreams live there). */
 export const RIG_CIDR = '198.19.255.0/24';
+/** root's PATH on a server (boot, and what sshd gives a root session): the shims come first. */
+export const SERVER_ROOT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Where a server is: what tests and `make sim` need to reach or inspect it (nothing secret). */
 export interface HostInfo {
@@ -255,7 +257,7 @@ export class RealHostProvider implements HostProvider {
   async #start(host: Host, mode: BootMode): Promise<void> {
     host.bootCount += 1;
     const env: Record<string, string> = {
-      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      PATH: SERVER_ROOT_PATH,
       CS_MODE: mode.kind,
       CS_HOSTNAME: mode.kind === 'rescue' ? 'rescue' : host.spec.name,
       CS_IPV4: host.spec.ipv4,
