@@ -121,6 +121,9 @@ export class SshSession {
             ),
           );
         }, timeoutMs);
+        // A command that exits before reading its input closes the channel under a pending
+        // write: the failure is reported by the exit status, never as an unhandled 'error'.
+        stream.on('error', () => {});
         stream.on('data', (c: Buffer) => out.push(c));
         stream.stderr.on('data', (c: Buffer) => errOut.push(c));
         stream.on('exit', (code: unknown, sig: unknown) => {

@@ -18,6 +18,7 @@ import { ACTIVATE } from '../../operator/wiring/bundle.ts';
 import { SERVER_ROOT_PATH } from '../hosts/real-host-provider.ts';
 import { exampleManifests, type OperatorProcess, type System, startSystem, waitFor } from '../lib/system.ts';
 import { pgDump } from '../rig/postgres.ts';
+import { endStdin } from '../lib/stdin.ts';
 
 const run = promisify(execFile);
 const PROVIDERS = ['anthropic', 'openai', 'google'] as const;
@@ -92,7 +93,7 @@ fetch('http://127.0.0.1:18789/v1/chat/completions', {
   const child = execFile('ip', ['netns', 'exec', netns, process.execPath, '-e', script], {
     timeout: 260_000,
   });
-  child.stdin?.end(gatewayToken);
+  endStdin(child.stdin, gatewayToken);
   const out = await new Promise<string>((resolve, reject) => {
     let buf = '';
     child.stdout?.on('data', (b: Buffer) => {

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import type { BootMode, HostProvider, HostSpec } from '../hcloud-sim/host-provider.ts';
+import { endStdin } from '../lib/stdin.ts';
 
 const run = promisify(execFile);
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -494,7 +495,7 @@ async function sha512Crypt(password: string): Promise<string> {
     p.on('error', reject);
     // 'close', not 'exit': a loaded machine can report the exit before stdout is all read.
     p.on('close', (code) => (code === 0 ? resolve(buf) : reject(new Error(`openssl passwd exited ${code}`))));
-    p.stdin.end(`${password}\n`);
+    endStdin(p.stdin, `${password}\n`);
   });
   const hash = out.trim();
   if (!/^\$6\$[./0-9A-Za-z]+\$[./0-9A-Za-z]+$/.test(hash))

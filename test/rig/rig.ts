@@ -5,6 +5,7 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { ControlPlaneBinaries } from './binaries.ts';
+import { endStdin } from '../lib/stdin.ts';
 
 /**
  * Everything a process needs to talk to a running rig. Serialisable: the shared rig's supervisor writes
@@ -102,7 +103,7 @@ function runCommand(
         else resolve(result);
       },
     );
-    child.stdin?.end(opts.stdin ?? '');
+    endStdin(child.stdin, opts.stdin);
   });
 }
 

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
+import { endStdin } from '../../lib/stdin.ts';
 
 export type ScrapeJob = {
   job: string;
@@ -234,6 +235,6 @@ export function checkMetrics(exposition: string): Promise<string[]> {
         resolve(problems);
       },
     );
-    child.stdin?.end(exposition);
+    endStdin(child.stdin, exposition);
   });
 }

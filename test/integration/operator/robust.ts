@@ -9,6 +9,7 @@ import pg from 'pg';
 import { stringify } from 'yaml';
 import type { RecordedRequest } from '../../hcloud-sim/simulator.ts';
 import { type OperatorProcess, type System, waitFor } from '../../lib/system.ts';
+import { endStdin } from '../../lib/stdin.ts';
 
 const run = promisify(execFile);
 
@@ -155,7 +156,7 @@ fetch('http://127.0.0.1:18789/v1/models', { headers: { authorization: 'Bearer ' 
   const child = execFile('ip', ['netns', 'exec', info.netns, process.execPath, '-e', script], {
     timeout: 30_000,
   });
-  child.stdin?.end(token);
+  endStdin(child.stdin, token);
   let out = '';
   child.stdout?.on('data', (b: Buffer) => {
     out += b.toString();

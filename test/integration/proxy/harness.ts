@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { endStdin, writeStdin } from '../../lib/stdin.ts';
 
 /**
  * The proxy test rig: real network namespaces and veth pairs (a 172.x "bridge" address for
@@ -324,11 +325,11 @@ export class NsClient {
   }
 
   #send(o: unknown): void {
-    this.#child.stdin!.write(`${JSON.stringify(o)}\n`);
+    writeStdin(this.#child.stdin, `${JSON.stringify(o)}\n`);
   }
 
   close(): void {
-    this.#child.stdin!.end();
+    endStdin(this.#child.stdin);
     this.#child.kill('SIGKILL');
   }
 }

@@ -20,6 +20,7 @@ import { PostgresStore } from '../../../operator/store/postgres.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
 import { createTestDatabase, type TestDatabase } from '../../rig/postgres.ts';
+import { endStdin } from '../../lib/stdin.ts';
 
 const WORKER = join(import.meta.dirname, 'rotation-worker.ts');
 
@@ -40,7 +41,7 @@ function runWorker(
     });
     child.on('error', reject);
     child.on('exit', (code, signal) => resolve({ code, signal, out }));
-    child.stdin.end(JSON.stringify(input));
+    endStdin(child.stdin, JSON.stringify(input));
   });
 }
 
