@@ -1,14 +1,34 @@
 // `make dev`: the whole system on this machine (rig, Postgres, Hetzner simulator with real
-// simulated servers, fake LLM upstreams), the operator running, examples/ applied with random
-// canary secrets, and the Vps followed step by step to Ready. Ctrl-C tears it all down.
-// `make dev V=1` also shows the operator's logs.
-import { existsSync } from 'node:fs';
+// simulated servers, fake LLM upstreams), the operator running, examples/ applied as they are
+// (only the FAKE secret values replaced by random canaries) in their own namespace, and the Vps
+// followed step by step to Ready. Then it prints commands that work when pasted, and waits.
+// Ctrl-C tears it all down. `make dev V=1` also shows the operator's logs.
+//
+// test/e2e/dev.test.ts runs this very file, to Ready, pastes the printed chat command, then
+// sends Ctrl-C and checks nothing is left behind: if the main job breaks, a test fails.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, type System, startSystem, waitFor } from '../test/lib/system.ts';
+import { parseAllDocuments } from 'yaml';
+import { REPO, type System, startSystem } from '../test/lib/system.ts';
 
 const verbose = process.env['V'] === '1';
+/** Seconds without a new Event or condition change before dev says the Vps is stuck. */
+const STALL_S = positiveInt('CANNES_DEV_STALL_S', 180);
+/** Seconds before dev gives up on Ready and exits non-zero. */
+const READY_TIMEOUT_S = positiveInt('CANNES_DEV_TIMEOUT_S', 30 * 60);
 const t0 = Date.now();
 const say = (line: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${line}`);
+
+function positiveInt(name: string, dflt: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) {
+    console.error(`${name} must be a positive whole number of seconds, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return n;
+}
 
 if (process.getuid?.() !== 0) {
   console.error('make dev needs root: the simulated servers are network namespaces with their own sshd.');
@@ -19,12 +39,79 @@ if (!existsSync(join(REPO, 'dist', 'proxy', 'cannes-proxy.mjs'))) {
   process.exit(2);
 }
 
+type Doc = {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string };
+  spec?: Record<string, unknown>;
+  stringData?: Record<string, string>;
+};
+type ExampleFile = { path: string; docs: Doc[] };
+
+/** examples/*.yaml in apply order, parsed (the files themselves are applied unchanged). */
+function readExamples(): ExampleFile[] {
+  const dir = join(REPO, 'examples');
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
+    .map((f) => {
+      const path = join(dir, f);
+      const docs = parseAllDocuments(readFileSync(path, 'utf8')).map((d) => d.toJS() as Doc);
+      return { path, docs: docs.filter((d) => d !== null) };
+    });
+}
+
+const ref = (v: unknown): { name: string; key: string } | undefined => {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const name: unknown = Reflect.get(v, 'name');
+  const key: unknown = Reflect.get(v, 'key');
+  return typeof name === 'string' && typeof key === 'string' ? { name, key } : undefined;
+};
+
+/**
+ * The examples' Secrets with every FAKE placeholder replaced: the Vps's cloud token by the
+ * simulator's token, each ModelKey's key by the canary its provider's fake upstream accepts.
+ * A placeholder nothing explains is an error: the examples changed and dev must learn them.
+ */
+function secretsWithCanaries(files: ExampleFile[], s: System): Doc[] {
+  const docs = files.flatMap((f) => f.docs);
+  const values = new Map<string, string>();
+  const at = (r: { name: string; key: string }) => `${r.name}/${r.key}`;
+  for (const d of docs) {
+    if (d.kind === 'Vps') {
+      const r = ref(d.spec?.['cloudTokenSecretRef']);
+      if (r) values.set(at(r), s.canaries.hcloudToken);
+    }
+    if (d.kind === 'ModelKey') {
+      const r = ref(d.spec?.['secretRef']);
+      const provider = d.spec?.['provider'];
+      const keys: Record<string, string> = s.canaries.modelKeys;
+      if (r && typeof provider === 'string' && keys[provider] !== undefined)
+        values.set(at(r), keys[provider]);
+    }
+  }
+  return docs
+    .filter((d) => d.kind === 'Secret')
+    .map((d) => {
+      const stringData: Record<string, string> = {};
+      for (const key of Object.keys(d.stringData ?? {})) {
+        const v = values.get(at({ name: d.metadata?.name ?? '', key }));
+        if (v === undefined)
+          throw new Error(
+            `examples: Secret ${d.metadata?.name}/${key} is used by no Vps or ModelKey dev knows`,
+          );
+        stringData[key] = v;
+      }
+      return { ...d, stringData };
+    });
+}
+
 let system: System | undefined;
 let stopping = false;
 async function teardown(code: number): Promise<never> {
   if (stopping) process.exit(code);
   stopping = true;
-  say('tearing down (operator, simulated servers, namespaces, database)...');
+  say('tearing down (operator, simulated servers, namespaces, database, control plane)...');
   await system?.stop();
   say('done');
   process.exit(code);
@@ -32,12 +119,49 @@ async function teardown(code: number): Promise<never> {
 process.on('SIGINT', () => void teardown(0));
 process.on('SIGTERM', () => void teardown(0));
 
+type Cond = { type: string; status: string; reason: string; message: string };
+type Ev = {
+  metadata: { uid: string };
+  reason?: string;
+  note?: string;
+  type?: string;
+  regarding?: { kind?: string; name?: string };
+};
+type VpsJson = {
+  status?: { conditions?: Cond[]; ready?: boolean };
+  metadata: { annotations?: Record<string, string> };
+};
+
 try {
+  const files = readExamples();
+  const all = files.flatMap((f) => f.docs);
+  const NS = all.find((d) => d.kind === 'Namespace')?.metadata?.name;
+  const vpsName = all.find((d) => d.kind === 'Vps')?.metadata?.name;
+  if (!NS || !vpsName) throw new Error('examples/ must hold a Namespace and a Vps');
+
   say('starting the rig: kube-apiserver + etcd, Postgres database, Hetzner simulator, fake LLM upstreams');
-  system = await startSystem();
+  system = await startSystem({ namespace: NS });
   const s = system;
-  say(`API server ${s.rig.server} (kubeconfig ${s.rig.kubeconfigPath}), namespace ${s.namespace}`);
+  say(`API server ${s.rig.server} (kubeconfig ${s.rig.kubeconfigPath})`);
   say(`Hetzner simulator ${s.sim.endpoint}`);
+  const k = (args: string[], stdin?: string) => s.rig.kubectl(args, stdin === undefined ? {} : { stdin });
+
+  // examples/ as a user applies them: every file unchanged, except that the Secrets' FAKE
+  // placeholders become canaries (server-side apply: no last-applied copy of a value).
+  const secretFiles = files.filter((f) => f.docs.some((d) => d.kind === 'Secret'));
+  const secrets = secretsWithCanaries(files, s);
+  for (const f of files) {
+    if (secretFiles.includes(f)) {
+      await k(
+        ['apply', '--server-side', '-f', '-'],
+        JSON.stringify({ apiVersion: 'v1', kind: 'List', items: secrets }),
+      );
+    } else {
+      await k(['apply', '--server-side', '-f', f.path]);
+    }
+  }
+  say(`applied examples/ in namespace ${NS}: ${all.map((d) => `${d.kind}/${d.metadata?.name}`).join(', ')}`);
+
   const op = await s.startOperator();
   if (verbose) {
     op.proc.stdout?.on('data', (b: Buffer) => process.stdout.write(b));
@@ -45,93 +169,97 @@ try {
   }
   op.proc.once('exit', (code) => {
     if (!stopping) {
-      say(`the operator exited (${code}); last lines:\n${op.logs.slice(-10).join('')}`);
+      say(
+        `failed: the operator exited (${code}); its last lines:\n${op.logs.join('').split('\n').slice(-20).join('\n')}`,
+      );
       void teardown(1);
     }
   });
-  say(`operator running; metrics at ${op.metricsUrl}`);
-  // examples/ as a user would apply them, with the FAKE placeholders of the Secrets replaced
-  // by random canaries (the simulator's token, keys the fake upstreams accept).
-  const NS = 'cannes-demo';
-  const k = (args: string[], stdin?: string) => s.rig.kubectl(args, stdin === undefined ? {} : { stdin });
-  await k(['apply', '-f', join(REPO, 'examples', '00-namespace.yaml')]);
-  const secrets = [
-    { name: 'hcloud-token', data: { token: s.canaries.hcloudToken } },
-    {
-      name: 'llm-keys',
-      data: { anthropic: s.canaries.modelKeys.anthropic, openai: s.canaries.modelKeys.openai },
-    },
-  ].map((x) => ({
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: { name: x.name, namespace: NS },
-    stringData: x.data,
-  }));
-  await k(
-    ['apply', '--server-side', '-f', '-'],
-    JSON.stringify({ apiVersion: 'v1', kind: 'List', items: secrets }),
-  );
-  await k([
-    'apply',
-    '-f',
-    join(REPO, 'examples', '20-vps.yaml'),
-    '-f',
-    join(REPO, 'examples', '30-modelkeys.yaml'),
-  ]);
-  say(
-    `applied examples/ in namespace ${NS}: Secrets (canary values), Vps "agent", ModelKeys "claude" and "gpt"`,
-  );
+  say(`operator running, watching namespace ${NS}; metrics at ${op.metricsUrl}`);
 
-  type Cond = { type: string; status: string; reason: string; message: string };
-  type Ev = {
-    metadata: { uid: string };
-    reason?: string;
-    note?: string;
-    type?: string;
-    regarding?: { kind?: string; name?: string };
-  };
-  const seen = new Set<string>();
   const getVps = async () =>
-    JSON.parse((await k(['-n', NS, 'get', 'vps', 'agent', '-o', 'json'])).stdout) as {
-      status?: { conditions?: Cond[]; ready?: boolean };
-      metadata: { annotations?: Record<string, string> };
+    JSON.parse((await k(['-n', NS, 'get', 'vps', vpsName, '-o', 'json'])).stdout) as VpsJson;
+  const conditionsText = (v: VpsJson) =>
+    (v.status?.conditions ?? [])
+      .map((c) => `    ${c.type}=${c.status} ${c.reason}: ${c.message}`)
+      .join('\n') || '    (no conditions yet)';
+  const lastLogLines = (n: number) =>
+    op.logs
+      .join('')
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .slice(-n)
+      .map((l) => `    ${l}`)
+      .join('\n');
+
+  // Follow the Vps: Events arrive as each step finishes; conditions say where it stands. Any
+  // new Event or condition change counts as progress; a long silence is reported, not waited out.
+  const seen = new Set<string>();
+  let lastState = '';
+  let lastProgress = Date.now();
+  let lastStallReport = 0;
+  const deadline = Date.now() + READY_TIMEOUT_S * 1000;
+  let vps: VpsJson;
+  for (;;) {
+    const events = JSON.parse((await k(['-n', NS, 'get', 'events.events.k8s.io', '-o', 'json'])).stdout) as {
+      items: Ev[];
     };
-  await waitFor(
-    'the Vps to become Ready',
-    async () => {
-      // Events arrive as each step finishes; conditions summarise where the Vps stands.
-      const events = JSON.parse(
-        (await k(['-n', NS, 'get', 'events.events.k8s.io', '-o', 'json'])).stdout,
-      ) as { items: Ev[] };
-      for (const e of events.items) {
-        if (seen.has(e.metadata.uid)) continue;
-        seen.add(e.metadata.uid);
-        const mark = e.type === 'Warning' ? '!' : '•';
-        say(
-          `  ${mark} ${e.regarding?.kind ?? ''}/${e.regarding?.name ?? ''} ${e.reason ?? ''}: ${e.note ?? ''}`,
-        );
-      }
-      const vps = await getVps();
-      return vps.status?.ready === true ? true : undefined;
-    },
-    30 * 60_000,
-  );
-  for (const c of (await getVps()).status?.conditions ?? [])
+    for (const e of events.items) {
+      if (seen.has(e.metadata.uid)) continue;
+      seen.add(e.metadata.uid);
+      lastProgress = Date.now();
+      const mark = e.type === 'Warning' ? '!' : '•';
+      say(
+        `  ${mark} ${e.regarding?.kind ?? ''}/${e.regarding?.name ?? ''} ${e.reason ?? ''}: ${e.note ?? ''}`,
+      );
+    }
+    vps = await getVps();
+    const state = conditionsText(vps);
+    if (state !== lastState) {
+      lastState = state;
+      lastProgress = Date.now();
+    }
+    if (vps.status?.ready === true) break;
+    const now = Date.now();
+    if (now > deadline) {
+      throw new Error(
+        `the Vps did not become Ready within ${READY_TIMEOUT_S} s. Its conditions:\n${state}\n  the operator's last log lines:\n${lastLogLines(20)}`,
+      );
+    }
+    if (now - lastProgress > STALL_S * 1000 && now - lastStallReport > STALL_S * 1000) {
+      lastStallReport = now;
+      say(
+        `no progress for ${Math.round((now - lastProgress) / 1000)} s (still waiting; Ctrl-C to stop). Vps conditions:\n${state}\n  the operator's last log lines:\n${lastLogLines(15)}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  for (const c of vps.status?.conditions ?? [])
     say(`  ${c.status === 'True' ? '✓' : '…'} ${c.type}: ${c.message}`);
-  const ann = (await getVps()).metadata.annotations ?? {};
-  const netns = s.hosts.info(Number(ann['cannes.dev/server-id']))?.netns ?? '<server netns>';
-  say(`Vps agent is Ready: server ${ann['cannes.dev/server-id']} at ${ann['cannes.dev/ipv4']}`);
+  const ann = vps.metadata.annotations ?? {};
+  const serverId = Number(ann['cannes.dev/server-id']);
+  const netns = s.hosts.info(serverId)?.netns;
+  if (!netns) throw new Error(`no simulated server ${ann['cannes.dev/server-id']} for the Ready Vps`);
+  say(`Vps ${vpsName} is Ready: server ${serverId} at ${ann['cannes.dev/ipv4']}`);
+
+  const kubectl = `${s.rig.binaries.kubectl} --kubeconfig ${s.rig.kubeconfigPath}`;
+  const mk = all.find((d) => d.kind === 'ModelKey' && Array.isArray(d.spec?.['models']));
+  const firstModel = (mk?.spec?.['models'] as { id?: string }[] | undefined)?.[0]?.id;
+  const model = mk && firstModel ? `cannes-${mk.metadata?.name}/${firstModel}` : undefined;
   console.log(`
   What is running now:
-    kubectl --kubeconfig ${s.rig.kubeconfigPath} -n cannes-demo get vps,modelkeys
-    operator metrics:   curl ${op.metricsUrl}
-    the gateway token:  kubectl --kubeconfig ${s.rig.kubeconfigPath} -n cannes-demo get secret agent-gateway -o jsonpath='{.data.token}' | base64 -d
-    a chat through the gateway (it listens on the server's loopback; the proxy injects the key):
-      TOKEN=$(kubectl --kubeconfig ${s.rig.kubeconfigPath} -n cannes-demo get secret agent-gateway -o jsonpath='{.data.token}' | base64 -d)
-      ip netns exec ${netns} curl -sS http://127.0.0.1:18789/v1/chat/completions -H "authorization: Bearer $TOKEN" \\
-        -H 'content-type: application/json' -H 'x-openclaw-model: cannes-claude/claude-sonnet-4-5' \\
-        -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
-    ssh to the server: not possible by design (its key is only in Postgres, encrypted)
+    ${kubectl} -n ${NS} get vps,modelkeys
+    operator metrics: curl ${op.metricsUrl}
+    operator log:     ${join(s.dir, 'operator-1.log')}
+
+  Chat with the agent (paste into a root shell on this machine; the gateway listens on the
+  server's loopback, and the proxy on the server injects the real key):
+    TOKEN=$(${kubectl} -n ${NS} get secret ${vpsName}-gateway -o jsonpath='{.data.token}' | base64 -d)
+    ip netns exec ${netns} curl -sS --fail-with-body http://127.0.0.1:18789/v1/chat/completions \\
+      -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
+      -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
+
+  ssh to the server: not possible by design (its key is only in Postgres, encrypted).
   Ctrl-C tears everything down.
 `);
   await new Promise(() => {});

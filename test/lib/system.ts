@@ -70,6 +70,12 @@ export async function startSystem(
     adminDatabaseUrl?: string;
     /** Light servers (benchmarks): see RealHostProviderOptions.standInServices. */
     standInServices?: boolean;
+    /**
+     * The namespace the operator watches and the objects go in. Default: a random one that the
+     * system creates. When given (`make dev`: the examples' own namespace), the caller creates
+     * it, as a user applying the manifests would; the system still deletes it at the end.
+     */
+    namespace?: string;
   } = {},
 ): Promise<System> {
   const dir = mkdtempSync(join(tmpdir(), 'cannes-system-'));
@@ -85,8 +91,8 @@ export async function startSystem(
   try {
     const rig = await useRig();
     await rig.kubectl(['apply', '--server-side', '-f', join(REPO, 'crds')]);
-    const namespace = `cannes-${randomBytes(4).toString('hex')}`;
-    await rig.kubectl(['create', 'namespace', namespace]);
+    const namespace = opts.namespace ?? `cannes-${randomBytes(4).toString('hex')}`;
+    if (opts.namespace === undefined) await rig.kubectl(['create', 'namespace', namespace]);
     cleanups.push(() => rig.kubectl(['delete', 'namespace', namespace, '--wait=false'], { check: false }));
 
     const db = await createTestDatabase(opts.adminDatabaseUrl);
