@@ -143,13 +143,13 @@ async function run(
     workers: cfg.workers,
     registry,
     logger: log,
-    reconcile: async ({ key }) => {
+    reconcile: async ({ key }, { signal }) => {
       const vps = vpses.get(key);
       if (!vps) {
         ours.forgetVps(key);
         return done();
       }
-      return reconcileVps(vps, vpsDeps);
+      return reconcileVps(vps, vpsDeps, signal);
     },
   });
   // A ModelKey change reconciles its Vps (which delivers the key).

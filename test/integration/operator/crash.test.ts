@@ -1,7 +1,7 @@
 /**
  * Crash at every step (issue 8). The operator is killed (exit 137, no cleanup, as SIGKILL or
  * the OOM killer would leave it) at every step boundary of the Vps reconcile, through the
- * fault points of operator/lib/faults.ts, and a fresh operator resumes from exactly that state.
+ * fault points the step table (operator/controllers/vps-steps.ts) declares, and a fresh operator resumes from exactly that state.
  *
  * To keep the file within a few minutes on a busy 2-core machine the points are chained on
  * one Vps: operator 1 dies at the first point; operator 2, started on the state operator 1
@@ -12,6 +12,7 @@
  * the gateway answering; after teardown, none of this test's server namespaces remain.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VPS_STEPS } from '../../../operator/controllers/vps-steps.ts';
 import { type OperatorProcess, type System, startSystem } from '../../lib/system.ts';
 import {
   exited,
@@ -26,18 +27,9 @@ import {
   waitReady,
 } from './robust.ts';
 
-const FAULT_POINTS = [
-  'after-finalizer',
-  'after-create-server',
-  'after-record-server',
-  'after-rescue-keygen',
-  'after-reboot',
-  'after-store-key',
-  'after-deploy',
-  'after-annotate-deployed',
-  'after-rotate',
-  'after-purge-token',
-] as const;
+// Every crash point of the step table, in the order a provisioning reaches them: a step added
+// to the table is covered here without editing this file.
+const FAULT_POINTS = VPS_STEPS.flatMap((step) => step.faultPoints);
 
 let s: System;
 const ops: OperatorProcess[] = [];

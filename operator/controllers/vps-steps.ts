@@ -1,0 +1,495 @@
+/**
+ * The Vps provisioning as a table of named steps (docs/design.md §4, "how to add a reconcile
+ * step"). Each step says, from recorded facts only (the Postgres row, the Vps's annotations,
+ * Secrets), whether it is done; if not, `run` does it and records the fact that makes `assess`
+ * say done. The runner in vps.ts walks the table in order; the step's name gives its metric
+ * label, its fault points and its Event, so adding a step touches this table only.
+ *
+ * A step that runs and still does not assess as done is a bug (it did not record its fact):
+ * the runner fails it rather than let an idle Vps repeat work on every resync.
+ */
+import { createHash } from 'node:crypto';
+import {
+  ANNOTATION_IPV4,
+  ANNOTATION_SERVER_ID,
+  FINALIZER,
+  LABEL_VPS_UID,
+  type VpsStatus,
+} from '../api/schema.ts';
+import { parseGoDuration } from '../lib/duration.ts';
+import { CannesError, TerminalError } from '../lib/errors.ts';
+import type { Logger } from '../lib/log.ts';
+import type { Secret } from '../lib/secret.ts';
+import { collectKeys, DELIVERED_ANNOTATION, type DeliveredKey, type KeySet } from './keys.ts';
+import type {
+  ActiveKey,
+  DeployBundle,
+  Hcloud,
+  Kube,
+  ObjectMeta,
+  Remote,
+  Store,
+  VpsObject,
+  VpsRecord,
+} from './ports.ts';
+
+/** Fingerprint of what was last deployed; equal fingerprints mean no SSH connection at all. */
+export const DEPLOYED_ANNOTATION = 'cannes.dev/deployed';
+
+export interface VpsDeps {
+  readonly kube: Kube;
+  readonly hcloud: Hcloud;
+  readonly remote: Remote;
+  readonly store: Store;
+  /** Renders what goes onto the server (operator/remote templates + the proxy bundle). */
+  readonly bundle: (vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Secret) => DeployBundle;
+  /** Changes when the proxy bundle or the templates change, so a new operator redeploys. */
+  readonly bundleVersion: string;
+  readonly now: () => Date;
+  readonly log: Logger;
+  /** Step timings; optional so unit tests can omit them. */
+  readonly observe?: (step: string, seconds: number, ok: boolean) => void;
+  /** After every reconcile: the Vps's state and its active key's birth (for metrics). */
+  readonly report?: (
+    vps: VpsObject,
+    state: 'provisioning' | 'ready' | 'error' | 'deleting',
+    keyBornAt: Date | null,
+  ) => void;
+}
+
+/** What the steps know and record during one reconcile. */
+export interface Facts {
+  /** The Postgres row (null before the first step created it). */
+  record: VpsRecord | null;
+  activeKey: ActiveKey | null;
+  /** The server's power state as the server step saw it in this reconcile (saves a GET). */
+  seenStatus?: string | undefined;
+  /** The keys that belong on the server (read once per reconcile by the deploy step). */
+  keys?: KeySet;
+  gateway?: { token: Secret; resourceVersion: string };
+  // Set by a step's run for what the informer cache cannot show yet in this reconcile.
+  finalizerAdded?: boolean;
+  deployed?: string;
+  tokenPurged?: boolean;
+}
+
+export interface StepContext {
+  readonly vps: VpsObject;
+  readonly d: VpsDeps;
+  readonly facts: Facts;
+  /** The reconcile's cancellation: a step checks it between calls and passes it down. */
+  readonly signal: AbortSignal;
+  /** Crash point `<step>:<label>` (declared in the step's `faultPoints`). */
+  fault(label: string): void;
+}
+
+/**
+ * - `done`: the step's fact is recorded; report the condition (`ok` false for a recorded
+ *   "no", e.g. purging disabled) and go on.
+ * - `run`: do the step now.
+ * - `wait`: the step cannot go on until something outside changes (its watch re-enqueues the
+ *   Vps); the condition says what, and the reconcile stops here.
+ */
+export type Assessment =
+  | {
+      readonly state: 'done';
+      readonly ok?: boolean;
+      readonly reason: string;
+      readonly message: string;
+      readonly status?: Partial<VpsStatus>;
+    }
+  | { readonly state: 'run' }
+  | {
+      readonly state: 'wait';
+      readonly reason: string;
+      readonly message: string;
+      readonly status?: Partial<VpsStatus>;
+    };
+
+export interface VpsStep {
+  /** Metric label (`cannes_provisioning_step_duration_seconds{step}`) and fault point prefix. */
+  readonly name: string;
+  /** The condition type this step reports (none for bookkeeping a person need not see). */
+  readonly condition?: string;
+  /** The status boolean that mirrors the condition (status exposes only booleans). */
+  readonly status?: keyof VpsStatus;
+  /** The Event reason when `run` completes (its note is what `run` returns); none: no Event. */
+  readonly event?: string;
+  /** Steps before Ready gate it; later steps (the token purge) report without unsetting it. */
+  readonly gatesReady: boolean;
+  /** Crash points inside `run`, in the order they are reached (`<name>:<label>`). */
+  readonly faultPoints: readonly string[];
+  assess(ctx: StepContext): Promise<Assessment>;
+  /** Does the step and records its fact; returns the Event's note. */
+  run(ctx: StepContext): Promise<string>;
+}
+
+const ns = (m: ObjectMeta): string => m.namespace ?? 'default';
+
+export async function cloudToken(vps: VpsObject, d: VpsDeps, purpose: string): Promise<Secret> {
+  const ref = vps.spec.cloudTokenSecretRef;
+  const { value } = await d.kube.readSecretKey(ns(vps.metadata), ref.name, ref.key);
+  if (!value || value.length === 0) {
+    throw new TerminalError(
+      'CloudTokenRequired',
+      `Secret ${ref.name} has no key "${ref.key}": put a Hetzner Cloud API token (read+write) there to ${purpose}`,
+    );
+  }
+  if (!/^[A-Za-z0-9]{16,128}$/.test(value.reveal())) {
+    throw new TerminalError(
+      'CloudTokenInvalid',
+      `Secret ${ref.name} key "${ref.key}" does not look like a Hetzner API token (letters and digits, 64 characters)`,
+    );
+  }
+  return value;
+}
+
+/** Hetzner names are unique per project: namespace, name and a piece of the uid. */
+export function serverName(vps: VpsObject): string {
+  const base = `${ns(vps.metadata)}-${vps.metadata.name}`
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .slice(0, 50)
+    .replace(/-+$/, '');
+  return `${base}-${vps.metadata.uid.replace(/-/g, '').slice(0, 8)}`;
+}
+
+function deployFingerprint(
+  vps: VpsObject,
+  keys: KeySet,
+  gatewayTokenVersion: string,
+  bundleVersion: string,
+): string {
+  const h = createHash('sha256');
+  h.update(
+    JSON.stringify([vps.spec.gateway, [...keys.fingerprintParts].sort(), gatewayTokenVersion, bundleVersion]),
+  );
+  return h.digest('hex').slice(0, 32);
+}
+
+function recordOf(ctx: StepContext): VpsRecord {
+  const r = ctx.facts.record;
+  if (!r) throw new CannesError('StoreInconsistent', 'the Vps row is not recorded');
+  return r;
+}
+
+/** The server's address and pinned host key, once the earlier steps recorded them. */
+function serverOf(ctx: StepContext): { serverId: number; ipv4: string; hostKey: string | null } {
+  const r = recordOf(ctx);
+  if (r.serverId === null || r.ipv4 === null)
+    throw new CannesError('StoreInconsistent', 'server id not recorded');
+  return { serverId: r.serverId, ipv4: r.ipv4, hostKey: r.hostKey };
+}
+
+function activeKeyOf(ctx: StepContext): ActiveKey & { hostKey: string } {
+  const k = ctx.facts.activeKey;
+  const hostKey = ctx.facts.record?.hostKey;
+  if (!k || !hostKey) throw new CannesError('StoreInconsistent', 'no stored SSH key');
+  return { ...k, hostKey };
+}
+
+async function reloadFacts(ctx: StepContext): Promise<void> {
+  const fresh = await ctx.d.store.getVps(ctx.vps.metadata.uid);
+  ctx.facts.record = fresh?.record ?? null;
+  ctx.facts.activeKey = fresh?.activeKey ?? null;
+}
+
+const WAITING_FOR_MODEL_KEYS = {
+  reason: 'WaitingForModelKeys',
+  message: 'create a ModelKey for this Vps (with its key in a Secret): the gateway needs at least one',
+} as const;
+
+// ------------------------------------------------------------------ the steps
+
+/** 1. Finalizer first: from here on the operator owns external state that deletion must clean. */
+const finalizer: VpsStep = {
+  name: 'finalizer',
+  gatesReady: true,
+  faultPoints: ['finalizer:added'],
+  async assess(ctx) {
+    const on = ctx.vps.metadata.finalizers.includes(FINALIZER) || ctx.facts.finalizerAdded === true;
+    return on && ctx.facts.record !== null
+      ? { state: 'done', reason: 'Registered', message: 'finalizer on, row in the store' }
+      : { state: 'run' };
+  },
+  async run(ctx) {
+    const m = ctx.vps.metadata;
+    if (!m.finalizers.includes(FINALIZER)) {
+      await ctx.d.kube.addFinalizer('Vps', m);
+      ctx.fault('added');
+    }
+    ctx.facts.finalizerAdded = true;
+    await ctx.d.store.upsertVps({ uid: m.uid, namespace: ns(m), name: m.name });
+    ctx.facts.record = {
+      uid: m.uid,
+      namespace: ns(m),
+      name: m.name,
+      serverId: null,
+      ipv4: null,
+      hostKey: null,
+    };
+    return 'the operator now cleans up the server when the Vps is deleted';
+  },
+};
+
+/**
+ * 2. The server. Found by label before creating, so a crash between create and recording the
+ *    id adopts the server instead of creating a second one.
+ */
+const server: VpsStep = {
+  name: 'create_server',
+  condition: 'ServerCreated',
+  status: 'serverCreated',
+  event: 'ServerCreated',
+  gatesReady: true,
+  faultPoints: ['create_server:created', 'create_server:recorded'],
+  async assess(ctx) {
+    const r = recordOf(ctx);
+    if (r.serverId === null || r.ipv4 === null) return { state: 'run' };
+    // The annotations are a copy for people (DESIGN §1 promise 4); the store is the record.
+    const m = ctx.vps.metadata;
+    if (
+      m.annotations[ANNOTATION_SERVER_ID] !== String(r.serverId) ||
+      m.annotations[ANNOTATION_IPV4] !== r.ipv4
+    ) {
+      await ctx.d.kube.setAnnotations('Vps', m, {
+        [ANNOTATION_SERVER_ID]: String(r.serverId),
+        [ANNOTATION_IPV4]: r.ipv4,
+      });
+    }
+    return { state: 'done', reason: 'ServerExists', message: `Hetzner server ${r.serverId}` };
+  },
+  async run(ctx) {
+    const { vps, d } = ctx;
+    const m = vps.metadata;
+    const token = await cloudToken(vps, d, 'create the server');
+    ctx.signal.throwIfAborted();
+    let s = await d.hcloud.findServerByVpsUid(token, m.uid);
+    if (!s) {
+      s = await d.hcloud.createServer(token, {
+        name: serverName(vps),
+        serverType: vps.spec.serverType,
+        location: vps.spec.location,
+        image: vps.spec.image,
+        labels: { [LABEL_VPS_UID]: m.uid, 'cannes.dev/managed-by': 'cannes' },
+      });
+      ctx.fault('created');
+    }
+    if (!s.ipv4) throw new CannesError('ServerHasNoIPv4', `server ${s.id} has no public IPv4 yet`);
+    ctx.facts.seenStatus = s.status;
+    await d.store.setServer(m.uid, s.id, s.ipv4);
+    ctx.fault('recorded');
+    ctx.facts.record = { ...recordOf(ctx), serverId: s.id, ipv4: s.ipv4 };
+    return `Hetzner server ${s.id} (${s.ipv4})`;
+  },
+};
+
+/**
+ * 3+4. The SSH key is born in the rescue system. Until it is stored there is nothing to resume
+ *      from: a crash anywhere here re-runs the whole step (a new rescue password, a new key that
+ *      OVERWRITES authorized_keys on the disk), so no orphan key can log in.
+ */
+const sshKey: VpsStep = {
+  name: 'rescue_keygen',
+  condition: 'HasSshKey',
+  status: 'hasSshKey',
+  event: 'SshKeyStored',
+  gatesReady: true,
+  faultPoints: ['rescue_keygen:keygen', 'rescue_keygen:rebooted', 'rescue_keygen:stored'],
+  async assess(ctx) {
+    return ctx.facts.activeKey && ctx.facts.record?.hostKey
+      ? { state: 'done', reason: 'KeyStored', message: 'an SSH key born on the server is stored encrypted' }
+      : { state: 'run' };
+  },
+  async run(ctx) {
+    const { vps, d } = ctx;
+    const { serverId, ipv4 } = serverOf(ctx);
+    const token = await cloudToken(vps, d, 'boot the rescue system');
+    ctx.signal.throwIfAborted();
+    // The rescue password lives in this closure only: never stored, never logged.
+    const password = await d.hcloud.enableRescue(token, serverId);
+    // enable_rescue does not change the power state the server step saw.
+    await d.hcloud.powerOnOrReset(token, serverId, ctx.facts.seenStatus);
+    const r = await d.remote.rescueKeygen(ipv4, password);
+    ctx.fault('keygen');
+    // Reboot before storing (DESIGN §4 step 3 → 4): a crash after the reboot loses only this
+    // key, and the next attempt goes back to rescue; storing first would need a third state.
+    await d.hcloud.reboot(token, serverId);
+    ctx.fault('rebooted');
+    await d.store.saveRescueResult(vps.metadata.uid, r.osHostKey, r);
+    ctx.fault('stored');
+    await reloadFacts(ctx);
+    if (!ctx.facts.activeKey || !ctx.facts.record?.hostKey)
+      throw new CannesError('StoreInconsistent', 'stored SSH key is not readable back');
+    return 'SSH key generated in rescue, stored encrypted';
+  },
+};
+
+/** 5. Deploy: only when what should be on the server differs from what was put there. */
+const deploy: VpsStep = {
+  name: 'deploy',
+  condition: 'GatewayDeployed',
+  status: 'gatewayDeployed',
+  event: 'GatewayDeployed',
+  gatesReady: true,
+  faultPoints: ['deploy:deployed', 'deploy:annotated'],
+  async assess(ctx) {
+    const { vps, d, facts } = ctx;
+    facts.keys ??= await collectKeys(vps, d.kube);
+    const noKeys = facts.keys.fingerprintParts.length === 0;
+    const deployedBefore = facts.deployed ?? vps.metadata.annotations[DEPLOYED_ANNOTATION];
+    // OpenClaw needs at least one model: nothing to deploy until a ModelKey (with a key)
+    // exists; its creation re-enqueues this Vps.
+    if (noKeys && deployedBefore === undefined) return { state: 'wait', ...WAITING_FOR_MODEL_KEYS };
+    facts.gateway ??= await d.kube.ensureGatewayToken(vps);
+    const fingerprint = deployFingerprint(vps, facts.keys, facts.gateway.resourceVersion, d.bundleVersion);
+    if (deployedBefore !== fingerprint) return { state: 'run' };
+    // The last ModelKey went away: its key left the server (an empty key file); the gateway
+    // keeps its last config until a ModelKey comes back.
+    if (noKeys)
+      return {
+        state: 'wait',
+        ...WAITING_FOR_MODEL_KEYS,
+        status: { proxyReady: true, gatewayDeployed: false },
+      };
+    return {
+      state: 'done',
+      reason: 'Deployed',
+      message: 'gateway healthy, proxy answers from the Docker bridge',
+      status: { proxyReady: true },
+    };
+  },
+  async run(ctx) {
+    const { vps, d, facts } = ctx;
+    const { ipv4 } = serverOf(ctx);
+    const key = activeKeyOf(ctx);
+    const keys = facts.keys ?? (await collectKeys(vps, d.kube));
+    const gw = facts.gateway ?? (await d.kube.ensureGatewayToken(vps));
+    const target = { ipv4, hostKey: key.hostKey, privateKey: key.privateKey };
+    ctx.signal.throwIfAborted();
+    const values = await keys.resolve(target, d.remote);
+    await d.remote.deploy(target, d.bundle(vps, values, gw.token));
+    ctx.fault('deployed');
+    const fingerprint = deployFingerprint(vps, keys, gw.resourceVersion, d.bundleVersion);
+    await d.kube.setAnnotations('Vps', vps.metadata, {
+      [DEPLOYED_ANNOTATION]: fingerprint,
+      [DELIVERED_ANNOTATION]: JSON.stringify(keys.delivered),
+    });
+    ctx.fault('annotated');
+    // The cache copy this reconcile holds does not show the write yet.
+    facts.deployed = fingerprint;
+    return `gateway and proxy deployed with ${Object.keys(keys.delivered).length} key(s)`;
+  },
+};
+
+/**
+ * 6. Rotate once after provisioning (the rescue session was the one unpinned connection), then
+ *    every interval, measured from the active key's creation.
+ */
+const rotate: VpsStep = {
+  name: 'rotate',
+  condition: 'KeyRotated',
+  event: 'KeyRotated',
+  gatesReady: true,
+  faultPoints: ['rotate:rotated'],
+  async assess(ctx) {
+    const key = activeKeyOf(ctx);
+    const interval = parseGoDuration(ctx.vps.spec.sshKeyRotation.interval);
+    if (key.bornInRescue || ctx.d.now().getTime() >= key.createdAt.getTime() + interval)
+      return { state: 'run' };
+    return {
+      state: 'done',
+      reason: 'KeyCurrent',
+      message: `next rotation in ${ctx.vps.spec.sshKeyRotation.interval} after the last`,
+    };
+  },
+  async run(ctx) {
+    const { ipv4, hostKey } = serverOf(ctx);
+    if (hostKey === null) throw new CannesError('StoreInconsistent', 'no pinned host key');
+    ctx.signal.throwIfAborted();
+    await ctx.d.remote.rotate(ctx.vps.metadata.uid, { ipv4, hostKey });
+    ctx.fault('rotated');
+    await reloadFacts(ctx);
+    if (!ctx.facts.activeKey) throw new CannesError('StoreInconsistent', 'no active key after rotation');
+    return 'SSH key rotated; the old key is refused by the server';
+  },
+};
+
+const TOKEN_PURGED = 'revoke the token in the Hetzner Console too: Hetzner has no API for it';
+const purgedBefore = (o: VpsObject) =>
+  (o.status.conditions ?? []).some((c) => c.type === 'CloudTokenPurged' && c.status === 'True');
+
+/**
+ * 7. Purge the Hetzner token once every Vps that uses the same Secret key has finished setup.
+ *    Purge once per Vps, after its own setup: a token put back later is for something else
+ *    (deleting a server, or a new Vps applied together with it, whose Secret often reaches us
+ *    before the new Vps is in the cache).
+ */
+const purgeToken: VpsStep = {
+  name: 'purge_token',
+  condition: 'CloudTokenPurged',
+  status: 'cloudTokenPurged',
+  event: 'CloudTokenPurged',
+  gatesReady: false,
+  faultPoints: ['purge_token:purged'],
+  async assess(ctx) {
+    const { vps, d } = ctx;
+    const ref = vps.spec.cloudTokenSecretRef;
+    const { value } = await d.kube.readSecretKey(ns(vps.metadata), ref.name, ref.key);
+    if (value === undefined || ctx.facts.tokenPurged)
+      return { state: 'done', reason: 'TokenPurged', message: TOKEN_PURGED };
+    if (!vps.spec.purgeCloudTokenAfterSetup)
+      return {
+        state: 'done',
+        ok: false,
+        reason: 'PurgeDisabled',
+        message: 'purgeCloudTokenAfterSetup is false',
+      };
+    const resupplied = {
+      state: 'done',
+      ok: false,
+      reason: 'TokenResupplied',
+      message: 'this Vps purged the token after setup; it was put back since and is left for its new use',
+    } as const;
+    if (purgedBefore(vps)) return resupplied;
+    const waiting = d.kube
+      .listVpses(ns(vps.metadata))
+      .filter(
+        (o) =>
+          o.metadata.uid !== vps.metadata.uid &&
+          !o.metadata.deletionTimestamp &&
+          o.spec.cloudTokenSecretRef.name === ref.name &&
+          o.spec.cloudTokenSecretRef.key === ref.key &&
+          o.status.ready !== true,
+      )
+      .map((o) => o.metadata.name);
+    if (waiting.length > 0)
+      return {
+        state: 'wait',
+        reason: 'WaitingForOtherVps',
+        message: `token still needed by: ${waiting.sort().join(', ')}`,
+      };
+    // The cache may not show this Vps's own purge yet: the status write that records it is the
+    // last thing the reconcile before this one did. Read the Vps from the API server first.
+    const fresh = await d.kube.readVps(ns(vps.metadata), vps.metadata.name);
+    if (fresh && purgedBefore(fresh)) return resupplied;
+    return { state: 'run' };
+  },
+  async run(ctx) {
+    const ref = ctx.vps.spec.cloudTokenSecretRef;
+    await ctx.d.kube.removeSecretKey(ns(ctx.vps.metadata), ref.name, ref.key);
+    ctx.fault('purged');
+    ctx.facts.tokenPurged = true;
+    return `removed key "${ref.key}" from Secret ${ref.name}`;
+  },
+};
+
+/** The provisioning, in order. The crash test enumerates `faultPoints` of every step. */
+export const VPS_STEPS: readonly VpsStep[] = [finalizer, server, sshKey, deploy, rotate, purgeToken];
+
+/** When the next rotation is due (the reconcile requeues for it). */
+export function nextRotationInMs(ctx: StepContext): number {
+  const key = activeKeyOf(ctx);
+  const interval = parseGoDuration(ctx.vps.spec.sshKeyRotation.interval);
+  return key.createdAt.getTime() + interval - ctx.d.now().getTime();
+}

@@ -1,0 +1,180 @@
+/**
+ * Each step of the Vps reconcile's table alone: from the facts the steps before it recorded,
+ * it assesses `run`; its run records the fact that makes it assess `done`; and once done it
+ * costs no call to Hetzner or the server. The table's shape (names, fault points) is checked
+ * too, since the crash test and the metrics derive from it.
+ */
+import { beforeEach, describe, expect, it } from 'vitest';
+import { FINALIZER } from '../../../operator/api/schema.ts';
+import type { DeployBundle } from '../../../operator/controllers/ports.ts';
+import {
+  type Facts,
+  type StepContext,
+  VPS_STEPS,
+  type VpsDeps,
+  type VpsStep,
+} from '../../../operator/controllers/vps-steps.ts';
+import { createLogger } from '../../../operator/lib/log.ts';
+import { FakeHcloud, FakeKube, FakeRemote, FakeStore, Faults } from './fakes.ts';
+
+const now = new Date('2026-11-25T10:00:00Z');
+const canary = (what: string) => `${what}${crypto.randomUUID().replace(/-/g, '')}`;
+const bundle = (): DeployBundle => ({ files: [], activate: 'true', verify: 'true' });
+
+let kube: FakeKube;
+let hcloud: FakeHcloud;
+let store: FakeStore;
+let remote: FakeRemote;
+let deps: VpsDeps;
+let facts: Facts;
+const faultsHit: string[] = [];
+
+beforeEach(() => {
+  const faults = new Faults();
+  kube = new FakeKube();
+  hcloud = new FakeHcloud(faults);
+  store = new FakeStore(faults, () => now);
+  remote = new FakeRemote(faults, store);
+  kube.putSecret('hcloud', { token: canary('tok').slice(0, 64) });
+  kube.putSecret('llm', { anthropic: canary('sk-ant-fake-') });
+  kube.addVps('agent');
+  kube.addModelKey('claude', {
+    vpsRef: { name: 'agent' },
+    provider: 'anthropic',
+    secretRef: { name: 'llm', key: 'anthropic' },
+    purgeSecretAfterDelivery: false,
+  });
+  deps = {
+    kube,
+    hcloud,
+    remote,
+    store,
+    bundle,
+    bundleVersion: 'v1',
+    now: () => now,
+    log: createLogger('test', { level: 'silent' }),
+  };
+  facts = { record: null, activeKey: null };
+  faultsHit.length = 0;
+});
+
+const step = (name: string): VpsStep => {
+  const s = VPS_STEPS.find((x) => x.name === name);
+  if (!s) throw new Error(`no step ${name}`);
+  return s;
+};
+
+function ctx(s: VpsStep): StepContext {
+  return {
+    vps: kube.vps('agent'),
+    d: deps,
+    facts,
+    signal: new AbortController().signal,
+    fault: (label) => {
+      const point = `${s.name}:${label}`;
+      expect(s.faultPoints).toContain(point);
+      faultsHit.push(point);
+    },
+  };
+}
+
+/** Runs a step as the runner does: assess, run, assess again; returns the final assessment. */
+async function runStep(name: string) {
+  const s = step(name);
+  expect((await s.assess(ctx(s))).state).toBe('run');
+  const note = await s.run(ctx(s));
+  expect(note).not.toBe('');
+  const after = await s.assess(ctx(s));
+  // Every declared point inside run was reached, in order.
+  expect(faultsHit.filter((p) => p.startsWith(`${name}:`))).toEqual([...s.faultPoints]);
+  return after;
+}
+
+/** The steps before `name`, run to done (each one's own test is below). */
+async function upTo(name: string) {
+  for (const s of VPS_STEPS) {
+    if (s.name === name) return;
+    const a = await s.assess(ctx(s));
+    if (a.state === 'run') await s.run(ctx(s));
+  }
+}
+
+describe('the Vps step table', () => {
+  it('names each step once and prefixes every fault point with its step', () => {
+    const names = VPS_STEPS.map((s) => s.name);
+    expect(new Set(names).size).toBe(names.length);
+    for (const s of VPS_STEPS) for (const p of s.faultPoints) expect(p.startsWith(`${s.name}:`)).toBe(true);
+  });
+
+  it('finalizer: adds the finalizer and the store row', async () => {
+    expect(await runStep('finalizer')).toMatchObject({ state: 'done' });
+    expect(kube.vps('agent').metadata.finalizers).toContain(FINALIZER);
+    expect(store.rows.has(kube.vps('agent').metadata.uid)).toBe(true);
+  });
+
+  it('create_server: creates one labelled server and records its id and address', async () => {
+    await upTo('create_server');
+    expect(await runStep('create_server')).toMatchObject({ state: 'done', reason: 'ServerExists' });
+    expect(hcloud.servers.size).toBe(1);
+    expect(store.rows.get(kube.vps('agent').metadata.uid)?.serverId).not.toBeNull();
+  });
+
+  it('create_server: adopts a server found by its label instead of creating a second', async () => {
+    await upTo('create_server');
+    const s = step('create_server');
+    await s.run(ctx(s));
+    facts.record = { ...(facts.record ?? ({} as never)), serverId: null, ipv4: null };
+    await s.run(ctx(s));
+    expect(hcloud.calls.filter((c) => c === 'create')).toHaveLength(1);
+  });
+
+  it('rescue_keygen: stores a rescue-born key and the host key', async () => {
+    await upTo('rescue_keygen');
+    expect(await runStep('rescue_keygen')).toMatchObject({ state: 'done', reason: 'KeyStored' });
+    expect(facts.activeKey?.bornInRescue).toBe(true);
+    expect(facts.record?.hostKey).toBe(remote.hostKey);
+  });
+
+  it('deploy: waits for a ModelKey, then deploys once and records the fingerprint', async () => {
+    kube.markDeleting('ModelKey', 'claude');
+    await upTo('deploy');
+    expect(await step('deploy').assess(ctx(step('deploy')))).toMatchObject({
+      state: 'wait',
+      reason: 'WaitingForModelKeys',
+    });
+  });
+
+  it('deploy: deploys the keys and then assesses done without touching the server', async () => {
+    await upTo('deploy');
+    expect(await runStep('deploy')).toMatchObject({ state: 'done', reason: 'Deployed' });
+    expect(remote.deployed).toHaveLength(1);
+    // A fresh reconcile (new facts, the annotation now on the object) has nothing to do.
+    facts = { record: facts.record, activeKey: facts.activeKey };
+    const calls = remote.calls.length;
+    expect(await step('deploy').assess(ctx(step('deploy')))).toMatchObject({ state: 'done' });
+    expect(remote.calls.length).toBe(calls);
+  });
+
+  it('rotate: replaces the rescue-born key, then is done until the interval passes', async () => {
+    await upTo('rotate');
+    expect(await runStep('rotate')).toMatchObject({ state: 'done', reason: 'KeyCurrent' });
+    expect(facts.activeKey?.bornInRescue).toBe(false);
+  });
+
+  it('purge_token: removes the token once setup is done, and reports TokenPurged', async () => {
+    await upTo('purge_token');
+    expect(await runStep('purge_token')).toMatchObject({ state: 'done', reason: 'TokenPurged' });
+    expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
+  });
+
+  it('purge_token: with purging disabled, reports PurgeDisabled and keeps the token', async () => {
+    kube.addVps('agent', { ...kube.vps('agent').spec, purgeCloudTokenAfterSetup: false });
+    await upTo('purge_token');
+    expect(await step('purge_token').assess(ctx(step('purge_token')))).toMatchObject({
+      state: 'done',
+      ok: false,
+      reason: 'PurgeDisabled',
+    });
+    expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(true);
+  });
+});
