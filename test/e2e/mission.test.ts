@@ -16,9 +16,9 @@ import { scriptCommand } from '../../operator/ssh/remote.ts';
 import { loadKeyringFile, PostgresStore } from '../../operator/store/index.ts';
 import { ACTIVATE } from '../../operator/wiring/bundle.ts';
 import { SERVER_ROOT_PATH } from '../hosts/real-host-provider.ts';
+import { endStdin } from '../lib/stdin.ts';
 import { exampleManifests, type OperatorProcess, type System, startSystem, waitFor } from '../lib/system.ts';
 import { pgDump } from '../rig/postgres.ts';
-import { endStdin } from '../lib/stdin.ts';
 
 const run = promisify(execFile);
 const PROVIDERS = ['anthropic', 'openai', 'google'] as const;

@@ -4,8 +4,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { ControlPlaneBinaries } from './binaries.ts';
 import { endStdin } from '../lib/stdin.ts';
+import type { ControlPlaneBinaries } from './binaries.ts';
 
 /**
  * Everything a process needs to talk to a running rig. Serialisable: the shared rig's supervisor writes

@@ -8,8 +8,8 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import type { RecordedRequest } from '../../hcloud-sim/simulator.ts';
-import { type OperatorProcess, type System, waitFor } from '../../lib/system.ts';
 import { endStdin } from '../../lib/stdin.ts';
+import { type OperatorProcess, type System, waitFor } from '../../lib/system.ts';
 
 const run = promisify(execFile);
 

@@ -19,8 +19,8 @@ import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
-import { createTestDatabase, type TestDatabase } from '../../rig/postgres.ts';
 import { endStdin } from '../../lib/stdin.ts';
+import { createTestDatabase, type TestDatabase } from '../../rig/postgres.ts';
 
 const WORKER = join(import.meta.dirname, 'rotation-worker.ts');
 
