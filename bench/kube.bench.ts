@@ -10,9 +10,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Controller, done } from '../operator/kube/controller.ts';
 import { Informer } from '../operator/kube/informer.ts';
+import { createRegistry } from '../operator/kube/metrics.ts';
 import { WorkQueue } from '../operator/kube/queue.ts';
 import { createLogger } from '../operator/lib/log.ts';
-import { createRegistry } from '../operator/metrics/metrics.ts';
 import { FakeApi, parseTestObject, type TestObject } from '../test/unit/kube/fakes.ts';
 
 const CYCLES = Number(process.env['BENCH_QUEUE_CYCLES'] ?? 300_000);

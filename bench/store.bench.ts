@@ -10,7 +10,7 @@ import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Secret } from '../operator/lib/secret.ts';
-import { controllerStore } from '../operator/store/adapters.ts';
+import { controllerStore } from '../operator/wiring/store.ts';
 import { sshKeyBinding } from '../operator/store/bindings.ts';
 import { decryptSecret, encryptSecret } from '../operator/store/envelope.ts';
 import { parseKeyring } from '../operator/store/keyring.ts';

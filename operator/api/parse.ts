@@ -6,10 +6,10 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from '../controllers/ports.ts';
 import { isRecord, parseKubeObject } from '../kube/object.ts';
 import { TerminalError } from '../lib/errors.ts';
 import { ModelKeySpec, ModelKeyStatus, VpsSpec, VpsStatus } from './schema.ts';
+import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from './types.ts';
 
 // The formats the schema names (TypeBox knows none by itself). The API server checked them
 // already; here they only need to be recognised.

@@ -1,48 +1,19 @@
 /**
  * The narrow interfaces the controllers talk to (STYLE.md 2). Each is what a controller
- * needs, not what a library offers: `operator/wiring.ts` adapts the real Hetzner client, SSH
+ * needs, not what a library offers: `operator/wiring/` adapts the real Hetzner client, SSH
  * layer, Postgres store and Kubernetes API to them; unit tests use in-memory fakes.
  */
 
 import type { ProviderName } from '../../proxy/providers.ts';
-import type { ModelKeySpec, ModelKeyStatus, VpsSpec, VpsStatus } from '../api/schema.ts';
+import type { ModelKeyStatus, VpsSpec, VpsStatus } from '../api/schema.ts';
+import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from '../api/types.ts';
 import type { Condition } from '../kube/conditions.ts';
 import type { ObjectMeta } from '../kube/object.ts';
 import type { Secret } from '../lib/secret.ts';
 
 // ------------------------------------------------------------------ Kubernetes objects
 
-export type { ObjectMeta };
-
-export interface VpsObject {
-  readonly apiVersion: string;
-  readonly kind: string;
-  readonly metadata: ObjectMeta;
-  readonly spec: ResolvedVpsSpec;
-  readonly status: VpsStatus;
-}
-
-export interface ModelKeyObject {
-  readonly apiVersion: string;
-  readonly kind: string;
-  readonly metadata: ObjectMeta;
-  readonly spec: ModelKeySpec;
-  readonly status: ModelKeyStatus;
-}
-
-/** A Vps spec with the API server's defaults applied (the operator never re-defaults). */
-export interface ResolvedVpsSpec {
-  readonly serverType: string;
-  readonly location: string;
-  readonly image: string;
-  readonly cloudTokenSecretRef: { readonly name: string; readonly key: string };
-  readonly gateway: { readonly image: string; readonly port: number };
-  readonly sshKeyRotation: { readonly interval: string };
-  readonly purgeCloudTokenAfterSetup: boolean;
-  readonly deletionPolicy: 'Delete' | 'Retain';
-}
-
-export type { VpsSpec };
+export type { ModelKeyObject, ObjectMeta, ResolvedVpsSpec, VpsObject, VpsSpec };
 
 export interface SecretValue {
   /** The value, or undefined when the Secret or the key is absent. */

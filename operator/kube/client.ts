@@ -9,7 +9,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { CannesError } from '../lib/errors.ts';
-import { type CoreMetrics, coreMetrics } from '../metrics/metrics.ts';
+import { type CoreMetrics, coreMetrics } from './metrics.ts';
 import { isRecord } from './object.ts';
 
 /**

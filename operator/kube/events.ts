@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
-import { type CoreMetrics, coreMetrics } from '../metrics/metrics.ts';
 import { ContentType, isNotFound, type KubeApi, resourcePath } from './client.ts';
+import { type CoreMetrics, coreMetrics } from './metrics.ts';
 import type { KubeObject } from './object.ts';
 
 export const REPORTING_CONTROLLER = 'cannes.dev/operator';

@@ -1,6 +1,5 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
-import { type CoreMetrics, coreMetrics } from '../metrics/metrics.ts';
 import {
   apiVersionOf,
   describeResource,
@@ -12,6 +11,7 @@ import {
   type WatchEvent,
 } from './client.ts';
 import { type Clock, jitter, realClock, sleep, type Timer } from './clock.ts';
+import { type CoreMetrics, coreMetrics } from './metrics.ts';
 import { isRecord, type KubeObject, objectKey } from './object.ts';
 
 export type InformerEvent<T> =

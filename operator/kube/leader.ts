@@ -1,9 +1,9 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from '../lib/log.ts';
-import { type CoreMetrics, coreMetrics } from '../metrics/metrics.ts';
 import { isAlreadyExists, isConflict, isNotFound, type KubeApi, resourcePath } from './client.ts';
 import { type Clock, jitter, realClock, sleep } from './clock.ts';
 import { microTime } from './events.ts';
+import { type CoreMetrics, coreMetrics } from './metrics.ts';
 import { isRecord } from './object.ts';
 
 export const LEASE_RESOURCE = {

@@ -1,5 +1,4 @@
 import type { Registry } from 'prom-client';
-import { coreMetrics } from '../metrics/metrics.ts';
 import {
   ContentType,
   describeResource,
@@ -8,6 +7,7 @@ import {
   type ResourceType,
   resourcePath,
 } from './client.ts';
+import { coreMetrics } from './metrics.ts';
 import { isRecord, type KubeObject } from './object.ts';
 
 export interface UpdateStatusOptions<T extends KubeObject> {

@@ -5,7 +5,6 @@ import type { StoreMetrics } from './metrics.ts';
 import type { MigrationReport } from './migrations.ts';
 import { PostgresStore } from './postgres.ts';
 
-export { controllerStore, rotationStore } from './adapters.ts';
 export { cloudTokenBinding, ENCRYPTED_COLUMNS, sshKeyBinding } from './bindings.ts';
 export { Db, type DbOptions, isConnectionError, poolConfig } from './db.ts';
 export {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { startMetricsServer } from '../../../operator/http/server.ts';
-import { coreMetrics, createRegistry } from '../../../operator/metrics/metrics.ts';
+import { coreMetrics, createRegistry } from '../../../operator/kube/metrics.ts';
 import { checkMetrics } from '../chart/prometheus.ts';
 
 describe('the controller core metrics', () => {

@@ -5,7 +5,7 @@
 import { text } from 'node:stream/consumers';
 import { parsePublicKey } from '../../../operator/ssh/keys.ts';
 import { type RotationFaultPoint, rotateSshKey, sshRotationRemote } from '../../../operator/ssh/rotation.ts';
-import { rotationStore } from '../../../operator/store/adapters.ts';
+import { rotationStore } from '../../../operator/wiring/store.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
 

@@ -14,7 +14,7 @@ import {
   sshRotationRemote,
 } from '../../../operator/ssh/rotation.ts';
 import { connectPinned, connectRescueAcceptingUnknownHostKey } from '../../../operator/ssh/session.ts';
-import { controllerStore, rotationStore } from '../../../operator/store/adapters.ts';
+import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { startMetricsServer, startProbeServer } from '../../../operator/http/server.ts';
-import { coreMetrics, createRegistry } from '../../../operator/metrics/metrics.ts';
+import { coreMetrics, createRegistry } from '../../../operator/kube/metrics.ts';
 
 describe('HTTP surfaces', () => {
   it('serves Prometheus text on /metrics and 404 elsewhere', async () => {

@@ -1,6 +1,6 @@
 import type { Store as ControllerStore } from '../controllers/ports.ts';
 import type { RotationStore } from '../ssh/rotation.ts';
-import type { PostgresStore } from './postgres.ts';
+import type { PostgresStore } from '../store/postgres.ts';
 
 /**
  * The store seen through the narrow ports its consumers declared (the Vps controller's

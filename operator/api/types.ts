@@ -1,0 +1,35 @@
+/**
+ * The API objects as the operator holds them once parsed (parse.ts): the Kubernetes envelope,
+ * the spec with the API server's defaults applied, the status. Controllers, adapters and the
+ * parser all use these; they live with the schema so no lower folder reaches up for them.
+ */
+import type { ObjectMeta } from '../kube/object.ts';
+import type { ModelKeySpec, ModelKeyStatus, VpsStatus } from './schema.ts';
+
+export interface VpsObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: ObjectMeta;
+  readonly spec: ResolvedVpsSpec;
+  readonly status: VpsStatus;
+}
+
+export interface ModelKeyObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly metadata: ObjectMeta;
+  readonly spec: ModelKeySpec;
+  readonly status: ModelKeyStatus;
+}
+
+/** A Vps spec with the API server's defaults applied (the operator never re-defaults). */
+export interface ResolvedVpsSpec {
+  readonly serverType: string;
+  readonly location: string;
+  readonly image: string;
+  readonly cloudTokenSecretRef: { readonly name: string; readonly key: string };
+  readonly gateway: { readonly image: string; readonly port: number };
+  readonly sshKeyRotation: { readonly interval: string };
+  readonly purgeCloudTokenAfterSetup: boolean;
+  readonly deletionPolicy: 'Delete' | 'Retain';
+}
