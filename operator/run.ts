@@ -25,12 +25,12 @@ import { parseGoDuration } from './lib/duration.ts';
 import { CannesError } from './lib/errors.ts';
 import { createLogger, type Logger } from './lib/log.ts';
 import { OperatorMetrics } from './metrics/metrics.ts';
-import { controllerStore, rotationStore } from './wiring/store.ts';
 import { loadKeyringFile, PostgresStore } from './store/index.ts';
 import { bundleVersion, makeBundle } from './wiring/bundle.ts';
 import { HcloudPort } from './wiring/hcloud.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './wiring/kube.ts';
 import { RemotePort } from './wiring/remote.ts';
+import { controllerStore, rotationStore } from './wiring/store.ts';
 
 /** The proxy bundle shipped to every server: next to the compiled operator, or $CANNES_PROXY_BUNDLE. */
 export function readProxyBundle(env: NodeJS.ProcessEnv): string {

@@ -6,7 +6,7 @@ import { Secret } from '../operator/lib/secret.ts';
 import { isProviderName, PROVIDERS, type ProviderName } from './providers.ts';
 
 /**
- * The key file (DESIGN.md §6), written by the operator, read here:
+ * The key file (docs/design.md §6), written by the operator, read here:
  * `{"version":1,"keys":{"<id>":{"provider":"anthropic","apiKey":"…","baseUrl":"https://…"}}}`.
  *
  * Every error message in this module is written so it can never contain key material: no

@@ -1,5 +1,5 @@
 /**
- * Parses Vps and ModelKey objects from wire JSON at the boundary, once (STYLE.md 5). The API
+ * Parses Vps and ModelKey objects from wire JSON at the boundary, once. The API
  * server already validated and defaulted them against the same schema; the operator checks
  * again so a hand-crafted object (or a schema skew during an upgrade) fails loudly here.
  */

@@ -13,7 +13,11 @@ import { isValidApiKey } from '../remote/key-file.ts';
 import type { Kube, ModelKeyObject, OsTarget, Remote, VpsObject } from './ports.ts';
 
 export const DELIVERED_ANNOTATION = 'cannes.dev/delivered-keys';
-export const KEY_FILE_PATH = '/root/.model-keys.json';
+
+import { HOST } from '../remote/layout.ts';
+
+/** The proxy's key file on the host (one definition: the host layout). */
+export const KEY_FILE_PATH = HOST.keyFile.path;
 
 export interface DeliveredKey {
   readonly name: string;
@@ -117,7 +121,7 @@ export async function collectKeys(vps: VpsObject, kube: Kube): Promise<KeySet> {
   };
 }
 
-/** The apiKey of each entry of a key file (DESIGN §6); anything malformed reads as absent. */
+/** The apiKey of each entry of a key file (docs/design.md §6); anything malformed reads as absent. */
 export function parseKeyFileKeys(file: Secret | undefined): Record<string, Secret> {
   if (!file) return {};
   let doc: unknown;

@@ -1,5 +1,5 @@
 /**
- * The narrow interfaces the controllers talk to (STYLE.md 2). Each is what a controller
+ * The narrow interfaces the controllers talk to. Each is what a controller
  * needs, not what a library offers: `operator/wiring/` adapts the real Hetzner client, SSH
  * layer, Postgres store and Kubernetes API to them; unit tests use in-memory fakes.
  */
@@ -120,7 +120,7 @@ export interface DeployBundle {
 }
 
 export interface Remote {
-  /** DESIGN §4 step 3, in the rescue system. The password is the one-time rescue credential. */
+  /** docs/design.md §4 step 3, in the rescue system. The password is the one-time rescue credential. */
   rescueKeygen(ipv4: string, rootPassword: Secret): Promise<RescueResult>;
   /** Reads the current key file from the host (re-delivery of keys whose Secret was purged). */
   readFile(target: OsTarget, path: string): Promise<Secret | undefined>;

@@ -246,7 +246,7 @@ const server: VpsStep = {
   async assess(ctx) {
     const r = recordOf(ctx);
     if (r.serverId === null || r.ipv4 === null) return { state: 'run' };
-    // The annotations are a copy for people (DESIGN §1 promise 4); the store is the record.
+    // The annotations are a copy for people (docs/design.md §1 promise 4); the store is the record.
     const m = ctx.vps.metadata;
     if (
       m.annotations[ANNOTATION_SERVER_ID] !== String(r.serverId) ||
@@ -312,7 +312,7 @@ const sshKey: VpsStep = {
     await d.hcloud.powerOnOrReset(token, serverId, ctx.facts.seenStatus);
     const r = await d.remote.rescueKeygen(ipv4, password);
     ctx.fault('keygen');
-    // Reboot before storing (DESIGN §4 step 3 → 4): a crash after the reboot loses only this
+    // Reboot before storing (docs/design.md §4 step 3 → 4): a crash after the reboot loses only this
     // key, and the next attempt goes back to rescue; storing first would need a third state.
     await d.hcloud.reboot(token, serverId);
     ctx.fault('rebooted');

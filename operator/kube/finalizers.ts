@@ -1,9 +1,6 @@
 import { ContentType, type KubeApi, type ResourceType, resourcePath } from './client.ts';
 import type { KubeObject } from './object.ts';
 
-/** The operator's finalizer on the objects it cleans up after. */
-export const CANNES_FINALIZER = 'cannes.dev/finalizer';
-
 export function hasFinalizer(obj: KubeObject, finalizer: string): boolean {
   return obj.metadata.finalizers.includes(finalizer);
 }

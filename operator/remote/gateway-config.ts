@@ -8,7 +8,7 @@ import { BRIDGE_ADDRESS, PROXY_PORT } from './layout.ts';
  * against the real `openclaw` package (2026.9.6) by test/integration/openclaw/: its own
  * `config validate`, and a real gateway answering a chat through it.
  *
- * What it promises (DESIGN.md promise 1):
+ * What it promises (docs/design.md promise 1):
  * - every model provider points at the host-side proxy (`/proxy/<ModelKey name>`) with
  *   `apiKey: "proxy-managed"`: the container never holds a real key;
  * - `models.mode: "replace"`: OpenClaw's built-in catalog (and a stale generated

@@ -3,7 +3,7 @@ import { TerminalError } from '../lib/errors.ts';
 import { Secret } from '../lib/secret.ts';
 
 /**
- * `/root/.model-keys.json`, the proxy's key file (DESIGN.md §6):
+ * `/root/.model-keys.json`, the proxy's key file (docs/design.md §6):
  * `{"version":1,"keys":{"<ModelKey name>":{"provider":"anthropic","apiKey":"…","baseUrl"?:"…"}}}`.
  *
  * The whole content is a secret: it comes back as a `Secret`, and the writer puts it on the

@@ -23,7 +23,7 @@ const COMMENT = /^[A-Za-z0-9@._:-]{1,64}$/;
 const DEVICE = /^\/dev\/[A-Za-z0-9/_-]{1,64}$/;
 
 /**
- * DESIGN.md §4 step 3 on an open rescue session (the one session without a pinned host key):
+ * docs/design.md §4 step 3 on an open rescue session (the one session without a pinned host key):
  * check it is the rescue system, make an ed25519 key there, mount the OS disk, install the
  * public key into the OS's /root/.ssh/authorized_keys (dir 700, file 600, owner root), read the
  * OS host key from the disk, read the private key back, and shred it. Idempotent: a re-run

@@ -15,7 +15,7 @@ import { wipeDir } from './rescue.ts';
 import { type ConnectOptions, connectPinned, type SshSession, type SshTarget } from './session.ts';
 
 /**
- * Crash-safe SSH key rotation (DESIGN.md promise 5). The order of the steps is the whole
+ * Crash-safe SSH key rotation (docs/design.md promise 5). The order of the steps is the whole
  * point; docs/rotation.md says why each one is safe to be killed at. In short:
  *
  *   1. generate the new key ON THE SERVER (promise 3), read it back

@@ -7,7 +7,7 @@ import { fingerprintOf, type PublicKey } from './keys.ts';
 /**
  * SSH sessions on ssh2. ssh2 accepts any host key unless `hostVerifier` is set, so every
  * connection made here sets one: either the pinned OS host key (`connectPinned`) or, for the
- * one short rescue session of DESIGN.md promise 8, `connectRescueAcceptingUnknownHostKey`.
+ * one short rescue session of docs/design.md promise 8, `connectRescueAcceptingUnknownHostKey`.
  * There is no third way to open a session.
  */
 
@@ -205,7 +205,7 @@ export function connectPinned(
 }
 
 /**
- * DESIGN.md promise 8's single exception: Hetzner publishes no host key for its rescue
+ * docs/design.md promise 8's single exception: Hetzner publishes no host key for its rescue
  * system, so this session accepts whatever host key the rescue system presents. It is used
  * only with the one-time rescue root password, only for the short keygen step, and its caller
  * must check that it landed in the rescue system before trusting anything it reads.

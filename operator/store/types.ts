@@ -1,7 +1,7 @@
 import type { Secret } from '../lib/secret.ts';
 
 /**
- * What the controllers need from the system of record (DESIGN.md §4). One Vps row per
+ * What the controllers need from the system of record (docs/design.md §4). One Vps row per
  * Kubernetes uid; SSH keys through a crash-safe rotation; the cloud token's only copy
  * outside Kubernetes, with a purge. Private keys and tokens go in and come out as `Secret`.
  */
@@ -23,7 +23,7 @@ export interface VpsRow extends VpsIdentity {
 }
 
 export type SshKeyState = 'pending' | 'active' | 'retired';
-/** `rescue`: generated in the rescue system at provisioning (DESIGN §4 step 3); `rotation`: by a rotation. */
+/** `rescue`: generated in the rescue system at provisioning (docs/design.md §4 step 3); `rotation`: by a rotation. */
 export type SshKeyOrigin = 'rescue' | 'rotation';
 
 export interface SshKeyInfo {
@@ -102,7 +102,7 @@ export interface Store {
   /** Every key held for the Vps, all states (rotation resumes from this). */
   listKeys(uid: string): Promise<SshKey[]>;
   /**
-   * Provisioning (DESIGN §4 steps 3-4), in ONE transaction: pins the OS host key read from
+   * Provisioning (docs/design.md §4 steps 3-4), in ONE transaction: pins the OS host key read from
    * the disk in rescue and stores the rescue-born key as active. Repeating it with the same key
    * is a no-op; a different key replaces every other key of the Vps (the rescue step rewrote
    * authorized_keys, so none of them logs in any more).

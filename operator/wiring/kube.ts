@@ -2,7 +2,7 @@
  * The controllers' `Kube` port on the real API server (operator/kube core).
  *
  * Secrets are read with a GET when a reconcile needs them, never cached: the operator holds a
- * secret only for the reconcile that uses it (DESIGN promise 6). A Secret change is noticed on
+ * secret only for the reconcile that uses it (docs/design.md promise 6). A Secret change is noticed on
  * the next event of its Vps/ModelKey or on the informers' periodic resync.
  */
 import { randomBytes } from 'node:crypto';

@@ -55,7 +55,7 @@ export class RemotePort implements Remote {
   }
 
   async rescueKeygen(ipv4: string, rootPassword: Secret): Promise<RescueResult> {
-    // The one unpinned session (DESIGN promise 8): one-time password, rescue check inside.
+    // The one unpinned session (docs/design.md promise 8): one-time password, rescue check inside.
     const session = await connectRescueAcceptingUnknownHostKey(this.#target(ipv4), rootPassword, {
       retryForMs: 300_000,
       ...this.#o.connect,

@@ -1,5 +1,6 @@
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FINALIZER as CANNES_FINALIZER } from '../../../operator/api/schema.ts';
 import { isConflict, type KubeApi, KubeApiError, type KubeClient } from '../../../operator/kube/client.ts';
 import {
   type Condition,
@@ -8,7 +9,7 @@ import {
   setCondition,
 } from '../../../operator/kube/conditions.ts';
 import { EventRecorder } from '../../../operator/kube/events.ts';
-import { addFinalizer, CANNES_FINALIZER, removeFinalizer } from '../../../operator/kube/finalizers.ts';
+import { addFinalizer, removeFinalizer } from '../../../operator/kube/finalizers.ts';
 import { isRecord, type KubeObject, ownerReference, parseKubeObject } from '../../../operator/kube/object.ts';
 import { updateStatus } from '../../../operator/kube/status.ts';
 import type { Rig } from '../../rig/rig.ts';

@@ -5,9 +5,9 @@
 import { text } from 'node:stream/consumers';
 import { parsePublicKey } from '../../../operator/ssh/keys.ts';
 import { type RotationFaultPoint, rotateSshKey, sshRotationRemote } from '../../../operator/ssh/rotation.ts';
-import { rotationStore } from '../../../operator/wiring/store.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
+import { rotationStore } from '../../../operator/wiring/store.ts';
 
 const input: unknown = JSON.parse(await text(process.stdin));
 if (typeof input !== 'object' || input === null) throw new Error('bad input');

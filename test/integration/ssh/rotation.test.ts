@@ -14,9 +14,9 @@ import {
   sshRotationRemote,
 } from '../../../operator/ssh/rotation.ts';
 import { connectPinned, connectRescueAcceptingUnknownHostKey } from '../../../operator/ssh/session.ts';
-import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
+import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
 import { endStdin } from '../../lib/stdin.ts';
@@ -78,7 +78,7 @@ describe('SSH key rotation: real sshd, real Postgres store, real process kills',
     const first = await rescueKeygen(rescue);
     rescue.close();
     hostKey = first.osHostKey;
-    // DESIGN.md §4 steps 1-4: the row, the server, the pinned host key and the rescue-born key.
+    // docs/design.md §4 steps 1-4: the row, the server, the pinned host key and the rescue-born key.
     const ports = controllerStore(pgStore);
     await ports.upsertVps({ uid: vpsId, namespace: 'default', name: 'rotation-test' });
     await ports.setServer(vpsId, serverId, ipv4);

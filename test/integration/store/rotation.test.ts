@@ -14,9 +14,9 @@ import {
   type RotationSession,
   rotateSshKey,
 } from '../../../operator/ssh/rotation.ts';
-import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
+import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { createTestDatabase, type TestDatabase } from '../../rig/postgres.ts';
 
 class Crash extends Error {}

@@ -236,7 +236,7 @@ describe('no LLM key or gateway token reaches the gateway config or compose file
 });
 
 describe('keyFile', () => {
-  it('writes the DESIGN.md §6 format that the proxy parses back, wrapped in a Secret', () => {
+  it('writes the docs/design.md §6 format that the proxy parses back, wrapped in a Secret', () => {
     const a = canary('a');
     const c = canary('c');
     const kf = keyFile([
