@@ -59,6 +59,7 @@ export function parseVps(raw: unknown): VpsObject {
       port: spec.gateway?.port ?? 0,
     },
     sshKeyRotation: { interval: spec.sshKeyRotation?.interval ?? '' },
+    access: { sshAuthorizedKeys: spec.access?.sshAuthorizedKeys ?? [] },
     purgeCloudTokenAfterSetup: spec.purgeCloudTokenAfterSetup ?? true,
     deletionPolicy: spec.deletionPolicy === 'Retain' ? 'Retain' : 'Delete',
   };

@@ -32,6 +32,19 @@ export const LABEL_VPS_UID = 'cannes.dev/vps-uid';
 export const GO_DURATION_PATTERN = '^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$';
 const DNS_SUBDOMAIN_PATTERN = '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
 const SECRET_KEY_PATTERN = '^[-._a-zA-Z0-9]+$';
+/** Key types OpenSSH accepts for users, then base64, then an optional printable comment: no options. */
+export const SSH_PUBLIC_KEY_TYPES = [
+  'ssh-ed25519',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'sk-ssh-ed25519@openssh.com',
+  'sk-ecdsa-sha2-nistp256@openssh.com',
+  'ssh-rsa',
+] as const;
+export const SSH_PUBLIC_KEY_PATTERN = `^(${SSH_PUBLIC_KEY_TYPES.map((t) => t.replaceAll('.', '\\.')).join('|')}) [A-Za-z0-9+/]+={0,3}( [ -~]{0,1024})?$`;
+/** The pinned OS host key of the server (public), for the owner's known_hosts. */
+export const ANNOTATION_SSH_HOST_KEY = 'cannes.dev/ssh-host-key';
 
 const str = (description: string, extra: Record<string, unknown> = {}) =>
   Type.String({ description, ...extra });
@@ -185,6 +198,34 @@ export const VpsSpec = Type.Object(
               message: 'sshKeyRotation.interval must be at least 1h',
             },
           ],
+        },
+      ),
+    ),
+    access: Type.Optional(
+      Type.Object(
+        {
+          sshAuthorizedKeys: Type.Optional(
+            Type.Array(
+              str(
+                'An OpenSSH public key line (`ssh-ed25519 AAAA... comment`), without options: the operator adds ' +
+                  'the only options it gets (forward to the gateway port, nothing else).',
+                { maxLength: 16384, pattern: SSH_PUBLIC_KEY_PATTERN },
+              ),
+              {
+                description:
+                  'Public keys that may open an SSH tunnel to the gateway (`ssh -N -L`) as the user `cannes`. ' +
+                  'Removing a key removes it from the server at the next reconcile.',
+                maxItems: 32,
+                default: [],
+              },
+            ),
+          ),
+        },
+        {
+          description:
+            "The owner's own way in without a tailnet: public keys of the unprivileged user `cannes`, " +
+            'which may only forward a local port to the gateway (`ssh -N -L`): no shell, no other forward.',
+          default: {},
         },
       ),
     ),

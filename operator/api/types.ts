@@ -30,6 +30,8 @@ export interface ResolvedVpsSpec {
   readonly cloudTokenSecretRef: { readonly name: string; readonly key: string };
   readonly gateway: { readonly image: string; readonly port: number };
   readonly sshKeyRotation: { readonly interval: string };
+  /** The owner's public keys for `ssh -N -L` to the gateway (validated again by the deploy). */
+  readonly access: { readonly sshAuthorizedKeys: readonly string[] };
   readonly purgeCloudTokenAfterSetup: boolean;
   readonly deletionPolicy: 'Delete' | 'Retain';
 }

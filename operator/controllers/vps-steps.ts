@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import {
   ANNOTATION_IPV4,
   ANNOTATION_SERVER_ID,
+  ANNOTATION_SSH_HOST_KEY,
   FINALIZER,
   LABEL_VPS_UID,
   type VpsStatus,
@@ -162,7 +163,13 @@ function deployFingerprint(
 ): string {
   const h = createHash('sha256');
   h.update(
-    JSON.stringify([vps.spec.gateway, [...keys.fingerprintParts].sort(), gatewayTokenVersion, bundleVersion]),
+    JSON.stringify([
+      vps.spec.gateway,
+      vps.spec.access,
+      [...keys.fingerprintParts].sort(),
+      gatewayTokenVersion,
+      bundleVersion,
+    ]),
   );
   return h.digest('hex').slice(0, 32);
 }
@@ -297,9 +304,18 @@ const sshKey: VpsStep = {
   gatesReady: true,
   faultPoints: ['rescue_keygen:keygen', 'rescue_keygen:rebooted', 'rescue_keygen:stored'],
   async assess(ctx) {
-    return ctx.facts.activeKey && ctx.facts.record?.hostKey
-      ? { state: 'done', reason: 'KeyStored', message: 'an SSH key born on the server is stored encrypted' }
-      : { state: 'run' };
+    const hostKey = ctx.facts.record?.hostKey;
+    if (!ctx.facts.activeKey || !hostKey) return { state: 'run' };
+    // The pinned host key (public) for the owner's known_hosts: their first SSH connection
+    // verifies it too, instead of trusting on first use.
+    const m = ctx.vps.metadata;
+    if (m.annotations[ANNOTATION_SSH_HOST_KEY] !== hostKey)
+      await ctx.d.kube.setAnnotations('Vps', m, { [ANNOTATION_SSH_HOST_KEY]: hostKey });
+    return {
+      state: 'done',
+      reason: 'KeyStored',
+      message: 'an SSH key born on the server is stored encrypted',
+    };
   },
   async run(ctx) {
     const { vps, d } = ctx;

@@ -26,6 +26,7 @@ import {
   proxyUnit,
   sshdHardening,
 } from '../remote/index.ts';
+import { ENSURE_OWNER_USER, OWNER_AUTHORIZED_KEYS, ownerAuthorizedKeys } from '../remote/owner-access.ts';
 
 export interface BundleOptions {
   /** dist/proxy/cannes-proxy.mjs, as built. */
@@ -60,6 +61,7 @@ flock -w ${DEPLOY_LOCK_WAIT_S} 9 || { echo "an earlier deploy still holds ${DEPL
 {
 install -d -m ${gatewayState.mode.toString(8)} -o ${gatewayState.uid} -g ${gatewayState.gid} ${gatewayState.path}
 systemctl daemon-reload
+${ENSURE_OWNER_USER}
 if command -v nft >/dev/null 2>&1; then systemctl enable --now ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || nft -f ${HOST.nftables.path}; fi
 systemctl enable ${PROXY_UNIT_NAME} >/dev/null 2>&1 || true
 systemctl restart ${PROXY_UNIT_NAME}
@@ -141,6 +143,13 @@ export function makeBundle(o: BundleOptions) {
       {
         path: `/etc/systemd/system/${FIREWALL_UNIT_NAME}`,
         content: firewallUnit(),
+        mode: 0o644,
+        owner: '0:0',
+      },
+      {
+        // Root-owned: the owner's account can use these lines, never change them.
+        path: OWNER_AUTHORIZED_KEYS,
+        content: ownerAuthorizedKeys(vps.spec.access.sshAuthorizedKeys, port),
         mode: 0o644,
         owner: '0:0',
       },

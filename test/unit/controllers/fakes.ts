@@ -62,6 +62,7 @@ export function vpsSpec(extra: Partial<ResolvedVpsSpec> = {}): ResolvedVpsSpec {
     cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
     gateway: { image: 'ghcr.io/openclaw/openclaw:2026.9.6', port: 18789 },
     sshKeyRotation: { interval: '720h' },
+    access: { sshAuthorizedKeys: [] },
     purgeCloudTokenAfterSetup: true,
     deletionPolicy: 'Delete',
     ...extra,
