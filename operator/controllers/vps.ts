@@ -210,14 +210,33 @@ async function finalize(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise
       await d.kube.event('Vps', m, 'Warning', reasonOf(err), safeMessage(err));
       return done();
     }
-    await timed(d, 'delete_server', async () => {
-      const recorded = state?.record.serverId ?? numericAnnotation(m.annotations[ANNOTATION_SERVER_ID]);
-      if (recorded !== null) await d.hcloud.deleteServer(token, recorded);
-      // A server created just before a crash may not be recorded anywhere but its label.
-      const orphan = await d.hcloud.findServerByVpsUid(token, m.uid);
-      if (orphan) await d.hcloud.deleteServer(token, orphan.id);
+    // Only a server that carries this Vps's uid as its label is ours to delete: never an id
+    // from the user-writable annotation (a Vps copied from another's YAML carries the other's
+    // id), and never a recorded id whose server no longer says it is ours. The label also finds
+    // a server created just before a crash and recorded nowhere else.
+    const ours = await timed(d, 'delete_server', async () => {
+      const found = await d.hcloud.findServerByVpsUid(token, m.uid);
+      if (found) await d.hcloud.deleteServer(token, found.id);
+      return found;
     });
-    await d.kube.event('Vps', m, 'Normal', 'ServerDeleted', 'Hetzner server deleted');
+    const recorded = state?.record.serverId ?? null;
+    if (ours) await d.kube.event('Vps', m, 'Normal', 'ServerDeleted', `Hetzner server ${ours.id} deleted`);
+    else if (recorded !== null && m.annotations[ANNOTATION_SERVER_ID] === String(recorded))
+      await d.kube.event(
+        'Vps',
+        m,
+        'Normal',
+        'ServerGone',
+        `no Hetzner server carries this Vps's label any more (server ${recorded} is gone or not ours): nothing deleted`,
+      );
+    else
+      await d.kube.event(
+        'Vps',
+        m,
+        'Normal',
+        'ServerGone',
+        "no Hetzner server carries this Vps's label: nothing deleted",
+      );
   } else {
     await d.kube.event(
       'Vps',
@@ -231,8 +250,4 @@ async function finalize(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise
   await d.kube.removeFinalizer('Vps', m);
   draft.released = true;
   return done();
-}
-
-function numericAnnotation(v: string | undefined): number | null {
-  return v !== undefined && /^[0-9]{1,15}$/.test(v) ? Number(v) : null;
 }

@@ -221,7 +221,13 @@ export async function startSystem(
 /** The examples' objects, in this system's namespace, with the canaries as secret values. */
 export function exampleManifests(
   s: System,
-  opts: { vps?: string; keys?: ('anthropic' | 'openai' | 'google')[]; purgeSecrets?: boolean } = {},
+  opts: {
+    vps?: string;
+    keys?: ('anthropic' | 'openai' | 'google')[];
+    purgeSecrets?: boolean;
+    /** The owner's SSH public keys (spec.access.sshAuthorizedKeys). */
+    ownerKeys?: string[];
+  } = {},
 ) {
   const vps = opts.vps ?? 'agent';
   const keys = opts.keys ?? ['anthropic', 'openai'];
@@ -246,6 +252,7 @@ export function exampleManifests(
         serverType: 'cx22',
         location: 'fsn1',
         cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
+        ...(opts.ownerKeys ? { access: { sshAuthorizedKeys: opts.ownerKeys } } : {}),
       },
     },
     ...keys.map((p) => ({

@@ -307,6 +307,24 @@ describe('Vps reconcile', () => {
     expect(hcloud.servers.size).toBe(0);
   });
 
+  it("never deletes another Vps's server named in a copied server-id annotation", async () => {
+    kube.vpses.clear();
+    kube.addVps('agent', vpsSpec({ purgeCloudTokenAfterSetup: false }));
+    await converge();
+    const victim = kube.vps('agent').metadata.annotations[ANNOTATION_SERVER_ID];
+    // A copy of agent's YAML, its annotations included, whose own provisioning fails at once.
+    const copy = kube.addVps('copy', vpsSpec({ purgeCloudTokenAfterSetup: false, location: 'nowhere' }));
+    kube.vpses.set('ns/copy', {
+      ...copy,
+      metadata: { ...copy.metadata, annotations: { [ANNOTATION_SERVER_ID]: victim ?? '' }, finalizers: [FINALIZER] },
+    });
+    kube.markDeleting('Vps', 'copy');
+    await converge('copy');
+    expect(hcloud.servers.has(Number(victim))).toBe(true);
+    expect(hcloud.calls.filter((c) => c === 'delete')).toHaveLength(0);
+    expect(kube.vpses.has('ns/copy')).toBe(false);
+  });
+
   it('retains the server with deletionPolicy Retain', async () => {
     kube.vpses.clear();
     kube.addVps('agent', vpsSpec({ deletionPolicy: 'Retain' }));
