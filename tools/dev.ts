@@ -6,10 +6,13 @@
 //
 // test/e2e/dev.test.ts runs this very file, to Ready, pastes the printed chat command, then
 // sends Ctrl-C and checks nothing is left behind: if the main job breaks, a test fails.
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { OWNER_USER } from '../operator/remote/owner-access.ts';
 import { REPO, type System, startSystem } from '../test/lib/system.ts';
+import { freePort } from '../test/rig/controlplane.ts';
 
 const verbose = process.env['V'] === '1';
 /** Seconds without a new Event or condition change before dev says the Vps is stuck. */
@@ -128,6 +131,7 @@ type Ev = {
   regarding?: { kind?: string; name?: string };
 };
 type VpsJson = {
+  spec?: { gateway?: { port?: number } };
   status?: { conditions?: Cond[]; ready?: boolean };
   metadata: { annotations?: Record<string, string> };
 };
@@ -161,6 +165,23 @@ try {
     }
   }
   say(`applied examples/ in namespace ${NS}: ${all.map((d) => `${d.kind}/${d.metadata?.name}`).join(', ')}`);
+
+  // The owner's own SSH key, made here as an owner makes one on their laptop, added to the Vps
+  // as they would add it (kubectl patch): the way in the printed tunnel command uses.
+  const ownerKey = join(s.dir, 'owner_ed25519');
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'owner@make-dev', '-f', ownerKey]);
+  const ownerPub = readFileSync(`${ownerKey}.pub`, 'utf8').trim();
+  await k([
+    '-n',
+    NS,
+    'patch',
+    'vps',
+    vpsName,
+    '--type=merge',
+    '-p',
+    JSON.stringify({ spec: { access: { sshAuthorizedKeys: [ownerPub] } } }),
+  ]);
+  say(`made an owner SSH key (${ownerKey}) and added it to Vps ${vpsName} as spec.access.sshAuthorizedKeys`);
 
   const op = await s.startOperator();
   if (verbose) {
@@ -243,6 +264,10 @@ try {
   say(`Vps ${vpsName} is Ready: server ${serverId} at ${ann['cannes.dev/ipv4']}`);
 
   const kubectl = `${s.rig.binaries.kubectl} --kubeconfig ${s.rig.kubeconfigPath}`;
+  const ipv4 = ann['cannes.dev/ipv4'] ?? '';
+  const knownHosts = join(s.dir, 'known_hosts');
+  const tunnelPort = await freePort();
+  const gatewayPort = vps.spec?.gateway?.port ?? 18789;
   const mk = all.find((d) => d.kind === 'ModelKey' && Array.isArray(d.spec?.['models']));
   const firstModel = (mk?.spec?.['models'] as { id?: string }[] | undefined)?.[0]?.id;
   const model = mk && firstModel ? `cannes-${mk.metadata?.name}/${firstModel}` : undefined;
@@ -255,11 +280,20 @@ try {
   Chat with the agent (paste into a root shell on this machine; the gateway listens on the
   server's loopback, and the proxy on the server injects the real key):
     TOKEN=$(${kubectl} -n ${NS} get secret ${vpsName}-gateway -o jsonpath='{.data.token}' | base64 -d)
-    ip netns exec ${netns} curl -sS --fail-with-body http://127.0.0.1:18789/v1/chat/completions \\
+    ip netns exec ${netns} curl -sS --fail-with-body http://127.0.0.1:${gatewayPort}/v1/chat/completions \\
       -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
       -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
 
-  ssh to the server: not possible by design (its key is only in Postgres, encrypted).
+  Or with your own SSH key, as an owner without a tailnet does: write the published host key
+  to known_hosts (no trust on first use), open a tunnel to the gateway, chat through it. The
+  key gets this one forward and nothing else: no shell, no other port.
+    ${kubectl} -n ${NS} get vps ${vpsName} -o jsonpath='{.metadata.annotations.cannes\\.dev/ssh-host-key}' | awk '{print "${ipv4} " $1 " " $2}' > ${knownHosts}
+    ssh -N -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${knownHosts} -o ExitOnForwardFailure=yes -i ${ownerKey} -L 127.0.0.1:${tunnelPort}:127.0.0.1:${gatewayPort} ${OWNER_USER}@${ipv4} & sleep 3
+    curl -sS --fail-with-body http://127.0.0.1:${tunnelPort}/v1/chat/completions \\
+      -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
+      -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'; kill $!
+
+  The operator's own SSH key is only in Postgres, encrypted: no person holds it.
   Ctrl-C tears everything down.
 `);
   await new Promise(() => {});

@@ -42,7 +42,7 @@ export const SSH_PUBLIC_KEY_TYPES = [
   'sk-ecdsa-sha2-nistp256@openssh.com',
   'ssh-rsa',
 ] as const;
-export const SSH_PUBLIC_KEY_PATTERN = `^(${SSH_PUBLIC_KEY_TYPES.map((t) => t.replaceAll('.', '\\.')).join('|')}) [A-Za-z0-9+/]+={0,3}( [ -~]{0,1024})?$`;
+export const SSH_PUBLIC_KEY_PATTERN = `^(${SSH_PUBLIC_KEY_TYPES.map((t) => t.replaceAll('.', '\\.')).join('|')}) [A-Za-z0-9+/]+={0,3}( [ -~]{0,1000})?$`;
 /** The pinned OS host key of the server (public), for the owner's known_hosts. */
 export const ANNOTATION_SSH_HOST_KEY = 'cannes.dev/ssh-host-key';
 

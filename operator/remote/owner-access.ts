@@ -50,7 +50,7 @@ export function parseOwnerKey(line: string, index: number): OwnerKey {
   if (4 + n > bytes.length || bytes.subarray(4, 4 + n).toString('latin1') !== type)
     throw bad(`the key's own type is not ${type}`);
   const comment = rest.join(' ');
-  if (!/^[ -~]*$/.test(comment) || comment.length > 1024) throw bad('the comment is not printable ASCII');
+  if (!/^[ -~]*$/.test(comment) || comment.length > 1000) throw bad('the comment is not printable ASCII');
   return { type, blob, comment };
 }
 

@@ -86,35 +86,52 @@ describe('make dev', () => {
     });
     const tail = () => `make dev said:\n${out.split('\n').slice(-60).join('\n')}`;
 
-    await waitFor(
+    const printed = await waitFor(
       'make dev to print its commands',
       async () => {
-        if (dev?.exitCode !== null) throw new Error(`make dev exited ${dev?.exitCode}`);
-        return out.includes('Ctrl-C tears everything down.') ? true : undefined;
+        if (dev?.exitCode !== null) return 'exited';
+        return out.includes('Ctrl-C tears everything down.') ? 'printed' : undefined;
       },
       1_500_000,
       tail,
     );
+    expect(printed, `make dev exited ${dev.exitCode} before Ready\n${tail()}`).toBe('printed');
     expect(out, tail()).toMatch(/applied examples\/ in namespace cannes-demo/);
     expect(out, tail()).toMatch(/Vps agent is Ready/);
 
-    // The chat command block, exactly as printed, pasted into a root shell.
+    // The command blocks, exactly as printed, pasted into a root shell.
     const lines = out.split('\n');
-    const start = lines.findIndex((l) => l.startsWith('  Chat with the agent'));
-    expect(start, tail()).toBeGreaterThan(-1);
-    const block: string[] = [];
-    for (const l of lines.slice(start + 1)) {
-      if (l.trim() === '') break;
-      if (l.startsWith('    ')) block.push(l.slice(4));
-    }
-    const chat = await run('bash', ['-euo', 'pipefail', '-c', block.join('\n')], { timeout: 300_000 }).catch(
-      (e: { stdout?: string; stderr?: string }) => ({ stdout: e.stdout ?? '', stderr: `${e.stderr ?? ''}` }),
-    );
-    const answer = JSON.parse(chat.stdout || '{}') as { choices?: { message?: { content?: string } }[] };
+    const blockAfter = (header: string) => {
+      const start = lines.findIndex((l) => l.startsWith(header));
+      expect(start, `no "${header}" in\n${tail()}`).toBeGreaterThan(-1);
+      const block: string[] = [];
+      for (const l of lines.slice(start + 1)) {
+        if (l.trim() === '') break;
+        if (l.startsWith('    ')) block.push(l.slice(4));
+      }
+      return block;
+    };
+    const paste = async (block: string[]) => {
+      const r = await run('bash', ['-euo', 'pipefail', '-c', block.join('\n')], { timeout: 300_000 }).catch(
+        (e: { stdout?: string; stderr?: string }) => ({
+          stdout: e.stdout ?? '',
+          stderr: `${e.stderr ?? ''}`,
+        }),
+      );
+      const answer = JSON.parse(r.stdout || '{}') as { choices?: { message?: { content?: string } }[] };
+      return { ...r, content: answer.choices?.[0]?.message?.content };
+    };
+    const chatBlock = blockAfter('  Chat with the agent');
+    const chat = await paste(chatBlock);
     // The fake upstream answers only when the proxy injected the canary key.
-    expect(answer.choices?.[0]?.message?.content, `${chat.stdout}\n${chat.stderr}\n${tail()}`).toContain(
-      'chunk 0',
-    );
+    expect(chat.content, `${chat.stdout}\n${chat.stderr}\n${tail()}`).toContain('chunk 0');
+    // The owner's SSH tunnel, with the token from the first block.
+    const tunnelBlock = blockAfter('  Or with your own SSH key');
+    const tokenLine = chatBlock.find((l) => l.startsWith('TOKEN='));
+    const viaSsh = await paste([tokenLine ?? '', ...tunnelBlock]);
+    await run('pkill', ['-f', 'owner_ed25519 -L']).catch(() => undefined);
+    expect(viaSsh.content, `${viaSsh.stdout}\n${viaSsh.stderr}\n${tail()}`).toContain('chunk 0');
+    const block = chatBlock;
 
     // What dev started: every process below it (the control plane's supervisor included), the
     // network namespaces and the mounts that appeared while it ran.
