@@ -403,6 +403,12 @@ export const VPS: KindInfo = {
       jsonPath: ".metadata.annotations['cannes\\.dev/ipv4']",
       description: 'Public IPv4 of the server',
     },
+    {
+      name: 'Status',
+      type: 'string',
+      jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+      description: "The Ready condition's reason: what it is doing or waiting for",
+    },
     age,
   ],
 };
@@ -424,6 +430,12 @@ export const MODEL_KEY: KindInfo = {
       type: 'boolean',
       jsonPath: '.status.delivered',
       description: 'Key delivered to the proxy',
+    },
+    {
+      name: 'Status',
+      type: 'string',
+      jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+      description: "The Ready condition's reason: what it is doing or waiting for",
     },
     age,
   ],

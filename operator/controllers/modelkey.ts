@@ -60,17 +60,23 @@ export async function reconcileModelKey(mk: ModelKeyObject, d: ModelKeyDeps): Pr
     );
   else set('HasKey', false, 'SecretMissing', `put the API key into Secret ${ref.name}, key "${ref.key}"`);
 
-  if (delivered) set('Delivered', true, 'Delivered', `in the proxy key file of Vps ${mk.spec.vpsRef.name}`);
-  else if (!vps)
-    set('Delivered', false, 'VpsNotFound', `Vps ${mk.spec.vpsRef.name} does not exist in this namespace`);
-  else if (!hasKey && mk.status.delivered)
-    set(
-      'Delivered',
-      false,
-      'SecretPurgedNeedsRedelivery',
-      `the server needs the key again: put it into Secret ${ref.name}, key "${ref.key}"`,
-    );
-  else set('Delivered', false, 'WaitingForVps', `waiting for Vps ${mk.spec.vpsRef.name} to deploy the key`);
+  const delivery: [reason: string, message: string] = delivered
+    ? ['Delivered', `in the proxy key file of Vps ${mk.spec.vpsRef.name}`]
+    : !vps
+      ? ['VpsNotFound', `Vps ${mk.spec.vpsRef.name} does not exist in this namespace`]
+      : !hasKey && mk.status.delivered
+        ? [
+            'SecretPurgedNeedsRedelivery',
+            `the server needs the key again: put it into Secret ${ref.name}, key "${ref.key}"`,
+          ]
+        : ['WaitingForVps', `waiting for Vps ${mk.spec.vpsRef.name} to deploy the key`];
+  set('Delivered', delivered, ...delivery);
+  // Ready (for `kubectl wait --for=condition=Ready mk/x`): the proxy on the server routes this
+  // key; until then the reason says what it waits for.
+  const ready: [reason: string, message: string] = delivered
+    ? ['Ready', 'the proxy on the server injects this key']
+    : delivery;
+  set('Ready', delivered, ...ready);
 
   if (mk.spec.purgeSecretAfterDelivery && delivered && secret.value !== undefined) {
     await d.kube.removeSecretKey(namespace, ref.name, ref.key);

@@ -48,7 +48,11 @@ class StatusDraft {
   readonly #generation: number;
   readonly #now: Date;
 
+  /** The status as last written (or read): a write that would change nothing is skipped. */
+  written: string;
+
   constructor(vps: VpsObject, now: Date) {
+    this.written = JSON.stringify(vps.status);
     this.status = { ...vps.status, observedGeneration: vps.metadata.generation ?? 0 };
     this.#conditions = [...((vps.status.conditions ?? []) as Condition[])];
     this.#generation = vps.metadata.generation ?? 0;
@@ -103,10 +107,12 @@ export async function reconcileVps(
 
 async function writeStatus(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise<void> {
   const next = draft.result();
+  const text = JSON.stringify(next);
   // Once the finalizer is gone the object may be gone too: nothing left to report on.
-  if (draft.released || JSON.stringify(next) === JSON.stringify(vps.status)) return;
+  if (draft.released || text === draft.written) return;
   if (vps.metadata.deletionTimestamp && !vps.metadata.finalizers.includes(FINALIZER)) return;
   await d.kube.patchVpsStatus(vps.metadata, next);
+  draft.written = text;
 }
 
 /** Error text safe for a condition or an Event: our own messages never carry secrets. */
@@ -140,7 +146,8 @@ async function provision(
     signal.throwIfAborted();
     const ctx = stepContext(vps, d, facts, signal, step);
     let a = await step.assess(ctx);
-    if (a.state === 'run') {
+    const ran = a.state === 'run';
+    if (ran) {
       const note = await timed(d, step.name, () => step.run(ctx));
       if (step.event) await d.kube.event('Vps', vps.metadata, 'Normal', step.event, note);
       a = await step.assess(ctx);
@@ -150,6 +157,9 @@ async function provision(
     }
     draft.keyBornAt = facts.activeKey?.createdAt ?? null;
     report(draft, step, a);
+    // A first provisioning shows its conditions as it goes (ServerCreated, HasSshKey, ...):
+    // written after a step that ran, never when nothing changed.
+    if (ran) await writeStatus(vps, d, draft);
     if (a.state === 'wait' && step.gatesReady) {
       draft.status.ready = false;
       draft.set(T.Ready, false, a.reason, a.message);

@@ -71,9 +71,23 @@ describe('generated CRDs', () => {
     }
   });
 
-  it('prints Ready, HasSshKey, Gateway, IPv4 (from the annotation) and Age for a Vps', () => {
-    expect(VPS.printerColumns.map((c) => c.name)).toEqual(['Ready', 'HasSshKey', 'Gateway', 'IPv4', 'Age']);
+  it('prints Ready, HasSshKey, Gateway, IPv4 (from the annotation), the Ready reason and Age for a Vps', () => {
+    expect(VPS.printerColumns.map((c) => c.name)).toEqual([
+      'Ready',
+      'HasSshKey',
+      'Gateway',
+      'IPv4',
+      'Status',
+      'Age',
+    ]);
     expect(VPS.printerColumns.find((c) => c.name === 'IPv4')?.jsonPath).toContain('cannes\\.dev/ipv4');
+  });
+
+  it("prints the Ready condition's reason as Status for both kinds, as cert-manager does", () => {
+    for (const k of [VPS, MODEL_KEY])
+      expect(k.printerColumns.find((c) => c.name === 'Status')?.jsonPath).toBe(
+        '.status.conditions[?(@.type=="Ready")].reason',
+      );
   });
 
   it('requires baseUrl exactly when a ModelKey provider is custom (CEL)', () => {

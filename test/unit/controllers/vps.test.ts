@@ -316,7 +316,11 @@ describe('Vps reconcile', () => {
     const copy = kube.addVps('copy', vpsSpec({ purgeCloudTokenAfterSetup: false, location: 'nowhere' }));
     kube.vpses.set('ns/copy', {
       ...copy,
-      metadata: { ...copy.metadata, annotations: { [ANNOTATION_SERVER_ID]: victim ?? '' }, finalizers: [FINALIZER] },
+      metadata: {
+        ...copy.metadata,
+        annotations: { [ANNOTATION_SERVER_ID]: victim ?? '' },
+        finalizers: [FINALIZER],
+      },
     });
     kube.markDeleting('Vps', 'copy');
     await converge('copy');
@@ -333,6 +337,24 @@ describe('Vps reconcile', () => {
     await converge();
     expect(hcloud.servers.size).toBe(1);
     expect(kube.vpses.has('ns/agent')).toBe(false);
+  });
+
+  it('writes its conditions as it goes on a first provisioning, and nothing when idle', async () => {
+    const seen: string[][] = [];
+    const patch = kube.patchVpsStatus.bind(kube);
+    kube.patchVpsStatus = async (m, status) => {
+      seen.push((status.conditions ?? []).filter((c) => c.status === 'True').map((c) => c.type));
+      await patch(m, status);
+    };
+    await converge();
+    // ServerCreated is visible before HasSshKey, and both before Ready.
+    const at = (type: string) => seen.findIndex((types) => types.includes(type));
+    expect(at('ServerCreated')).toBeGreaterThan(-1);
+    expect(at('ServerCreated')).toBeLessThan(at('HasSshKey'));
+    expect(at('HasSshKey')).toBeLessThan(at('Ready'));
+    const writes = seen.length;
+    await reconcileVps(kube.vps('agent'), deps);
+    expect(seen.length).toBe(writes);
   });
 
   it('sets lastTransitionTime only when a condition flips', async () => {
@@ -359,6 +381,18 @@ describe('ModelKey reconcile', () => {
     await reconcileModelKey(kube.mk('gpt'), mkDeps());
     expect(kube.mk('gpt').status.conditions?.find((c) => c.type === 'HasKey')?.reason).toBe('SecretPurged');
     expect(kube.mk('gpt').status.delivered).toBe(true);
+  });
+
+  it('is Ready (for kubectl wait) once delivered, with the reason it waits for before', async () => {
+    await reconcileModelKey(kube.mk('claude'), mkDeps());
+    const before = kube.mk('claude').status.conditions?.find((c) => c.type === 'Ready');
+    expect(before).toMatchObject({ status: 'False', reason: 'WaitingForVps' });
+    await converge();
+    await reconcileModelKey(kube.mk('claude'), mkDeps());
+    expect(kube.mk('claude').status.conditions?.find((c) => c.type === 'Ready')).toMatchObject({
+      status: 'True',
+      reason: 'Ready',
+    });
   });
 
   it('keeps a purged key on the server when the Vps redeploys for another reason', async () => {
