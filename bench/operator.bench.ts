@@ -25,7 +25,15 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { operatorRequests } from '../test/integration/operator/robust.ts';
-import { metricSum, type OperatorProcess, REPO, type System, startSystem } from '../test/lib/system.ts';
+import {
+  CLOUD_TOKEN_LABELS,
+  LLM_KEY_LABELS,
+  metricSum,
+  type OperatorProcess,
+  REPO,
+  type System,
+  startSystem,
+} from '../test/lib/system.ts';
 
 const N = Number(process.env['BENCH_VPS'] ?? 200);
 const REAL = Number(process.env['BENCH_REAL_VPS'] ?? 0);
@@ -44,13 +52,13 @@ function manifests(s: System, names: readonly string[]): string {
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: 'hcloud-token', namespace: s.namespace },
+      metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
       stringData: { token: s.canaries.hcloudToken },
     },
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace },
+      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
       stringData: s.canaries.modelKeys,
     },
   ];

@@ -43,6 +43,14 @@ export const SSH_PUBLIC_KEY_TYPES = [
   'ssh-rsa',
 ] as const;
 export const SSH_PUBLIC_KEY_PATTERN = `^(${SSH_PUBLIC_KEY_TYPES.map((t) => t.replaceAll('.', '\\.')).join('|')}) [A-Za-z0-9+/]+={0,3}( [ -~]{0,1000})?$`;
+/**
+ * The label a Secret must carry before the operator reads or purges it, naming its one use
+ * (as Argo CD's `argocd.argoproj.io/secret-type`): creating a ModelKey or a Vps is not enough
+ * to make the operator read, send or purge an arbitrary Secret of the namespace.
+ */
+export const LABEL_SECRET_USAGE = 'cannes.dev/usage';
+export const SECRET_USAGES = ['cloud-token', 'llm-key', 'tailnet-auth-key'] as const;
+export type SecretUsage = (typeof SECRET_USAGES)[number];
 /** The pinned OS host key of the server (public), for the owner's known_hosts. */
 export const ANNOTATION_SSH_HOST_KEY = 'cannes.dev/ssh-host-key';
 

@@ -79,7 +79,7 @@ export async function collectKeys(vps: VpsObject, kube: Kube): Promise<KeySet> {
   const candidates: Candidate[] = [];
   for (const mk of modelKeysFor(vps, kube)) {
     const ref = mk.spec.secretRef;
-    const s = await kube.readSecretKey(mk.metadata.namespace ?? 'default', ref.name, ref.key);
+    const s = await kube.readSecretKey(mk.metadata.namespace ?? 'default', ref.name, ref.key, 'llm-key');
     if (s.value && isValidApiKey(s.value) && s.resourceVersion) {
       candidates.push({ mk, part: deliveryPart(mk, s.resourceVersion), value: s.value });
     } else {

@@ -35,7 +35,7 @@ export async function reconcileModelKey(mk: ModelKeyObject, d: ModelKeyDeps): Pr
   if (!m.finalizers.includes(FINALIZER)) await d.kube.addFinalizer('ModelKey', m);
 
   const ref = mk.spec.secretRef;
-  const secret = await d.kube.readSecretKey(namespace, ref.name, ref.key);
+  const secret = await d.kube.readSecretKey(namespace, ref.name, ref.key, 'llm-key');
   const hasKey = secret.value !== undefined && isValidApiKey(secret.value);
   const delivered = isDelivered(mk, vps);
   let conditions = [...((mk.status.conditions ?? []) as Condition[])];
@@ -51,6 +51,7 @@ export async function reconcileModelKey(mk: ModelKeyObject, d: ModelKeyDeps): Pr
   if (hasKey) set('HasKey', true, 'KeyPresent', `Secret ${ref.name} key "${ref.key}" holds a key`);
   else if (delivered)
     set('HasKey', false, 'SecretPurged', 'the key was delivered and then removed from the Secret');
+  else if (secret.notLabelled) set('HasKey', false, 'SecretNotLabelled', secret.notLabelled);
   else if (secret.value !== undefined)
     set(
       'HasKey',
@@ -79,7 +80,7 @@ export async function reconcileModelKey(mk: ModelKeyObject, d: ModelKeyDeps): Pr
   set('Ready', delivered, ...ready);
 
   if (mk.spec.purgeSecretAfterDelivery && delivered && secret.value !== undefined) {
-    await d.kube.removeSecretKey(namespace, ref.name, ref.key);
+    await d.kube.removeSecretKey(namespace, ref.name, ref.key, 'llm-key');
     await d.kube.event(
       'ModelKey',
       m,

@@ -5,7 +5,7 @@
  */
 
 import type { ProviderName } from '../../proxy/providers.ts';
-import type { ModelKeyStatus, VpsSpec, VpsStatus } from '../api/schema.ts';
+import type { ModelKeyStatus, SecretUsage, VpsSpec, VpsStatus } from '../api/schema.ts';
 import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from '../api/types.ts';
 import type { Condition } from '../kube/conditions.ts';
 import type { ObjectMeta } from '../kube/object.ts';
@@ -16,16 +16,25 @@ import type { Secret } from '../lib/secret.ts';
 export type { ModelKeyObject, ObjectMeta, ResolvedVpsSpec, VpsObject, VpsSpec };
 
 export interface SecretValue {
-  /** The value, or undefined when the Secret or the key is absent. */
+  /** The value, or undefined when the Secret or the key is absent, or the Secret is not labelled for this use. */
   readonly value: Secret | undefined;
+  /**
+   * Set when the Secret exists but does not carry `cannes.dev/usage: <usage>`: it was not read
+   * (value undefined). The text says what to do, naming the Secret, never its data.
+   */
+  readonly notLabelled?: string;
   /** The Secret's resourceVersion (undefined when the Secret does not exist). */
   readonly resourceVersion: string | undefined;
 }
 
 export interface Kube {
-  readSecretKey(namespace: string, name: string, key: string): Promise<SecretValue>;
-  /** Removes one key from a Secret (purge). Idempotent; a missing Secret or key is success. */
-  removeSecretKey(namespace: string, name: string, key: string): Promise<void>;
+  /** Reads one key of a Secret labelled `cannes.dev/usage: <usage>` (else `notLabelled`). */
+  readSecretKey(namespace: string, name: string, key: string, usage: SecretUsage): Promise<SecretValue>;
+  /**
+   * Removes one key from a Secret labelled for `usage` (purge). Idempotent; a missing Secret or
+   * key is success; an unlabelled Secret is left alone.
+   */
+  removeSecretKey(namespace: string, name: string, key: string, usage: SecretUsage): Promise<void>;
   addFinalizer(kind: 'Vps' | 'ModelKey', meta: ObjectMeta): Promise<void>;
   removeFinalizer(kind: 'Vps' | 'ModelKey', meta: ObjectMeta): Promise<void>;
   setAnnotations(

@@ -129,7 +129,13 @@ const ns = (m: ObjectMeta): string => m.namespace ?? 'default';
 
 export async function cloudToken(vps: VpsObject, d: VpsDeps, purpose: string): Promise<Secret> {
   const ref = vps.spec.cloudTokenSecretRef;
-  const { value } = await d.kube.readSecretKey(ns(vps.metadata), ref.name, ref.key);
+  const { value, notLabelled } = await d.kube.readSecretKey(
+    ns(vps.metadata),
+    ref.name,
+    ref.key,
+    'cloud-token',
+  );
+  if (notLabelled) throw new TerminalError('SecretNotLabelled', notLabelled);
   if (!value || value.length === 0) {
     throw new TerminalError(
       'CloudTokenRequired',
@@ -451,7 +457,14 @@ const purgeToken: VpsStep = {
   async assess(ctx) {
     const { vps, d } = ctx;
     const ref = vps.spec.cloudTokenSecretRef;
-    const { value } = await d.kube.readSecretKey(ns(vps.metadata), ref.name, ref.key);
+    const { value, notLabelled } = await d.kube.readSecretKey(
+      ns(vps.metadata),
+      ref.name,
+      ref.key,
+      'cloud-token',
+    );
+    if (notLabelled && !ctx.facts.tokenPurged)
+      return { state: 'done', ok: false, reason: 'SecretNotLabelled', message: notLabelled };
     if (value === undefined || ctx.facts.tokenPurged)
       return { state: 'done', reason: 'TokenPurged', message: TOKEN_PURGED };
     if (!vps.spec.purgeCloudTokenAfterSetup)
@@ -493,7 +506,7 @@ const purgeToken: VpsStep = {
   },
   async run(ctx) {
     const ref = ctx.vps.spec.cloudTokenSecretRef;
-    await ctx.d.kube.removeSecretKey(ns(ctx.vps.metadata), ref.name, ref.key);
+    await ctx.d.kube.removeSecretKey(ns(ctx.vps.metadata), ref.name, ref.key, 'cloud-token');
     ctx.fault('purged');
     ctx.facts.tokenPurged = true;
     return `removed key "${ref.key}" from Secret ${ref.name}`;

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { parseModelKey, parseVps } from '../api/parse.ts';
-import { API_VERSION, FINALIZER } from '../api/schema.ts';
+import { API_VERSION, FINALIZER, LABEL_SECRET_USAGE, type SecretUsage } from '../api/schema.ts';
 import type { Kube, ModelKeyObject, ObjectMeta, SecretValue, VpsObject } from '../controllers/ports.ts';
 import {
   ContentType,
@@ -22,7 +22,7 @@ import { addFinalizer, removeFinalizer } from '../kube/finalizers.ts';
 import type { Informer } from '../kube/informer.ts';
 import { isRecord, type KubeObject, objectKey, ownerReference } from '../kube/object.ts';
 import { updateStatus } from '../kube/status.ts';
-import { CannesError } from '../lib/errors.ts';
+import { CannesError, TerminalError } from '../lib/errors.ts';
 import { Secret } from '../lib/secret.ts';
 
 export const VPS_RESOURCE: ResourceType = {
@@ -83,11 +83,22 @@ export class KubePort implements Kube {
     }
   }
 
-  async readSecretKey(namespace: string, name: string, key: string): Promise<SecretValue> {
+  async readSecretKey(
+    namespace: string,
+    name: string,
+    key: string,
+    usage: SecretUsage,
+  ): Promise<SecretValue> {
     const raw = await this.#getSecret(namespace, name);
     if (!raw) return { value: undefined, resourceVersion: undefined };
     const meta = isRecord(raw['metadata']) ? raw['metadata'] : {};
     const rv = typeof meta['resourceVersion'] === 'string' ? meta['resourceVersion'] : undefined;
+    const notLabelled = usageRefusal(meta, name, usage);
+    if (notLabelled) return { value: undefined, resourceVersion: rv, notLabelled };
+    return this.#valueOf(raw, key, rv);
+  }
+
+  #valueOf(raw: Record<string, unknown>, key: string, rv: string | undefined): SecretValue {
     const data = isRecord(raw['data']) ? raw['data'] : {};
     const b64 = data[key];
     if (typeof b64 !== 'string') return { value: undefined, resourceVersion: rv };
@@ -98,13 +109,13 @@ export class KubePort implements Kube {
     return { value: Secret.of(text), resourceVersion: rv };
   }
 
-  async removeSecretKey(namespace: string, name: string, key: string): Promise<void> {
+  async removeSecretKey(namespace: string, name: string, key: string, usage: SecretUsage): Promise<void> {
     // Several Vps sharing one token Secret purge it at about the same time: when another
     // purge changed the Secret between our read and our patch, the patch's `test` fails (422)
     // and the Secret is read again.
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#removeSecretKeyOnce(namespace, name, key);
+        await this.#removeSecretKeyOnce(namespace, name, key, usage);
         return;
       } catch (err) {
         if (!(err instanceof KubeApiError && err.code === 422) || attempt >= 3) throw err;
@@ -112,12 +123,19 @@ export class KubePort implements Kube {
     }
   }
 
-  async #removeSecretKeyOnce(namespace: string, name: string, key: string): Promise<void> {
+  async #removeSecretKeyOnce(
+    namespace: string,
+    name: string,
+    key: string,
+    usage: SecretUsage,
+  ): Promise<void> {
     const raw = await this.#getSecret(namespace, name);
     if (!raw) return;
     const data = isRecord(raw['data']) ? raw['data'] : {};
     if (!(key in data)) return;
     const meta = isRecord(raw['metadata']) ? raw['metadata'] : {};
+    const refusal = usageRefusal(meta, name, usage);
+    if (refusal) throw new TerminalError('SecretNotLabelled', refusal);
     const annotations = isRecord(meta['annotations']) ? meta['annotations'] : {};
     // `test` on resourceVersion: remove exactly the value we decided on, never a newer one.
     const ops: unknown[] = [
@@ -175,10 +193,30 @@ export class KubePort implements Kube {
     this.#o.events.record(asObject(kind, meta), { type, reason, action: 'Reconcile', note });
   }
 
+  /**
+   * The Vps's own Secret (`<vps>-gateway`): reused only if this Vps owns it (its controller
+   * ownerReference carries the Vps's uid). A Secret of that name made by someone else, e.g.
+   * to hand the gateway a token they chose, is refused, never adopted.
+   */
+  async #readOwnSecret(namespace: string, name: string, key: string, vps: VpsObject): Promise<SecretValue> {
+    const raw = await this.#getSecret(namespace, name);
+    if (!raw) return { value: undefined, resourceVersion: undefined };
+    const meta = isRecord(raw['metadata']) ? raw['metadata'] : {};
+    const rv = typeof meta['resourceVersion'] === 'string' ? meta['resourceVersion'] : undefined;
+    const owners = Array.isArray(meta['ownerReferences']) ? meta['ownerReferences'] : [];
+    const ours = owners.some((o) => isRecord(o) && o['uid'] === vps.metadata.uid && o['controller'] === true);
+    if (!ours)
+      throw new TerminalError(
+        'GatewaySecretNotOwned',
+        `Secret ${name} exists but is not owned by Vps ${vps.metadata.name}: delete it (the operator makes its own) or rename the Vps`,
+      );
+    return this.#valueOf(raw, key, rv);
+  }
+
   async ensureGatewayToken(vps: VpsObject): Promise<{ token: Secret; resourceVersion: string }> {
     const namespace = vps.metadata.namespace ?? 'default';
     const name = `${vps.metadata.name}-gateway`;
-    const existing = await this.readSecretKey(namespace, name, 'token');
+    const existing = await this.#readOwnSecret(namespace, name, 'token', vps);
     if (existing.value && existing.resourceVersion) {
       return { token: existing.value, resourceVersion: existing.resourceVersion };
     }
@@ -225,4 +263,13 @@ export class KubePort implements Kube {
       throw err;
     }
   }
+}
+
+/** Why a Secret may not be used for `usage` (undefined: it may), naming it, never its data. */
+function usageRefusal(meta: Record<string, unknown>, name: string, usage: SecretUsage): string | undefined {
+  const labels = isRecord(meta['labels']) ? meta['labels'] : {};
+  const have = labels[LABEL_SECRET_USAGE];
+  if (have === usage) return undefined;
+  const now = typeof have === 'string' ? `it is labelled for "${have}"` : 'it has no such label';
+  return `Secret ${name} is not labelled ${LABEL_SECRET_USAGE}=${usage} (${now}), so Cannes does not read it: label it with \`kubectl label secret ${name} ${LABEL_SECRET_USAGE}=${usage}\` to allow this use`;
 }

@@ -57,6 +57,10 @@ export interface System {
   stop(): Promise<void>;
 }
 
+/** The `cannes.dev/usage` labels that let the operator use a Secret (docs/security.md). */
+export const CLOUD_TOKEN_LABELS = { 'cannes.dev/usage': 'cloud-token' } as const;
+export const LLM_KEY_LABELS = { 'cannes.dev/usage': 'llm-key' } as const;
+
 const canary = (prefix: string, bytes = 24) => `${prefix}${randomBytes(bytes).toString('hex')}`;
 
 async function ip(args: string[]): Promise<void> {
@@ -235,13 +239,13 @@ export function exampleManifests(
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: 'hcloud-token', namespace: s.namespace },
+      metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
       stringData: { token: s.canaries.hcloudToken },
     },
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace },
+      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
       stringData: s.canaries.modelKeys,
     },
     {

@@ -21,6 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { missingMetrics } from '../../fixtures/monitoring.ts';
 import { LEADER_ELECTION_LEASE, OPERATOR_API_CALLS } from '../../fixtures/operator-rbac.ts';
+import { CLOUD_TOKEN_LABELS, LLM_KEY_LABELS } from '../../lib/system.ts';
 import { type StartedRig, startRig } from '../../rig/controlplane.ts';
 import { createTestDatabase, freePort, type TestDatabase } from '../../rig/postgres.ts';
 import { findObject, type K8sObject, render } from './helm.ts';
@@ -158,13 +159,13 @@ async function applyWorkload(vps: string, modelKey: string): Promise<void> {
         {
           apiVersion: 'v1',
           kind: 'Secret',
-          metadata: { name: `${vps}-hcloud` },
+          metadata: { name: `${vps}-hcloud`, labels: CLOUD_TOKEN_LABELS },
           stringData: { token: fake },
         },
         {
           apiVersion: 'v1',
           kind: 'Secret',
-          metadata: { name: `${modelKey}-llm` },
+          metadata: { name: `${modelKey}-llm`, labels: LLM_KEY_LABELS },
           stringData: { anthropic: fake },
         },
         {

@@ -9,7 +9,13 @@ import pg from 'pg';
 import { stringify } from 'yaml';
 import type { RecordedRequest } from '../../hcloud-sim/simulator.ts';
 import { endStdin } from '../../lib/stdin.ts';
-import { type OperatorProcess, type System, waitFor } from '../../lib/system.ts';
+import {
+  CLOUD_TOKEN_LABELS,
+  LLM_KEY_LABELS,
+  type OperatorProcess,
+  type System,
+  waitFor,
+} from '../../lib/system.ts';
 
 const run = promisify(execFile);
 
@@ -103,13 +109,13 @@ export function vpsManifests(s: System, name: string): string {
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: `${name}-hcloud`, namespace: s.namespace },
+      metadata: { name: `${name}-hcloud`, namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
       stringData: { token: s.canaries.hcloudToken },
     },
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace },
+      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
       stringData: s.canaries.modelKeys,
     },
     {

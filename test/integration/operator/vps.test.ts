@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  CLOUD_TOKEN_LABELS,
   exampleManifests,
   metricSum,
   type OperatorProcess,
@@ -166,7 +167,7 @@ describe('a Vps with two ModelKeys', () => {
       JSON.stringify({
         apiVersion: 'v1',
         kind: 'Secret',
-        metadata: { name: 'hcloud-token', namespace: s.namespace },
+        metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
         stringData: { token: s.canaries.hcloudToken },
       }),
     );

@@ -2,7 +2,7 @@
  * In-memory fakes of the controller ports (unit tests only: integration tests use the rig's
  * real API server, Postgres, simulator and simulated servers).
  */
-import type { ModelKeySpec, ModelKeyStatus, VpsStatus } from '../../../operator/api/schema.ts';
+import type { ModelKeySpec, ModelKeyStatus, SecretUsage, VpsStatus } from '../../../operator/api/schema.ts';
 import type {
   ActiveKey,
   CloudServer,
@@ -86,14 +86,18 @@ function updateIn<T extends { metadata: ObjectMeta }>(
 }
 
 export class FakeKube implements Kube {
-  readonly secrets = new Map<string, { data: Map<string, string>; rv: string }>();
+  readonly secrets = new Map<
+    string,
+    { data: Map<string, string>; rv: string; usage?: SecretUsage | undefined }
+  >();
   readonly vpses = new Map<string, VpsObject>();
   readonly modelKeys = new Map<string, ModelKeyObject>();
   readonly events: { kind: string; name: string; type: string; reason: string; note: string }[] = [];
   calls = 0;
 
-  putSecret(name: string, data: Record<string, string>): void {
-    this.secrets.set(`ns/${name}`, { data: new Map(Object.entries(data)), rv: nextRv() });
+  /** A Secret; `usage` is its `cannes.dev/usage` label (none: the operator may not read it). */
+  putSecret(name: string, data: Record<string, string>, usage?: SecretUsage): void {
+    this.secrets.set(`ns/${name}`, { data: new Map(Object.entries(data)), rv: nextRv(), usage });
   }
   addVps(name: string, spec: ResolvedVpsSpec = vpsSpec()): VpsObject {
     const v: VpsObject = {
@@ -133,15 +137,27 @@ export class FakeKube implements Kube {
     else updateIn(this.modelKeys, `ns/${name}`, undefined, set);
   }
 
-  async readSecretKey(namespace: string, name: string, key: string): Promise<SecretValue> {
+  async readSecretKey(
+    namespace: string,
+    name: string,
+    key: string,
+    usage: SecretUsage,
+  ): Promise<SecretValue> {
     this.calls++;
     const s = this.secrets.get(`${namespace}/${name}`);
+    if (s && s.usage !== usage)
+      return {
+        value: undefined,
+        resourceVersion: s.rv,
+        notLabelled: `Secret ${name} is not labelled for ${usage}`,
+      };
     const v = s?.data.get(key);
     return { value: v === undefined ? undefined : Secret.of(v), resourceVersion: s?.rv };
   }
-  async removeSecretKey(namespace: string, name: string, key: string): Promise<void> {
+  async removeSecretKey(namespace: string, name: string, key: string, usage: SecretUsage): Promise<void> {
     this.calls++;
     const s = this.secrets.get(`${namespace}/${name}`);
+    if (s && s.usage !== usage) throw new Error(`Secret ${name} is not labelled for ${usage}`);
     if (s?.data.delete(key)) s.rv = nextRv();
   }
   #update(kind: 'Vps' | 'ModelKey', m: ObjectMeta, fn: (meta: ObjectMeta) => ObjectMeta): void {

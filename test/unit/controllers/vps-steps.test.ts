@@ -35,8 +35,8 @@ beforeEach(() => {
   hcloud = new FakeHcloud(faults);
   store = new FakeStore(faults, () => now);
   remote = new FakeRemote(faults, store);
-  kube.putSecret('hcloud', { token: canary('tok').slice(0, 64) });
-  kube.putSecret('llm', { anthropic: canary('sk-ant-fake-') });
+  kube.putSecret('hcloud', { token: canary('tok').slice(0, 64) }, 'cloud-token');
+  kube.putSecret('llm', { anthropic: canary('sk-ant-fake-') }, 'llm-key');
   kube.addVps('agent');
   kube.addModelKey('claude', {
     vpsRef: { name: 'agent' },

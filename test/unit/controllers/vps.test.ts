@@ -58,8 +58,8 @@ beforeEach(() => {
   store = new FakeStore(faults, clock);
   remote = new FakeRemote(faults, store);
   token = canary('tok').slice(0, 64);
-  kube.putSecret('hcloud', { token });
-  kube.putSecret('llm', { anthropic: canary('sk-ant-fake-'), openai: canary('sk-fake-') });
+  kube.putSecret('hcloud', { token }, 'cloud-token');
+  kube.putSecret('llm', { anthropic: canary('sk-ant-fake-'), openai: canary('sk-fake-') }, 'llm-key');
   kube.addVps('agent');
   addAnthropicKey('claude', 'agent');
   kube.addModelKey('gpt', {
@@ -164,7 +164,7 @@ describe('Vps reconcile', () => {
   });
 
   it('stops with CloudTokenRequired, naming the Secret and never the token, when the token is missing', async () => {
-    kube.putSecret('hcloud', {});
+    kube.putSecret('hcloud', {}, 'cloud-token');
     await expect(reconcileVps(kube.vps('agent'), deps)).rejects.toMatchObject({
       reason: 'CloudTokenRequired',
       terminal: true,
@@ -238,7 +238,7 @@ describe('Vps reconcile', () => {
     await converge();
     expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
     // The Secret comes back before the new Vps reaches the cache: the Ready Vps reconciles first.
-    kube.putSecret('hcloud', { token });
+    kube.putSecret('hcloud', { token }, 'cloud-token');
     await converge();
     expect(kube.secrets.get('ns/hcloud')?.data.get('token')).toBe(token);
     expect(kube.vps('agent').status.cloudTokenPurged).toBe(false);
@@ -266,7 +266,7 @@ describe('Vps reconcile', () => {
         conditions: (now.status.conditions ?? []).filter((c) => c.type !== 'CloudTokenPurged'),
       },
     };
-    kube.putSecret('hcloud', { token });
+    kube.putSecret('hcloud', { token }, 'cloud-token');
     await reconcileVps(stale, deps);
     expect(kube.secrets.get('ns/hcloud')?.data.get('token')).toBe(token);
     expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'CloudTokenPurged')?.reason).toBe(
@@ -302,7 +302,7 @@ describe('Vps reconcile', () => {
     const c = kube.vps('agent').status.conditions?.find((x) => x.type === 'Deleting');
     expect(c).toMatchObject({ status: 'False', reason: 'CloudTokenRequired' });
     expect(c?.message).toContain('Retain');
-    kube.putSecret('hcloud', { token });
+    kube.putSecret('hcloud', { token }, 'cloud-token');
     await converge();
     expect(hcloud.servers.size).toBe(0);
   });
@@ -401,14 +401,14 @@ describe('ModelKey reconcile', () => {
     await reconcileModelKey(kube.mk('gpt'), mkDeps());
     expect(kube.secrets.get('ns/llm')?.data.has('openai')).toBe(false);
     // A change of the other key forces a redeploy; the purged one is read back from the host.
-    kube.putSecret('llm', { anthropic: canary('sk-ant-fake-') });
+    kube.putSecret('llm', { anthropic: canary('sk-ant-fake-') }, 'llm-key');
     await converge();
     expect(remote.calls).toContain('readFile');
     expect(JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}').keys.gpt.apiKey).toBe(delivered);
   });
 
   it('says what to supply when the Secret has no key', async () => {
-    kube.putSecret('llm', {});
+    kube.putSecret('llm', {}, 'llm-key');
     await reconcileModelKey(kube.mk('claude'), mkDeps());
     const c = kube.mk('claude').status.conditions?.find((x) => x.type === 'HasKey');
     expect(c).toMatchObject({ status: 'False', reason: 'SecretMissing' });
@@ -438,7 +438,7 @@ describe('Vps metrics report', () => {
     await converge();
     expect(seen.at(-1)?.state).toBe('ready');
     expect(seen.at(-1)?.keyBornAt).toEqual(now);
-    kube.putSecret('hcloud', {});
+    kube.putSecret('hcloud', {}, 'cloud-token');
     kube.addVps('other');
     addAnthropicKey('other-key', 'other');
     await expect(reconcileVps(kube.vps('other'), deps)).rejects.toThrow();
