@@ -305,11 +305,11 @@ export const ModelKeySpec = Type.Object(
       },
       { description: 'The Vps whose proxy receives this key. Immutable.', ...immutable('vpsRef') },
     ),
-    provider: str('LLM provider; decides the credential header and the default upstream origin.', {
+    provider: str('LLM provider; decides the credential header and the default upstream origin. Immutable.', {
       enum: [...PROVIDER_NAMES],
     }),
     baseUrl: Type.Optional(
-      str('Upstream base URL; required exactly when provider is custom. https only.', {
+      str('Upstream base URL; required exactly when provider is custom. https only. Immutable.', {
         maxLength: 2048,
         pattern: '^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&()*+,;=:@%/-]*)?$',
       }),
@@ -329,6 +329,14 @@ export const ModelKeySpec = Type.Object(
         default: false,
       }),
     ),
+    default: Type.Optional(
+      Type.Boolean({
+        description:
+          "This key's first model is the agent's default model. With several ModelKeys on one Vps, exactly one " +
+          'must say so (never chosen by name order); a single ModelKey is the default by itself.',
+        default: false,
+      }),
+    ),
   },
   {
     description:
@@ -338,6 +346,12 @@ export const ModelKeySpec = Type.Object(
       {
         rule: "has(self.baseUrl) == (self.provider == 'custom')",
         message: 'baseUrl is required when provider is custom, and not allowed for other providers',
+      },
+      // Re-pointing a ModelKey would send the key it names to another provider or host.
+      { rule: 'self.provider == oldSelf.provider', message: 'provider is immutable' },
+      {
+        rule: "(has(self.baseUrl) ? self.baseUrl : '') == (has(oldSelf.baseUrl) ? oldSelf.baseUrl : '')",
+        message: 'baseUrl is immutable',
       },
     ],
   },

@@ -25,6 +25,7 @@ export interface DeliveredKey {
   readonly baseUrl?: string | undefined;
   readonly apiKey: Secret;
   readonly models: readonly ModelEntry[];
+  readonly default: boolean;
 }
 
 /** The `cannes.dev/delivered-keys` annotation, parsed; garbage reads as "nothing delivered". */
@@ -114,6 +115,7 @@ export async function collectKeys(vps: VpsObject, kube: Kube): Promise<KeySet> {
           baseUrl: c.mk.spec.baseUrl,
           apiKey: value,
           models: c.mk.spec.models ?? [],
+          default: c.mk.spec.default ?? false,
         });
       }
       return out;

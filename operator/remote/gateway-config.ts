@@ -25,6 +25,8 @@ export interface GatewayModelKey {
   readonly provider: ProviderName;
   /** From `ModelKey.spec.models`; empty or absent means the provider's default model. */
   readonly models?: readonly ModelEntry[];
+  /** `ModelKey.spec.default`: its first model is the agent's default. */
+  readonly default?: boolean;
 }
 
 export interface GatewayConfigInput {
@@ -117,8 +119,20 @@ export function gatewayConfig(input: GatewayConfigInput): OpenClawConfig {
       api: PROVIDERS[key.provider].api,
       models: models.map(toOpenClawModel),
     };
-    primary ??= `${id}/${models[0]!.id}`;
+    if (key.default || input.modelKeys.length === 1) primary = `${id}/${models[0]!.id}`;
   }
+  // The default model is explicit: never whichever ModelKey sorts first.
+  const marked = input.modelKeys.filter((k) => k.default).map((k) => k.name);
+  if (marked.length > 1)
+    throw new TerminalError(
+      'DefaultModelAmbiguous',
+      `ModelKeys ${marked.join(', ')} all say default: true; keep one`,
+    );
+  if (input.modelKeys.length > 1 && marked.length === 0)
+    throw new TerminalError(
+      'DefaultModelRequired',
+      `several ModelKeys (${input.modelKeys.map((k) => k.name).join(', ')}): set default: true on the one whose first model the agent uses`,
+    );
   return {
     gateway: {
       // `local` runs the gateway; the gateway refuses to start on anything else.

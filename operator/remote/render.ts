@@ -24,6 +24,8 @@ export interface HostModelKey {
   /** ModelKey.spec.baseUrl (custom provider). */
   readonly baseUrl?: string;
   readonly apiKey: Secret;
+  /** ModelKey.spec.default. */
+  readonly default?: boolean;
 }
 
 export interface HostInput {
@@ -68,6 +70,7 @@ export function renderHost(input: HostInput): RenderedPath[] {
             name: k.name,
             provider: k.provider,
             ...(k.models !== undefined ? { models: k.models } : {}),
+            ...(k.default !== undefined ? { default: k.default } : {}),
           })),
         }),
         null,

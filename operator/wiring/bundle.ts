@@ -90,7 +90,12 @@ export function makeBundle(o: BundleOptions) {
     }
     const config = gatewayConfig({
       port,
-      modelKeys: keys.map((k) => ({ name: k.name, provider: k.provider, models: k.models })),
+      modelKeys: keys.map((k) => ({
+        name: k.name,
+        provider: k.provider,
+        models: k.models,
+        default: k.default,
+      })),
     });
     const files = [
       {

@@ -188,6 +188,10 @@ export async function startSystem(
               HCLOUD_ENDPOINT: sim.endpoint,
               CANNES_PROXY_BUNDLE: join(REPO, 'dist', 'proxy', 'cannes-proxy.mjs'),
               POD_NAMESPACE: namespace,
+              // A person debugging a test can raise the operator's log level (never set by tests).
+              ...(process.env['CANNES_OPERATOR_LOG_LEVEL']
+                ? { LOG_LEVEL: process.env['CANNES_OPERATOR_LOG_LEVEL'] }
+                : {}),
               ...env,
             },
           },
@@ -259,7 +263,7 @@ export function exampleManifests(
         ...(opts.ownerKeys ? { access: { sshAuthorizedKeys: opts.ownerKeys } } : {}),
       },
     },
-    ...keys.map((p) => ({
+    ...keys.map((p, i) => ({
       apiVersion: 'cannes.dev/v1alpha1',
       kind: 'ModelKey',
       metadata: { name: `${vps}-${p}`, namespace: s.namespace },
@@ -268,6 +272,8 @@ export function exampleManifests(
         provider: p,
         secretRef: { name: 'llm-keys', key: p },
         purgeSecretAfterDelivery: opts.purgeSecrets ?? false,
+        // The agent's default model is explicit: the first key's.
+        default: i === 0,
       },
     })),
   ];

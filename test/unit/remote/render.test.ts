@@ -10,7 +10,7 @@ const canary = (what: string) => `${what}-canary-${randomBytes(18).toString('bas
 
 describe('renderHost', () => {
   const keys: HostModelKey[] = [
-    { name: 'claude', provider: 'anthropic', apiKey: new Secret(canary('a')) },
+    { name: 'claude', provider: 'anthropic', apiKey: new Secret(canary('a')), default: true },
     {
       name: 'mine',
       provider: 'custom',

@@ -27,8 +27,13 @@ import { PROVIDER_NAMES, PROVIDERS } from '../../../proxy/providers.ts';
 const canary = (what: string) => `${what}-canary-${randomBytes(18).toString('base64url')}`;
 
 const KEYS: GatewayModelKey[] = [
-  { name: 'claude', provider: 'anthropic', models: [{ id: 'claude-sonnet-4-5', name: 'Sonnet' }] },
   { name: 'gpt', provider: 'openai' },
+  {
+    name: 'claude',
+    provider: 'anthropic',
+    models: [{ id: 'claude-sonnet-4-5', name: 'Sonnet' }],
+    default: true,
+  },
   { name: 'gemini', provider: 'google' },
 ];
 
@@ -80,8 +85,21 @@ describe('gatewayConfig', () => {
     expect(at(config, 'models', 'mode')).toBe('replace');
   });
 
-  it("makes the first ModelKey's first model the agent default", () => {
+  it("makes the default ModelKey's first model the agent default, whatever the order", () => {
     expect(at(config, 'agents', 'defaults', 'model', 'primary')).toBe('cannes-claude/claude-sonnet-4-5');
+  });
+
+  it('never picks a default by order: several ModelKeys need exactly one marked default', () => {
+    const unmarked = KEYS.map((k) => ({ ...k, default: false }));
+    expect(reasonOf(thrown(() => gatewayConfig({ port: 18789, modelKeys: unmarked })))).toBe(
+      'DefaultModelRequired',
+    );
+    const twice = KEYS.map((k) => ({ ...k, default: true }));
+    expect(reasonOf(thrown(() => gatewayConfig({ port: 18789, modelKeys: twice })))).toBe(
+      'DefaultModelAmbiguous',
+    );
+    const alone = gatewayConfig({ port: 18789, modelKeys: [{ name: 'gpt', provider: 'openai' }] });
+    expect(String(at(alone, 'agents', 'defaults', 'model', 'primary'))).toMatch(/^cannes-gpt\//);
   });
 
   it('offers the listed models (name defaulted to id) or the provider default model', () => {
