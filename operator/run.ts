@@ -26,6 +26,7 @@ import { CannesError } from './lib/errors.ts';
 import { createLogger, type Logger } from './lib/log.ts';
 import { OperatorMetrics } from './metrics/metrics.ts';
 import { loadKeyringFile, PostgresStore } from './store/index.ts';
+import { OPERATOR_VERSION } from './version.ts';
 import { bundleVersion, makeBundle } from './wiring/bundle.ts';
 import { HcloudPort } from './wiring/hcloud.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './wiring/kube.ts';
@@ -47,8 +48,9 @@ export function readProxyBundle(env: NodeJS.ProcessEnv): string {
 }
 
 export async function runOperator(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  // A bad configuration throws before anything starts; main prints it as one line (exit 2).
   const cfg = parseRunConfig(argv, env);
-  const log = createLogger('cannes-operator', { level: cfg.logLevel });
+  const log = createLogger('cannes-operator', { level: cfg.logLevel, format: cfg.logFormat });
   const shutdown = new AbortController();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => shutdown.abort());
   try {
@@ -190,7 +192,11 @@ async function run(
     ],
   });
   log.info(
-    { metrics: `${cfg.metrics.host}:${cfg.metrics.port}`, probes: `${cfg.probes.host}:${cfg.probes.port}` },
+    {
+      version: OPERATOR_VERSION,
+      metrics: `${cfg.metrics.host}:${cfg.metrics.port}`,
+      probes: `${cfg.probes.host}:${cfg.probes.port}`,
+    },
     'cannes-operator started',
   );
 
