@@ -24,16 +24,19 @@ if (!/^cannes_informer_synced\{/m.test(text)) fail(`${env.METRICS_URL}: no canne
 console.log(`ok   the operator answers on ${env.METRICS_URL}`);
 
 const host = env.KUBERNETES_SERVICE_HOST ?? '';
-const api = env.API_URL ?? `https://${host.includes(':') ? `[${host}]` : host}:${env.KUBERNETES_SERVICE_PORT}`;
+const api =
+  env.API_URL ?? `https://${host.includes(':') ? `[${host}]` : host}:${env.KUBERNETES_SERVICE_PORT}`;
 const tokenFile = env.TOKEN_FILE ?? '/var/run/secrets/kubernetes.io/serviceaccount/token';
 const leaseUrl = `${api}/apis/coordination.k8s.io/v1/namespaces/${env.LEASE_NAMESPACE}/leases/${env.LEASE_NAME}`;
 const res = await get(leaseUrl, { authorization: `Bearer ${readFileSync(tokenFile, 'utf8').trim()}` });
-if (res.status === 404) fail(`Lease ${env.LEASE_NAMESPACE}/${env.LEASE_NAME} does not exist: no operator was ever elected`);
+if (res.status === 404)
+  fail(`Lease ${env.LEASE_NAMESPACE}/${env.LEASE_NAME} does not exist: no operator was ever elected`);
 if (res.status !== 200) fail(`Lease ${env.LEASE_NAMESPACE}/${env.LEASE_NAME}: HTTP ${res.status}`);
 const spec = (await res.json()).spec ?? {};
 if (!spec.holderIdentity) fail(`Lease ${env.LEASE_NAME} has no holder: no leader`);
 const renewed = Date.parse(spec.renewTime ?? '');
 const validMs = (spec.leaseDurationSeconds ?? 15) * 1000;
 // Some slack for clock skew between the API server and the leader's node.
-if (!(Date.now() - renewed < validMs + 5_000)) fail(`Lease ${env.LEASE_NAME} expired: the leader ${spec.holderIdentity} stopped renewing`);
+if (!(Date.now() - renewed < validMs + 5_000))
+  fail(`Lease ${env.LEASE_NAME} expired: the leader ${spec.holderIdentity} stopped renewing`);
 console.log(`ok   ${spec.holderIdentity} leads (Lease ${env.LEASE_NAMESPACE}/${env.LEASE_NAME})`);

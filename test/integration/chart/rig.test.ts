@@ -149,6 +149,36 @@ describe('the chart on the rig API server', () => {
     sa = { namespace: ns, name: `${release}-cannes-operator` };
   });
 
+  it('upgrades from two replicas to one and back: the strategy never changes, so the API server accepts each', async () => {
+    expect(installed).toBe(true);
+    for (const replicaCount of [1, 2]) {
+      await rig.helm([
+        'upgrade',
+        release,
+        CHART_DIR,
+        '-n',
+        ns,
+        '--values',
+        valuesFile({ ...ALL_TOGGLES, replicaCount }),
+      ]);
+      const got = await rig.kubectl([
+        'get',
+        'deployment',
+        `${release}-cannes-operator`,
+        '-n',
+        ns,
+        '-o',
+        'jsonpath={.spec.replicas} {.spec.strategy}',
+      ]);
+      const [replicas, ...strategy] = got.stdout.trim().split(' ');
+      expect(Number(replicas)).toBe(replicaCount);
+      expect(JSON.parse(strategy.join(' '))).toEqual({
+        type: 'RollingUpdate',
+        rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+      });
+    }
+  });
+
   it('lets the installed ServiceAccount make every API call the operator makes (kubectl auth can-i --as)', async () => {
     expect(sa).toBeDefined();
     const answers = await mapLimit(
