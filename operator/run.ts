@@ -24,8 +24,8 @@ import { objectKey } from './kube/object.ts';
 import { parseGoDuration } from './lib/duration.ts';
 import { CannesError } from './lib/errors.ts';
 import { createLogger, type Logger } from './lib/log.ts';
-import { OperatorMetrics } from './metrics/metrics.ts';
-import { loadKeyringFile, PostgresStore } from './store/index.ts';
+import { notReadySince, OperatorMetrics } from './metrics/metrics.ts';
+import { createStoreMetrics, loadKeyringFile, PostgresStore } from './store/index.ts';
 import { OPERATOR_VERSION } from './version.ts';
 import { bundleVersion, makeBundle } from './wiring/bundle.ts';
 import { HcloudPort } from './wiring/hcloud.ts';
@@ -81,6 +81,8 @@ async function run(
     keyring,
     env,
     logger: log,
+    // cannes_store_unavailable_total and cannes_store_decrypt_failures_total feed two alerts.
+    metrics: createStoreMetrics(registry),
   });
   const kc = new KubeConfig();
   kc.loadFromDefault();
@@ -135,6 +137,7 @@ async function run(
           name: vps.metadata.name,
           state,
           rotationIntervalSeconds: parseGoDuration(vps.spec.sshKeyRotation.interval) / 1000,
+          notReadySince: notReadySince(vps, state, new Date()),
         },
         keyBornAt,
       ),
