@@ -43,7 +43,7 @@ describe('the PrometheusRule alerts', () => {
   it('pass promtool check rules', async () => {
     const dir = await rulesDir();
     const res = await promtool(['check', 'rules', 'rules.yaml'], dir);
-    expect(res.out).toContain('SUCCESS: 6 rules found');
+    expect(res.out).toContain('SUCCESS: 9 rules found');
     expect(res.out).not.toMatch(/warning/i);
     expect(res.code).toBe(0);
   });

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { knownSeries, metricNamesIn } from '../../fixtures/monitoring.ts';
 import { LEADER_ELECTION_LEASE, OPERATOR_API_CALLS } from '../../fixtures/operator-rbac.ts';
@@ -216,9 +216,13 @@ describe('helm template with every toggle on', () => {
     );
   });
 
-  it('alerts on the six conditions, using only metrics listed in docs/monitoring.md', async () => {
+  it('alerts on the nine conditions with a runbook each, using only operator metrics listed in docs/monitoring.md', async () => {
     const rule = findObject(await render({ values: ALL_TOGGLES }), 'PrometheusRule');
-    const groups = (rule['spec'] as { groups: { rules: { alert: string; expr: string }[] }[] }).groups;
+    const groups = (
+      rule['spec'] as {
+        groups: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[];
+      }
+    ).groups;
     const rules = groups.flatMap((g) => g.rules);
     expect(rules.map((r) => r.alert)).toEqual([
       'CannesOperatorDown',
@@ -226,8 +230,15 @@ describe('helm template with every toggle on', () => {
       'CannesVpsNotReady',
       'CannesSshKeyOverdue',
       'CannesHcloudRateLimitLow',
-      'CannesProxyRefusalsSpiking',
+      'CannesNoLeader',
+      'CannesDatabaseUnavailable',
+      'CannesDecryptionFailures',
+      'CannesWorkQueueStuck',
     ]);
+    for (const r of rules) {
+      expect(r.annotations['runbook_url']).toBe(`docs/runbooks/${r.alert}.md`);
+      expect(existsSync(r.annotations['runbook_url']!), r.alert).toBe(true);
+    }
     const known = knownSeries();
     const unknown = rules.flatMap((r) =>
       metricNamesIn(r.expr)
@@ -235,6 +246,18 @@ describe('helm template with every toggle on', () => {
         .map((n) => `${r.alert}: ${n}`),
     );
     expect(unknown).toEqual([]);
+  });
+
+  it('points runbook_url at prometheusRule.runbookUrlPrefix when set', async () => {
+    const rule = findObject(
+      await render({
+        values: { prometheusRule: { enabled: true, runbookUrlPrefix: 'https://docs.example.test/runbooks/' } },
+      }),
+      'PrometheusRule',
+    );
+    expect(JSON.stringify(rule)).toContain(
+      '"runbook_url":"https://docs.example.test/runbooks/CannesNoLeader.md"',
+    );
   });
 
   it('leaves out a disabled alert', async () => {
