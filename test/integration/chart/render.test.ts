@@ -181,8 +181,12 @@ describe('helm template with every toggle on', () => {
     const np = findObject(objects, 'NetworkPolicy')['spec'] as Record<string, unknown>;
     expect(np['podSelector']).toEqual(selector);
     expect(np['policyTypes']).toEqual(['Ingress']);
+    // The configured peers, plus the `helm test` pod (checked in "the helm test hook" below).
     expect(np['ingress']).toEqual([
-      { ports: [{ port: 'metrics', protocol: 'TCP' }], from: ALL_TOGGLES.networkPolicy.metricsFrom },
+      {
+        ports: [{ port: 'metrics', protocol: 'TCP' }],
+        from: [...ALL_TOGGLES.networkPolicy.metricsFrom, { podSelector: expect.any(Object) }],
+      },
     ]);
   });
 
@@ -251,7 +255,9 @@ describe('helm template with every toggle on', () => {
   it('points runbook_url at prometheusRule.runbookUrlPrefix when set', async () => {
     const rule = findObject(
       await render({
-        values: { prometheusRule: { enabled: true, runbookUrlPrefix: 'https://docs.example.test/runbooks/' } },
+        values: {
+          prometheusRule: { enabled: true, runbookUrlPrefix: 'https://docs.example.test/runbooks/' },
+        },
       }),
       'PrometheusRule',
     );
@@ -466,8 +472,18 @@ describe('pod customisation values', () => {
         },
       }),
     );
-    expect(c.livenessProbe).toEqual({ httpGet: { path: '/healthz', port: 'health' }, periodSeconds: 60 });
-    expect(c.readinessProbe).toEqual({ httpGet: { path: '/readyz', port: 'health' }, failureThreshold: 9 });
+    // Helm merges a map value into the default: the other fields keep their defaults.
+    expect(c.livenessProbe).toEqual({
+      httpGet: { path: '/healthz', port: 'health' },
+      initialDelaySeconds: 10,
+      periodSeconds: 60,
+      timeoutSeconds: 5,
+      failureThreshold: 3,
+    });
+    expect(c.readinessProbe).toMatchObject({
+      httpGet: { path: '/readyz', port: 'health' },
+      failureThreshold: 9,
+    });
     await expect(render({ values: { livenessProbe: { periodSeconds: 0 } } })).rejects.toThrow(
       /periodSeconds/,
     );
