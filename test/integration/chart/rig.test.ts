@@ -69,6 +69,9 @@ describe('the chart on the rig API server', () => {
     ]);
     await rig.kubectl(['create', 'namespace', ns]);
     await rig.kubectl(['create', 'namespace', userNs]);
+    // The `helm test` pod's ServiceAccount, for real: a server-side dry run of the pod looks
+    // its ServiceAccount up, and the dry run of that ServiceAccount creates nothing.
+    await rig.kubectl(['create', 'serviceaccount', `${release}-cannes-operator-test`, '-n', ns]);
   });
 
   afterAll(async () => {
@@ -99,6 +102,7 @@ describe('the chart on the rig API server', () => {
       'rolebinding.rbac',
       'poddisruptionbudget',
       'networkpolicy',
+      'pod',
     ]) {
       expect(res.stdout).toMatch(
         new RegExp(`${kind.replace('.', '\\.')}[\\w.]*/[\\w-]+ created \\(server dry run\\)`),
