@@ -69,6 +69,14 @@ describe('cannes-operator configuration errors', () => {
     expectOneLineError(cli(['run', '--resync', '48h'], env), /--resync: at most 24h/);
   });
 
+  it('an unknown rekey option', () => {
+    const res = cli(['rekey', '--frobnicate']);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toBe(
+      "cannes-operator rekey: Unknown option '--frobnicate' (see cannes-operator rekey --help)\n",
+    );
+  });
+
   it('an unknown command', () => {
     expectOneLineError(cli(['frobnicate']), /unknown command 'frobnicate'/);
   });
