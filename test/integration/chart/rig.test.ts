@@ -261,6 +261,51 @@ describe('the chart on the rig API server', () => {
     }
   });
 
+  it('with watchNamespace, grants the calls in that namespace only; the helm test may read the Lease only', async () => {
+    const scoped = `${release}-ns`;
+    const objects = await render({ release: scoped, namespace: ns, values: { watchNamespace: userNs } });
+    const wanted = objects.filter(
+      (o) => o.apiVersion === 'rbac.authorization.k8s.io/v1' || o.kind === 'ServiceAccount',
+    );
+    const list = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: wanted });
+    await rig.kubectl(['apply', '-f', '-'], { stdin: list });
+    try {
+      const operator = { namespace: ns, name: `${scoped}-cannes-operator` };
+      const tester = { namespace: ns, name: `${scoped}-cannes-operator-test` };
+      const cluster = OPERATOR_API_CALLS.filter((c) => c.scope === 'cluster');
+      // The RBAC authorizer learns about new bindings through a watch: poll until it settles.
+      let answers: string[] = [];
+      for (let attempt = 0; attempt < 30; attempt++) {
+        answers = await mapLimit(cluster, 6, async (c) => {
+          const inWatched = await subjectAccessReview(rig, operator, c, userNs);
+          const elsewhere = await subjectAccessReview(rig, operator, c, ns);
+          return inWatched && !elsewhere ? '' : `${grantKey(c)} watched=${inWatched} other=${elsewhere}`;
+        });
+        if (answers.every((a) => a === '')) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(answers.filter(Boolean)).toEqual([]);
+      const lease = { group: 'coordination.k8s.io', resource: 'leases', verb: 'get' as const };
+      expect(await subjectAccessReview(rig, operator, { ...lease, name: LEADER_ELECTION_LEASE }, ns)).toBe(
+        true,
+      );
+      expect(await subjectAccessReview(rig, tester, { ...lease, name: LEADER_ELECTION_LEASE }, ns)).toBe(
+        true,
+      );
+      expect(await subjectAccessReview(rig, tester, { ...lease, name: 'someone-elses-lease' }, ns)).toBe(
+        false,
+      );
+      expect(
+        await subjectAccessReview(rig, tester, { ...lease, verb: 'update', name: LEADER_ELECTION_LEASE }, ns),
+      ).toBe(false);
+      expect(
+        await subjectAccessReview(rig, tester, { group: '', resource: 'secrets', verb: 'get' }, ns),
+      ).toBe(false);
+    } finally {
+      await rig.kubectl(['delete', '--ignore-not-found', '-f', '-'], { stdin: list, check: false });
+    }
+  });
+
   // The operator itself with this RBAC: operator-monitoring.test.ts (each rule needed) and
   // provisioning-rbac.test.ts (a whole provisioning to Ready, nothing denied).
 });
