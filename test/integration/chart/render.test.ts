@@ -113,8 +113,7 @@ describe('helm template with the defaults', () => {
     expect(container(one).args).toContain('--leader-elect');
     expect(findObject(one, 'Role', '-leader-election')).toBeDefined();
     const two = await render({ values: { replicaCount: 2 } });
-    // `helm upgrade` between the two changes nothing in the strategy (Recreate with the live
-    // object's rollingUpdate left over is refused by the API server).
+    // `helm upgrade` between the two changes only the count (rig.test.ts runs such upgrades).
     expect(strategy(one)).toEqual(ROLLING);
     expect(strategy(two)).toEqual(ROLLING);
   });
