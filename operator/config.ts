@@ -5,7 +5,8 @@
  */
 import { parseArgs } from 'node:util';
 import { isProviderName, type ProviderName } from '../proxy/providers.ts';
-import { TerminalError } from './lib/errors.ts';
+import { parseGoDuration } from './lib/duration.ts';
+import { CannesError, TerminalError } from './lib/errors.ts';
 import { Secret } from './lib/secret.ts';
 
 export interface ListenAddress {
@@ -28,26 +29,59 @@ export interface RunConfig {
   /** Operator-set upstream origins per provider (the test rig's fake upstreams). */
   readonly providerOrigins: Partial<Record<ProviderName, string>>;
   readonly sshPort: number | undefined;
-  readonly logLevel: string;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
   /** Watch only this namespace (a namespace-scoped install); undefined: every namespace. */
   readonly watchNamespace: string | undefined;
 }
 
-export const RUN_USAGE = `cannes-operator run [flags]
+/** The levels `--log-level` and `LOG_LEVEL` accept: pino's, which the logger uses as they are. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const LOG_FORMATS = ['json', 'console'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/** The default Lease name; the chart grants get/update on this name only unless told another. */
+export const DEFAULT_LEASE_NAME = 'cannes-operator';
+
+/**
+ * Every environment variable the operator reads (a test greps the sources and fails when one is
+ * missing here), shown by `--help`.
+ */
+export const ENVIRONMENT = `environment:
+  DATABASE_URL             Postgres URL, required (use sslmode=verify-full); never logged
+  CANNES_MASTER_KEYS_FILE  master keys file, required: lines "kid base64-of-32-bytes", the first encrypts
+  HCLOUD_ENDPOINT          Hetzner Cloud API base URL (default https://api.hetzner.cloud/v1)
+  PGSSLMODE                sslmode when DATABASE_URL has none
+  PGSSLROOTCERT            CA file for the database when DATABASE_URL has no sslrootcert
+  LOG_LEVEL                as --log-level (the flag wins)
+  LOG_FORMAT               as --log-format (the flag wins)
+  WATCH_NAMESPACE          as --watch-namespace (the flag wins)
+  POD_NAMESPACE            default namespace of the Lease (the chart sets it)
+  POD_NAME                 first part of the leader identity (the chart sets it)
+  KUBECONFIG               kubeconfig path; in-cluster config when unset
+  CANNES_PROXY_BUNDLE      path of the proxy bundle (default: next to the operator in dist/)
+  CANNES_FAULT_POINT       tests only: crash at a named step
+`;
+
+export const RUN_USAGE = `usage: cannes-operator run [flags]
 
   --metrics-bind-address HOST:PORT        /metrics (default :8080)
   --health-probe-bind-address HOST:PORT   /healthz and /readyz (default :8081)
-  --leader-elect                          elect a leader on a Lease (needed with replicas > 1)
+  --leader-elect                          elect a leader on a Lease; only the leader reconciles (the chart always sets it)
+  --leader-election-id NAME               name of the Lease (default ${DEFAULT_LEASE_NAME})
   --leader-election-namespace NS          namespace of the Lease (default $POD_NAMESPACE or cannes-system)
   --workers N                             concurrent reconciles per controller (default 4)
-  --resync DURATION                       full relist interval in seconds (default 600)
+  --resync DURATION                       full relist interval: a duration (10m, 90s, 1h) or whole seconds (default 10m)
   --provider-origin PROVIDER=URL          upstream origin for a provider (repeatable; for private mirrors and tests)
   --ssh-port N                            SSH port of the servers (default 22)
-  --log-level LEVEL                       pino level (default info)
+  --log-level LEVEL                       ${LOG_LEVELS.join('|')} (default info)
+  --log-format FORMAT                     json (one object per line) or console (for a terminal) (default json)
   --watch-namespace NS                    reconcile Vps and ModelKey objects of this namespace only (default: all)
+  --version                               print the version and exit
+  -h, --help                              this text
 
-environment: DATABASE_URL, CANNES_MASTER_KEYS_FILE, HCLOUD_ENDPOINT, KUBECONFIG, POD_NAME, POD_NAMESPACE
-`;
+${ENVIRONMENT}`;
 
 function bad(what: string, why: string): never {
   throw new TerminalError('InvalidConfig', `${what}: ${why}`);
@@ -70,6 +104,38 @@ function intFlag(flag: string, v: string | undefined, def: number, min: number, 
   return n;
 }
 
+function oneOf<T extends string>(what: string, v: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(v))
+    bad(what, `expected one of ${allowed.join(', ')}, got ${JSON.stringify(v.slice(0, 32))}`);
+  return v as T;
+}
+
+/** `--resync`: a Go duration (`10m`), or whole seconds as before (`600`). */
+function resyncMs(v: string | undefined): number {
+  if (v === undefined) return 600_000;
+  let ms: number;
+  if (/^[0-9]{1,9}$/.test(v)) ms = Number(v) * 1000;
+  else {
+    try {
+      ms = parseGoDuration(v);
+    } catch {
+      bad(
+        '--resync',
+        `expected a duration such as 10m, 90s or 1h, or whole seconds, got ${JSON.stringify(v.slice(0, 32))}`,
+      );
+    }
+  }
+  if (ms > 86_400_000) bad('--resync', 'at most 24h');
+  return Math.round(ms);
+}
+
+function leaseName(v: string | undefined): string {
+  if (v === undefined) return DEFAULT_LEASE_NAME;
+  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(v))
+    bad('--leader-election-id', 'not a valid object name');
+  return v;
+}
+
 function watchNamespace(v: string | undefined): string | undefined {
   if (v === undefined || v === '') return undefined;
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v)) bad('--watch-namespace', 'not a namespace name');
@@ -85,19 +151,23 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
         'metrics-bind-address': { type: 'string' },
         'health-probe-bind-address': { type: 'string' },
         'leader-elect': { type: 'boolean' },
+        'leader-election-id': { type: 'string' },
         'leader-election-namespace': { type: 'string' },
         workers: { type: 'string' },
         resync: { type: 'string' },
         'provider-origin': { type: 'string', multiple: true },
         'ssh-port': { type: 'string' },
         'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
         'watch-namespace': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
     }));
   } catch (err) {
-    bad('flags', err instanceof Error ? err.message : 'invalid');
+    // node's message goes on about positionals after `--`; its first sentence is the point.
+    const first = err instanceof Error ? (err.message.split('. ')[0] ?? 'invalid') : 'invalid';
+    bad('flags', `${first} (see cannes-operator run --help)`);
   }
   const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
 
@@ -136,13 +206,27 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
     probes: parseListen('--health-probe-bind-address', str('health-probe-bind-address') ?? ':8081'),
     leaderElect: values['leader-elect'] === true,
     leaseNamespace: str('leader-election-namespace') ?? env['POD_NAMESPACE'] ?? 'cannes-system',
-    leaseName: 'cannes-operator',
+    leaseName: leaseName(str('leader-election-id')),
     identity: `${podName}_${crypto.randomUUID().slice(0, 8)}`,
     workers: intFlag('--workers', str('workers'), 4, 1, 64),
-    resyncMs: intFlag('--resync', str('resync'), 600, 0, 86_400) * 1000,
+    resyncMs: resyncMs(str('resync')),
     providerOrigins: origins,
     sshPort: str('ssh-port') === undefined ? undefined : intFlag('--ssh-port', str('ssh-port'), 22, 1, 65535),
-    logLevel: str('log-level') ?? env['LOG_LEVEL'] ?? 'info',
+    logLevel: oneOf(
+      str('log-level') === undefined ? 'LOG_LEVEL' : '--log-level',
+      str('log-level') ?? (env['LOG_LEVEL'] || 'info'),
+      LOG_LEVELS,
+    ),
+    logFormat: oneOf(
+      str('log-format') === undefined ? 'LOG_FORMAT' : '--log-format',
+      str('log-format') ?? (env['LOG_FORMAT'] || 'json'),
+      LOG_FORMATS,
+    ),
     watchNamespace: watchNamespace(str('watch-namespace') ?? env['WATCH_NAMESPACE']),
   };
+}
+
+/** A configuration error as the one line `main` prints: never a stack, never a secret value. */
+export function configErrorLine(err: unknown): string | undefined {
+  return err instanceof CannesError && err.reason === 'InvalidConfig' ? err.message : undefined;
 }

@@ -2,22 +2,19 @@
 // cannes-operator: `run` (default) reconciles Vps and ModelKey resources; `rekey`
 // re-encrypts every stored secret to the active master key.
 import { rekeyCommand } from './cli/rekey.ts';
-import { RUN_USAGE } from './config.ts';
+import { configErrorLine, ENVIRONMENT, RUN_USAGE } from './config.ts';
 import { runOperator } from './run.ts';
+import { OPERATOR_VERSION } from './version.ts';
 
-const USAGE = `cannes-operator: provisions OpenClaw gateways on Hetzner Cloud, keeping secrets where they belong
+const USAGE = `cannes-operator ${OPERATOR_VERSION}: provisions OpenClaw gateways on Hetzner Cloud, keeping secrets where they belong
 
-usage: node dist/operator/main.js [run|rekey|--help]
+usage: cannes-operator [run|rekey] [flags]
+       cannes-operator --version | --help
 
-  run      reconcile Vps and ModelKey resources (default)
-  rekey    re-encrypt every stored secret to the active (first) master key
+  run      reconcile Vps and ModelKey resources (default; flags: cannes-operator run --help)
+  rekey    re-encrypt every stored secret to the active (first) master key (cannes-operator rekey --help)
 
-environment:
-  KUBECONFIG               kubeconfig path (in-cluster config when unset)
-  DATABASE_URL             Postgres URL (Neon: sslmode=verify-full)
-  CANNES_MASTER_KEYS_FILE  master keys, lines "kid base64-of-32-bytes"; the first encrypts
-  HCLOUD_ENDPOINT          Hetzner Cloud API base URL (default https://api.hetzner.cloud/v1)
-`;
+${ENVIRONMENT}`;
 
 const [command = 'run', ...rest] = process.argv.slice(2);
 
@@ -28,18 +25,38 @@ async function main(): Promise<number> {
     case 'help':
       process.stdout.write(USAGE);
       return 0;
+    case '--version':
+    case 'version':
+      process.stdout.write(`cannes-operator ${OPERATOR_VERSION}\n`);
+      return 0;
     case 'run':
-      if (rest.includes('--help')) {
+      if (rest.includes('--help') || rest.includes('-h')) {
         process.stdout.write(RUN_USAGE);
+        return 0;
+      }
+      if (rest.includes('--version')) {
+        process.stdout.write(`cannes-operator ${OPERATOR_VERSION}\n`);
         return 0;
       }
       return runOperator(rest, process.env);
     case 'rekey':
       return rekeyCommand(rest, process.env);
     default:
-      process.stderr.write(`cannes-operator: unknown command '${command}'\n\n${USAGE}`);
+      process.stderr.write(
+        `cannes-operator: unknown command '${command.slice(0, 64)}' (see cannes-operator --help)\n`,
+      );
       return 2;
   }
 }
 
-process.exitCode = await main();
+try {
+  process.exitCode = await main();
+} catch (err) {
+  // A configuration error is one line naming the flag or variable; anything else that escapes
+  // is named by its type only: its message could carry what a secret-bearing input said.
+  const line = configErrorLine(err);
+  process.stderr.write(
+    `cannes-operator: ${line ?? `unexpected error (${err instanceof Error ? err.name : typeof err})`}\n`,
+  );
+  process.exitCode = line === undefined ? 1 : 2;
+}

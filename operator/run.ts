@@ -24,8 +24,9 @@ import { objectKey } from './kube/object.ts';
 import { parseGoDuration } from './lib/duration.ts';
 import { CannesError } from './lib/errors.ts';
 import { createLogger, type Logger } from './lib/log.ts';
-import { OperatorMetrics } from './metrics/metrics.ts';
-import { loadKeyringFile, PostgresStore } from './store/index.ts';
+import { notReadySince, OperatorMetrics } from './metrics/metrics.ts';
+import { createStoreMetrics, loadKeyringFile, PostgresStore } from './store/index.ts';
+import { OPERATOR_VERSION } from './version.ts';
 import { bundleVersion, makeBundle } from './wiring/bundle.ts';
 import { HcloudPort } from './wiring/hcloud.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './wiring/kube.ts';
@@ -47,8 +48,9 @@ export function readProxyBundle(env: NodeJS.ProcessEnv): string {
 }
 
 export async function runOperator(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  // A bad configuration throws before anything starts; main prints it as one line (exit 2).
   const cfg = parseRunConfig(argv, env);
-  const log = createLogger('cannes-operator', { level: cfg.logLevel });
+  const log = createLogger('cannes-operator', { level: cfg.logLevel, format: cfg.logFormat });
   const shutdown = new AbortController();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => shutdown.abort());
   try {
@@ -79,6 +81,8 @@ async function run(
     keyring,
     env,
     logger: log,
+    // cannes_store_unavailable_total and cannes_store_decrypt_failures_total feed two alerts.
+    metrics: createStoreMetrics(registry),
   });
   const kc = new KubeConfig();
   kc.loadFromDefault();
@@ -133,6 +137,7 @@ async function run(
           name: vps.metadata.name,
           state,
           rotationIntervalSeconds: parseGoDuration(vps.spec.sshKeyRotation.interval) / 1000,
+          notReadySince: notReadySince(vps, state, new Date()),
         },
         keyBornAt,
       ),
@@ -190,7 +195,11 @@ async function run(
     ],
   });
   log.info(
-    { metrics: `${cfg.metrics.host}:${cfg.metrics.port}`, probes: `${cfg.probes.host}:${cfg.probes.port}` },
+    {
+      version: OPERATOR_VERSION,
+      metrics: `${cfg.metrics.host}:${cfg.metrics.port}`,
+      probes: `${cfg.probes.host}:${cfg.probes.port}`,
+    },
     'cannes-operator started',
   );
 

@@ -47,7 +47,9 @@ export async function rekeyCommand(argv: string[], env: NodeJS.ProcessEnv): Prom
       allowPositionals: false,
     }));
   } catch (err) {
-    process.stderr.write(`rekey: ${err instanceof Error ? err.message : String(err)}\n\n${HELP}`);
+    // One line, as for `run`: node's first sentence names the option.
+    const first = err instanceof Error ? (err.message.split('. ')[0] ?? 'invalid') : 'invalid';
+    process.stderr.write(`cannes-operator rekey: ${first} (see cannes-operator rekey --help)\n`);
     return 2;
   }
   if (values.help === true) {

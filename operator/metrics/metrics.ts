@@ -14,21 +14,56 @@ export interface VpsSnapshot {
   readonly name: string;
   readonly state: VpsState;
   readonly rotationIntervalSeconds: number;
+  /**
+   * Since when the Vps has not been Ready (its Ready condition's last transition, or its
+   * creation), so that the not-ready age survives an operator restart; null when Ready.
+   */
+  readonly notReadySince?: Date | null;
+}
+
+/**
+ * When a Vps stopped being Ready, from the object as the reconcile saw it: the Ready
+ * condition's lastTransitionTime when it says not Ready, `now` when it still says Ready (this
+ * reconcile found it not Ready), its creation when it has no Ready condition yet.
+ */
+export function notReadySince(
+  vps: {
+    metadata: { creationTimestamp?: string | undefined };
+    status?: { conditions?: readonly { type: string; status: string; lastTransitionTime: string }[] };
+  },
+  state: VpsState,
+  now: Date,
+): Date | null {
+  if (state === 'ready') return null;
+  const ready = vps.status?.conditions?.find((c) => c.type === 'Ready');
+  const text = ready
+    ? ready.status === 'True'
+      ? undefined
+      : ready.lastTransitionTime
+    : vps.metadata.creationTimestamp;
+  const t = text === undefined ? Number.NaN : Date.parse(text);
+  return Number.isFinite(t) && t <= now.getTime() ? new Date(t) : now;
 }
 
 export class OperatorMetrics {
   readonly vps: Gauge<'state'>;
   readonly vpsReady: Gauge<'namespace' | 'name'>;
+  readonly notReadyAge: Gauge<'namespace' | 'name'>;
   readonly keyAge: Gauge<'namespace' | 'name'>;
   readonly rotationInterval: Gauge<'namespace' | 'name'>;
   readonly rotations: Counter<'result'>;
   readonly stepDuration: Histogram<'step'>;
   readonly sshConnections: Counter<'auth'>;
   /** key → (snapshot, active key birth); per-object series come only from reconciles (the leader). */
-  readonly #known = new Map<string, { snap: VpsSnapshot; keyBornAt: number | null }>();
+  readonly #known = new Map<
+    string,
+    { snap: VpsSnapshot; keyBornAt: number | null; notReadySince: number | null }
+  >();
+  readonly #now: () => number;
 
   constructor(registry: Registry, now: () => number = Date.now) {
     const known = this.#known;
+    this.#now = now;
     this.vps = new Gauge({
       name: 'cannes_vps',
       help: 'Vps objects by state (provisioning, ready, error, deleting).',
@@ -45,6 +80,19 @@ export class OperatorMetrics {
       help: '1 when the Vps is Ready, else 0.',
       labelNames: ['namespace', 'name'],
       registers: [registry],
+    });
+    this.notReadyAge = new Gauge({
+      name: 'cannes_vps_not_ready_seconds',
+      help: 'How long the Vps has not been Ready (0 when Ready), computed at scrape time.',
+      labelNames: ['namespace', 'name'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { snap, notReadySince } of known.values()) {
+          const seconds = notReadySince === null ? 0 : Math.max(0, (now() - notReadySince) / 1000);
+          this.set({ namespace: snap.namespace, name: snap.name }, seconds);
+        }
+      },
     });
     this.keyAge = new Gauge({
       name: 'cannes_ssh_key_age_seconds',
@@ -96,7 +144,12 @@ export class OperatorMetrics {
 
   /** After each reconcile of a Vps. */
   observeVps(key: string, snap: VpsSnapshot, keyBornAt: Date | null): void {
-    this.#known.set(key, { snap, keyBornAt: keyBornAt?.getTime() ?? null });
+    // The earliest known start of a not-Ready spell: a reconcile that saw an older object
+    // (Ready still True) must not restart the clock.
+    const before = this.#known.get(key)?.notReadySince ?? null;
+    const seen = snap.state === 'ready' ? null : (snap.notReadySince?.getTime() ?? this.#now());
+    const since = seen === null ? null : before === null ? seen : Math.min(before, seen);
+    this.#known.set(key, { snap, keyBornAt: keyBornAt?.getTime() ?? null, notReadySince: since });
     const labels = { namespace: snap.namespace, name: snap.name };
     this.vpsReady.set(labels, snap.state === 'ready' ? 1 : 0);
     this.rotationInterval.set(labels, snap.rotationIntervalSeconds);

@@ -13,9 +13,20 @@ export interface StoreMetrics {
   schemaVersion: Gauge<never>;
 }
 
+/** Every reason an EnvelopeError carries (envelope.ts), exported at 0 from the start. */
+export const DECRYPT_FAILURE_REASONS = [
+  'EnvelopeBindingMismatch',
+  'EnvelopeEmptyPlaintext',
+  'EnvelopeMalformed',
+  'EnvelopeNotUtf8',
+  'EnvelopeTampered',
+  'EnvelopeUnknownKey',
+  'EnvelopeUnsupported',
+] as const;
+
 export function createStoreMetrics(registry: Registry): StoreMetrics {
   const registers = [registry];
-  return {
+  const metrics = {
     statements: new Counter({
       name: 'cannes_store_statements_total',
       help: 'SQL statements sent to Postgres (BEGIN/COMMIT included)',
@@ -50,4 +61,7 @@ export function createStoreMetrics(registry: Registry): StoreMetrics {
       registers,
     }),
   };
+  // A series per reason from the start, so an alert's increase() sees the first failure.
+  for (const reason of DECRYPT_FAILURE_REASONS) metrics.decryptFailures.inc({ reason }, 0);
+  return metrics;
 }

@@ -44,4 +44,31 @@ describe('operator configuration', () => {
     expect(c.providerOrigins).toEqual({ anthropic: 'http://127.0.0.1:9000' });
     expect(c.leaderElect).toBe(true);
   });
+
+  it('takes --resync as a Go duration, and whole seconds as before', () => {
+    expect(parseRunConfig([], env).resyncMs).toBe(600_000);
+    expect(parseRunConfig(['--resync', '10m'], env).resyncMs).toBe(600_000);
+    expect(parseRunConfig(['--resync', '1h30m'], env).resyncMs).toBe(5_400_000);
+    expect(parseRunConfig(['--resync', '90'], env).resyncMs).toBe(90_000);
+    expect(parseRunConfig(['--resync', '0'], env).resyncMs).toBe(0);
+    expect(() => parseRunConfig(['--resync', 'ten'], env)).toThrow(/--resync/);
+    expect(() => parseRunConfig(['--resync', '25h'], env)).toThrow(/--resync: at most 24h/);
+  });
+
+  it('accepts exactly the listed log levels and formats', () => {
+    for (const level of ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+      expect(parseRunConfig(['--log-level', level], env).logLevel).toBe(level);
+    expect(() => parseRunConfig(['--log-level', 'verbose'], env)).toThrow(/--log-level/);
+    expect(() => parseRunConfig([], { ...env, LOG_LEVEL: 'INFO' })).toThrow(/LOG_LEVEL/);
+    expect(parseRunConfig([], { ...env, LOG_LEVEL: '' }).logLevel).toBe('info');
+    expect(parseRunConfig([], env).logFormat).toBe('json');
+    expect(parseRunConfig(['--log-format', 'console'], env).logFormat).toBe('console');
+    expect(() => parseRunConfig(['--log-format', 'pretty'], env)).toThrow(/--log-format/);
+  });
+
+  it('names the Lease after --leader-election-id', () => {
+    expect(parseRunConfig([], env).leaseName).toBe('cannes-operator');
+    expect(parseRunConfig(['--leader-election-id', 'cannes-team-a'], env).leaseName).toBe('cannes-team-a');
+    expect(() => parseRunConfig(['--leader-election-id', 'Bad_Name'], env)).toThrow(/--leader-election-id/);
+  });
 });

@@ -3,7 +3,11 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Full name: release-chart, or the release name alone when it already contains the chart name. */}}
+{{/*
+Full name: release-chart, or the release name alone when it already contains the chart name
+(`helm install cannes-operator`), or the chart name alone when the release name is its first
+word (`helm install cannes` names objects cannes-operator, not cannes-cannes-operator).
+*/}}
 {{- define "cannes-operator.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
@@ -11,6 +15,8 @@
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else if hasPrefix (printf "%s-" .Release.Name) $name }}
+{{- $name | trunc 63 | trimSuffix "-" }}
 {{- else }}
 {{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -46,17 +52,30 @@ app.kubernetes.io/part-of: cannes
 {{- end }}
 {{- end }}
 
-{{/* Leader election is on exactly when more than one replica runs. */}}
-{{- define "cannes-operator.leaderElect" -}}
-{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
-{{- end }}
-
-{{/* The Lease the operator's leader election uses (fixed in the operator; see README). */}}
+{{/*
+The Lease the operator's leader election uses (`--leader-election-id`). Leader election is
+always on, also with one replica, so a `kubectl scale` never runs two unelected operators.
+*/}}
 {{- define "cannes-operator.leaseName" -}}
-cannes-operator
+{{- .Values.leaderElection.id }}
 {{- end }}
 
 {{/* PromQL label matchers for the operator's own series. */}}
 {{- define "cannes-operator.promSelector" -}}
 {{- default (printf "job=%q" (include "cannes-operator.fullname" .)) .Values.prometheusRule.selector }}
+{{- end }}
+
+{{/* Labels of the `helm test` pod; a NetworkPolicy peer admits it to the metrics port. */}}
+{{- define "cannes-operator.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "cannes-operator.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of the `helm test` objects: not the operator's selector labels, so the metrics Service and the PDB never pick the test pod. */}}
+{{- define "cannes-operator.testLabels" -}}
+{{ include "cannes-operator.testSelectorLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cannes
+app.kubernetes.io/component: helm-test
 {{- end }}

@@ -43,7 +43,7 @@ describe('the PrometheusRule alerts', () => {
   it('pass promtool check rules', async () => {
     const dir = await rulesDir();
     const res = await promtool(['check', 'rules', 'rules.yaml'], dir);
-    expect(res.out).toContain('SUCCESS: 6 rules found');
+    expect(res.out).toContain('SUCCESS: 9 rules found');
     expect(res.out).not.toMatch(/warning/i);
     expect(res.code).toBe(0);
   });
@@ -85,7 +85,7 @@ describe('the PrometheusRule alerts', () => {
   it('follow prometheusRule.selector for the operator series', async () => {
     const dir = await rulesDir({ selector: 'namespace="ops",service="cannes"' });
     const text = readFileSync(join(dir, 'rules.yaml'), 'utf8');
-    expect(text).toContain('cannes_vps_ready{namespace="ops",service="cannes"}');
+    expect(text).toContain('cannes_vps_not_ready_seconds{namespace="ops",service="cannes"}');
     expect(text).not.toContain('job="cannes-operator"');
     const res = await promtool(['check', 'rules', 'rules.yaml'], dir);
     expect(res.code).toBe(0);

@@ -309,7 +309,7 @@ describe.skipIf(!RUN_AVAILABLE)(
         const r = await prometheus!.rules();
         return r.length > 0 && r.every((x) => x.health === 'ok') ? r : undefined;
       });
-      expect(rules).toHaveLength(6);
+      expect(rules).toHaveLength(9);
     });
 
     it('makes no request that the chart RBAC denies', async () => {

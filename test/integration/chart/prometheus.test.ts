@@ -106,7 +106,7 @@ describe('a real Prometheus started by the test helper', () => {
       await new Promise((r) => setTimeout(r, 500));
       rules = await prometheus!.rules();
     }
-    expect(rules.map((r) => r.name)).toHaveLength(6);
+    expect(rules.map((r) => r.name)).toHaveLength(9);
     expect(rules.filter((r) => r.health !== 'ok')).toEqual([]);
   });
 

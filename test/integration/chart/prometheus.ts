@@ -33,7 +33,7 @@ export type PrometheusOptions = {
 
 export type Sample = { metric: Record<string, string>; value: number };
 
-export type RuleState = { name: string; type: string; health: string; lastError?: string };
+export type RuleState = { name: string; type: string; health: string; query: string; lastError?: string };
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -128,6 +128,7 @@ export class Prometheus {
         name: String(r['name']),
         type: String(r['type']),
         health: String(r['health']),
+        query: String(r['query'] ?? ''),
         ...(typeof r['lastError'] === 'string' && r['lastError'] ? { lastError: r['lastError'] } : {}),
       }));
     });

@@ -141,7 +141,7 @@ describe('the proxy bundle metrics', () => {
     expect(missingMetrics(await (await fetch(metricsUrl)).text(), 'proxy')).toEqual([]);
   });
 
-  it('lets the chart alert rules evaluate on its real series', async () => {
+  it('lets the chart alert rules evaluate next to its real series, none of them a proxy alert', async () => {
     const deadline = Date.now() + 60_000;
     let rules = await prometheus!.rules();
     while (!(rules.length > 0 && rules.every((r) => r.health === 'ok')) && Date.now() < deadline) {
@@ -149,6 +149,9 @@ describe('the proxy bundle metrics', () => {
       rules = await prometheus!.rules();
     }
     expect(rules.filter((r) => r.health !== 'ok')).toEqual([]);
-    expect(rules.map((r) => r.name)).toContain('CannesProxyRefusalsSpiking');
+    // Each proxy's /metrics stays on its VPS loopback: no alert may need it until the tailnet
+    // scrape lands (docs/monitoring.md, "The proxy's metrics").
+    expect(rules.length).toBeGreaterThan(0);
+    expect(rules.filter((r) => /cannes_proxy_/.test(r.query))).toEqual([]);
   });
 });

@@ -38,8 +38,21 @@ function parseRule(v: unknown): PolicyRule {
   return rule;
 }
 
+/** A `helm test` hook object: RBAC for the test pod, not the operator's. */
+export const isHook = (o: K8sObject) => typeof o.metadata.annotations?.['helm.sh/hook'] === 'string';
+
 const isRole = (o: K8sObject) =>
-  o.apiVersion === 'rbac.authorization.k8s.io/v1' && (o.kind === 'ClusterRole' || o.kind === 'Role');
+  o.apiVersion === 'rbac.authorization.k8s.io/v1' &&
+  (o.kind === 'ClusterRole' || o.kind === 'Role') &&
+  !isHook(o);
+
+/**
+ * The scope of a role's grants: the leader-election Role is the release namespace's; the
+ * ClusterRole, or with `watchNamespace` the Role of the same rules in the watched namespace, is
+ * where the custom resources live ("cluster" in test/fixtures/operator-rbac.ts).
+ */
+const scopeOf = (role: K8sObject): 'cluster' | 'release' =>
+  role.kind === 'Role' && role.metadata.name.endsWith('-leader-election') ? 'release' : 'cluster';
 
 export type LocatedRule = { role: K8sObject; index: number; rule: PolicyRule; scope: 'cluster' | 'release' };
 
@@ -52,7 +65,7 @@ export function rbacRules(objects: K8sObject[]): LocatedRule[] {
       role,
       index,
       rule: parseRule(r),
-      scope: role.kind === 'ClusterRole' ? ('cluster' as const) : ('release' as const),
+      scope: scopeOf(role),
     }));
   });
 }
@@ -117,7 +130,7 @@ export function rbacFor(
   opts: { prefix: string; namespace: string; serviceAccount: string },
 ): K8sObject[] {
   const renamed = new Map<string, string>();
-  const rbac = objects.filter((o) => o.apiVersion === 'rbac.authorization.k8s.io/v1');
+  const rbac = objects.filter((o) => o.apiVersion === 'rbac.authorization.k8s.io/v1' && !isHook(o));
   for (const o of rbac)
     renamed.set(`${o.kind}/${o.metadata.name}`, `${opts.prefix}-${o.metadata.name}`.slice(0, 253));
   return rbac.map((o) => {

@@ -69,6 +69,9 @@ describe('the chart on the rig API server', () => {
     ]);
     await rig.kubectl(['create', 'namespace', ns]);
     await rig.kubectl(['create', 'namespace', userNs]);
+    // The `helm test` pod's ServiceAccount, for real: a server-side dry run of the pod looks
+    // its ServiceAccount up, and the dry run of that ServiceAccount creates nothing.
+    await rig.kubectl(['create', 'serviceaccount', `${release}-cannes-operator-test`, '-n', ns]);
   });
 
   afterAll(async () => {
@@ -99,6 +102,7 @@ describe('the chart on the rig API server', () => {
       'rolebinding.rbac',
       'poddisruptionbudget',
       'networkpolicy',
+      'pod',
     ]) {
       expect(res.stdout).toMatch(
         new RegExp(`${kind.replace('.', '\\.')}[\\w.]*/[\\w-]+ created \\(server dry run\\)`),
@@ -147,6 +151,36 @@ describe('the chart on the rig API server', () => {
       ].sort(),
     );
     sa = { namespace: ns, name: `${release}-cannes-operator` };
+  });
+
+  it('upgrades from two replicas to one and back: the strategy never changes, so the API server accepts each', async () => {
+    expect(installed).toBe(true);
+    for (const replicaCount of [1, 2]) {
+      await rig.helm([
+        'upgrade',
+        release,
+        CHART_DIR,
+        '-n',
+        ns,
+        '--values',
+        valuesFile({ ...ALL_TOGGLES, replicaCount }),
+      ]);
+      const got = await rig.kubectl([
+        'get',
+        'deployment',
+        `${release}-cannes-operator`,
+        '-n',
+        ns,
+        '-o',
+        'jsonpath={.spec.replicas} {.spec.strategy}',
+      ]);
+      const [replicas, ...strategy] = got.stdout.trim().split(' ');
+      expect(Number(replicas)).toBe(replicaCount);
+      expect(JSON.parse(strategy.join(' '))).toEqual({
+        type: 'RollingUpdate',
+        rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+      });
+    }
   });
 
   it('lets the installed ServiceAccount make every API call the operator makes (kubectl auth can-i --as)', async () => {
@@ -224,6 +258,51 @@ describe('the chart on the rig API server', () => {
       } finally {
         await variant.remove();
       }
+    }
+  });
+
+  it('with watchNamespace, grants the calls in that namespace only; the helm test may read the Lease only', async () => {
+    const scoped = `${release}-ns`;
+    const objects = await render({ release: scoped, namespace: ns, values: { watchNamespace: userNs } });
+    const wanted = objects.filter(
+      (o) => o.apiVersion === 'rbac.authorization.k8s.io/v1' || o.kind === 'ServiceAccount',
+    );
+    const list = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: wanted });
+    await rig.kubectl(['apply', '-f', '-'], { stdin: list });
+    try {
+      const operator = { namespace: ns, name: `${scoped}-cannes-operator` };
+      const tester = { namespace: ns, name: `${scoped}-cannes-operator-test` };
+      const cluster = OPERATOR_API_CALLS.filter((c) => c.scope === 'cluster');
+      // The RBAC authorizer learns about new bindings through a watch: poll until it settles.
+      let answers: string[] = [];
+      for (let attempt = 0; attempt < 30; attempt++) {
+        answers = await mapLimit(cluster, 6, async (c) => {
+          const inWatched = await subjectAccessReview(rig, operator, c, userNs);
+          const elsewhere = await subjectAccessReview(rig, operator, c, ns);
+          return inWatched && !elsewhere ? '' : `${grantKey(c)} watched=${inWatched} other=${elsewhere}`;
+        });
+        if (answers.every((a) => a === '')) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      expect(answers.filter(Boolean)).toEqual([]);
+      const lease = { group: 'coordination.k8s.io', resource: 'leases', verb: 'get' as const };
+      expect(await subjectAccessReview(rig, operator, { ...lease, name: LEADER_ELECTION_LEASE }, ns)).toBe(
+        true,
+      );
+      expect(await subjectAccessReview(rig, tester, { ...lease, name: LEADER_ELECTION_LEASE }, ns)).toBe(
+        true,
+      );
+      expect(await subjectAccessReview(rig, tester, { ...lease, name: 'someone-elses-lease' }, ns)).toBe(
+        false,
+      );
+      expect(
+        await subjectAccessReview(rig, tester, { ...lease, verb: 'update', name: LEADER_ELECTION_LEASE }, ns),
+      ).toBe(false);
+      expect(
+        await subjectAccessReview(rig, tester, { group: '', resource: 'secrets', verb: 'get' }, ns),
+      ).toBe(false);
+    } finally {
+      await rig.kubectl(['delete', '--ignore-not-found', '-f', '-'], { stdin: list, check: false });
     }
   });
 

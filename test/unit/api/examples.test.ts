@@ -36,3 +36,40 @@ describe('examples/', () => {
     }
   });
 });
+
+describe("README's real-cluster section", () => {
+  const readme = readFileSync('README.md', 'utf8');
+  const section = readme.slice(readme.indexOf('## On a real cluster'), readme.indexOf('## Commands'));
+  const commands = [...section.matchAll(/```sh\n([\s\S]*?)```/g)]
+    .flatMap((m) => m[1]!.replace(/\\\n\s*/g, '').split('\n'))
+    .map((l) => l.replace(/#.*$/, '').trim())
+    .filter(Boolean);
+
+  it('never applies a manifest client-side (that keeps Secret values in last-applied)', () => {
+    const applies = commands.filter((c) => c.startsWith('kubectl apply'));
+    expect(applies.length).toBeGreaterThanOrEqual(3);
+    expect(applies.filter((c) => !c.includes('--server-side'))).toEqual([]);
+    // The example Secrets file, with its placeholders, is not applied at all: Secrets are created.
+    expect(commands.filter((c) => c.includes('10-secrets.yaml'))).toEqual([]);
+  });
+
+  it('creates every Secret the examples reference, under the names the examples use', () => {
+    const created = commands
+      .map((c) => /create secret generic (\S+)/.exec(c)?.[1])
+      .filter((n): n is string => n !== undefined);
+    const referenced = new Set<string>();
+    for (const d of docs) {
+      const spec = d['spec'] as Record<string, { name?: string }> | undefined;
+      for (const ref of [spec?.['cloudTokenSecretRef'], spec?.['secretRef']])
+        if (ref?.name) referenced.add(ref.name);
+    }
+    expect([...referenced].filter((n) => !created.includes(n))).toEqual([]);
+  });
+
+  it('names only example files that exist, and shows purgeSecretAfterDelivery', () => {
+    for (const c of commands)
+      for (const m of c.matchAll(/examples\/[\w.-]+\.yaml/g))
+        expect(readdirSync('examples')).toContain(m[0].slice(9));
+    expect(section).toContain('purgeSecretAfterDelivery: true');
+  });
+});

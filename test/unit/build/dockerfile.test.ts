@@ -37,4 +37,10 @@ describe('Dockerfile', () => {
     expect(runtime).not.toMatch(/COPY (operator|proxy|test|tools)\b/);
     expect(runtime).not.toContain('HEALTHCHECK');
   });
+
+  it('ships package.json next to dist/, where --version reads the version (operator/version.ts)', () => {
+    expect(runtime).toMatch(/^COPY package\.json \.\/$/m);
+    expect(runtime).toMatch(/^WORKDIR \/app$/m);
+    expect(runtime).toMatch(/^COPY --from=build \/src\/dist \.\/dist$/m);
+  });
 });

@@ -81,12 +81,31 @@ describe('the Grafana dashboard', () => {
     expect(unknown).toEqual([]);
   });
 
-  it('shows every listed metric somewhere', () => {
+  it('shows every listed operator metric somewhere, and no proxy metric (no Prometheus reaches a proxy yet)', () => {
     const used = new Set(all.flatMap(({ expr }) => metricNamesIn(expr)));
-    const unused = MONITORED_METRICS.filter((m) => !seriesNames(m).some((s) => used.has(s))).map(
-      (m) => m.name,
-    );
+    const unused = MONITORED_METRICS.filter((m) => m.source === 'operator')
+      .filter((m) => !seriesNames(m).some((s) => used.has(s)))
+      .map((m) => m.name);
     expect(unused).toEqual([]);
+    expect(all.filter(({ expr }) => /cannes_proxy_/.test(expr))).toEqual([]);
+  });
+
+  it("lists only this operator's jobs, and All is those jobs rather than every target", () => {
+    const job = (
+      dashboard as unknown as {
+        templating: {
+          list: { name: string; definition?: string; allValue?: string; includeAll?: boolean }[];
+        };
+      }
+    ).templating.list.find((v) => v.name === 'job');
+    // A series only the Cannes operator exports; not controller-runtime's, which every operator has.
+    expect(job?.definition).toMatch(/^label_values\(cannes_[a-z_]+, job\)$/);
+    expect(job?.includeAll).toBe(true);
+    expect(job?.allValue).toBeUndefined();
+    const up = all.find((e) => e.title === 'Operators up');
+    expect(up?.expr).toMatch(/and on \(job, instance\) .*cannes_informer_synced/);
+    // Every query is filtered by the job variable.
+    expect(all.filter(({ expr }) => !expr.includes('job=~"$job"'))).toEqual([]);
   });
 
   it('has a stable uid, unique panel ids and a selectable Prometheus data source', () => {
