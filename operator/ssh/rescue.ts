@@ -61,11 +61,13 @@ if ! { mountpoint -q /mnt && [ -d /mnt/root ] && [ -d /mnt/etc ]; }; then mount 
 [ -d /mnt/root ] && [ -d /mnt/etc ] || { echo "no installed OS on $dev" >&2; exit 4; }
 install -d -m 700 -o root -g root /mnt/root/.ssh
 ak=/mnt/root/.ssh/authorized_keys
-[ -e "$ak" ] || install -m 600 -o root -g root /dev/null "$ak"
 pub=$(cut -d' ' -f1,2 "$d/id.pub")
-grep -qxF -- "$pub $comment" "$ak" || printf '%s %s\\n' "$pub" "$comment" >>"$ak"
-chown root:root "$ak" && chmod 600 "$ak"
-sync -- "$ak"
+# Rewritten with the new key alone (temp file + rename): a key of an earlier, crashed rescue
+# run, or anything else that was there, can no longer log in as root.
+install -m 600 -o root -g root /dev/null "$ak.cannes-new"
+printf '%s %s\\n' "$pub" "$comment" >"$ak.cannes-new"
+sync -- "$ak.cannes-new"
+mv -f -- "$ak.cannes-new" "$ak"
 # An image that never booted has no host keys yet (its first boot would make them): make the
 # ed25519 one now, and tell cloud-init not to replace host keys at first boot, so the key we
 # pin is the key the OS serves.

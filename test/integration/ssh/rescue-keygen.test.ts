@@ -111,6 +111,38 @@ describe('rescue keygen on a real sshd in a simulated server', () => {
     expect(await readRemoteFile(os, '/root/.ssh/authorized_keys')).toBe(before);
   });
 
+  it('a second rescue keygen leaves one key: the earlier key no longer logs in', async () => {
+    // An earlier rescue run whose key was never stored (a crash before the store) left its key
+    // on the disk; the next run must replace it, not add to it.
+    await provider.boot(serverId, { kind: 'rescue', rootPassword: rescuePassword.reveal(), sshKeys: [] });
+    const rescue = await connectRescueAcceptingUnknownHostKey({ host: ipv4 }, rescuePassword, {
+      retryForMs: 30_000,
+    });
+    open.push(rescue);
+    const second = await rescueKeygen(rescue);
+    rescue.close();
+    await provider.boot(serverId, { kind: 'os' });
+    const os = await connectPinned(
+      { host: ipv4 },
+      { privateKey: second.privateKey, hostKey: second.osHostKey },
+      { retryForMs: 30_000 },
+    );
+    open.push(os);
+    const lines =
+      (await readRemoteFile(os, '/root/.ssh/authorized_keys'))?.split('\n').filter((l) => l.trim()) ?? [];
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(second.publicKey.line);
+    const old = await errorOf(
+      connectPinned(
+        { host: ipv4 },
+        { privateKey: result.privateKey, hostKey: result.osHostKey },
+        { retryForMs: 0 },
+      ),
+    );
+    expect(old.reason).toBe('SshAuthFailed');
+    result = second;
+  });
+
   it('refuses a changed OS host key with HostKeyMismatch and never authenticates', async () => {
     // Someone replaced the server (or sits in the middle): the OS now serves another host key.
     const info = provider.info(serverId);
