@@ -24,7 +24,9 @@ export function tailnetBinDir(env: NodeJS.ProcessEnv = process.env): string {
       accessSync(join(dir, b), constants.X_OK);
     } catch {
       // The rig never builds: a cold build takes minutes and belongs in make, not in a test hook.
-      throw new Error(`${join(dir, b)} is missing: run \`make tailnet\` first (it builds the rig's tailnet once)`);
+      throw new Error(
+        `${join(dir, b)} is missing: run \`make tailnet\` first (it builds the rig's tailnet once)`,
+      );
     }
   }
   return dir;
@@ -80,7 +82,8 @@ export interface StartControlOptions {
 export async function startControl(opts: StartControlOptions = {}): Promise<TailnetControl> {
   if (process.getuid?.() !== 0) throw new Error('the rig tailnet needs root (an address on lo, namespaces)');
   const ipv4 = opts.ipv4 ?? CONTROL_IPV4;
-  if (!/^198\.19\.255\.\d{1,3}$/.test(ipv4)) throw new Error(`control address ${ipv4} is outside the rig block`);
+  if (!/^198\.19\.255\.\d{1,3}$/.test(ipv4))
+    throw new Error(`control address ${ipv4} is outside the rig block`);
   const bin = opts.binDir ?? tailnetBinDir();
   const dir = join(tmpdir(), `cannes-tailnet-control-${process.pid}-${randomBytes(3).toString('hex')}`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -165,7 +168,12 @@ interface Ready {
   stunPort: number;
 }
 
-async function waitForReady(path: string, child: ChildProcess, logPath: string, timeoutMs: number): Promise<Ready> {
+async function waitForReady(
+  path: string,
+  child: ChildProcess,
+  logPath: string,
+  timeoutMs: number,
+): Promise<Ready> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const text = await readFile(path, 'utf8').catch(() => undefined);
