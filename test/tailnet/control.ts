@@ -52,8 +52,13 @@ export interface ControlNode {
 }
 
 export interface TailnetControl {
-  /** The login server URL for `tailscale up --login-server` (plain HTTP, rig only). */
+  /** The login server URL for `tailscale up --login-server`: https://198.19.255.252:<port>. */
   readonly url: string;
+  /**
+   * The rig CA (PEM file) that signed the control server's certificate: a node trusts it through
+   * SSL_CERT_FILE (TailscaleNode does this) or by having it in its CA bundle.
+   */
+  readonly caFile: string;
   readonly ipv4: string;
   readonly derpPort: number;
   readonly stunPort: number;
@@ -134,6 +139,7 @@ export async function startControl(opts: StartControlOptions = {}): Promise<Tail
     const admin = ready.adminUrl;
     return {
       url: ready.url,
+      caFile: ready.caFile,
       ipv4,
       derpPort: ready.derpPort,
       stunPort: ready.stunPort,
@@ -163,6 +169,7 @@ export async function startControl(opts: StartControlOptions = {}): Promise<Tail
 
 interface Ready {
   url: string;
+  caFile: string;
   adminUrl: string;
   derpPort: number;
   stunPort: number;

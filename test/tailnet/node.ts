@@ -53,6 +53,11 @@ export interface RigNamespace {
   /** Its address, in the rig block: the root namespace routes it over the veth. */
   readonly ipv4: string;
   exec(argv: readonly string[], opts?: { stdin?: string; timeoutMs?: number }): Promise<ExecResult>;
+  /**
+   * Adds `ip name` to the namespace's /etc/hosts (what MagicDNS answers on a real laptop; the
+   * rig's tailnet has no resolver), seen by every later `ip netns exec` in it.
+   */
+  addHost(name: string, ip: string): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -119,7 +124,15 @@ export async function createRigNamespace(prefix: string): Promise<RigNamespace> 
     await destroy();
     throw err;
   }
-  return { name, ipv4, exec: (argv, opts) => nsExec(name, argv, opts), destroy };
+  const hosts: string[] = [];
+  const addHost = async (host: string, ip: string): Promise<void> => {
+    if (!/^[a-z0-9.-]+$/i.test(host) || !/^[0-9a-f.:]+$/i.test(ip))
+      throw new Error(`bad host entry ${host} ${ip}`);
+    hosts.push(`${ip} ${host}`);
+    const base = await readFile('/etc/hosts', 'utf8').catch(() => '127.0.0.1 localhost\n');
+    await writeFile(join(etcDir, 'hosts'), `${base.trimEnd()}\n${hosts.join('\n')}\n`);
+  };
+  return { name, ipv4, exec: (argv, opts) => nsExec(name, argv, opts), addHost, destroy };
 }
 
 export interface TailscaleNodeOptions {
@@ -128,6 +141,11 @@ export interface TailscaleNodeOptions {
   /** `tun` (default: a real TUN device, kernel routing) or `userspace` (netstack). */
   readonly mode?: 'tun' | 'userspace';
   readonly binDir?: string;
+  /**
+   * PEM file of the CA the control server's certificate chains to (TailnetControl.caFile); given to
+   * tailscaled as SSL_CERT_FILE, so it trusts that CA alone (nothing else is reachable anyway).
+   */
+  readonly caFile?: string;
 }
 
 export interface UpOptions {
@@ -192,7 +210,12 @@ export class TailscaleNode {
         ],
         {
           stdio: ['ignore', fd, fd],
-          env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: dir, TS_NO_LOGS_NO_SUPPORT: 'true' },
+          env: {
+            PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+            HOME: dir,
+            TS_NO_LOGS_NO_SUPPORT: 'true',
+            ...(opts.caFile ? { SSL_CERT_FILE: opts.caFile } : {}),
+          },
         },
       );
     } finally {
@@ -236,10 +259,21 @@ export class TailscaleNode {
     if (o.hostname) args.push(`--hostname=${o.hostname}`);
     if (o.advertiseTags?.length) args.push(`--advertise-tags=${o.advertiseTags.join(',')}`);
     if (o.via === 'stdin') {
-      return this.cli([...args, '--auth-key=file:/dev/stdin'], {
-        stdin: `${o.authKey}\n`,
-        timeoutMs: (o.timeoutSeconds ?? 60) * 1000 + 10_000,
-      });
+      // Node gives a child a socket, not a pipe, as stdin, and /dev/stdin cannot be opened on a
+      // socket (ENXIO); `cat |` hands tailscale a real pipe, as an SSH session would.
+      return nsExec(
+        this.netns,
+        [
+          'sh',
+          '-c',
+          'cat | exec "$0" "$@"',
+          join(this.#bin, 'tailscale'),
+          `--socket=${this.socket}`,
+          ...args,
+          '--auth-key=file:/dev/stdin',
+        ],
+        { stdin: `${o.authKey}\n`, timeoutMs: (o.timeoutSeconds ?? 60) * 1000 + 10_000 },
+      );
     }
     const keyDir = join(this.dir, `key-${randomBytes(4).toString('hex')}`);
     await mkdir(keyDir, { mode: 0o700 });

@@ -1,6 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,6 +30,8 @@ const secrets: string[] = [];
 let serverIp = '';
 let laptopIp = '';
 let serverKey = '';
+/** The server's MagicDNS-style name, e.g. vps-demo.rig-tailnet.internal. */
+let serverName = '';
 
 /** A tiny HTTP service in a namespace, answering with the canary and the request headers it saw. */
 function serveHttp(ns: string, host: string, port: number, label: string): Promise<void> {
@@ -57,8 +59,12 @@ createServer((req, res) => {
   });
 }
 
-async function curl(ns: RigNamespace, url: string): Promise<{ code: number; body: string; err: string }> {
-  const r = await ns.exec(['curl', '-sS', '--max-time', '10', url], { timeoutMs: 20_000 });
+async function curl(
+  ns: RigNamespace,
+  url: string,
+  maxTimeS = 10,
+): Promise<{ code: number; body: string; err: string }> {
+  const r = await ns.exec(['curl', '-sS', '--max-time', String(maxTimeS), url], { timeoutMs: 20_000 });
   return { code: r.code, body: r.stdout, err: r.stderr };
 }
 
@@ -71,9 +77,9 @@ beforeAll(async () => {
   strangerNs = await createRigNamespace('tailnet-str');
   outsiderNs = await createRigNamespace('tailnet-out');
   [server, laptop, stranger] = await Promise.all([
-    TailscaleNode.start({ netns: serverNs.name, binDir: bin }),
-    TailscaleNode.start({ netns: laptopNs.name, binDir: bin }),
-    TailscaleNode.start({ netns: strangerNs.name, binDir: bin }),
+    TailscaleNode.start({ netns: serverNs.name, binDir: bin, caFile: control.caFile }),
+    TailscaleNode.start({ netns: laptopNs.name, binDir: bin, caFile: control.caFile }),
+    TailscaleNode.start({ netns: strangerNs.name, binDir: bin, caFile: control.caFile }),
   ]);
 });
 
@@ -116,6 +122,10 @@ describe('the rig tailnet', () => {
     laptopIp = await laptop.ipv4();
     expect(serverIp).toMatch(/^100\.64\.\d+\.\d+$/);
     expect(laptopIp).toMatch(/^100\.64\.\d+\.\d+$/);
+    serverName = String((await server.status()).Self.DNSName).replace(/\.$/, '');
+    expect(serverName).toBe('vps-demo.rig-tailnet.internal');
+    // What MagicDNS would answer on a real laptop.
+    await laptopNs.addHost(serverName, serverIp);
     const nodes = await control.nodes();
     const byHost = new Map(nodes.map((n) => [n.hostname, n]));
     expect(byHost.get('vps-demo')?.tags).toEqual(['tag:cannes-vps']);
@@ -142,7 +152,8 @@ describe('the rig tailnet', () => {
 
   it('serves a loopback-only service on the tailnet with `tailscale serve` (plain HTTP: the rig has no certificates)', async () => {
     await serveHttp(serverNs.name, '127.0.0.1', SERVE_PORT, 'gateway');
-    // HTTPS needs a certificate for the node's MagicDNS name; the rig's control server offers none.
+    // HTTPS needs a certificate for the node's MagicDNS name, which the rig's control server cannot
+    // give (no cert domains, no ACME): Serve takes the config, and the TLS handshake then fails.
     const https = await server.cli([
       'serve',
       '--bg',
@@ -150,16 +161,22 @@ describe('the rig tailnet', () => {
       '--https=443',
       `http://127.0.0.1:${SERVE_PORT}`,
     ]);
-    expect(https.code).not.toBe(0);
+    expect(https.code, https.stderr).toBe(0);
+    const tlsTry = await laptopNs.exec(['curl', '-sSk', '--max-time', '10', `https://${serverName}/`]);
+    expect(tlsTry.code).not.toBe(0);
+    expect(tlsTry.stderr).toMatch(/SSL|TLS|alert/i);
+    expect((await server.cli(['serve', '--https=443', 'off'])).code).toBe(0);
     const http = await server.cli(['serve', '--bg', '--yes', '--http=80', `http://127.0.0.1:${SERVE_PORT}`]);
     expect(http.code, http.stderr).toBe(0);
-    const r = await curl(laptopNs, `http://${serverIp}/`);
+    const r = await curl(laptopNs, `http://${serverName}/`);
     expect(r.code, r.err).toBe(0);
     const body = JSON.parse(r.body) as { label: string; headers: Record<string, string> };
     expect(body.label).toBe('gateway');
     // Serve proxies from loopback and names the tailnet caller, as OpenClaw's allowTailscale expects.
     expect(body.headers['x-forwarded-for']).toBe(laptopIp);
     expect(body.headers['tailscale-user-login']).toMatch(/@/);
+    // Serve routes by the Host name, as on Tailscale: the bare tailnet IP is not a served site.
+    expect((await curl(laptopNs, `http://${serverIp}/`)).body).toMatch(/404 page not found/);
     // The served port is not on the server's own (public) address: from the root namespace, which
     // reaches that address directly (as the internet reaches a server), it is closed, while a
     // service bound to that address answers.
@@ -195,9 +212,9 @@ describe('the rig tailnet', () => {
     const load = await serverNs.exec(['nft', '-f', '-'], { stdin: rules });
     expect(load.code, load.stderr).toBe(0);
     try {
-      const app = await curl(laptopNs, `http://${serverIp}:${APP_PORT}/`);
+      const app = await curl(laptopNs, `http://${serverIp}:${APP_PORT}/`, 3);
       expect(app.code).not.toBe(0);
-      const served = await curl(laptopNs, `http://${serverIp}/`);
+      const served = await curl(laptopNs, `http://${serverName}/`);
       expect(served.code, served.err).toBe(0);
       expect(JSON.parse(served.body).label).toBe('gateway');
     } finally {
@@ -207,11 +224,13 @@ describe('the rig tailnet', () => {
 
   it('keeps a namespace off the tailnet out', async () => {
     // No route to the tailnet's addresses at all from outside.
-    const r = await curl(outsiderNs, `http://${serverIp}/`);
+    await outsiderNs.addHost(serverName, serverIp);
+    const r = await curl(outsiderNs, `http://${serverName}/`);
     expect(r.code).not.toBe(0);
     // A tailscaled that has not joined has no tailnet either.
     expect((await stranger.status()).BackendState).toBe('NeedsLogin');
-    const s = await curl(strangerNs, `http://${serverIp}/`);
+    await strangerNs.addHost(serverName, serverIp);
+    const s = await curl(strangerNs, `http://${serverName}/`);
     expect(s.code).not.toBe(0);
   });
 
@@ -254,8 +273,18 @@ describe('the rig tailnet', () => {
     expect((await control.nodes()).map((n) => n.hostname).sort()).toEqual(['laptop', 'vps-demo']);
   });
 
-  it('never writes a key into the control log or a tailscaled log', async () => {
+  it("never writes a key into the control log, a tailscaled log or tailscaled's state", async () => {
     const logs = [await control.log(), await server.log(), await laptop.log(), await stranger.log()];
+    // tailscaled keeps no copy of the key it joined with (nothing to purge on the server but the
+    // file or stdin it came from).
+    for (const n of [server, laptop, stranger]) {
+      const files = readdirSync(n.dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+      expect(files.length).toBeGreaterThan(0);
+      for (const f of files) {
+        const text = readFileSync(join(f.parentPath, f.name), 'latin1');
+        for (const s of secrets) expect(text.includes(s), `${f.name}`).toBe(false);
+      }
+    }
     expect(secrets.length).toBeGreaterThanOrEqual(4);
     for (const l of logs) for (const s of secrets) expect(l.includes(s)).toBe(false);
     // The logs are real (not empty): the control server logged each admission by key id.

@@ -7,8 +7,10 @@
 //
 //	tailnet-control --listen 198.19.255.252:0 --admin 127.0.0.1:0 --ready /path/ready.json
 //
-// The ready file (written once everything listens, mode 600) holds the control URL, the admin URL
-// and the DERP/STUN ports. Admin API (loopback only, never reachable from a namespace):
+// The control protocol is served over HTTPS by default with a fresh rig CA written as ca.pem
+// beside the ready file (--scheme http serves plain HTTP; see why HTTPS is the default below). The
+// ready file (written once everything listens, mode 600) holds the control URL, the CA file, the
+// admin URL and the DERP/STUN ports. Admin API (loopback only, never reachable from a namespace):
 //
 //	POST /keys  {"reusable":false,"tags":["tag:x"]}  -> {"id":"k1","key":"tskey-auth-..."}
 //	GET  /keys                                        -> [{"id","reusable","tags","used"}] (no secrets)
@@ -29,6 +31,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -152,6 +155,8 @@ func main() {
 	listen := flag.String("listen", "198.19.255.252:0", "control (HTTP) and DERP/STUN address; its IP must be routable from every namespace")
 	admin := flag.String("admin", "127.0.0.1:0", "admin API address (loopback)")
 	ready := flag.String("ready", "", "write the ready JSON here once listening")
+	magicDomain := flag.String("magic-dns-domain", "rig-tailnet.internal", "the tailnet's DNS suffix: node names are <hostname>.<this>")
+	scheme := flag.String("scheme", "https", "https (a fresh rig CA, written as ca.pem beside the ready file) or http")
 	flag.Parse()
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 
@@ -200,6 +205,31 @@ func main() {
 		log.Fatalf("control listen: %v", err)
 	}
 	baseURL := "http://" + ctlLn.Addr().String()
+	caFile := ""
+	switch *scheme {
+	case "http":
+	case "https":
+		// Why HTTPS: Tailscale's client dials http:// control URLs on a public-range address with a
+		// fallback to port 443, and after a recent dial (a failed join retried within two minutes)
+		// it dials only that fallback ("TLS forced: no port 80 dialed"). A control server on
+		// https://ip:port is dialled on that port alone. The client trusts the rig CA through
+		// SSL_CERT_FILE (or the server's CA bundle), as a real server trusts Let's Encrypt.
+		if *ready == "" {
+			log.Fatalf("--scheme https needs --ready (ca.pem is written beside it)")
+		}
+		caPEM, leaf, err := rigCA(host)
+		if err != nil {
+			log.Fatalf("control cert: %v", err)
+		}
+		caFile = filepath.Join(filepath.Dir(*ready), "ca.pem")
+		if err := os.WriteFile(caFile, caPEM, 0o644); err != nil {
+			log.Fatalf("ca.pem: %v", err)
+		}
+		ctlLn = tls.NewListener(ctlLn, &tls.Config{Certificates: []tls.Certificate{leaf}, NextProtos: []string{"http/1.1"}})
+		baseURL = "https://" + ctlLn.Addr().String()
+	default:
+		log.Fatalf("--scheme must be https or http")
+	}
 	derpPort := derpLn.Addr().(*net.TCPAddr).Port
 	stunPort := stun.LocalAddr().(*net.UDPAddr).Port
 
@@ -231,6 +261,10 @@ func main() {
 		// testcontrol sees it, and an admitted node is pre-authorised (MachineAuthorized).
 		// Tags come from the request, which ks.check has set to the key's tags.
 		TagOwners: map[string][]string{},
+		// Node names <hostname>.<domain>, as MagicDNS names on Tailscale: Serve routes HTTP requests
+		// by that Host name (a request to the bare tailnet IP gets 404). No DNSConfig: no resolver
+		// and no cert domains, so nothing asks for ACME certificates (they could not be had here).
+		MagicDNSDomain: *magicDomain,
 		AllOnline: true,
 		Logf:      log.Printf,
 	}
@@ -258,6 +292,7 @@ func main() {
 			"derpPort": derpPort,
 			"stunPort": stunPort,
 			"pid":      os.Getpid(),
+			"caFile":   caFile,
 		})
 		tmp := filepath.Join(filepath.Dir(*ready), ".ready.tmp")
 		if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
@@ -331,6 +366,52 @@ func adminMux(ks *keyStore, control *testcontrol.Server) http.Handler {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// rigCA makes a fresh CA (PEM, for clients) and a certificate it signs for ip (for the control
+// server). Both live only as long as this process; the CA key is never written anywhere.
+func rigCA(ip string) ([]byte, tls.Certificate, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "Cannes rig tailnet CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano() + 1),
+		Subject:      pkix.Name{CommonName: ip},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP(ip)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, tls.Certificate{}, err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return caPEM, tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key}, nil
 }
 
 // selfSigned makes the DERP server's certificate for ip and returns the hex SHA-256 of its DER,
