@@ -90,6 +90,7 @@ export async function startControl(opts: StartControlOptions = {}): Promise<Tail
   if (!/^198\.19\.255\.\d{1,3}$/.test(ipv4))
     throw new Error(`control address ${ipv4} is outside the rig block`);
   const bin = opts.binDir ?? tailnetBinDir();
+  await sweepStaleDirs('cannes-tailnet-control-');
   const dir = join(tmpdir(), `cannes-tailnet-control-${process.pid}-${randomBytes(3).toString('hex')}`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const release = await claimAddress(ipv4);
@@ -222,7 +223,20 @@ async function claimAddress(ipv4: string): Promise<() => Promise<void>> {
   };
 }
 
-function alive(pid: number): boolean {
+/**
+ * Removes $TMPDIR/<prefix><pid>-* folders whose process is gone (a test run killed before its
+ * cleanup; its children died with it through pdeathsig, their folders stayed).
+ */
+export async function sweepStaleDirs(prefix: string): Promise<void> {
+  for (const f of await readdir(tmpdir()).catch(() => [] as string[])) {
+    if (!f.startsWith(prefix)) continue;
+    const pid = Number(f.slice(prefix.length).split('-')[0]);
+    if (!Number.isInteger(pid) || pid <= 0 || alive(pid)) continue;
+    await rm(join(tmpdir(), f), { recursive: true, force: true });
+  }
+}
+
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

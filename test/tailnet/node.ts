@@ -1,17 +1,21 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { tailnetBinDir } from './control.ts';
+import { alive, sweepStaleDirs, tailnetBinDir } from './control.ts';
 
 const run = promisify(execFile);
 
 /** Same values as test/hosts/real-host-provider.ts: a namespace here sits where a simulated server sits. */
 const GATEWAY_IPV4 = '198.19.255.254';
 const RIG_CIDR = '198.19.255.0/24';
+/** One record per namespace made here (owner pid, veth), for the sweep after a killed run. */
+const RECORDS = join(tmpdir(), 'cannes-tailnet-ns');
+const NS_NAME = /^[a-z][a-z0-9-]{0,20}-[0-9a-f]{6}$/;
+const VETH_NAME = /^vt[0-9a-f]{10}$/;
 
 export interface ExecResult {
   readonly code: number;
@@ -76,7 +80,11 @@ export async function createRigNamespace(prefix: string): Promise<RigNamespace> 
   const name = `${prefix}-${rand}`;
   const veth = `vt${rand}${randomBytes(2).toString('hex')}`;
   const etcDir = join('/etc/netns', name);
+  const record = join(RECORDS, `${name}.json`);
   let ipv4 = '';
+  await sweepStaleNamespaces();
+  await mkdir(RECORDS, { recursive: true, mode: 0o700 });
+  await writeFile(record, `${JSON.stringify({ pid: process.pid, name, veth })}\n`);
   const destroy = async (): Promise<void> => {
     // Kill whatever still runs in it (a test that failed half-way), then remove it.
     await run('ip', ['netns', 'pids', name])
@@ -92,6 +100,7 @@ export async function createRigNamespace(prefix: string): Promise<RigNamespace> 
     await run('ip', ['link', 'del', veth]).catch(() => undefined);
     await run('ip', ['netns', 'del', name]).catch(() => undefined);
     await rm(etcDir, { recursive: true, force: true });
+    await rm(record, { force: true });
   };
   try {
     await mkdir(etcDir, { recursive: true });
@@ -133,6 +142,36 @@ export async function createRigNamespace(prefix: string): Promise<RigNamespace> 
     await writeFile(join(etcDir, 'hosts'), `${base.trimEnd()}\n${hosts.join('\n')}\n`);
   };
   return { name, ipv4, exec: (argv, opts) => nsExec(name, argv, opts), addHost, destroy };
+}
+
+/**
+ * Removes namespaces made by createRigNamespace in a process that is gone (killed before its
+ * cleanup): whatever still runs in them, their veth (and with it the route), the namespace, its
+ * /etc/netns folder. Only names and veths of the shapes made here are touched.
+ */
+async function sweepStaleNamespaces(): Promise<void> {
+  for (const f of await readdir(RECORDS).catch(() => [] as string[])) {
+    const path = join(RECORDS, f);
+    const rec = JSON.parse(await readFile(path, 'utf8').catch(() => '{}')) as {
+      pid?: unknown;
+      name?: unknown;
+      veth?: unknown;
+    };
+    if (typeof rec.pid !== 'number' || alive(rec.pid)) continue;
+    if (typeof rec.name === 'string' && NS_NAME.test(rec.name)) {
+      const { stdout } = await run('ip', ['netns', 'pids', rec.name]).catch(() => ({ stdout: '' }));
+      for (const pid of stdout.split(/\s+/).filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {}
+      }
+      await run('ip', ['netns', 'del', rec.name]).catch(() => undefined);
+      await rm(join('/etc/netns', rec.name), { recursive: true, force: true });
+    }
+    if (typeof rec.veth === 'string' && VETH_NAME.test(rec.veth))
+      await run('ip', ['link', 'del', rec.veth]).catch(() => undefined);
+    await rm(path, { force: true });
+  }
 }
 
 export interface TailscaleNodeOptions {
@@ -181,7 +220,11 @@ export class TailscaleNode {
 
   static async start(opts: TailscaleNodeOptions): Promise<TailscaleNode> {
     const bin = opts.binDir ?? tailnetBinDir();
-    const dir = join(tmpdir(), `cannes-tailscaled-${opts.netns}-${randomBytes(3).toString('hex')}`);
+    await sweepStaleDirs('cannes-tailscaled-');
+    const dir = join(
+      tmpdir(),
+      `cannes-tailscaled-${process.pid}-${opts.netns}-${randomBytes(3).toString('hex')}`,
+    );
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const logPath = join(dir, 'tailscaled.log');
     const fd = openSync(logPath, 'a', 0o600);

@@ -1,16 +1,18 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startControl, type TailnetControl, tailnetBinDir } from '../../tailnet/control.ts';
+import { startControl, sweepStaleDirs, type TailnetControl, tailnetBinDir } from '../../tailnet/control.ts';
 import { createRigNamespace, type RigNamespace, TailscaleNode } from '../../tailnet/node.ts';
 
 // The rig's real tailnet: Tailscale's own test control server with the rig's DERP relay and STUN
 // server on 198.19.255.252, and real tailscaled (TUN) in namespaces shaped like simulated servers.
 // docs/rig.md ("The tailnet").
 
+const HERE = dirname(fileURLToPath(import.meta.url));
 const SERVE_PORT = 18789; // the OpenClaw gateway's loopback port on a real server
 const APP_PORT = 8080;
 const canary = `tailnet-canary-${randomBytes(8).toString('hex')}`;
@@ -291,6 +293,38 @@ describe('the rig tailnet', () => {
     expect(logs[0]).toMatch(/admitted with key k1/);
   });
 
+  it('sweeps the namespace, tailscaled and folders of a run that was SIGKILLed', async () => {
+    const script = join(scratch, 'killed-run.mjs');
+    writeFileSync(
+      script,
+      `import { createRigNamespace, TailscaleNode } from ${JSON.stringify(join(HERE, '../../tailnet/node.ts'))};
+const ns = await createRigNamespace('tailnet-kil');
+const node = await TailscaleNode.start({ netns: ns.name, binDir: ${JSON.stringify(bin)} });
+process.stdout.write(JSON.stringify({ ns: ns.name, pid: node.pid, dir: node.dir }) + '\\n');
+setInterval(() => {}, 1000);
+`,
+    );
+    const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout?.once('data', (c: Buffer) => resolve(c.toString('utf8')));
+      child.once('exit', (code) => reject(new Error(`killed-run exited ${code}`)));
+    });
+    const { ns, pid, dir } = JSON.parse(line) as { ns: string; pid: number; dir: string };
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).toContain(ns);
+    // tailscaled died with its parent (pdeathsig); the namespace and folders stayed.
+    await waitFor(() => !alive(pid));
+    expect(existsSync(dir)).toBe(true);
+    const next = await createRigNamespace('tailnet-nxt');
+    await next.destroy();
+    // TailscaleNode.start sweeps tailscaled folders the same way before it makes its own.
+    await sweepStaleDirs('cannes-tailscaled-');
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(ns);
+    expect(existsSync(join('/etc/netns', ns))).toBe(false);
+    expect(existsSync(dir)).toBe(false);
+  });
+
   it('leaves nothing behind: namespaces, processes, the address on lo', async () => {
     for (const s of services) s.kill('SIGKILL');
     const pids = [server.pid, laptop.pid, stranger.pid];
@@ -316,6 +350,14 @@ function spawnCurl(url: string): number {
     return 0;
   } catch (err) {
     return (err as { status?: number }).status ?? 1;
+  }
+}
+
+async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
