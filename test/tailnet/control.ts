@@ -199,18 +199,23 @@ const CLAIMS = join(tmpdir(), 'cannes-tailnet-addr');
  * Puts ipv4/32 on lo (if absent) and records this process's claim; the returned release drops the
  * claim and removes the address when no live process still claims it. Several test files (or a
  * `make dev` beside a test run) can share the address this way without pulling it from each other.
+ * An address that was on lo before any claimant added it (someone else's) is never removed.
  */
 async function claimAddress(ipv4: string): Promise<() => Promise<void>> {
   const dir = join(CLAIMS, ipv4);
+  const added = join(CLAIMS, `${ipv4}.added`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const mine = join(dir, `${process.pid}-${randomBytes(3).toString('hex')}`);
   await writeFile(mine, `${process.pid}\n`);
   const { stdout } = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', 'lo']);
   if (!stdout.includes(` ${ipv4}/32 `)) {
-    await run('ip', ['addr', 'add', `${ipv4}/32`, 'dev', 'lo']).catch((err: unknown) => {
-      // Another process may have added it a moment ago.
-      if (!String(err).includes('File exists')) throw err;
-    });
+    await run('ip', ['addr', 'add', `${ipv4}/32`, 'dev', 'lo']).then(
+      () => writeFile(added, `${process.pid}\n`),
+      (err: unknown) => {
+        // Another process may have added it a moment ago.
+        if (!String(err).includes('File exists')) throw err;
+      },
+    );
   }
   return async () => {
     await rm(mine, { force: true });
@@ -219,6 +224,8 @@ async function claimAddress(ipv4: string): Promise<() => Promise<void>> {
       if (Number.isInteger(pid) && pid > 0 && alive(pid)) return;
       await rm(join(dir, f), { force: true });
     }
+    if ((await readFile(added, 'utf8').catch(() => undefined)) === undefined) return;
+    await rm(added, { force: true });
     await run('ip', ['addr', 'del', `${ipv4}/32`, 'dev', 'lo']).catch(() => undefined);
   };
 }

@@ -344,6 +344,22 @@ export class TailscaleNode {
     return r.stdout.trim();
   }
 
+  /**
+   * `tailscale serve --bg` of `target` (e.g. http://127.0.0.1:18789) on port 443 (HTTPS, needs
+   * certificates: not in the rig) or as plain HTTP on `httpPort` (default 80). Returns the URL the
+   * tailnet reaches it by (Serve routes by this name; the bare tailnet IP gets 404).
+   */
+  async serve(target: string, opts: { https?: boolean; httpPort?: number } = {}): Promise<string> {
+    const port = opts.https ? 443 : (opts.httpPort ?? 80);
+    const flag = opts.https ? '--https=443' : `--http=${port}`;
+    const r = await this.cli(['serve', '--bg', '--yes', flag, target]);
+    if (r.code !== 0) throw new Error(`tailscale serve ${flag}: ${r.stderr.trim()}`);
+    const name = String((await this.status()).Self?.DNSName ?? '').replace(/\.$/, '');
+    const scheme = opts.https ? 'https' : 'http';
+    const dflt = opts.https ? 443 : 80;
+    return `${scheme}://${name}${port === dflt ? '' : `:${port}`}/`;
+  }
+
   // biome-ignore lint/suspicious/noExplicitAny: see status().
   async whois(addr: string): Promise<any> {
     const r = await this.cli(['whois', '--json', addr]);
@@ -370,4 +386,52 @@ export class TailscaleNode {
     }
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+export interface Laptop {
+  readonly ns: RigNamespace;
+  readonly node: TailscaleNode;
+  /** Makes `name` resolve to `ip` in the laptop (MagicDNS's job on a real laptop). */
+  knowHost(name: string, ip: string): Promise<void>;
+  /** `curl -sS <url>` from the laptop. */
+  curl(url: string, maxTimeS?: number): Promise<ExecResult>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A "laptop" on the rig tailnet: its own namespace (rig network position), a real tailscaled joined
+ * with a fresh untagged one-off key minted from `control`, and curl. For tests and `make dev`.
+ */
+export async function startLaptop(
+  control: { url: string; caFile: string; mintKey(o?: { reusable?: boolean }): Promise<{ key: string }> },
+  opts: { prefix?: string; hostname?: string; binDir?: string } = {},
+): Promise<Laptop> {
+  const ns = await createRigNamespace(opts.prefix ?? 'tailnet-laptop');
+  let node: TailscaleNode | undefined;
+  try {
+    node = await TailscaleNode.start({ netns: ns.name, caFile: control.caFile, binDir: opts.binDir });
+    const key = await control.mintKey();
+    const up = await node.up({
+      loginServer: control.url,
+      authKey: key.key,
+      hostname: opts.hostname ?? 'laptop',
+    });
+    if (up.code !== 0) throw new Error(`laptop did not join: ${up.stderr.trim()}`);
+  } catch (err) {
+    await node?.stop();
+    await ns.destroy();
+    throw err;
+  }
+  const joined = node;
+  return {
+    ns,
+    node: joined,
+    knowHost: (name, ip) => ns.addHost(name, ip),
+    curl: (url, maxTimeS = 10) =>
+      ns.exec(['curl', '-sS', '--max-time', String(maxTimeS), url], { timeoutMs: (maxTimeS + 10) * 1000 }),
+    async stop() {
+      await joined.stop();
+      await ns.destroy();
+    },
+  };
 }

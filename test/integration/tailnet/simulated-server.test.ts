@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
 import { startControl, type TailnetControl, tailnetBinDir } from '../../tailnet/control.ts';
-import { createRigNamespace, type RigNamespace, TailscaleNode } from '../../tailnet/node.ts';
+import { type Laptop, startLaptop } from '../../tailnet/node.ts';
 
 // A preview of the operator's tailnet step on a real simulated server (test/hosts): tailscaled from
 // the rig's cache (bound read-only at /run/cannes/cache in every server) as a systemd unit run by the
@@ -20,8 +20,7 @@ const provider = new RealHostProvider({ cacheDir: cache });
 const serverId = randomInt(100_000, 900_000);
 const name = `tsvps-${randomBytes(2).toString('hex')}`;
 let control: TailnetControl;
-let laptopNs: RigNamespace;
-let laptop: TailscaleNode;
+let laptop: Laptop;
 let serverBin: string;
 
 const sh = async (script: string) => (await provider.exec(serverId, ['bash', '-c', script])).stdout;
@@ -62,19 +61,11 @@ createServer((req, res) => res.end(JSON.stringify({ canary: ${JSON.stringify(can
     '[Service]\nExecStart=/usr/local/sbin/node /opt/gw.mjs\nRestart=always\n[Install]\nWantedBy=multi-user.target\n',
   );
   await provider.boot(serverId, { kind: 'os' });
-  laptopNs = await createRigNamespace('tailnet-slap');
-  laptop = await TailscaleNode.start({ netns: laptopNs.name, caFile: control.caFile });
-  const up = await laptop.up({
-    loginServer: control.url,
-    authKey: (await control.mintKey()).key,
-    hostname: 'laptop',
-  });
-  expect(up.code, up.stderr).toBe(0);
+  laptop = await startLaptop(control, { prefix: 'tailnet-slap', binDir: bin });
 });
 
 afterAll(async () => {
   await laptop?.stop();
-  await laptopNs?.destroy();
   await provider.close();
   await control?.stop();
 });
@@ -83,7 +74,7 @@ const ts = (args: string) => `${serverBin}/tailscale --socket=/run/tailscale/tai
 
 async function reachFromLaptop(host: string): Promise<{ canary: string; login: string | null }> {
   for (let i = 0; ; i++) {
-    const r = await laptopNs.exec(['curl', '-sS', '--max-time', '5', `http://${host}/`]);
+    const r = await laptop.curl(`http://${host}/`, 5);
     if (r.code === 0 && r.stdout.startsWith('{')) return JSON.parse(r.stdout);
     if (i > 40) throw new Error(`laptop cannot reach ${host}: ${r.stderr}${r.stdout}`);
     await new Promise((res) => setTimeout(res, 500));
@@ -112,7 +103,7 @@ describe('a simulated server on the rig tailnet', () => {
     expect(await sh('ip -o link show tailscale0 | wc -l')).toBe('1\n');
     expect(await sh(`grep -rl ${key.key} /var/lib/tailscale /run/tailscale 2>/dev/null | wc -l`)).toBe('0\n');
     host = String(status.Self.DNSName).replace(/\.$/, '');
-    await laptopNs.addHost(host, status.TailscaleIPs[0]);
+    await laptop.knowHost(host, status.TailscaleIPs[0]);
   });
 
   it('serves the loopback gateway port to the laptop over the tailnet', async () => {
