@@ -1,5 +1,5 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { type Laptop, startLaptop } from '../../tailnet/node.ts';
 
 // A preview of the operator's tailnet step on a real simulated server (test/hosts): tailscaled from
 // the rig's cache (bound read-only at /run/cannes/cache in every server) as a systemd unit run by the
-// systemctl shim, the rig CA trusted through SSL_CERT_FILE, `tailscale up` with a key in a root-only
+// systemctl shim, the rig CA in the server's CA bundle, `tailscale up` with a key in a root-only
 // file removed right after, Serve in front of a loopback-only service on the gateway's port. Then a
 // reboot: the node comes back joined and served from its disk, with no key.
 
@@ -34,15 +34,15 @@ beforeAll(async () => {
   await provider.create({ serverId, name, ipv4: randomTestIpv4(), image: 'docker-ce' });
   const disk = provider.info(serverId)?.diskDir ?? '';
   // What the operator would write over SSH; written to the disk here before the first boot.
-  mkdirSync(join(disk, 'var/lib/tailscale'), { recursive: true, mode: 0o700 });
-  copyFileSync(control.caFile, join(disk, 'var/lib/tailscale/rig-ca.pem'));
+  // The server trusts the rig CA as a real server trusts public CAs (its CA bundle), so the unit
+  // is the package's own, with nothing rig-specific.
+  provider.trustCa(readFileSync(control.caFile, 'utf8'));
   writeFileSync(
     join(disk, 'etc/systemd/system/tailscaled.service'),
     [
       '[Unit]',
       'Description=Tailscale node agent',
       '[Service]',
-      'Environment=SSL_CERT_FILE=/var/lib/tailscale/rig-ca.pem',
       `ExecStart=${serverBin}/tailscaled --state=/var/lib/tailscale/tailscaled.state --socket=/run/tailscale/tailscaled.sock --port=41641 --no-logs-no-support`,
       'Restart=on-failure',
       '[Install]',
