@@ -1,7 +1,7 @@
 // The rig's tailnet: a control server built on Tailscale's own test control server
 // (tailscale.com/tstest/integration/testcontrol), and tailscaled/tailscale from the same module
 // version. To change the pin: edit the version here, `go mod tidy`, and check that
-// overlay/testcontrol_cannes.go still compiles against the new testcontrol (build.sh).
+// overlay/testcontrol_cannes.go.in still compiles against the new testcontrol (build.sh).
 module cannes.dev/test/tailnet
 
 go 1.26.6
