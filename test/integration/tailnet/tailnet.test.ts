@@ -241,6 +241,24 @@ describe('the rig tailnet', () => {
     expect(s.code).not.toBe(0);
   });
 
+  it('answers a stray request to the control server with 404 and keeps serving', async () => {
+    // Every namespace reaches the control server (that is how nodes join); testcontrol alone would
+    // panic on a path it does not serve.
+    const r = await outsiderNs.exec([
+      'curl',
+      '-sS',
+      '--cacert',
+      control.caFile,
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `${control.url}/`,
+    ]);
+    expect(r.stdout).toBe('404');
+    expect((await control.nodes()).length).toBe(2);
+  });
+
   it('refuses an unknown auth key with a clear error that does not echo the key', async () => {
     const fake = `tskey-auth-kFAKE-${randomBytes(16).toString('hex')}`;
     secrets.push(fake);
