@@ -35,6 +35,11 @@ mkdir -p /run/cannes/etc
   --ignore-failed-read -cf - . || [ $? -eq 1 ]; } | tar -C /run/cannes/etc -xf -
 mount --bind /run/cannes/etc /etc
 mkdir -p /etc/ssh /etc/systemd/system
+# CA certificates of the rig's own TLS services (RealHostProvider trustedCaPems/trustCa), trusted
+# like the public CAs already in the bundle.
+if [ -n "${CS_EXTRA_CA_PEMS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  printf '%s\n' "$CS_EXTRA_CA_PEMS" >>/etc/ssl/certs/ca-certificates.crt
+fi
 mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp
 mount -t tmpfs -o mode=1777,size=64m tmpfs /var/tmp
 # Shims first in root's PATH (/usr/local/sbin): docker, systemctl, node, mount (rescue disk).

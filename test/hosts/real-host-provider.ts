@@ -67,6 +67,12 @@ export interface RealHostProviderOptions {
    * container's namespace and its port forward (socat instead of a Node forwarder).
    */
   readonly standInServices?: boolean;
+  /**
+   * CA certificates (PEM) every server trusts from its next boot on, appended to its per-boot
+   * /etc/ssl/certs/ca-certificates.crt: the rig's own services with TLS (the tailnet's control
+   * server) are then trusted as a real server trusts public CAs. More can be added with trustCa().
+   */
+  readonly trustedCaPems?: readonly string[];
 }
 
 export interface ImageMapping {
@@ -104,6 +110,7 @@ export class RealHostProvider implements HostProvider {
   readonly #images: Readonly<Record<string, ImageMapping>>;
   readonly #standIn: boolean;
   readonly #cacheDir: string;
+  readonly #caPems: string[];
   #prepared: Promise<void> | undefined;
   #closed = false;
 
@@ -115,6 +122,12 @@ export class RealHostProvider implements HostProvider {
     this.#images = options.images ?? {};
     this.#standIn = options.standInServices ?? false;
     this.#cacheDir = options.cacheDir ?? process.env['CANNES_CACHE'] ?? join(homedir(), '.cache', 'cannes');
+    this.#caPems = (options.trustedCaPems ?? []).map(checkPem);
+  }
+
+  /** Adds a CA certificate (PEM) that every server trusts from its next boot on. */
+  trustCa(pem: string): void {
+    this.#caPems.push(checkPem(pem));
   }
 
   get baseDir(): string {
@@ -266,6 +279,7 @@ export class RealHostProvider implements HostProvider {
       CS_NODE_PREFIX: dirname(dirname(process.execPath)),
       CS_SHIMS: join(this.#baseDir, 'shims'),
       CS_CACHE: this.#cacheDir,
+      CS_EXTRA_CA_PEMS: this.#caPems.join('\n'),
     };
     if (mode.kind === 'rescue') {
       env['CS_ROOT_HASH'] = await sha512Crypt(mode.rootPassword);
@@ -401,6 +415,13 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     return err instanceof Error && 'code' in err && err.code === 'EPERM';
   }
+}
+
+function checkPem(pem: string): string {
+  const t = pem.trim();
+  if (!/^-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+\n-----END CERTIFICATE-----$/.test(t))
+    throw new Error('trusted CA: expected one PEM certificate');
+  return t;
 }
 
 function assertTestIpv4(ipv4: string): void {
