@@ -23,6 +23,8 @@ export interface NftablesInput {
 }
 
 export const NFT_TABLE = 'cannes';
+/** Hetzner's (and every cloud's) instance metadata address. */
+export const METADATA_ADDRESS = '169.254.169.254';
 
 export function nftablesRules(input: NftablesInput = {}): string {
   const addr = input.proxyAddress ?? BRIDGE_ADDRESS;
@@ -45,11 +47,20 @@ table inet ${NFT_TABLE} {
 		# Ahead of the distribution's and Docker's filters; a drop here is final.
 		type filter hook input priority filter - 10; policy accept;
 		iifname "lo" accept
-		iifname "docker0" jump from_containers
-		iifname "br-*" jump from_containers
-		ip saddr ${cidr} jump from_containers
+		# Containers are known by the bridge they come in on, never by a source address alone:
+		# a packet with a ${cidr} source on the public link (Hetzner's own gateway address lies
+		# in that range) is not a container.
+		iifname "docker0" ip saddr ${cidr} jump from_containers
+		iifname "br-*" ip saddr ${cidr} jump from_containers
 		# The proxy is for containers only, whichever host address is asked.
 		tcp dport ${port} counter drop
+	}
+
+	chain forward {
+		type filter hook forward priority filter - 10; policy accept;
+		# The cloud's metadata service answers anyone on the host's network, user data included.
+		iifname "docker0" ip daddr ${METADATA_ADDRESS} counter drop
+		iifname "br-*" ip daddr ${METADATA_ADDRESS} counter drop
 	}
 
 	chain from_containers {

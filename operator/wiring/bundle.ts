@@ -62,7 +62,14 @@ flock -w ${DEPLOY_LOCK_WAIT_S} 9 || { echo "an earlier deploy still holds ${DEPL
 install -d -m ${gatewayState.mode.toString(8)} -o ${gatewayState.uid} -g ${gatewayState.gid} ${gatewayState.path}
 systemctl daemon-reload
 ${ENSURE_OWNER_USER}
-if command -v nft >/dev/null 2>&1; then systemctl enable --now ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || nft -f ${HOST.nftables.path}; fi
+# The host firewall is reloaded on every deploy (the unit, RemainAfterExit, loads it at boot
+# only); without nft there is no firewall, so there is no deploy.
+command -v nft >/dev/null 2>&1 || { echo "nft is missing on this server: the host firewall cannot be loaded" >&2; exit 1; }
+nft -f ${HOST.nftables.path}
+systemctl enable ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || true
+# The root password Hetzner set at create can never log in: '*' is no password (not a locked
+# '!', which sshd without PAM would read as a locked account, keys included).
+usermod -p '*' root
 systemctl enable ${PROXY_UNIT_NAME} >/dev/null 2>&1 || true
 systemctl restart ${PROXY_UNIT_NAME}
 if command -v sshd >/dev/null 2>&1 && sshd -t >/dev/null 2>&1; then systemctl reload ssh >/dev/null 2>&1 || systemctl reload sshd >/dev/null 2>&1 || true; fi

@@ -29,7 +29,7 @@ for (const [host, port] of binds) createServer((s) => { s.on('error', () => {});
 `;
 const PROBE = `
 import { connect } from 'node:net';
-const s = connect({ host: process.argv[2], port: Number(process.argv[3]) });
+const s = connect({ host: process.argv[2], port: Number(process.argv[3]), ...(process.argv[4] ? { localAddress: process.argv[4] } : {}) });
 const done = (r) => { console.log(r); s.destroy(); process.exit(0); };
 s.setTimeout(1500, () => done('closed'));
 s.on('connect', () => done('open'));
@@ -42,9 +42,13 @@ function ip(...args: string[]): void {
 function inNs(ns: string, cmd: string, ...args: string[]): string {
   return execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { encoding: 'utf8', stdio: 'pipe' });
 }
-function probe(from: string, host: string, port: number): string {
-  return inNs(from, process.execPath, join(dir, 'probe.mjs'), host, String(port)).trim();
+function probe(from: string, host: string, port: number, localAddress?: string): string {
+  const args = [join(dir, 'probe.mjs'), host, String(port), ...(localAddress ? [localAddress] : [])];
+  return inNs(from, process.execPath, ...args).trim();
 }
+/** An outsider's address inside 172.16.0.0/12 (a spoofed or a provider-internal source). */
+const SPOOFED = '172.31.254.1';
+const METADATA = '169.254.169.254';
 async function serve(ns: string, ...binds: string[]): Promise<void> {
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'server.mjs'), ...binds], {
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -88,9 +92,18 @@ beforeAll(async () => {
   ip('-n', NS.outside, 'addr', 'add', `${OUTSIDE}/30`, 'dev', 'eth0');
   ip('-n', NS.outside, 'link', 'set', 'eth0', 'up');
   ip('-n', NS.outside, 'route', 'add', 'default', 'via', PUBLIC);
+  // The outsider also holds a 172.16/12 address and the metadata address; the host forwards
+  // container traffic out of its public side (as Docker's NAT would, minus the NAT).
+  ip('-n', NS.outside, 'addr', 'add', `${SPOOFED}/32`, 'dev', 'eth0');
+  ip('-n', NS.outside, 'addr', 'add', `${METADATA}/32`, 'dev', 'eth0');
+  ip('-n', NS.outside, 'route', 'add', '172.17.0.0/16', 'via', PUBLIC);
+  ip('-n', NS.host, 'route', 'add', `${SPOOFED}/32`, 'dev', 'eth0');
+  ip('-n', NS.host, 'route', 'add', `${METADATA}/32`, 'via', OUTSIDE);
+  inNs(NS.host, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
   // The proxy on the bridge address; sshd and a metrics port on every address; the gateway in its container.
   await serve(NS.host, '172.17.0.1:3101', '0.0.0.0:22', '0.0.0.0:9464');
   await serve(NS.container, '172.17.0.2:18789');
+  await serve(NS.outside, `${METADATA}:80`, `${OUTSIDE}:80`);
 });
 
 afterAll(() => {
@@ -119,6 +132,20 @@ describe('nftablesRules on a modelled VPS', () => {
     expect(probe(NS.host, '172.17.0.2', 18789)).toBe('open');
   });
 
+  it('admits containers by their bridge, never by a 172.16/12 source on the public link', () => {
+    loadRules();
+    expect(probe(NS.outside, '172.17.0.1', 3101, SPOOFED)).toBe('closed');
+    expect(probe(NS.container, '172.17.0.1', 3101)).toBe('open');
+  });
+
+  it("drops container traffic to the cloud's metadata address, and only that", () => {
+    inNs(NS.host, 'nft', 'delete', 'table', 'inet', 'cannes');
+    expect(probe(NS.container, METADATA, 80)).toBe('open');
+    loadRules();
+    expect(probe(NS.container, METADATA, 80)).toBe('closed');
+    expect(probe(NS.container, OUTSIDE, 80)).toBe('open');
+  });
+
   it('reloads idempotently and touches no other table', () => {
     inNs(NS.host, 'nft', 'add', 'table', 'inet', 'someone-else');
     loadRules();
@@ -126,7 +153,7 @@ describe('nftablesRules on a modelled VPS', () => {
     const tables = inNs(NS.host, 'nft', 'list', 'tables').trim().split('\n').sort();
     expect(tables).toEqual(['table inet cannes', 'table inet someone-else']);
     const input = inNs(NS.host, 'nft', 'list', 'chain', 'inet', 'cannes', 'input');
-    expect(input.match(/jump from_containers/g)?.length).toBe(3);
+    expect(input.match(/jump from_containers/g)?.length).toBe(2);
   });
 });
 

@@ -389,8 +389,11 @@ describe('nftablesRules', () => {
 
   it('lets bridge clients reach only the proxy on the host, and drops the rest', () => {
     expect(rules).toContain('ip daddr 172.17.0.1 tcp dport 3101 ct state new accept');
-    expect(rules).toContain('iifname "docker0" jump from_containers');
-    expect(rules).toContain('ip saddr 172.16.0.0/12 jump from_containers');
+    expect(rules).toContain('iifname "docker0" ip saddr 172.16.0.0/12 jump from_containers');
+    expect(rules).toContain('iifname "br-*" ip saddr 172.16.0.0/12 jump from_containers');
+    // Never by source address alone (a 172.16/12 source can arrive on the public link).
+    expect(rules).not.toMatch(/^\s*ip saddr 172\.16\.0\.0\/12 jump/m);
+    expect(rules).toContain('iifname "docker0" ip daddr 169.254.169.254 counter drop');
     const chain = rules.slice(rules.indexOf('chain from_containers'));
     expect(chain.trimEnd().split('\n').at(-3)?.trim()).toBe('counter drop');
     // Nobody outside the bridges reaches the proxy port.
