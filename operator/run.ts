@@ -185,10 +185,13 @@ async function run(
   );
 
   const metricsServer = await startMetricsServer({ registry, ...cfg.metrics });
+  let elector: LeaderElector | undefined;
   let leading = !cfg.leaderElect;
   const probes = await startProbeServer({
     ...cfg.probes,
-    healthz: [{ name: 'ping', check: () => true }],
+    // Unhealthy when the elector's renew loop is stuck (a leader that cannot renew must be
+    // restarted, not left thinking it leads).
+    healthz: [{ name: 'leader-election', check: () => elector?.healthy() ?? true }],
     readyz: [
       { name: 'informer-vps', check: () => vpses.hasSynced },
       { name: 'informer-modelkey', check: () => modelKeys.hasSynced },
@@ -207,18 +210,21 @@ async function run(
   modelKeys.start();
   const runControllers = (s: AbortSignal) => Promise.all([vpsController.run(s), mkController.run(s)]);
   let lostLease = false;
+  let controllers: Promise<unknown> = Promise.resolve();
   try {
     if (cfg.leaderElect) {
-      const elector = new LeaderElector({
+      elector = new LeaderElector({
         api,
         namespace: cfg.leaseNamespace,
         name: cfg.leaseName,
         identity: cfg.identity,
         registry,
         logger: log,
+        // Returned, so the elector waits for the in-flight reconciles before releasing the lease.
         onStartedLeading: (s) => {
           leading = true;
-          void runControllers(s);
+          controllers = runControllers(s);
+          return controllers;
         },
       });
       await elector.run(signal);
@@ -228,6 +234,8 @@ async function run(
     }
   } finally {
     log.info({ leading, lostLease }, 'cannes-operator stopping');
+    // Every reconcile has seen the abort and returned before the store closes under it.
+    await controllers.catch(() => {});
     await Promise.allSettled([vpses.stop(), modelKeys.stop()]);
     await events.flush();
     await Promise.allSettled([metricsServer.close(), probes.close(), store.close()]);

@@ -27,8 +27,14 @@ export interface LeaderElectorOptions {
   renewDeadlineMs?: number;
   /** Interval between attempts (default 2 s). */
   retryPeriodMs?: number;
-  /** Called once on acquiring the lease. `signal` aborts the moment leadership is lost or run() stops. */
-  onStartedLeading: (signal: AbortSignal) => void;
+  /**
+   * Called once on acquiring the lease. `signal` aborts the moment leadership is lost or run()
+   * stops. The work it returns is awaited (up to `stopGraceMs`) before the lease is released,
+   * so a successor never starts while this leader's reconciles still run.
+   */
+  onStartedLeading: (signal: AbortSignal) => void | Promise<unknown>;
+  /** How long to wait for the leader's work to stop before releasing the lease (default 30 s). */
+  stopGraceMs?: number;
   /** Called once leadership ends (lost or released). */
   onStoppedLeading?: () => void;
   /** Called when the observed holder changes (including to ourselves). */
@@ -127,8 +133,11 @@ export class LeaderElector {
     log?.info('became leader');
     const lead = new AbortController();
     this.#lastRenewAt = lastRenew;
+    let work: Promise<unknown> = Promise.resolve();
     try {
-      this.#o.onStartedLeading(lead.signal);
+      work = Promise.resolve(this.#o.onStartedLeading(lead.signal)).catch((err: unknown) => {
+        log?.error({ err }, 'the leader work failed');
+      });
     } catch (err) {
       log?.error({ err }, 'onStartedLeading threw');
     }
@@ -156,6 +165,13 @@ export class LeaderElector {
       }
     }
     lead.abort(new Error('leadership lost'));
+    // The in-flight reconciles see the abort; wait for them before anyone else may lead.
+    const grace = new AbortController();
+    await Promise.race([
+      work,
+      sleep(this.#o.stopGraceMs ?? 30_000, grace.signal, this.#clock).catch(() => {}),
+    ]);
+    grace.abort();
     this.#setLeading(false);
     if (signal.aborted && (this.#o.releaseOnCancel ?? true)) await this.#release(log);
     try {

@@ -121,6 +121,37 @@ describe('LeaderElector', () => {
     expect(a.state.signal?.aborted).toBe(true);
   });
 
+  it("waits for the leader's in-flight work before releasing the lease", async () => {
+    const store = new LeaseStore();
+    const order: string[] = [];
+    const stop = new AbortController();
+    const e = new LeaderElector({
+      api: store.client(),
+      namespace: 'ns',
+      name: 'cannes-operator',
+      identity: 'a',
+      leaseDurationMs: 1000,
+      renewDeadlineMs: 600,
+      retryPeriodMs: 100,
+      // A reconcile that needs a moment to stop after the abort (an SSH command finishing).
+      onStartedLeading: (signal) =>
+        new Promise<void>((resolve) =>
+          signal.addEventListener('abort', () =>
+            setTimeout(() => {
+              order.push(`work stopped, holder ${store.holder() || 'none'}`);
+              resolve();
+            }, 200),
+          ),
+        ),
+    });
+    const running = e.run(stop.signal);
+    await until(() => store.holder() === 'a', 'a leads');
+    stop.abort();
+    await running;
+    order.push(`released, holder ${store.holder() || 'none'}`);
+    expect(order).toEqual(['work stopped, holder a', 'released, holder none']);
+  });
+
   it('rejects a renew deadline that is not shorter than the lease', () => {
     expect(
       () =>
