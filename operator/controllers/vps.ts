@@ -10,6 +10,7 @@ import type { VpsStatus } from '../api/schema.ts';
 import { ANNOTATION_SERVER_ID, FINALIZER } from '../api/schema.ts';
 import { type Condition, setCondition } from '../kube/conditions.ts';
 import { done, type Result, requeueAfter } from '../kube/controller.ts';
+import { withCancel } from '../lib/cancel.ts';
 import { CannesError, reasonOf } from '../lib/errors.ts';
 import { faultPoint } from '../lib/faults.ts';
 import type { Secret } from '../lib/secret.ts';
@@ -85,11 +86,16 @@ export async function reconcileVps(
   const draft = new StatusDraft(vps, d.now());
   try {
     const deleting = vps.metadata.deletionTimestamp !== undefined;
-    const result = deleting ? await finalize(vps, d, draft) : await provision(vps, d, draft, signal);
+    // Every Hetzner request, SSH command and store query below carries this cancellation.
+    const result = await withCancel(signal, () =>
+      deleting ? finalize(vps, d, draft) : provision(vps, d, draft, signal),
+    );
     await writeStatus(vps, d, draft);
     d.report?.(vps, deleting ? 'deleting' : draft.status.ready ? 'ready' : 'provisioning', draft.keyBornAt);
     return result;
   } catch (err) {
+    // Cancelled: this operator no longer leads (or is stopping); the successor reports.
+    if (signal.aborted) throw err;
     d.report?.(vps, vps.metadata.deletionTimestamp ? 'deleting' : 'error', draft.keyBornAt);
     // Every failure is a condition (with a reason a person can act on) and a Warning Event;
     // the error goes back to the queue, which retries unless it is terminal.

@@ -13,6 +13,7 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { Registry } from 'prom-client';
+import { cancelSignal, onCancel } from '../lib/cancel.ts';
 import { TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { Secret } from '../lib/secret.ts';
@@ -111,7 +112,20 @@ interface RequestSpec<T extends TSchema> {
   idempotent: boolean;
 }
 
-const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Sleeps, unless the current reconcile is cancelled first (then `Cancelled`). */
+const defaultSleep = async (ms: number) => {
+  const c = onCancel();
+  try {
+    await Promise.race([new Promise<void>((resolve) => setTimeout(resolve, ms)), c.promise]);
+  } finally {
+    c.dispose();
+  }
+};
+
+function withTimeout(ms: number): AbortSignal {
+  const s = cancelSignal();
+  return s ? AbortSignal.any([AbortSignal.timeout(ms), s]) : AbortSignal.timeout(ms);
+}
 
 export class HcloudClient {
   readonly #endpoint: string;
@@ -534,7 +548,8 @@ export class HcloudClient {
           headers,
           body: spec.body === undefined ? null : JSON.stringify(spec.body),
           redirect: 'error',
-          signal: AbortSignal.timeout(this.#timeoutMs),
+          // The reconcile's cancellation too (operator/lib/cancel.ts): a lost lease stops the request.
+          signal: withTimeout(this.#timeoutMs),
         });
         const text = await res.text();
         endTimer();

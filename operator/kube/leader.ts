@@ -32,7 +32,7 @@ export interface LeaderElectorOptions {
    * stops. The work it returns is awaited (up to `stopGraceMs`) before the lease is released,
    * so a successor never starts while this leader's reconciles still run.
    */
-  onStartedLeading: (signal: AbortSignal) => void | Promise<unknown>;
+  onStartedLeading: (signal: AbortSignal) => unknown;
   /** How long to wait for the leader's work to stop before releasing the lease (default 30 s). */
   stopGraceMs?: number;
   /** Called once leadership ends (lost or released). */

@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import ssh2, { type ConnectConfig, type ServerHostKeyAlgorithm } from 'ssh2';
+import { cancelled, cancelSignal } from '../lib/cancel.ts';
 import { CannesError, TerminalError } from '../lib/errors.ts';
 import { isSecret, Secret } from '../lib/secret.ts';
 import { fingerprintOf, type PublicKey } from './keys.ts';
@@ -100,6 +101,8 @@ export class SshSession {
       return Promise.reject(new CannesError('SshDisconnected', `session to ${this.#target} closed`));
     const max = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
     const timeoutMs = options.timeoutMs ?? 120_000;
+    const cancel = cancelSignal();
+    if (cancel?.aborted) return Promise.reject(cancelled());
     return new Promise((resolve, reject) => {
       this.#client.exec(command, (err, stream) => {
         if (err) {
@@ -124,6 +127,15 @@ export class SshSession {
         // A command that exits before reading its input closes the channel under a pending
         // write: the failure is reported by the exit status, never as an unhandled 'error'.
         stream.on('error', () => {});
+        // A cancelled reconcile (lost lease, SIGTERM) stops waiting for the command: the channel
+        // is closed, and what a command leaves half done is what a crash leaves (resumable).
+        const onAbort = () => {
+          clearTimeout(timer);
+          stream.close();
+          reject(cancelled());
+        };
+        cancel?.addEventListener('abort', onAbort, { once: true });
+        stream.on('close', () => cancel?.removeEventListener('abort', onAbort));
         stream.on('data', (c: Buffer) => out.push(c));
         stream.stderr.on('data', (c: Buffer) => errOut.push(c));
         stream.on('exit', (code: unknown, sig: unknown) => {

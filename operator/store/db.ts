@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { throwIfCancelled } from '../lib/cancel.ts';
 import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { StoreMetrics } from './metrics.ts';
@@ -210,6 +211,8 @@ export class Db {
     values: unknown[] = [],
     opts: { idempotent: boolean } = { idempotent: true },
   ): Promise<pg.QueryResult<R>> {
+    // A cancelled reconcile starts no new statement (one already sent runs to its end).
+    throwIfCancelled();
     return this.#withRetry(opts.idempotent, (client) => this.#send<R>(client, text, values));
   }
 
@@ -221,6 +224,7 @@ export class Db {
     fn: (q: Queryable) => Promise<T>,
     opts: { idempotent: boolean } = { idempotent: true },
   ): Promise<T> {
+    throwIfCancelled();
     return this.#withRetry(opts.idempotent, async (client) => {
       const q: Queryable = {
         query: <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
