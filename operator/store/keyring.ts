@@ -1,5 +1,5 @@
 import { webcrypto } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { TerminalError } from '../lib/errors.ts';
 
 /**
@@ -178,8 +178,18 @@ export async function parseKeyring(text: string, source: string): Promise<Keyrin
 export async function loadKeyringFile(path: string): Promise<Keyring> {
   let text: string;
   try {
+    // Nobody but the operator (and its group: a Kubernetes Secret volume read through fsGroup
+    // is 0440) may read the master keys: world bits or a group that may write are refused.
+    const mode = (await stat(path)).mode & 0o777;
+    if ((mode & 0o027) !== 0) {
+      throw new TerminalError(
+        'KeyringFileMode',
+        `master key file ${path} is mode ${mode.toString(8).padStart(4, '0')}: others may read or change it; make it 0600 (or 0440 for a Kubernetes Secret volume)`,
+      );
+    }
     text = await readFile(path, 'utf8');
   } catch (err) {
+    if (err instanceof TerminalError) throw err;
     const code = err instanceof Error && 'code' in err ? String(err.code) : 'unknown error';
     throw new TerminalError('KeyringUnreadable', `cannot read master key file ${path}: ${code}`);
   }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -74,6 +74,29 @@ describe('master keyring', () => {
       const err = await failure(loadKeyringFile(join(dir, 'missing')));
       expect(err.reason).toBe('KeyringUnreadable');
       expect(err.message).toContain('ENOENT');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a key file others may read or change, naming the mode and never a key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cannes-keyring-'));
+    try {
+      const path = join(dir, 'keys');
+      const key = b64(32);
+      writeFileSync(path, `file-k ${key}\n`);
+      for (const mode of [0o644, 0o604, 0o660]) {
+        chmodSync(path, mode);
+        const err = await failure(loadKeyringFile(path));
+        expect(err.reason).toBe('KeyringFileMode');
+        expect(err.message).toContain(mode.toString(8));
+        expect(err.message).not.toContain(key);
+      }
+      // 0600, 0400 and a Secret volume's 0440 (read through fsGroup) are fine.
+      for (const mode of [0o600, 0o400, 0o440]) {
+        chmodSync(path, mode);
+        expect((await loadKeyringFile(path)).activeKid).toBe('file-k');
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
