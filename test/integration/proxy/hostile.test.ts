@@ -200,7 +200,8 @@ function call(
     path: opts.path ?? '/proxy/evil/chat/completions',
     method: opts.method ?? 'POST',
     headers: ['content-type', 'application/json', 'x-hostile', mode, ...(opts.headers ?? [])],
-    body: opts.method === 'GET' || opts.method === 'HEAD' ? undefined : '{"model":"m","messages":[]}',
+    // A body only with POST: a refused request's unread body would make the close a reset.
+    body: (opts.method ?? 'POST') === 'POST' ? '{"model":"m","messages":[]}' : undefined,
     stream: opts.stream,
   });
 }
@@ -328,7 +329,7 @@ describe('what a client may send', () => {
       captured.push(JSON.stringify(res));
       expect(res.status, method).toBe(405);
       expect(header(res.headers, 'allow'), method).toBe('GET, HEAD, POST');
-      expect(JSON.parse(res.body).error.type).toBe('method_not_allowed');
+      expect(res.body, `${method} ${JSON.stringify(res)}`).toContain('"method_not_allowed"');
     }
     // TRACK is no method to Node's parser at all: a 400 and a close.
     const track = await client.raw(rig.bridgeAddr, port, [
