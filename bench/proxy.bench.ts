@@ -249,6 +249,12 @@ async function main(): Promise<void> {
         'off',
         '--threads',
         String(PROXY_THREADS),
+        // The bench upstream's SSE and open-stream paths are not inference endpoints of the
+        // allow list; /chat/completions still goes through the list's check.
+        '--allow-path-prefix',
+        '/stream',
+        '--allow-path-prefix',
+        '/hold',
       ],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...PROXY_ENVIRONMENT } },
     );
