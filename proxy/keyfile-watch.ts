@@ -70,7 +70,10 @@ export class KeyFileWatcher {
       // Repeated polls of the same broken file log once.
       if (message !== this.#lastError) {
         this.#lastError = message;
-        this.#o.logger.error('key file reload failed; keeping the last good key file', {
+        const what = this.#missing
+          ? 'key file reload failed; still refusing every proxied request (503)'
+          : 'key file reload failed; keeping the last good key file';
+        this.#o.logger.error(what, {
           reason,
           message,
           trigger,

@@ -495,7 +495,7 @@ class Exchange implements Dispatcher.DispatchHandler, ScrubState {
   }
 
   onResponseStart(
-    _controller: Dispatcher.DispatchController,
+    controller: Dispatcher.DispatchController,
     statusCode: number,
     headers: Record<string, string | string[] | undefined>,
   ): void {
@@ -505,7 +505,7 @@ class Exchange implements Dispatcher.DispatchHandler, ScrubState {
     if (enc !== undefined && !(typeof enc === 'string' && enc.trim().toLowerCase() === 'identity')) {
       // Asked for `identity`, sent compressed: the body cannot be checked for the key, so it
       // does not go to the client at all.
-      this.#unscannable(_controller);
+      this.#unscannable(controller);
       return;
     }
     const scrub = this.route.scrubber;
