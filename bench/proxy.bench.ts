@@ -27,6 +27,9 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(ROOT, 'dist/proxy/cannes-proxy.mjs');
 /** Rounds per target: throughput takes the best, latency and SSE delay the median. */
 const ROUNDS = 5;
+/** A typical Anthropic SSE event: ends with a blank line, as every SSE event does. */
+const SSE_EVENT =
+  'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" streamed tokens"}}\n\n';
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -457,10 +460,6 @@ async function main(): Promise<void> {
     cleanup();
   }
 }
-
-/** A typical Anthropic SSE event: ends with a blank line, as every SSE event does. */
-const SSE_EVENT =
-  'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" streamed tokens"}}\n\n';
 
 /** ns per `KeyScrubber.push` of `chunk` (no key in it), after a warm-up. */
 function scrubNs(chunk: Buffer, n: number): number {
