@@ -48,6 +48,8 @@ export function keyForms(key: string): string[] {
 /** One route's scrubber, built once per key file load; the per-response state is `ScrubState`. */
 export class KeyScrubber {
   readonly #strings: readonly string[];
+  /** The same, lower-cased: header names arrive lower-cased. */
+  readonly #lower: readonly string[];
   readonly #needles: readonly Buffer[];
   readonly #markers: readonly Buffer[];
   readonly #first: readonly number[];
@@ -58,6 +60,7 @@ export class KeyScrubber {
 
   constructor(key: string) {
     this.#strings = keyForms(key);
+    this.#lower = this.#strings.map((f) => f.toLowerCase());
     this.#needles = this.#strings.map((s) => Buffer.from(s, 'latin1'));
     this.#markers = this.#needles.map((n) => markerOf(n.length));
     this.#first = this.#needles.map((n) => n[0]!);
@@ -74,7 +77,7 @@ export class KeyScrubber {
 
   /** True when a header name holds the key (the header is then dropped). */
   inName(name: string): boolean {
-    for (const s of this.#strings) if (name.includes(s.toLowerCase())) return true;
+    for (const s of this.#lower) if (name.includes(s)) return true;
     return false;
   }
 
