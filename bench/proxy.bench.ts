@@ -21,11 +21,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PROXY_ENVIRONMENT, PROXY_NODE_FLAGS, PROXY_THREADS } from '../operator/remote/proxy-unit.ts';
+import { KeyScrubber, type ScrubState } from '../proxy/scrub.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BUNDLE = join(ROOT, 'dist/proxy/cannes-proxy.mjs');
 /** Rounds per target: throughput takes the best, latency and SSE delay the median. */
 const ROUNDS = 5;
+/** A typical Anthropic SSE event: ends with a blank line, as every SSE event does. */
+const SSE_EVENT =
+  'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" streamed tokens"}}\n\n';
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -194,6 +198,8 @@ async function main(): Promise<void> {
   if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} missing: run make build first`);
   // Before the bench adds its own load: what else the machine was doing.
   const loadAtStart = loadAverage();
+  // The run this one replaces, to show what changed since (the key scrub's SSE cost).
+  const previous = previousRun();
   const tmp = mkdtempSync(join(tmpdir(), 'cannes-proxy-bench-'));
   const children: ChildProcess[] = [];
   const groups: number[] = [];
@@ -249,6 +255,12 @@ async function main(): Promise<void> {
         'off',
         '--threads',
         String(PROXY_THREADS),
+        // The bench upstream's SSE and open-stream paths are not inference endpoints of the
+        // allow list; /chat/completions still goes through the list's check.
+        '--allow-path-prefix',
+        '/stream',
+        '--allow-path-prefix',
+        '/hold',
       ],
       { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...PROXY_ENVIRONMENT } },
     );
@@ -384,12 +396,24 @@ async function main(): Promise<void> {
       rss_1000_streams_mb: p['rss_1000_streams_mb']!,
       nginx_rss_1000_streams_mb: n['rss_1000_streams_mb']!,
       ...(results['nginx1'] ? { throughput_vs_nginx_one_worker: p['rps']! / results['nginx1']['rps']! } : {}),
+      // The response scrub alone, in this process: ns per chunk with a 108-byte key.
+      scrub_ns_per_sse_chunk: scrubNs(Buffer.from(SSE_EVENT), 2e6),
+      scrub_ns_per_64k_chunk: scrubNs(Buffer.alloc(65536, 'a'), 2e4),
+      ...(previous
+        ? {
+            previous_sse_added_p99_ms: previous.sseAddedP99,
+            sse_added_p99_vs_previous_ms: addedOf('proxy', 'sse_p99_ms') - previous.sseAddedP99,
+          }
+        : {}),
     };
     const targetsMet = {
       throughput_ge_0_6x_nginx: summary.throughput_vs_nginx >= 0.6,
       added_p99_le_1ms: summary.added_p99_ms <= 1,
       sse_added_p99_le_1ms: summary.sse_added_p99_ms <= 1,
       rss_1000_streams_le_150mb: summary.rss_1000_streams_mb <= 150,
+      ...(summary.sse_added_p99_vs_previous_ms === undefined
+        ? {}
+        : { sse_added_p99_vs_previous_le_0_1ms: summary.sse_added_p99_vs_previous_ms <= 0.1 }),
     };
     const load = loadAverage();
     const out = {
@@ -419,7 +443,7 @@ async function main(): Promise<void> {
     };
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
     writeFileSync(join(ROOT, 'bench/results/proxy.json'), `${JSON.stringify(out, null, 2)}\n`);
-    const table = markdownTable(out.results, summary, targetsMet, loadAtStart, load);
+    const table = markdownTable(out.results, summary, targetsMet, loadAtStart, load, previous?.date);
     console.log(`\n${table}`);
     for (const [file, start, stop] of [
       ['docs/proxy.md', '<!-- bench:start -->', '<!-- bench:end -->'],
@@ -434,6 +458,29 @@ async function main(): Promise<void> {
     }
   } finally {
     cleanup();
+  }
+}
+
+/** ns per `KeyScrubber.push` of `chunk` (no key in it), after a warm-up. */
+function scrubNs(chunk: Buffer, n: number): number {
+  const scrubber = new KeyScrubber(`sk-ant-api03-${'x'.repeat(95)}`);
+  const state: ScrubState = { carry: null };
+  for (let i = 0; i < n / 10; i++) scrubber.push(state, chunk, false);
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) scrubber.push(state, chunk, false);
+  return Number(process.hrtime.bigint() - t0) / n;
+}
+
+/** The committed run's date and added SSE p99, if there is one. */
+function previousRun(): { date: string; sseAddedP99: number } | null {
+  try {
+    const prev = JSON.parse(readFileSync(join(ROOT, 'bench/results/proxy.json'), 'utf8'));
+    const v = prev?.summary?.sse_added_p99_ms;
+    return typeof v === 'number' && typeof prev.date === 'string'
+      ? { date: prev.date, sseAddedP99: v }
+      : null;
+  } catch {
+    return null;
   }
 }
 
@@ -466,6 +513,7 @@ function markdownTable(
   met: Record<string, boolean>,
   loadAtStart: string,
   load: string,
+  previousDate: string | undefined,
 ): string {
   const d = r['direct']!;
   const p = r['proxy']!;
@@ -496,6 +544,12 @@ function markdownTable(
     `| RSS with 1000 open streams (MB) | | ${fmt(p['rss_1000_streams_mb'], 1)} | ${fmt(n['rss_1000_streams_mb'], 1)} | | ${fmt(p['rss_1000_streams_mb']! / n['rss_1000_streams_mb']!)}x | <= 150 MB: ${ok(met['rss_1000_streams_le_150mb'])} |`,
     `| RSS idle, fresh (MB) | | ${fmt(p['rss_idle_mb'], 1)} | ${fmt(n['rss_idle_mb'], 1)} | | | |`,
     `| RSS after the load runs (MB) | | ${fmt(p['rss_after_load_mb'], 1)} | ${fmt(n['rss_after_load_mb'], 1)} | | | |`,
+    ...(previousDate
+      ? [
+          `| added SSE p99 against the previous run (${previousDate.slice(0, 16)}Z: ${delta(s['previous_sse_added_p99_ms'])}) | | | | ${delta(s['sse_added_p99_vs_previous_ms'])} | | <= +0.1 ms: ${ok(met['sse_added_p99_vs_previous_le_0_1ms'])} |`,
+        ]
+      : []),
+    `| key scrub alone, per chunk (ns, in-process: SSE event / 64 KiB) | | ${fmt(s['scrub_ns_per_sse_chunk'], 0)} / ${fmt(s['scrub_ns_per_64k_chunk'], 0)} | | | | |`,
   ].join('\n');
 }
 

@@ -1,4 +1,5 @@
 import { CannesError } from '../operator/lib/errors.ts';
+import { validPathPrefix } from './endpoints.ts';
 import { isLogLevel, type LogLevel } from './log.ts';
 import { DEFAULT_ALLOW, DEFAULT_PORT, type HostPort, isUnspecified, parseHostPort } from './net.ts';
 
@@ -20,6 +21,9 @@ usage: node cannes-proxy.mjs --keys FILE [--listen HOST:PORT ...] [--allow CIDR 
   --upstream-connect-timeout S    seconds to connect upstream (default 10)
   --client-headers-timeout S      seconds a client has to send its headers (default 20)
   --client-request-timeout S      seconds a client has to send its whole request (default 300)
+  --allow-path-prefix PATH         also allow this path prefix (relative to a route's base URL, e.g. /files)
+                                  for every route, with GET, HEAD, POST, DELETE, PATCH (repeatable)
+  --allow-any-path                turn the per-provider endpoint allow list off (any path, those methods)
   --watch-key-file on|off         reload the key file when it changes (default on); SIGHUP always reloads
   --drain-timeout S               on SIGTERM, how long open streams may finish (default 60)
   --threads N                     threads serving the listen addresses, 1..16 (default 1); more than one
@@ -27,7 +31,8 @@ usage: node cannes-proxy.mjs --keys FILE [--listen HOST:PORT ...] [--allow CIDR 
   --log-level LEVEL               debug | info | warn | error | silent (default info)
   --help                          this text
 
-Routes: /proxy/<id>/<path> → <baseUrl of id>/<path>. GET /healthz answers bridge clients.
+Routes: /proxy/<id>/<path> → <baseUrl of id>/<path>, for the provider's inference endpoints only
+(docs/proxy.md). GET /healthz answers bridge clients.
 `;
 
 export interface CliOptions {
@@ -46,6 +51,10 @@ export interface CliOptions {
   readonly threads: number;
   readonly logLevel: LogLevel;
   readonly watchKeyFile: boolean;
+  /** Extra path prefixes allowed for every route (`--allow-path-prefix`). */
+  readonly allowPathPrefixes: readonly string[];
+  /** The endpoint allow list is off (`--allow-any-path`). */
+  readonly allowAnyPath: boolean;
 }
 
 export type ParsedArgs = { readonly help: true } | ({ readonly help: false } & CliOptions);
@@ -66,7 +75,9 @@ const VALUE_FLAGS = new Set([
   '--threads',
   '--log-level',
   '--watch-key-file',
+  '--allow-path-prefix',
 ]);
+const BOOLEAN_FLAGS = new Set(['--allow-any-path']);
 
 function usageError(message: string): CannesError {
   return new CannesError('InvalidArgument', message, { terminal: true });
@@ -82,6 +93,10 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     if (arg.startsWith('--') && eq !== -1) {
       value = arg.slice(eq + 1);
       arg = arg.slice(0, eq);
+    }
+    if (BOOLEAN_FLAGS.has(arg) && value === undefined) {
+      values.set(arg, ['on']);
+      continue;
     }
     if (!VALUE_FLAGS.has(arg)) throw usageError(`unknown argument ${JSON.stringify(arg)} (see --help)`);
     if (value === undefined) {
@@ -117,9 +132,19 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   if (!isLogLevel(logLevel)) throw usageError(`--log-level ${JSON.stringify(logLevel)}: unknown level`);
   const watch = one('--watch-key-file') ?? 'on';
   if (watch !== 'on' && watch !== 'off') throw usageError('--watch-key-file must be on or off');
+  const allowPathPrefixes = values.get('--allow-path-prefix') ?? [];
+  for (const p of allowPathPrefixes) {
+    if (!validPathPrefix(p)) {
+      throw usageError(
+        `--allow-path-prefix ${JSON.stringify(p)}: expected a path such as /files (no query, no dot segments)`,
+      );
+    }
+  }
   return {
     help: false,
     watchKeyFile: watch === 'on',
+    allowPathPrefixes,
+    allowAnyPath: values.has('--allow-any-path'),
     keys,
     listen,
     port: integer(one('--port'), '--port', DEFAULT_PORT, 1, 65535),

@@ -28,6 +28,12 @@ export const REQUEST_DROP: ReadonlySet<string> = new Set<string>([
   'expect',
   // The proxy sets the body framing itself.
   'content-length',
+  // Cookies are a credential too, and no provider API wants the container's.
+  'cookie',
+  'cookie2',
+  // Replaced by `identity`: the proxy scans response bodies for the key, which it cannot
+  // do in a compressed body (issue 19 item 9).
+  'accept-encoding',
   // Nothing about the container network goes to the provider.
   'forwarded',
   'x-forwarded-for',

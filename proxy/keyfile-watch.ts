@@ -10,7 +10,8 @@ export interface KeyFileWatcherOptions {
   readonly uid: number | null;
   readonly logger: Logger;
   readonly metrics: ProxyMetrics;
-  readonly onRoutes: (routes: ReadonlyMap<string, Route>) => void;
+  /** `keyFileMissing`: the file was deleted; the proxy must refuse requests until it returns. */
+  readonly onRoutes: (routes: ReadonlyMap<string, Route>, keyFileMissing: boolean) => void;
   /** Backstop poll of the file's stat, for filesystems where fs.watch misses events. */
   readonly pollIntervalMs?: number;
 }
@@ -25,6 +26,7 @@ export class KeyFileWatcher {
   readonly #o: KeyFileWatcherOptions;
   #digest = '';
   #lastError = '';
+  #missing = false;
   #watcher: FSWatcher | null = null;
   #debounce: NodeJS.Timeout | null = null;
   #polling = false;
@@ -49,10 +51,29 @@ export class KeyFileWatcher {
       const message = err instanceof CannesError ? err.message : 'key file could not be read';
       const reason = err instanceof CannesError ? err.reason : 'KeyFileUnreadable';
       this.#o.metrics.reloaded(false);
+      if (reason === 'KeyFileMissing') {
+        // Deleted: the operator (or a person) took the keys away, so the proxy stops
+        // injecting them at once, rather than keep the last table. Said once.
+        if (!this.#missing) {
+          this.#missing = true;
+          this.#digest = '';
+          this.#lastError = message;
+          this.#o.onRoutes(new Map(), true);
+          this.#o.logger.error('key file is gone; refusing every proxied request (503) until it returns', {
+            reason,
+            message,
+            trigger,
+          });
+        }
+        return false;
+      }
       // Repeated polls of the same broken file log once.
       if (message !== this.#lastError) {
         this.#lastError = message;
-        this.#o.logger.error('key file reload failed; keeping the last good key file', {
+        const what = this.#missing
+          ? 'key file reload failed; still refusing every proxied request (503)'
+          : 'key file reload failed; keeping the last good key file';
+        this.#o.logger.error(what, {
           reason,
           message,
           trigger,
@@ -61,6 +82,7 @@ export class KeyFileWatcher {
       return false;
     }
     this.#lastError = '';
+    this.#missing = false;
     if (contents.digest === this.#digest) return false;
     this.#apply(contents, trigger);
     return true;
@@ -108,7 +130,7 @@ export class KeyFileWatcher {
 
   #apply(contents: KeyFileContents, trigger: string): void {
     this.#digest = contents.digest;
-    this.#o.onRoutes(contents.routes);
+    this.#o.onRoutes(contents.routes, false);
     this.#o.metrics.reloaded(true);
     const providers = [...new Set([...contents.routes.values()].map((r) => r.provider))].sort();
     this.#o.logger.info('key file loaded', { routes: contents.routes.size, providers, trigger });

@@ -4,6 +4,7 @@ import { inspect } from 'node:util';
 import { CannesError } from '../operator/lib/errors.ts';
 import { Secret } from '../operator/lib/secret.ts';
 import { isProviderName, PROVIDERS, type ProviderName } from './providers.ts';
+import { KeyScrubber } from './scrub.ts';
 
 /**
  * The key file (docs/design.md §6), written by the operator, read here:
@@ -33,6 +34,8 @@ export class Route {
   readonly basePath: string;
   /** Lower-case header name the credential goes in. */
   readonly authHeader: string;
+  /** Finds this route's key in responses (issue 19 item 9); prints as `[redacted]`. */
+  readonly scrubber: KeyScrubber;
   readonly #authValue: Secret;
   readonly #apiKey: Secret;
 
@@ -46,6 +49,7 @@ export class Route {
     this.authHeader = auth === 'bearer' ? 'authorization' : auth;
     // Precomputed once per load so the hot path only pushes two strings.
     this.#authValue = new Secret(auth === 'bearer' ? `Bearer ${apiKey.reveal()}` : apiKey.reveal());
+    this.scrubber = new KeyScrubber(apiKey.reveal());
   }
 
   /** The one place the key leaves its wrapper: appended to the outgoing upstream headers. */
@@ -117,7 +121,10 @@ export function readKeyFile(path: string, options: ReadOptions): KeyFileContents
           : code === 'EACCES'
             ? 'is not readable by the proxy'
             : `cannot be opened (${code})`;
-    throw new CannesError('KeyFileUnreadable', `key file ${path} ${why}`);
+    throw new CannesError(
+      code === 'ENOENT' ? 'KeyFileMissing' : 'KeyFileUnreadable',
+      `key file ${path} ${why}`,
+    );
   }
   let bytes: Buffer;
   try {

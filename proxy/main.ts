@@ -63,6 +63,7 @@ async function main(): Promise<void> {
     upstreamConnectTimeoutMs: args.upstreamConnectTimeoutMs,
     clientHeadersTimeoutMs: args.clientHeadersTimeoutMs,
     clientRequestTimeoutMs: args.clientRequestTimeoutMs,
+    endpoints: { anyPath: args.allowAnyPath, extraPrefixes: args.allowPathPrefixes },
   };
   const multi = args.threads > 1;
   const proxy = new ProxyServer({
@@ -80,9 +81,9 @@ async function main(): Promise<void> {
     uid,
     logger,
     metrics,
-    onRoutes: (r) => {
-      proxy.setRoutes(r);
-      threads?.setRoutes(r);
+    onRoutes: (r, missing) => {
+      proxy.setRoutes(r, missing);
+      threads?.setRoutes(r, missing);
     },
   });
   try {
@@ -111,6 +112,7 @@ async function main(): Promise<void> {
         logLevel: args.logLevel,
         limits,
         routes: toWire(started),
+        keyFileMissing: proxy.keyFileMissing,
       });
     }
     try {
@@ -122,10 +124,16 @@ async function main(): Promise<void> {
       fail(`cannot start ${args.threads} threads: ${err instanceof Error ? err.message : 'unknown error'}`);
     }
     // A reload while the workers started reaches them too.
-    if (proxy.routes !== started) threads.setRoutes(proxy.routes);
+    if (proxy.routes !== started) threads.setRoutes(proxy.routes, proxy.keyFileMissing);
   }
   for (const a of bound)
     logger.info('listening', { address: a.address, port: a.port, threads: args.threads });
+  if (args.allowAnyPath || args.allowPathPrefixes.length > 0) {
+    logger.warn('the endpoint allow list is widened', {
+      anyPath: args.allowAnyPath,
+      prefixes: args.allowPathPrefixes,
+    });
+  }
 
   let metricsServer: ReturnType<typeof createServer> | null = null;
   if (args.metrics) {

@@ -15,6 +15,9 @@ export const REFUSAL_REASONS = [
   'malformed_request',
   'headers_too_large',
   'headers_timeout',
+  'method_not_allowed',
+  'path_not_allowed',
+  'key_file_missing',
 ] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 

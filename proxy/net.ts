@@ -32,12 +32,25 @@ export function parseHostPort(value: string, what: string): HostPort {
   return { host, port };
 }
 
-/** Listening on every address would expose the proxy beyond the bridge: never allowed. */
+/**
+ * Listening on every address would expose the proxy beyond the bridge: never allowed. That
+ * is `0.0.0.0`, `::`, and the IPv4-mapped wildcard `::ffff:0.0.0.0` in any spelling
+ * (`::ffff:0:0`, `0:0:0:0:0:ffff:0:0`, …), which Linux binds as `0.0.0.0` for IPv4 traffic.
+ * A zone id (`::%lo`) does not make the wildcard narrower. IPv6 text is compared in its
+ * canonical form (the WHATWG URL parser's), so no spelling slips through.
+ */
 export function isUnspecified(host: string): boolean {
   if (isIPv4(host)) return host === '0.0.0.0';
-  const b = new BlockList();
-  b.addAddress('::', 'ipv6');
-  return b.check(host, 'ipv6');
+  const zone = host.indexOf('%');
+  const addr = zone === -1 ? host : host.slice(0, zone);
+  let canonical: string;
+  try {
+    canonical = new URL(`http://[${addr}]/`).hostname;
+  } catch {
+    // Not an IPv6 literal we can read: treat it as the worst case.
+    return true;
+  }
+  return canonical === '[::]' || canonical === '[::ffff:0:0]';
 }
 
 function badArg(what: string, value: string, hint = 'expected HOST:PORT'): CannesError {

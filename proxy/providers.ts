@@ -47,5 +47,27 @@ export const CREDENTIAL_HEADERS = [
   'proxy-authorization',
 ] as const;
 
-/** Query parameters that can carry a credential (Gemini's `?key=`). */
-export const CREDENTIAL_QUERY_PARAMS = ['key'] as const;
+/**
+ * Query parameters that can carry a credential (Gemini's `?key=`, and the usual spellings of
+ * the others), removed from every request. Compared after decoding, lower-casing and removing
+ * `-`, `_` and `.`: `api_key`, `apiKey`, `API-KEY` are all `apikey`. Exact names only, so
+ * `pageToken` (Gemini's pagination) passes.
+ */
+export const CREDENTIAL_QUERY_PARAMS = [
+  'key',
+  'apikey',
+  'xapikey',
+  'xgoogapikey',
+  'accesstoken',
+  'token',
+  'authtoken',
+  'auth',
+  'authorization',
+  'bearer',
+  'idtoken',
+  'refreshtoken',
+  'sessiontoken',
+  'clientsecret',
+  'secret',
+  'password',
+] as const;

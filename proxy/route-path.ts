@@ -51,9 +51,10 @@ export function safePath(path: string): boolean {
 }
 
 /**
- * Removes every credential parameter (`key`, also percent-encoded or in another case):
- * Gemini accepts `?key=`, and LiteLLM once leaked such keys through logs. Returns the
- * remaining query (maybe empty) or null when a parameter name cannot be decoded.
+ * Removes every credential parameter (`key`, `api_key`, `access_token`, … also
+ * percent-encoded or in another case): Gemini accepts `?key=`, and LiteLLM once leaked such
+ * keys through logs. Returns the remaining query (maybe empty) or null when a parameter name
+ * cannot be decoded.
  */
 export function stripCredentialParams(query: string): string | null {
   if (query === '') return '';
@@ -68,7 +69,7 @@ export function stripCredentialParams(query: string): string | null {
     } catch {
       return null;
     }
-    if (CREDENTIAL_PARAMS.has(name.trim().toLowerCase())) continue;
+    if (CREDENTIAL_PARAMS.has(name.trim().toLowerCase().replace(/[-_.]/g, ''))) continue;
     out = out === '' ? part : `${out}&${part}`;
   }
   return out;

@@ -6,6 +6,7 @@ import type { Dispatcher } from 'undici';
 // and more that this process never runs: the bundle is half the size (20k lines, not 38k),
 // and the proxy starts ~3 MB smaller.
 import Agent from 'undici/lib/dispatcher/agent.js';
+import { EndpointPolicy, type EndpointPolicyOptions } from './endpoints.ts';
 import { REQUEST_DROP, responseHeaderAllowed } from './headers.ts';
 import type { Route } from './keys.ts';
 import type { Logger } from './log.ts';
@@ -13,6 +14,7 @@ import type { ProxyMetrics, RefusalReason, UpstreamErrorKind } from './metrics.t
 import { statusClass } from './metrics.ts';
 import type { Allowlist, HostPort } from './net.ts';
 import { parseTarget } from './route-path.ts';
+import type { ScrubState } from './scrub.ts';
 
 export interface ProxyServerOptions {
   readonly listen: readonly HostPort[];
@@ -36,6 +38,10 @@ export interface ProxyServerOptions {
   readonly reusePort?: boolean;
   /** This thread's number in request log lines, when the proxy runs more than one. */
   readonly thread?: number;
+  /** Widening of the per-provider endpoint allow list (`--allow-path-prefix`, `--allow-any-path`). */
+  readonly endpoints?: EndpointPolicyOptions;
+  /** At most one `bad client request` line per reason per this many ms (default 60 s). */
+  readonly clientErrorLogIntervalMs?: number;
 }
 
 const JSON_TYPE = 'application/json';
@@ -51,12 +57,31 @@ const BODY_BAD_GATEWAY = errorBody('upstream_error', 'the upstream request faile
 const BODY_GATEWAY_TIMEOUT = errorBody('upstream_timeout', 'the upstream did not answer in time');
 const BODY_BAD_REQUEST = errorBody('invalid_request', 'the request could not be forwarded');
 const BODY_HEALTHY = JSON.stringify({ status: 'ok' });
+const BODY_METHOD = errorBody('method_not_allowed', 'this method is not allowed through the proxy');
+const BODY_PATH = errorBody(
+  'forbidden',
+  "this path is not one of the provider's inference endpoints that the proxy allows",
+);
+const BODY_NO_KEY_FILE = errorBody(
+  'unavailable',
+  'the proxy has no key file; no request is forwarded until it returns',
+);
+const BODY_UNSCANNABLE = errorBody(
+  'upstream_error',
+  'the upstream sent a compressed body, which the proxy cannot check for the key',
+);
+/** Default for `clientErrorLogIntervalMs`. */
+export const CLIENT_ERROR_LOG_INTERVAL_MS = 60_000;
 
 class BodyTooLarge extends Error {
   override readonly name = 'BodyTooLarge';
 }
 class ClientGone extends Error {
   override readonly name = 'ClientGone';
+}
+/** The upstream's response was answered with a 502 by the proxy itself (compressed body). */
+class Unscannable extends Error {
+  override readonly name = 'Unscannable';
 }
 
 /**
@@ -69,6 +94,10 @@ export class ProxyServer {
   readonly #dispatcher: Dispatcher;
   readonly #ownDispatcher: boolean;
   #routes: ReadonlyMap<string, Route> = new Map();
+  #keyFileMissing = false;
+  readonly #endpoints: EndpointPolicy;
+  /** Per refusal reason of a bad client request: when a line was last written, how many since. */
+  readonly #clientErrors = new Map<RefusalReason, { last: number; suppressed: number }>();
   #active = 0;
   #draining = false;
   #idleWaiters: (() => void)[] = [];
@@ -76,6 +105,7 @@ export class ProxyServer {
   constructor(opts: ProxyServerOptions) {
     this.#opts = opts;
     this.#ownDispatcher = opts.dispatcher === undefined;
+    this.#endpoints = new EndpointPolicy(opts.endpoints);
     this.#dispatcher =
       opts.dispatcher ??
       new Agent({
@@ -88,10 +118,19 @@ export class ProxyServer {
       });
   }
 
-  /** Swaps the route table atomically (key file reload); requests in flight keep their route. */
-  setRoutes(routes: ReadonlyMap<string, Route>): void {
-    this.#routes = routes;
-    this.#opts.metrics.routes.set(routes.size);
+  /**
+   * Swaps the route table atomically (key file reload); requests in flight keep their route.
+   * `keyFileMissing`: the key file was deleted, so every proxied request gets a 503 (fail
+   * closed) until a valid file gives a table again.
+   */
+  setRoutes(routes: ReadonlyMap<string, Route>, keyFileMissing = false): void {
+    this.#routes = keyFileMissing ? new Map() : routes;
+    this.#keyFileMissing = keyFileMissing;
+    this.#opts.metrics.routes.set(this.#routes.size);
+  }
+
+  get keyFileMissing(): boolean {
+    return this.#keyFileMissing;
   }
 
   /** The route table in use (the one the key file last gave). */
@@ -188,13 +227,44 @@ export class ProxyServer {
       reason = 'headers_timeout';
     }
     this.#opts.metrics.refused(reason);
-    this.#opts.logger.info('bad client request', { reason, code: err.code ?? 'unknown' });
+    this.#logClientError(reason, err.code ?? 'unknown');
     socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  }
+
+  /**
+   * Slow and idle clients (header timeouts), oversized and malformed requests: every one is
+   * counted in the metrics, but a container that opens many such connections must not write
+   * one log line each. At most one line per reason per interval; it says how many it stands for.
+   */
+  #logClientError(reason: RefusalReason, code: string): void {
+    const now = Date.now();
+    let s = this.#clientErrors.get(reason);
+    if (s === undefined) {
+      s = { last: -Infinity, suppressed: 0 };
+      this.#clientErrors.set(reason, s);
+    }
+    if (now - s.last < (this.#opts.clientErrorLogIntervalMs ?? CLIENT_ERROR_LOG_INTERVAL_MS)) {
+      s.suppressed++;
+      return;
+    }
+    this.#opts.logger.info('bad client request', {
+      reason,
+      code,
+      ...(s.suppressed > 0 ? { alsoSinceLastLine: s.suppressed } : {}),
+    });
+    s.last = now;
+    s.suppressed = 0;
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const url = req.url ?? '';
     if (this.#draining) res.shouldKeepAlive = false;
+    const method = req.method ?? 'GET';
+    if (!this.#endpoints.methodKnown(method)) {
+      // TRACE, TRACK, OPTIONS, WebDAV and anything else no provider API uses.
+      this.#refuse(req, res, 405, BODY_METHOD, 'method_not_allowed');
+      return;
+    }
     const target = parseTarget(url);
     if (!target.ok) {
       if (url === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -209,10 +279,21 @@ export class ProxyServer {
       }
       return;
     }
+    if (this.#keyFileMissing) {
+      // Fail closed: with no key file there is no key to inject, and no route to trust.
+      this.#refuse(req, res, 503, BODY_NO_KEY_FILE, 'key_file_missing');
+      return;
+    }
     const route = this.#routes.get(target.id);
     if (route === undefined) {
       // Same answer for every unknown id: no list of ids, no hint which exist.
       this.#refuse(req, res, 404, BODY_NOT_FOUND, 'unknown_route');
+      return;
+    }
+    const verdict = this.#endpoints.check(route.provider, method, target.path);
+    if (verdict !== 'ok') {
+      if (verdict === 'method') this.#refuse(req, res, 405, BODY_METHOD, 'method_not_allowed');
+      else this.#refuse(req, res, 403, BODY_PATH, 'path_not_allowed');
       return;
     }
 
@@ -242,6 +323,8 @@ export class ProxyServer {
       return;
     }
     const exchange = new Exchange(this, route, req, res, target.path, contentLength);
+    // The response body is scanned for the key, which a compressed body would hide.
+    headers.push('accept-encoding', 'identity');
     route.injectCredential(headers);
     this.#active++;
     this.#opts.metrics.active++;
@@ -249,7 +332,7 @@ export class ProxyServer {
     const options: Dispatcher.DispatchOptions = {
       origin: route.origin,
       path: path === '' ? '/' : path,
-      method: req.method ?? 'GET',
+      method,
       headers,
       body: null,
     };
@@ -296,7 +379,12 @@ export class ProxyServer {
     this.#opts.logger.info('request refused', { method: req.method, status, reason });
     // The body of a refused request is not read: close instead of draining it.
     if (req.method !== 'GET' && req.method !== 'HEAD') res.shouldKeepAlive = false;
-    res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) });
+    const headers: Record<string, string | number> = {
+      'content-type': JSON_TYPE,
+      'content-length': Buffer.byteLength(body),
+    };
+    if (status === 405) headers['allow'] = this.#endpoints.allowHeader;
+    res.writeHead(status, headers);
     res.end(body);
   }
 
@@ -352,7 +440,7 @@ interface Outcome {
  * 'drain'. The client going away (`res` 'close' before `writableFinished`: `req` 'close'
  * only means the request body was read) aborts the upstream request.
  */
-class Exchange implements Dispatcher.DispatchHandler {
+class Exchange implements Dispatcher.DispatchHandler, ScrubState {
   readonly route: Route;
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
@@ -369,6 +457,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   #announced = -1;
   /** A sized body that came in one chunk: sent with `end()`, headers and body in one write. */
   #whole: Buffer | null = null;
+  /** Response bytes held back because they could begin the key (`KeyScrubber.push`). */
+  carry: Buffer | null = null;
   readonly #onDrain = () => this.#controller?.resume();
 
   constructor(
@@ -405,18 +495,26 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(
-    _controller: Dispatcher.DispatchController,
+    controller: Dispatcher.DispatchController,
     statusCode: number,
     headers: Record<string, string | string[] | undefined>,
   ): void {
     if (this.#clientGone) return;
     this.#proxy.observeTtfb(this);
+    const enc = headers['content-encoding'];
+    if (enc !== undefined && !(typeof enc === 'string' && enc.trim().toLowerCase() === 'identity')) {
+      // Asked for `identity`, sent compressed: the body cannot be checked for the key, so it
+      // does not go to the client at all.
+      this.#unscannable(controller);
+      return;
+    }
+    const scrub = this.route.scrubber;
     const out: string[] = [];
     for (const name in headers) {
-      if (!responseHeaderAllowed(name)) continue;
+      if (!responseHeaderAllowed(name) || scrub.inName(name)) continue;
       const v = headers[name];
-      if (typeof v === 'string') out.push(name, v);
-      else if (v !== undefined) for (const x of v) out.push(name, x);
+      if (typeof v === 'string') out.push(name, scrub.header(v));
+      else if (v !== undefined) for (const x of v) out.push(name, scrub.header(x));
     }
     this.#status = statusCode;
     this.res.writeHead(statusCode, out);
@@ -434,10 +532,14 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.responseBytes === this.#announced && this.#announced === chunk.length) {
       // The whole sized body in one chunk: the parser ends the message right after it, in
       // the same call, so keeping it for `end()` delays nothing.
-      this.#whole = chunk;
+      this.#whole = this.route.scrubber.push(this, chunk, true);
       return;
     }
-    if (!this.res.write(chunk) && !controller.paused) {
+    // Every key replaced by a marker of the same length; only bytes that could begin the key
+    // are held back (normally none).
+    const out = this.route.scrubber.push(this, chunk, false);
+    if (out.length === 0) return;
+    if (!this.res.write(out) && !controller.paused) {
       controller.pause();
       this.res.once('drain', this.#onDrain);
     }
@@ -445,13 +547,15 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     if (this.#clientGone) return;
-    if (this.#whole === null) this.res.end();
-    else this.res.end(this.#whole);
+    // Bytes held back at the last chunk's end were not the key after all: they go now.
+    const rest = this.#whole ?? this.route.scrubber.end(this);
+    if (rest === null) this.res.end();
+    else this.res.end(rest);
     this.#finish({ status: this.#status, kind: 'ok' });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
-    if (this.#clientGone || err instanceof ClientGone) return;
+    if (this.#clientGone || err instanceof ClientGone || err instanceof Unscannable) return;
     const res = this.res;
     if (res.destroyed || this.req.errored) {
       // The client went away mid-upload: the request body stream failed, not the upstream.
@@ -492,6 +596,17 @@ class Exchange implements Dispatcher.DispatchHandler {
     res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(body) });
     res.end(body);
     this.#finish({ status, kind: upstreamError ? 'upstream_error' : 'refused', upstreamError });
+  }
+
+  #unscannable(controller: Dispatcher.DispatchController): void {
+    const res = this.res;
+    res.shouldKeepAlive = false;
+    res.writeHead(502, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(BODY_UNSCANNABLE) });
+    res.end(BODY_UNSCANNABLE);
+    this.#finish({ status: 502, kind: 'upstream_error', upstreamError: 'other' });
+    // After #finish: the abort's onResponseError finds the exchange over.
+    this.#clientGone = true;
+    if (!controller.aborted) controller.abort(new Unscannable('compressed upstream body'));
   }
 
   /** Counts request bytes of chunked bodies (content-length ones are known up front). */

@@ -31,6 +31,8 @@ export interface ThreadConfig {
   readonly logLevel: LogLevel;
   readonly limits: ServerLimits;
   readonly routes: readonly RouteWire[];
+  /** The key file was gone when this thread started (fail closed, see ProxyServer.setRoutes). */
+  readonly keyFileMissing?: boolean;
 }
 
 export type ServerLimits = Pick<
@@ -41,10 +43,11 @@ export type ServerLimits = Pick<
   | 'upstreamConnectTimeoutMs'
   | 'clientHeadersTimeoutMs'
   | 'clientRequestTimeoutMs'
+  | 'endpoints'
 >;
 
 type ToThread =
-  | { readonly t: 'routes'; readonly routes: readonly RouteWire[] }
+  | { readonly t: 'routes'; readonly routes: readonly RouteWire[]; readonly keyFileMissing: boolean }
   | { readonly t: 'snapshot'; readonly id: number }
   | { readonly t: 'drain'; readonly ms: number };
 
@@ -121,8 +124,8 @@ export class ProxyThreads {
   }
 
   /** Hands a new route table to every worker (the key file was reloaded). */
-  setRoutes(routes: ReadonlyMap<string, Route>): void {
-    const msg: ToThread = { t: 'routes', routes: toWire(routes) };
+  setRoutes(routes: ReadonlyMap<string, Route>, keyFileMissing = false): void {
+    const msg: ToThread = { t: 'routes', routes: toWire(routes), keyFileMissing };
     for (const w of this.#workers) w.postMessage(msg);
   }
 
@@ -182,7 +185,7 @@ export async function runThread(config: ThreadConfig): Promise<void> {
     reusePort: true,
     thread: config.thread,
   });
-  proxy.setRoutes(fromWire(config.routes));
+  proxy.setRoutes(fromWire(config.routes), config.keyFileMissing === true);
   try {
     await proxy.listen();
   } catch (err) {
@@ -191,7 +194,7 @@ export async function runThread(config: ThreadConfig): Promise<void> {
   }
   port.on('message', (m: ToThread) => {
     if (m.t === 'routes') {
-      proxy.setRoutes(fromWire(m.routes));
+      proxy.setRoutes(fromWire(m.routes), m.keyFileMissing);
     } else if (m.t === 'snapshot') {
       post({ t: 'snapshot', id: m.id, data: metrics.snapshot() });
     } else if (m.t === 'drain') {

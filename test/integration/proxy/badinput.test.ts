@@ -51,6 +51,11 @@ beforeAll(async () => {
         '1',
         '--upstream-body-timeout',
         '1',
+        // Large uploads and the stalled stream go to paths outside the inference allow list.
+        '--allow-path-prefix',
+        '/files',
+        '--allow-path-prefix',
+        '/stall',
       ],
     },
   );
@@ -120,11 +125,11 @@ describe('bad input', () => {
     expect(oai.requests.length).toBe(before);
     // Encoded CR/LF in the path stays encoded: it can never become a header upstream.
     const r = await raw([
-      'GET /proxy/gpt/models%0d%0aX-Injected:%20yes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      'GET /proxy/gpt/models/x%0d%0aX-Injected:%20yes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
     ]);
     expect(statusOf(r.data)).toBe(404);
     const rec = oai.requests.at(-1)!;
-    expect(rec.path).toBe('/v1/models%0d%0aX-Injected:%20yes');
+    expect(rec.path).toBe('/v1/models/x%0d%0aX-Injected:%20yes');
     expect(rec.headers['x-injected']).toBeUndefined();
     await stillServing();
   });
@@ -151,6 +156,26 @@ describe('bad input', () => {
     expect(await scrape(metricsPort)).toMatch(
       /cannes_proxy_refusals_total\{reason="headers_timeout"\} [1-9]/,
     );
+    await stillServing();
+  });
+
+  it('writes at most one log line for many slow or idle connections, and counts every one', async () => {
+    const refusals = async () =>
+      Number(
+        /cannes_proxy_refusals_total\{reason="headers_timeout"\} (\d+)/.exec(await scrape(metricsPort))?.[1],
+      );
+    const before = await refusals();
+    // Eight connections that start a request and then say nothing, all timed out together.
+    const idle = await Promise.all(
+      Array.from({ length: 8 }, () => raw(['GET /healthz HTTP/1.1\r\nHost: x\r\n'], { waitMs: 6000 })),
+    );
+    for (const r of idle) expect(statusOf(r.data)).toBe(408);
+    expect(await refusals()).toBeGreaterThanOrEqual(before + 8);
+    // The slowloris above wrote the one line of this minute; these eight wrote none.
+    const lines = proxy.lines.filter(
+      (l) => l.msg === 'bad client request' && l['reason'] === 'headers_timeout',
+    );
+    expect(lines.length).toBe(1);
     await stillServing();
   });
 

@@ -134,11 +134,19 @@ describe('the bundle', () => {
     procs.push(p);
     expect(await p.exited).toBe(2);
     expect(p.stderr).toMatch(/no Docker bridge address found/);
-    const q = new ProxyProcess(copy, ['--keys', keyFile, '--listen', '0.0.0.0:3101', '--metrics', 'off'], {
-      cwd: empty.dir,
-    });
-    procs.push(q);
-    expect(await q.exited).toBe(2);
-    expect(q.stderr).toMatch(/every address is refused/);
+    // Nor on the IPv4-mapped wildcard, which Linux binds as 0.0.0.0, for either listener.
+    for (const args of [
+      ['--listen', '0.0.0.0:3101', '--metrics', 'off'],
+      ['--listen', '[::ffff:0.0.0.0]:3101', '--metrics', 'off'],
+      ['--listen', '[::ffff:0:0]:3101', '--metrics', 'off'],
+      ['--listen', '127.0.0.1:0', '--metrics', '[::ffff:0.0.0.0]:9464'],
+    ]) {
+      const q = new ProxyProcess(copy, ['--keys', keyFile, ...args], { cwd: empty.dir });
+      procs.push(q);
+      // A proxy that did bind keeps running: fail in seconds, not at the test timeout.
+      const code = await Promise.race([q.exited, new Promise((r) => setTimeout(() => r('running'), 10_000))]);
+      expect(code, args.join(' ')).toBe(2);
+      expect(q.stderr, args.join(' ')).toMatch(/every address is refused/);
+    }
   });
 });

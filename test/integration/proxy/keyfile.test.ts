@@ -180,6 +180,56 @@ describe('key file changes', () => {
   });
 });
 
+describe('key file deleted', () => {
+  it('stops injecting at once (503 on every thread, nothing upstream), says so once, resumes when it returns', async () => {
+    const f = file();
+    writeKeyFile(f, { a: { provider: 'anthropic', apiKey: keyA, baseUrl: ant.url } });
+    const p = start(f, ['--threads', '2']);
+    const port = (await p.listening(1)).get(rig.bridgeAddr)!;
+    const metricsPort = await p.metricsPort();
+    expect((await messages(port, 'a')).status).toBe(200);
+
+    rmSync(f);
+    await p.waitForLine(
+      (l) => l.msg === 'key file is gone; refusing every proxied request (503) until it returns',
+    );
+    const before = ant.requests.length;
+    // Connections spread over both threads (each request is a new connection).
+    await until(
+      async () => (await messages(port, 'a')).status === 503,
+      'the workers to see the key file gone',
+    );
+    for (let i = 0; i < 8; i++) {
+      const res = await messages(port, 'a');
+      captured.push(JSON.stringify(res));
+      expect(res.status).toBe(503);
+      expect(JSON.parse(res.body).error.type).toBe('unavailable');
+    }
+    expect(ant.requests.length).toBe(before);
+    // An unknown id gets the same answer: no route is trusted without the file.
+    expect((await messages(port, 'nope')).status).toBe(503);
+    // The 5 s poll and more requests: still the one line.
+    await new Promise((r) => setTimeout(r, 5500));
+    expect(p.lines.filter((l) => /key file is gone/.test(String(l.msg))).length).toBe(1);
+    const m = await scrape(metricsPort);
+    captured.push(m);
+    expect(m).toMatch(/cannes_proxy_refusals_total\{reason="key_file_missing"\} [1-9]/);
+    expect(m).toMatch(/cannes_proxy_routes 0/);
+
+    // The same file again: picked up (its digest matches the old one, it is applied anyway).
+    writeKeyFile(f, { a: { provider: 'anthropic', apiKey: keyA, baseUrl: ant.url } });
+    await p.waitForLine((l) => l.msg === 'key file loaded' && l['trigger'] !== 'start');
+    for (let i = 0; i < 6; i++) {
+      const res = await until(async () => {
+        const r = await messages(port, 'a');
+        return r.status === 200 && r;
+      }, 'the returned key file to be used on every thread');
+      expect(res.status).toBe(200);
+      expect(ant.requests.at(-1)!.credentials).toEqual([{ where: 'x-api-key', value: keyA }]);
+    }
+  }, 30_000);
+});
+
 describe('secrecy', () => {
   it('never shows a key in logs, metrics, error bodies or response headers', () => {
     captured.push(client.received);

@@ -43,7 +43,10 @@ beforeAll(async () => {
       claude: { provider: 'anthropic', apiKey: keys.anthropic, baseUrl: ant.url },
       gpt: { provider: 'openai', apiKey: keys.openai, baseUrl: `${oai.url}/v1` },
     },
-    { args: ['--max-body-bytes', String(128 * MiB), '--drain-timeout', '60'] },
+    // Uploads go to /files, outside the inference allow list: widened for this rig.
+    {
+      args: ['--max-body-bytes', String(128 * MiB), '--drain-timeout', '60', '--allow-path-prefix', '/files'],
+    },
   );
   ({ rig, proxy, port, metricsPort, client } = pr);
 });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Secret } from '../../../operator/lib/secret.ts';
 import { parseArgs } from '../../../proxy/cli.ts';
-import { responseHeaderAllowed } from '../../../proxy/headers.ts';
+import { REQUEST_DROP, responseHeaderAllowed } from '../../../proxy/headers.ts';
 import { createLogger } from '../../../proxy/log.ts';
 
 describe('command line', () => {
@@ -15,7 +15,25 @@ describe('command line', () => {
       metrics: { host: '127.0.0.1', port: 9464 },
       maxBodyBytes: 64 * 1024 * 1024,
       threads: 1,
+      allowAnyPath: false,
+      allowPathPrefixes: [],
     });
+  });
+
+  it('widens the endpoint allow list only by flag, and checks the prefixes', () => {
+    expect(
+      parseArgs([
+        '--keys',
+        'k',
+        '--allow-path-prefix',
+        '/files',
+        '--allow-path-prefix=/batches',
+        '--allow-any-path',
+      ]),
+    ).toMatchObject({ allowAnyPath: true, allowPathPrefixes: ['/files', '/batches'] });
+    for (const p of ['files', '/a/../b', '/x?y=1']) {
+      expect(() => parseArgs(['--keys', 'k', '--allow-path-prefix', p]), p).toThrow(/--allow-path-prefix/);
+    }
   });
 
   it('takes --threads 1..16 and nothing else', () => {
@@ -26,10 +44,17 @@ describe('command line', () => {
   });
 
   it('refuses to listen on every address', () => {
-    for (const l of ['0.0.0.0:3101', '[::]:3101']) {
+    const wildcards = [
+      '0.0.0.0:3101',
+      '[::]:3101',
+      '[::ffff:0.0.0.0]:3101',
+      '[::ffff:0:0]:3101',
+      '[::%lo]:3101',
+    ];
+    for (const l of wildcards) {
       expect(() => parseArgs(['--keys', 'k', '--listen', l]), l).toThrow(/every address/);
+      expect(() => parseArgs(['--keys', 'k', '--metrics', l]), l).toThrow(/every address/);
     }
-    expect(() => parseArgs(['--keys', 'k', '--metrics', '0.0.0.0:9464'])).toThrow(/every address/);
   });
 
   it('takes repeated --listen and --allow, and --flag=value', () => {
@@ -137,6 +162,12 @@ describe('logger', () => {
 });
 
 describe('response header allowlist', () => {
+  it('drops cookies and the client accept-encoding from requests (the proxy sends identity)', () => {
+    for (const h of ['cookie', 'cookie2', 'accept-encoding', 'authorization', 'x-goog-api-key']) {
+      expect(REQUEST_DROP.has(h), h).toBe(true);
+    }
+  });
+
   it('never relays a credential header or cookies, even if an upstream sends one', () => {
     for (const h of ['x-goog-api-key', 'x-api-key', 'authorization', 'api-key', 'set-cookie', 'x-secret']) {
       expect(responseHeaderAllowed(h), h).toBe(false);

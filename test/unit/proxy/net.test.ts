@@ -60,6 +60,26 @@ describe('listen addresses', () => {
     expect(isUnspecified('172.17.0.1')).toBe(false);
   });
 
+  it('knows the IPv4-mapped wildcard in every spelling, and a wildcard with a zone id', () => {
+    for (const h of [
+      '::ffff:0.0.0.0',
+      '::ffff:0:0',
+      '::FFFF:0.0.0.0',
+      '0:0:0:0:0:ffff:0:0',
+      '0000:0000:0000:0000:0000:ffff:0000:0000',
+      '::ffff:0000:0000',
+      '0::ffff:0.0.0.0',
+      '::0.0.0.0',
+      '::%lo',
+      '::ffff:0.0.0.0%eth0',
+    ]) {
+      expect(isUnspecified(h), h).toBe(true);
+    }
+    for (const h of ['::ffff:172.17.0.1', '::ffff:0:1', '::1', 'fe80::1%eth0', '::ffff:127.0.0.1']) {
+      expect(isUnspecified(h), h).toBe(false);
+    }
+  });
+
   it('finds docker0 and br-* IPv4 addresses only', () => {
     const found = findBridgeAddresses({
       lo: [{ address: '127.0.0.1', family: 'IPv4', internal: true, netmask: '', mac: '', cidr: null }],

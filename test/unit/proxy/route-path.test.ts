@@ -48,6 +48,19 @@ describe('stripCredentialParams', () => {
     expect(stripCredentialParams('keys=1&monkey=2')).toBe('keys=1&monkey=2');
   });
 
+  it('removes every credential-like parameter, case- and separator-insensitive, exact names only', () => {
+    expect(
+      stripCredentialParams(
+        'api_key=1&apiKey=2&API-KEY=3&access_token=4&Access.Token=5&token=6&auth=7&x-goog-api-key=8&' +
+          'client_secret=9&id_token=10&refresh_token=11&password=12&secret=13&authorization=14&alt=sse',
+      ),
+    ).toBe('alt=sse');
+    expect(stripCredentialParams('pageToken=abc&pageSize=5&tokens=1&max_tokens=3')).toBe(
+      'pageToken=abc&pageSize=5&tokens=1&max_tokens=3',
+    );
+    expect(stripCredentialParams('%61pi_key=1&x=2')).toBe('x=2');
+  });
+
   it('rejects an undecodable parameter name', () => {
     expect(stripCredentialParams('%zz=1')).toBeNull();
   });
