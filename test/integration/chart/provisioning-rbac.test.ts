@@ -4,7 +4,8 @@
  * on), on the system harness (the rig's API server, Postgres, the Hetzner simulator whose
  * servers are real hosts, fake LLM upstreams). The Vps reaches Ready, the cloud token and the
  * LLM keys are purged from their Secrets (Secret patch), the gateway token Secret is created
- * (Secret create), and the API server denied nothing. That each rule is needed is shown in
+ * (Secret create), and the API server denied nothing, RBAC and the chart's admission policy
+ * for Secret writes included. That each rule is needed is shown in
  * operator-monitoring.test.ts (without any one of them a request is denied).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +17,7 @@ import {
   startSystem,
   waitFor,
 } from '../../lib/system.ts';
+import { installAdmissionPolicy } from './admission.ts';
 import { render } from './helm.ts';
 import { type Prometheus, startPrometheus } from './prometheus.ts';
 import { installRbacVariant, RBAC_DENIAL, type RbacVariant } from './rbac.ts';
@@ -23,6 +25,7 @@ import { installRbacVariant, RBAC_DENIAL, type RbacVariant } from './rbac.ts';
 let s: System;
 let op: OperatorProcess;
 let variant: RbacVariant | undefined;
+let removePolicy: (() => Promise<void>) | undefined;
 let prometheus: Prometheus | undefined;
 const diag = () => `operator log tail:\n${op?.logs.join('').split('\n').slice(-40).join('\n')}`;
 
@@ -48,6 +51,8 @@ beforeAll(async () => {
     name: 'cannes-operator',
     prefix: `rbac-${s.namespace}`,
   });
+  // ... and under the chart's admission policy for its Secret writes (purges, the gateway Secret).
+  removePolicy = await installAdmissionPolicy(s.rig, chart, `rbac-${s.namespace}`);
   op = await s.startOperator(['--leader-elect'], {
     KUBECONFIG: variant.kubeconfig,
     POD_NAME: 'cannes-operator-chart-rbac',
@@ -62,6 +67,7 @@ afterAll(async () => {
   await prometheus?.stop();
   await s?.stop();
   await variant?.remove();
+  await removePolicy?.();
 }, 180_000);
 
 describe('the operator with exactly the chart RBAC', () => {
