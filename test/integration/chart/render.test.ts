@@ -65,7 +65,21 @@ describe('helm template with the defaults', () => {
       'RoleBinding',
       'Service',
       'ServiceAccount',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
     ]);
+  });
+
+  it("narrows the operator's Secret writes with an admission policy bound to its ServiceAccount, unless turned off", async () => {
+    const objects = await render({ release: 'cannes', namespace: 'cannes-system' });
+    const policy = findObject(objects, 'ValidatingAdmissionPolicy');
+    expect(JSON.stringify(policy)).toContain('system:serviceaccount:cannes-system:cannes-operator');
+    expect(findObject(objects, 'ValidatingAdmissionPolicyBinding')['spec']).toMatchObject({
+      policyName: policy.metadata.name,
+      validationActions: ['Deny'],
+    });
+    const off = await render({ values: { admissionPolicy: { enabled: false } } });
+    expect(kindsOf(off)).not.toContain('ValidatingAdmissionPolicy');
   });
 
   it('runs non-root with a read-only root filesystem, no capabilities and seccomp RuntimeDefault', async () => {
@@ -164,6 +178,8 @@ describe('helm template with every toggle on', () => {
       'Service',
       'ServiceAccount',
       'ServiceMonitor',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
     ]);
     expect(container(objects).args).toContain('--leader-elect');
     expect(strategy(objects)).toEqual(ROLLING);
@@ -351,7 +367,13 @@ describe('values.schema.json', () => {
     const objects = await render({
       values: { replicaCount: 2, serviceAccount: { create: false, name: 'mine' }, rbac: { create: false } },
     });
-    expect(kindsOf(objects)).toEqual(['Deployment', 'PodDisruptionBudget', 'Service']);
+    expect(kindsOf(objects)).toEqual([
+      'Deployment',
+      'PodDisruptionBudget',
+      'Service',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
+    ]);
     expect(podSpec(objects).serviceAccountName).toBe('mine');
   });
 });
