@@ -69,6 +69,27 @@ afterAll(async () => {
 });
 
 describe('make dev', () => {
+  it('says what it is waiting for and fails with the reason, exit 1, when the Vps is not Ready in time', async () => {
+    // Too short to reach Ready: dev must report the silence, then fail saying why, and tear down.
+    const r = await run(process.execPath, [join(REPO, 'tools', 'dev.ts')], {
+      cwd: REPO,
+      env: { ...process.env, V: '', CANNES_DEV_STALL_S: '2', CANNES_DEV_TIMEOUT_S: '12' },
+      timeout: 300_000,
+    }).then(
+      () => ({ code: 0, out: '' }),
+      (e: { code?: number; stdout?: string; stderr?: string }) => ({
+        code: e.code ?? -1,
+        out: `${e.stdout ?? ''}${e.stderr ?? ''}`,
+      }),
+    );
+    expect(r.code, r.out).toBe(1);
+    expect(r.out).toMatch(/failed: the Vps did not become Ready within 12 s/);
+    // Where it stands: its conditions and the operator's own last lines.
+    expect(r.out).toMatch(/Its conditions:/);
+    expect(r.out).toMatch(/the operator's last log lines:/);
+    expect(r.out).toMatch(/tearing down/);
+  }, 300_000);
+
   it('goes to Ready with examples/ as they are, prints a chat command that works, and Ctrl-C leaves nothing behind', async () => {
     const netnsBefore = new Set(await netnsList());
     const mountsBefore = new Set(mounts());
