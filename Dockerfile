@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build stage: compile the operator and bundle the proxy (the operator ships the bundle
-# to each VPS over SSH, so it is part of the image).
-FROM node:24-bookworm-slim AS build
+# to each VPS over SSH, so it is part of the image). dist/ is plain JavaScript, the same for
+# every platform, so a multi-arch build runs this stage once, natively, on the builder's platform.
+FROM --platform=$BUILDPLATFORM node:24-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
