@@ -83,7 +83,8 @@ if [ -n "$cafile" ] && [ "$cafile" != null ] && [ "$cafile" != undefined ] && [ 
 fi
 # --network host: the build stage's `npm ci` reaches the npm registry as `make deps` does, without a
 # CNI bridge and NAT rules. --layers: unchanged stages (npm ci of an unchanged lock file) are reused.
-buildah bud --layers --pull="$pull" --network host "${mounts[@]}" \
+# --force-rm: a failed build leaves no working containers behind.
+buildah bud --layers --force-rm --pull="$pull" --network host "${mounts[@]}" \
 	--label "dev.cannes.image-inputs=$inputs" \
 	--label "org.opencontainers.image.version=$version" \
 	-t "$IMAGE" -f Dockerfile . >"$CACHE/image/build.log" 2>&1 || {
