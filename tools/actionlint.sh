@@ -19,7 +19,7 @@ if [ ! -x "$dest/bin/actionlint" ]; then
 		(cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath -ldflags="-s -w" \
 			"github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION")
 		"$tmp/actionlint" -version >/dev/null
-		rm -rf "$dest/bin" && mv "$tmp" "$dest/bin"
+		rm -rf "${dest:?}/bin" && mv "$tmp" "$dest/bin"
 		trap - EXIT
 	fi
 fi

@@ -60,8 +60,10 @@ cleanup() { buildah umount "$ctr" >/dev/null 2>&1 || true; buildah rm "$ctr" >/d
 trap cleanup EXIT
 root="$(buildah mount "$ctr")"
 
-# The hooks run on the host with "$1" = the new root. The Node binary and npm go in exactly where the
-# official image puts them; the user node is made as its Dockerfile makes it.
+# The hooks run on the host with "$1" = the new root (mmdebstrap expands it: single quotes on purpose).
+# The Node binary and npm go in exactly where the official image puts them; the user node is made as
+# its Dockerfile makes it.
+# shellcheck disable=SC2016
 mmdebstrap --quiet --variant=minbase --mode=root \
 	--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
 	--aptopt='APT::Install-Recommends "false"' \
@@ -82,7 +84,7 @@ mmdebstrap --quiet --variant=minbase --mode=root \
 	"deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY $SUITE-security main" \
 	>"$log" 2>&1 || { tail -n 30 "$log" >&2; echo "image-base: mmdebstrap failed (log above)" >&2; exit 1; }
 # Device nodes, the build host's name and resolver, logs: the runtime provides or makes its own.
-rm -rf "$root"/dev/* "$root/etc/hostname" "$root/etc/resolv.conf" "$root"/var/log/*.log "$root/var/cache/ldconfig/aux-cache"
+rm -rf "${root:?}"/dev/* "$root/etc/hostname" "$root/etc/resolv.conf" "$root"/var/log/*.log "$root/var/cache/ldconfig/aux-cache"
 
 buildah umount "$ctr" >/dev/null
 buildah config \

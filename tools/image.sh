@@ -33,7 +33,10 @@ if [ "${1:-}" = "--print" ]; then echo "$IMAGE"; exit 0; fi
 for tool in buildah mmdebstrap; do
 	command -v "$tool" >/dev/null || { echo "image: $tool is missing; run \`make apt\` (Debian package $tool)" >&2; exit 1; }
 done
-if [ -z "${BUILDAH_RUNTIME:-}" ] && command -v runc >/dev/null; then export BUILDAH_RUNTIME="$(command -v runc)"; fi
+if [ -z "${BUILDAH_RUNTIME:-}" ] && command -v runc >/dev/null; then
+	BUILDAH_RUNTIME="$(command -v runc)"
+	export BUILDAH_RUNTIME
+fi
 if [ -z "${STORAGE_DRIVER:-}" ] && ! grep -qw overlay /proc/filesystems; then export STORAGE_DRIVER=vfs; fi
 
 # One build at a time on this machine (make image and a test may race).
