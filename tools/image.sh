@@ -56,7 +56,7 @@ base_id="$(buildah inspect --type image --format '{{.FromImageID}}' docker.io/li
 mapfile -t sources < <(grep -E '^COPY ' Dockerfile | grep -v -- '--from=' | awk '{ for (i = 2; i < NF; i++) print $i }')
 inputs="$(
 	{
-		find Dockerfile .dockerignore "$here/image.sh" "${sources[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
+		find Dockerfile .dockerignore tools/image.sh "${sources[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
 		echo "base=$base_id pull=$pull"
 	} | sha256sum | cut -c1-16
 )"
