@@ -12,7 +12,7 @@ kind-e2e: ## on a machine with Docker + kind: build the image, install CRDs and 
 	docker build -t $(KIND_IMAGE) .
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --name $(KIND_CLUSTER)
 	kind load docker-image $(KIND_IMAGE) --name $(KIND_CLUSTER)
-	kubectl --context kind-$(KIND_CLUSTER) apply --server-side -f crds/
+	kubectl --context kind-$(KIND_CLUSTER) apply --server-side --force-conflicts -f crds/
 	kubectl --context kind-$(KIND_CLUSTER) create namespace cannes-system --dry-run=client -o yaml | kubectl --context kind-$(KIND_CLUSTER) apply -f -
 	kubectl --context kind-$(KIND_CLUSTER) -n cannes-system create secret generic cannes-database --from-literal=url="$$DATABASE_URL" --dry-run=client -o yaml | kubectl --context kind-$(KIND_CLUSTER) apply --server-side -f -
 	printf 'k1 %s\n' "$$(openssl rand -base64 32)" | kubectl --context kind-$(KIND_CLUSTER) -n cannes-system create secret generic cannes-master-keys --from-file=master-keys=/dev/stdin --dry-run=client -o yaml | kubectl --context kind-$(KIND_CLUSTER) apply --server-side -f -
