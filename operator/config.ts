@@ -28,6 +28,10 @@ export interface RunConfig {
   readonly resyncMs: number;
   /** Operator-set upstream origins per provider (the test rig's fake upstreams). */
   readonly providerOrigins: Partial<Record<ProviderName, string>>;
+  /** Base URL the servers download Node from (`<url>/v<version>/node-v<version>-linux-<arch>.tar.xz`). */
+  readonly nodeDistUrl: string | undefined;
+  /** Replaces built-in Node tarball SHA-256s per architecture (a mirror that repacks; the rig). */
+  readonly nodeSha256: Partial<Record<'x64' | 'arm64', string>>;
   readonly sshPort: number | undefined;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
@@ -74,6 +78,9 @@ export const RUN_USAGE = `usage: cannes-operator run [flags]
   --workers N                             concurrent reconciles per controller (default 4)
   --resync DURATION                       full relist interval: a duration (10m, 90s, 1h) or whole seconds (default 10m)
   --provider-origin PROVIDER=URL          upstream origin for a provider (repeatable; for private mirrors and tests)
+  --node-dist-url URL                     where servers download the proxy's Node (default https://nodejs.org/dist)
+  --node-sha256 ARCH=HEX                  SHA-256 of node-v<pinned>-linux-ARCH.tar.xz (x64|arm64), replacing
+                                          the built-in official value (repeatable; for a mirror that repacks, e.g. the test rig)
   --ssh-port N                            SSH port of the servers (default 22)
   --log-level LEVEL                       ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT                     json (one object per line) or console (for a terminal) (default json)
@@ -156,6 +163,8 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
         workers: { type: 'string' },
         resync: { type: 'string' },
         'provider-origin': { type: 'string', multiple: true },
+        'node-dist-url': { type: 'string' },
+        'node-sha256': { type: 'string', multiple: true },
         'ssh-port': { type: 'string' },
         'log-level': { type: 'string' },
         'log-format': { type: 'string' },
@@ -197,6 +206,16 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
     origins[name] = url.replace(/\/+$/, '');
   }
 
+  const nodeDistUrl = str('node-dist-url');
+  if (nodeDistUrl !== undefined && !/^https?:\/\/[A-Za-z0-9.:[\]-]+(\/[A-Za-z0-9._~/-]*)?$/.test(nodeDistUrl))
+    bad('--node-dist-url', 'expected a plain http(s) URL');
+  const nodeSha256: Partial<Record<'x64' | 'arm64', string>> = {};
+  for (const v of Array.isArray(values['node-sha256']) ? values['node-sha256'] : []) {
+    const m = /^(x64|arm64)=([0-9a-fA-F]{64})$/.exec(v);
+    if (!m) bad('--node-sha256', 'expected x64=<64 hex digits> or arm64=<64 hex digits>');
+    nodeSha256[m[1] as 'x64' | 'arm64'] = m[2]!.toLowerCase();
+  }
+
   const podName = env['POD_NAME'] ?? `local-${process.pid}`;
   return {
     databaseUrl: Secret.of(dbUrl),
@@ -211,6 +230,8 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
     workers: intFlag('--workers', str('workers'), 4, 1, 64),
     resyncMs: resyncMs(str('resync')),
     providerOrigins: origins,
+    nodeDistUrl: nodeDistUrl?.replace(/\/+$/, ''),
+    nodeSha256,
     sshPort: str('ssh-port') === undefined ? undefined : intFlag('--ssh-port', str('ssh-port'), 22, 1, 65535),
     logLevel: oneOf(
       str('log-level') === undefined ? 'LOG_LEVEL' : '--log-level',

@@ -114,7 +114,12 @@ async function run(
     connect: { onAttempt: (auth) => ours.sshConnections.inc({ auth }) },
     ...(cfg.sshPort === undefined ? {} : { port: cfg.sshPort }),
   });
-  const bundleOpts = { proxyBundle, providerOrigins: cfg.providerOrigins };
+  const bundleOpts = {
+    proxyBundle,
+    providerOrigins: cfg.providerOrigins,
+    ...(cfg.nodeDistUrl === undefined ? {} : { nodeDistUrl: cfg.nodeDistUrl }),
+    nodeSha256: cfg.nodeSha256,
+  };
   const vpsDeps = {
     kube,
     hcloud,

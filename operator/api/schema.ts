@@ -25,6 +25,11 @@ export const DEFAULT_ROTATION_INTERVAL = '720h';
 /** Annotations carry the non-secret identity a person needs; status holds booleans only. */
 export const ANNOTATION_SERVER_ID = 'cannes.dev/server-id';
 export const ANNOTATION_IPV4 = 'cannes.dev/ipv4';
+/**
+ * The server type's `architecture` (`x86` | `arm`), recorded at create so the deploy picks the
+ * Node build for it without asking Hetzner again (an idle Vps makes no Hetzner call).
+ */
+export const ANNOTATION_ARCHITECTURE = 'cannes.dev/architecture';
 export const FINALIZER = 'cannes.dev/finalizer';
 export const LABEL_VPS_UID = 'cannes.dev/vps-uid';
 

@@ -72,6 +72,8 @@ export interface CloudServer {
   readonly status: string;
   readonly ipv4: string | null;
   readonly rescueEnabled: boolean;
+  /** The server type's `architecture`: `x86` or `arm`. */
+  readonly architecture: 'x86' | 'arm';
 }
 
 export interface Hcloud {
@@ -120,6 +122,11 @@ export interface OsTarget {
 }
 
 export interface DeployBundle {
+  /**
+   * Shell run first, before any file is written (installs the proxy's Node runtime when it is
+   * missing). A failure stops the deploy with reason `RuntimeInstallFailed`: nothing changed.
+   */
+  readonly prepare?: string;
   /** Files to write atomically, with mode and owner. Contents that are secret are `Secret`. */
   readonly files: readonly { path: string; content: string | Secret; mode: number; owner: string }[];
   /** Shell run after the files are written (restart units, compose up, nft load). */

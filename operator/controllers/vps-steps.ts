@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import {
+  ANNOTATION_ARCHITECTURE,
   ANNOTATION_IPV4,
   ANNOTATION_SERVER_ID,
   ANNOTATION_SSH_HOST_KEY,
@@ -43,7 +44,12 @@ export interface VpsDeps {
   readonly remote: Remote;
   readonly store: Store;
   /** Renders what goes onto the server (operator/remote templates + the proxy bundle). */
-  readonly bundle: (vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Secret) => DeployBundle;
+  readonly bundle: (
+    vps: VpsObject,
+    keys: readonly DeliveredKey[],
+    gatewayToken: Secret,
+    host: { readonly architecture: Architecture },
+  ) => DeployBundle;
   /** Changes when the proxy bundle or the templates change, so a new operator redeploys. */
   readonly bundleVersion: string;
   readonly now: () => Date;
@@ -58,6 +64,12 @@ export interface VpsDeps {
   ) => void;
 }
 
+/** The server type's `architecture`: which Node build the deploy installs. */
+export type Architecture = 'x86' | 'arm';
+
+const knownArchitecture = (v: string | undefined): Architecture | undefined =>
+  v === 'x86' || v === 'arm' ? v : undefined;
+
 /** What the steps know and record during one reconcile. */
 export interface Facts {
   /** The Postgres row (null before the first step created it). */
@@ -65,6 +77,8 @@ export interface Facts {
   activeKey: ActiveKey | null;
   /** The server's power state as the server step saw it in this reconcile (saves a GET). */
   seenStatus?: string | undefined;
+  /** The server type's architecture (the create answer, else the annotation that recorded it). */
+  architecture?: Architecture;
   /** The keys that belong on the server (read once per reconcile by the deploy step). */
   keys?: KeySet;
   gateway?: { token: Secret; resourceVersion: string };
@@ -261,13 +275,28 @@ const server: VpsStep = {
     if (r.serverId === null || r.ipv4 === null) return { state: 'run' };
     // The annotations are a copy for people (docs/design.md §1 promise 4); the store is the record.
     const m = ctx.vps.metadata;
+    // The architecture is recorded at create (annotation), so an idle Vps asks Hetzner nothing;
+    // a server recorded without it (an older operator) is read once.
+    ctx.facts.architecture ??= knownArchitecture(m.annotations[ANNOTATION_ARCHITECTURE]);
+    if (ctx.facts.architecture === undefined) {
+      const token = await cloudToken(
+        ctx.vps,
+        ctx.d,
+        `read the server's architecture (or annotate ${ANNOTATION_ARCHITECTURE}: x86|arm)`,
+      );
+      const s = await ctx.d.hcloud.getServer(token, r.serverId);
+      if (!s) throw new CannesError('ServerNotFound', `Hetzner server ${r.serverId} not found`);
+      ctx.facts.architecture = s.architecture;
+    }
     if (
       m.annotations[ANNOTATION_SERVER_ID] !== String(r.serverId) ||
-      m.annotations[ANNOTATION_IPV4] !== r.ipv4
+      m.annotations[ANNOTATION_IPV4] !== r.ipv4 ||
+      m.annotations[ANNOTATION_ARCHITECTURE] !== ctx.facts.architecture
     ) {
       await ctx.d.kube.setAnnotations('Vps', m, {
         [ANNOTATION_SERVER_ID]: String(r.serverId),
         [ANNOTATION_IPV4]: r.ipv4,
+        [ANNOTATION_ARCHITECTURE]: ctx.facts.architecture,
       });
     }
     return { state: 'done', reason: 'ServerExists', message: `Hetzner server ${r.serverId}` };
@@ -290,6 +319,7 @@ const server: VpsStep = {
     }
     if (!s.ipv4) throw new CannesError('ServerHasNoIPv4', `server ${s.id} has no public IPv4 yet`);
     ctx.facts.seenStatus = s.status;
+    ctx.facts.architecture = s.architecture;
     await d.store.setServer(m.uid, s.id, s.ipv4);
     ctx.fault('recorded');
     ctx.facts.record = { ...recordOf(ctx), serverId: s.id, ipv4: s.ipv4 };
@@ -390,7 +420,9 @@ const deploy: VpsStep = {
     const target = { ipv4, hostKey: key.hostKey, privateKey: key.privateKey };
     ctx.signal.throwIfAborted();
     const values = await keys.resolve(target, d.remote);
-    await d.remote.deploy(target, d.bundle(vps, values, gw.token));
+    const architecture = facts.architecture;
+    if (architecture === undefined) throw new CannesError('StoreInconsistent', 'server architecture not known');
+    await d.remote.deploy(target, d.bundle(vps, values, gw.token, { architecture }));
     ctx.fault('deployed');
     const fingerprint = deployFingerprint(vps, keys, gw.resourceVersion, d.bundleVersion);
     await d.kube.setAnnotations('Vps', vps.metadata, {

@@ -20,10 +20,14 @@ import {
   gatewayEnvFile,
   HOST,
   keyFile,
+  type NodeArch,
   nftablesRules,
+  nodeRuntime,
   PROXY_PORT,
   PROXY_UNIT_NAME,
   proxyUnit,
+  runtimeInstallScript,
+  runtimeNode,
   sshdHardening,
 } from '../remote/index.ts';
 import { ENSURE_OWNER_USER, OWNER_AUTHORIZED_KEYS, ownerAuthorizedKeys } from '../remote/owner-access.ts';
@@ -33,9 +37,18 @@ export interface BundleOptions {
   readonly proxyBundle: string;
   /** Operator-set upstream origins per provider (`--provider-origin`). */
   readonly providerOrigins: Partial<Record<ProviderName, string>>;
+  /** Where servers download Node (`--node-dist-url`; default https://nodejs.org/dist). */
+  readonly nodeDistUrl?: string;
+  /** Replaces the built-in table of Node tarball SHA-256s (`--node-sha256`; the rig's mirror). */
+  readonly nodeSha256?: Partial<Record<NodeArch, string>>;
 }
 
 const owner = (p: { uid: number; gid: number }) => `${p.uid}:${p.gid}`;
+
+const runtimeOpts = (o: BundleOptions) => ({
+  ...(o.nodeDistUrl === undefined ? {} : { baseUrl: o.nodeDistUrl }),
+  ...(o.nodeSha256 === undefined ? {} : { sha256: o.nodeSha256 }),
+});
 
 export function bundleVersion(o: BundleOptions): string {
   // Changes with the proxy bundle and with this operator's templates (its own source is in
@@ -43,6 +56,8 @@ export function bundleVersion(o: BundleOptions): string {
   return createHash('sha256')
     .update(o.proxyBundle)
     .update(JSON.stringify(o.providerOrigins))
+    // A new Node pin (a security update) or another download source redeploys every Vps.
+    .update(JSON.stringify([nodeRuntime('x86', runtimeOpts(o)), nodeRuntime('arm', runtimeOpts(o))]))
     .update(String(process.env['npm_package_version'] ?? ''))
     .digest('hex')
     .slice(0, 16);
@@ -77,8 +92,21 @@ docker compose -p ${COMPOSE_PROJECT} -f ${HOST.composeFile.path} up -d --force-r
 } 9>&-
 `;
 
+/** Runs `script` holding the deploy lock (the runtime install, before the files are written). */
+export function underDeployLock(script: string): string {
+  return `
+exec 9>${DEPLOY_LOCK}
+flock -w ${DEPLOY_LOCK_WAIT_S} 9 || { echo "an earlier deploy still holds ${DEPLOY_LOCK} after ${DEPLOY_LOCK_WAIT_S} s" >&2; exit 1; }
+${script}`;
+}
+
 export function makeBundle(o: BundleOptions) {
-  return (vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Secret): DeployBundle => {
+  return (
+    vps: VpsObject,
+    keys: readonly DeliveredKey[],
+    gatewayToken: Secret,
+    host: { readonly architecture: 'x86' | 'arm' },
+  ): DeployBundle => {
     const port = vps.spec.gateway.port;
     if (keys.length === 0) {
       // No ModelKey left: take every key off the server; the gateway keeps its last config.
@@ -95,6 +123,8 @@ export function makeBundle(o: BundleOptions) {
         verify: `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null`,
       };
     }
+    // The proxy's Node, for this server's architecture, installed before any file is written.
+    const runtime = nodeRuntime(host.architecture, runtimeOpts(o));
     const config = gatewayConfig({
       port,
       modelKeys: keys.map((k) => ({
@@ -113,7 +143,7 @@ export function makeBundle(o: BundleOptions) {
       },
       {
         path: HOST.proxyUnit.path,
-        content: proxyUnit(),
+        content: proxyUnit({ node: runtimeNode(runtime) }),
         mode: HOST.proxyUnit.mode,
         owner: owner(HOST.proxyUnit),
       },
@@ -178,6 +208,6 @@ set -e
 curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null
 curl -fsS --max-time 5 http://127.0.0.1:${port}/healthz >/dev/null
 `;
-    return { files, activate: ACTIVATE, verify };
+    return { prepare: underDeployLock(runtimeInstallScript(runtime)), files, activate: ACTIVATE, verify };
   };
 }

@@ -8,6 +8,7 @@ import type { CloudServer, Hcloud } from '../controllers/ports.ts';
 import type { HcloudClient } from '../hcloud/client.ts';
 import { isHcloudError } from '../hcloud/errors.ts';
 import type { Server } from '../hcloud/types.ts';
+import { CannesError } from '../lib/errors.ts';
 import type { Secret } from '../lib/secret.ts';
 
 const toCloud = (s: Server): CloudServer => ({
@@ -16,7 +17,18 @@ const toCloud = (s: Server): CloudServer => ({
   status: s.status,
   ipv4: s.public_net.ipv4?.ip ?? null,
   rescueEnabled: s.rescue_enabled,
+  architecture: architectureOf(s),
 });
+
+function architectureOf(s: Server): 'x86' | 'arm' {
+  const a = s.server_type.architecture;
+  if (a === 'x86' || a === 'arm') return a;
+  // A new architecture needs a Node build and a pinned checksum first: refuse, do not guess.
+  throw new CannesError(
+    'UnsupportedArchitecture',
+    `server type ${s.server_type.name} has architecture ${JSON.stringify(a).slice(0, 32)}; Cannes knows x86 and arm`,
+  );
+}
 
 /** Kubernetes uids are RFC 4122 UUIDs: safe as a label value and inside a selector. */
 const UID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

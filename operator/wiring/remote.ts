@@ -78,6 +78,16 @@ export class RemotePort implements Remote {
 
   async deploy(target: OsTarget, bundle: DeployBundle): Promise<void> {
     await this.#withOs(target, async (s) => {
+      if (bundle.prepare !== undefined) {
+        // Before any file: a runtime that cannot be installed leaves the server as it was.
+        const r = await runScript(s, bundle.prepare, { timeoutMs: 900_000 });
+        if (r.exitCode !== 0) {
+          throw new CannesError(
+            'RuntimeInstallFailed',
+            `installing the proxy's Node runtime failed (exit ${r.exitCode ?? r.signal ?? 'unknown'}): ${r.stderr.trim().slice(-500)}`,
+          );
+        }
+      }
       const dirs = [...new Set(bundle.files.map((f) => posix.dirname(f.path)))];
       await runScriptOk(s, 'for d in "$@"; do [ -d "$d" ] || install -d -m 0755 -- "$d"; done', {
         args: dirs,

@@ -56,7 +56,7 @@ export function meta(name: string, uid: string, extra: Partial<ObjectMeta> = {})
 
 export function vpsSpec(extra: Partial<ResolvedVpsSpec> = {}): ResolvedVpsSpec {
   return {
-    serverType: 'cx22',
+    serverType: 'cx23',
     location: 'fsn1',
     image: 'docker-ce',
     cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
@@ -266,6 +266,8 @@ export class FakeHcloud implements Hcloud {
       status: 'off',
       ipv4: `198.18.0.${id - 90}`,
       rescueEnabled: false,
+      // The simulator's catalogue: Arm types are the cax line.
+      architecture: req.serverType.startsWith('cax') ? ('arm' as const) : ('x86' as const),
       labels: req.labels,
       tokenSeen: token.reveal(),
     };

@@ -1,5 +1,10 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ANNOTATION_IPV4, ANNOTATION_SERVER_ID, FINALIZER } from '../../../operator/api/schema.ts';
+import {
+  ANNOTATION_ARCHITECTURE,
+  ANNOTATION_IPV4,
+  ANNOTATION_SERVER_ID,
+  FINALIZER,
+} from '../../../operator/api/schema.ts';
 import {
   DELIVERED_ANNOTATION,
   type DeliveredKey,
@@ -17,7 +22,16 @@ let now = new Date('2026-11-25T10:00:00Z');
 const clock = () => now;
 const canary = (what: string) => `${what}${crypto.randomUUID().replace(/-/g, '')}`;
 
-function bundle(_vps: VpsObject, keys: readonly DeliveredKey[], gatewayToken: Secret): DeployBundle {
+/** The architecture each deploy was rendered for, in order. */
+let bundledFor: string[] = [];
+
+function bundle(
+  _vps: VpsObject,
+  keys: readonly DeliveredKey[],
+  gatewayToken: Secret,
+  host: { architecture: 'x86' | 'arm' },
+): DeployBundle {
+  bundledFor.push(host.architecture);
   const file = {
     version: 1,
     keys: Object.fromEntries(keys.map((k) => [k.name, { provider: k.provider, apiKey: k.apiKey.reveal() }])),
@@ -52,6 +66,7 @@ let token: string;
 
 beforeEach(() => {
   now = new Date('2026-11-25T10:00:00Z');
+  bundledFor = [];
   faults = new Faults();
   kube = new FakeKube();
   hcloud = new FakeHcloud(faults);
@@ -126,6 +141,36 @@ describe('Vps reconcile', () => {
 
   it('costs zero Hetzner calls and zero SSH connections when nothing changed', async () => {
     await converge();
+    const h = hcloud.calls.length;
+    const r = remote.calls.length;
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(hcloud.calls.length).toBe(h);
+    expect(remote.calls.length).toBe(r);
+  });
+
+  it('records the server type architecture at create and deploys for it (arm → the arm build)', async () => {
+    kube.addVps('arm', vpsSpec({ serverType: 'cax11' }));
+    addAnthropicKey('arm-claude', 'arm');
+    await converge('arm');
+    expect(kube.vps('arm').metadata.annotations[ANNOTATION_ARCHITECTURE]).toBe('arm');
+    expect(bundledFor).toEqual(['arm']);
+    await converge();
+    expect(kube.vps('agent').metadata.annotations[ANNOTATION_ARCHITECTURE]).toBe('x86');
+    expect(bundledFor).toEqual(['arm', 'x86']);
+  });
+
+  it('reads the architecture once for a server recorded without it, then costs nothing idle', async () => {
+    await converge();
+    // A Vps from before the annotation existed: deploy again (new bundle version), token back.
+    kube.putSecret('hcloud', { token });
+    await kube.setAnnotations('Vps', kube.vps('agent').metadata, { [ANNOTATION_ARCHITECTURE]: null });
+    deps = { ...deps, bundleVersion: 'v2' };
+    const gets = () => hcloud.calls.filter((c) => c === 'get').length;
+    const before = gets();
+    await converge();
+    expect(gets()).toBe(before + 1);
+    expect(kube.vps('agent').metadata.annotations[ANNOTATION_ARCHITECTURE]).toBe('x86');
+    expect(bundledFor.at(-1)).toBe('x86');
     const h = hcloud.calls.length;
     const r = remote.calls.length;
     for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
