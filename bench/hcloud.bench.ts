@@ -29,7 +29,7 @@ const sim = await startSimulator({
 const client = new HcloudClient({ endpoint: sim.endpoint });
 const created = await client.createServer(sim.token, {
   name: 'bench',
-  server_type: 'cx22',
+  server_type: 'cx23',
   image: 'ubuntu-24.04',
 });
 const id = created.server.id;
@@ -61,7 +61,7 @@ const pacedSeconds = await timeIt(async () => {
     Array.from({ length: CREATES }, (_, i) =>
       pacedClient.createServer(paced.token, {
         name: `p-${i}`,
-        server_type: 'cx22',
+        server_type: 'cx23',
         image: 'ubuntu-24.04',
         start_after_create: false,
       }),

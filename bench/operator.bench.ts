@@ -69,7 +69,7 @@ function manifests(s: System, names: readonly string[]): string {
         kind: 'Vps',
         metadata: { name, namespace: s.namespace },
         spec: {
-          serverType: 'cx22',
+          serverType: 'cx23',
           location: 'fsn1',
           cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
         },

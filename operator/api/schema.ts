@@ -135,7 +135,7 @@ const bool = (description: string) => Type.Boolean({ description });
 
 export const VpsSpec = Type.Object(
   {
-    serverType: str('Hetzner server type, e.g. cx22, cpx21, cax11. Immutable.', {
+    serverType: str('Hetzner server type, e.g. cx23, cpx22, cax11. Immutable.', {
       minLength: 2,
       maxLength: 32,
       pattern: '^[a-z0-9][a-z0-9-]*$',

@@ -20,6 +20,7 @@ import {
   IMAGES,
   type ImageJson,
   LOCATIONS,
+  orderable,
   SERVER_TYPES,
   type ServerTypeJson,
 } from './catalog.ts';
@@ -656,10 +657,14 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
         { name: locRef ? 'location' : 'datacenter', messages: ['not found'] },
       ]);
     const locName = datacenter.location.name;
-    if (
-      !serverType.locations.some((l) => l.name === locName) ||
-      faults.unavailable.includes(`${serverType.name}@${locName}`)
-    )
+    // A type not sold in the location, or deprecated there and past its unavailable_after
+    // (cx22 since 2026): the answer Hetzner gives (quoted in
+    // testflows/TestFlows-GitHub-Hetzner-Runners#96, January 2026).
+    if (!orderable(serverType, locName))
+      throw invalid('unsupported location for server type', [
+        { name: 'server_type', messages: ['unsupported location for server type'] },
+      ]);
+    if (faults.unavailable.includes(`${serverType.name}@${locName}`))
       throw new ApiError(
         'resource_unavailable',
         `server type ${serverType.name} is unavailable in ${locName}`,
@@ -909,8 +914,12 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
       '/server_types',
       (ctx) => {
         const name = ctx.query.get('name');
+        // A type past its unavailable_after everywhere is no longer listed (openapi
+        // deprecation_info); GET /server_types/{id} still answers for existing servers.
         const p = paginate(
-          SERVER_TYPES.filter((t) => name === null || t.name === name),
+          SERVER_TYPES.filter(
+            (t) => (name === null || t.name === name) && t.locations.some((l) => orderable(t, l.name)),
+          ),
           ctx.query,
         );
         return [200, { server_types: p.items, meta: p.meta }];

@@ -42,8 +42,16 @@ if [ -n "${CS_EXTRA_CA_PEMS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; 
 fi
 mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp
 mount -t tmpfs -o mode=1777,size=64m tmpfs /var/tmp
-# Shims first in root's PATH (/usr/local/sbin): docker, systemctl, node, mount (rescue disk).
+# Shims first in root's PATH (/usr/local/sbin): docker, systemctl, mount (rescue disk).
 ro_bind /run/cannes/shims/bin /usr/local/sbin
+# Hetzner's docker-ce image has no Node (docs/hosts.md), and neither does this server: this
+# machine's /usr/bin is seen through an overlay with its Node commands deleted (whiteouts in a
+# per-boot upper layer), so only what the deploy installs can run the proxy. The rig's own
+# shims use its Node by absolute path (/run/cannes/node), outside every PATH.
+mkdir -p /run/cannes/usr-bin/upper /run/cannes/usr-bin/work
+mount -t overlay overlay \
+  -o lowerdir=/usr/bin,upperdir=/run/cannes/usr-bin/upper,workdir=/run/cannes/usr-bin/work /usr/bin
+rm -f /usr/bin/node /usr/bin/nodejs /usr/bin/npm /usr/bin/npx /usr/bin/corepack
 
 hostname "$CS_HOSTNAME"
 echo "$CS_HOSTNAME" >/etc/hostname

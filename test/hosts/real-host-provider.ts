@@ -619,9 +619,6 @@ async function bundleShims(dir: string): Promise<void> {
       { mode: 0o755 },
     );
   }
-  await writeFile(join(dir, 'bin', 'node'), '#!/bin/sh\nexec /run/cannes/node/bin/node "$@"\n', {
-    mode: 0o755,
-  });
   await writeFile(join(dir, 'bin', 'mount'), await readFile(join(HERE, 'shims', 'mount.sh')), {
     mode: 0o755,
   });

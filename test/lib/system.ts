@@ -19,6 +19,7 @@ import { createTestDatabase, type TestDatabase } from '../rig/postgres.ts';
 import type { Rig } from '../rig/rig.ts';
 import { useRig } from '../rig/shared.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../upstreams/index.ts';
+import { type NodeMirror, startNodeMirror } from './node-mirror.ts';
 
 const run = promisify(execFile);
 export const REPO = resolve(import.meta.dirname, '..', '..');
@@ -46,6 +47,8 @@ export interface System {
   readonly sim: Simulator;
   readonly hosts: RealHostProvider;
   readonly upstreams: { anthropic: RunningUpstream; openai: RunningUpstream; gemini: RunningUpstream };
+  /** Where the servers download the proxy's Node (the operator is started pointing at it). */
+  readonly nodeMirror: NodeMirror;
   readonly canaries: Canaries;
   readonly masterKeysFile: string;
   readonly dir: string;
@@ -117,6 +120,9 @@ export async function startSystem(
       gemini: await gemini.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.google] }),
     };
     for (const u of Object.values(upstreams)) cleanups.push(() => u.close());
+    // nodejs.org for the servers: the pinned Node from the npm registry, repacked (make node-mirror).
+    const nodeMirror = await startNodeMirror(UPSTREAM_IPV4, { light: opts.standInServices ?? false });
+    cleanups.push(() => nodeMirror.close());
 
     // The docker shim runs the OpenClaw image from the `make openclaw` install in the cache.
     const hosts = new RealHostProvider({ standInServices: opts.standInServices ?? false });
@@ -143,6 +149,7 @@ export async function startSystem(
       sim,
       hosts,
       upstreams,
+      nodeMirror,
       canaries,
       masterKeysFile,
       dir,
@@ -170,6 +177,7 @@ export async function startSystem(
             `openai=${upstreams.openai.url}/v1`,
             '--provider-origin',
             `google=${upstreams.gemini.url}/v1beta`,
+            ...nodeMirror.operatorArgs,
             '--resync',
             '30',
             // Test files share the rig's API server: each operator minds its own namespace.
@@ -257,7 +265,7 @@ export function exampleManifests(
       kind: 'Vps',
       metadata: { name: vps, namespace: s.namespace },
       spec: {
-        serverType: 'cx22',
+        serverType: 'cx23',
         location: 'fsn1',
         cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
         ...(opts.ownerKeys ? { access: { sshAuthorizedKeys: opts.ownerKeys } } : {}),

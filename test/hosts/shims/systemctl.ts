@@ -140,11 +140,24 @@ function parseUnit(name: string): Unit {
   return { name, exec, user, group, env, workingDirectory, restart };
 }
 
+/**
+ * Ubuntu's unit of OpenSSH is `ssh.service` (`sshd.service` is its alias): here, the sshd the
+ * boot started, whose pid is in its PidFile. `reload` sends it SIGHUP, as its ExecReload does.
+ */
+const SSH_UNITS = new Set(['ssh.service', 'sshd.service']);
+
+function sshdPid(): number | undefined {
+  if (!existsSync('/run/sshd.pid')) return undefined;
+  const pid = Number(readFileSync('/run/sshd.pid', 'utf8').trim());
+  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
+}
+
 function pidFile(name: string): string {
   return join(STATE, `${name}.pid`);
 }
 
 function runningPid(name: string): number | undefined {
+  if (SSH_UNITS.has(name)) return sshdPid();
   const f = pidFile(name);
   if (!existsSync(f)) return undefined;
   const pid = Number(readFileSync(f, 'utf8').trim());
@@ -258,6 +271,14 @@ function main(argv: string[]): void {
       return;
     case 'daemon-reload':
     case 'reset-failed':
+      return;
+    case 'reload':
+      for (const u of units) {
+        if (!SSH_UNITS.has(u)) fail(`reload of ${u} is not supported (this is the simulated server's systemctl)`);
+        const pid = sshdPid();
+        if (pid === undefined) fail(`Unit ${u} is not active.`, 7);
+        process.kill(pid, 'SIGHUP');
+      }
       return;
     case 'start':
       for (const u of units) start(u);

@@ -68,7 +68,7 @@ export function vps(
     metadata: { name, namespace: ns },
     spec: without(
       {
-        serverType: 'cx22',
+        serverType: 'cx23',
         location: 'fsn1',
         cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
         ...spec,

@@ -173,7 +173,7 @@ async function applyWorkload(vps: string, modelKey: string): Promise<void> {
           kind: 'Vps',
           metadata: { name: vps },
           spec: {
-            serverType: 'cx22',
+            serverType: 'cx23',
             location: 'fsn1',
             cloudTokenSecretRef: { name: `${vps}-hcloud`, key: 'token' },
           },

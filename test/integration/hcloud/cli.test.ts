@@ -82,7 +82,7 @@ describe.skipIf(!CLI)('the official hcloud CLI against the simulator', () => {
       '--name',
       name,
       '--type',
-      'cx22',
+      'cx23',
       '--image',
       'ubuntu-24.04',
       '--location',
@@ -124,7 +124,7 @@ describe.skipIf(!CLI)('the official hcloud CLI against the simulator', () => {
     expect(s['id']).toBe(id);
     expect(s['status']).toBe('running');
     expect(s['rescue_enabled']).toBe(false);
-    expect(JSON.stringify(s['server_type'])).toContain('"name":"cx22"');
+    expect(JSON.stringify(s['server_type'])).toContain('"name":"cx23"');
     expect(JSON.stringify(s['datacenter'])).toContain('"name":"fsn1"');
     expect(s['labels']).toEqual({ app: 'cannes' });
     const text = await hcloud(['server', 'describe', name]);

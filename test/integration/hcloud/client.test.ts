@@ -52,7 +52,7 @@ describe('servers', () => {
   it('creates a server that comes up running with a public IPv4 from 198.18.0.0/15', async () => {
     const r = await client.createServer(token, {
       name: name('web'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
       location: 'nbg1',
       labels: { 'cannes.dev/vps-uid': 'u-1', role: 'web' },
@@ -66,7 +66,7 @@ describe('servers', () => {
     expect(s.status).toBe('running');
     expect(s.locked).toBe(false);
     expect(s.location.name).toBe('nbg1');
-    expect(s.server_type.name).toBe('cx22');
+    expect(s.server_type.name).toBe('cx23');
     expect(s.image?.name).toBe('ubuntu-24.04');
     expect(s.labels).toEqual({ 'cannes.dev/vps-uid': 'u-1', role: 'web' });
     expect(inRange198(s.public_net.ipv4?.ip ?? '')).toBe(true);
@@ -86,7 +86,7 @@ describe('servers', () => {
     ]);
     const r = await client.createServer(token, {
       name: name('keyed'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
       ssh_keys: [key.name],
       start_after_create: false,
@@ -101,7 +101,7 @@ describe('servers', () => {
   it('boots straight into rescue: created off, rescue enabled, powered on', async () => {
     const r = await client.createServer(token, {
       name: name('rescue'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'docker-ce',
       start_after_create: false,
     });
@@ -131,7 +131,7 @@ describe('servers', () => {
   it('resets and reboots into rescue when it is enabled, into the OS otherwise', async () => {
     const r = await client.createServer(token, {
       name: name('rr'),
-      server_type: 'cpx11',
+      server_type: 'cpx22',
       image: 'debian-12',
     });
     await client.waitForActions(token, [r.action, ...r.nextActions]);
@@ -150,7 +150,7 @@ describe('servers', () => {
   it('powers off, shuts down and powers on again', async () => {
     const r = await client.createServer(token, {
       name: name('pw'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
     });
     await client.waitForActions(token, [r.action, ...r.nextActions]);
@@ -174,7 +174,7 @@ describe('servers', () => {
     sim.admin.setActionDuration({ create_server: 600, default: 40 });
     const r = await client.createServer(token, {
       name: name('lock'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
       start_after_create: false,
     });
@@ -203,7 +203,7 @@ describe('servers', () => {
   it('renames a server and replaces its labels', async () => {
     const r = await client.createServer(token, {
       name: name('upd'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
       labels: { a: '1' },
       start_after_create: false,
@@ -217,7 +217,7 @@ describe('servers', () => {
   it('deletes a server: it is gone from the API and from the host provider', async () => {
     const r = await client.createServer(token, {
       name: name('del'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
     });
     await client.waitForActions(token, [r.action, ...r.nextActions]);
@@ -231,10 +231,10 @@ describe('servers', () => {
 
   it('refuses a duplicate name with uniqueness_error and does not resend the create', async () => {
     const n = name('dup');
-    await client.createServer(token, { name: n, server_type: 'cx22', image: 'ubuntu-24.04' });
+    await client.createServer(token, { name: n, server_type: 'cx23', image: 'ubuntu-24.04' });
     const before = sim.requests.length;
     const e = await caught(
-      client.createServer(token, { name: n, server_type: 'cx22', image: 'ubuntu-24.04' }),
+      client.createServer(token, { name: n, server_type: 'cx23', image: 'ubuntu-24.04' }),
     );
     expect(e.code).toBe('uniqueness_error');
     expect(e.reason).toBe('HcloudUniquenessError');
@@ -251,7 +251,7 @@ describe('servers', () => {
     expect(e.terminal).toBe(true);
   });
 
-  it('answers resource_unavailable for a server type not sold in the location', async () => {
+  it('refuses a server type not sold in the location, as Hetzner does (invalid_input)', async () => {
     const e = await caught(
       client.createServer(token, {
         name: name('arm'),
@@ -260,7 +260,26 @@ describe('servers', () => {
         location: 'ash',
       }),
     );
-    expect(e.reason).toBe('HcloudResourceUnavailable');
+    expect(e.code).toBe('invalid_input');
+    expect(e.message).toContain('unsupported location for server type');
+  });
+
+  it('refuses a deprecated server type (cx22) for a new server and no longer lists it', async () => {
+    const e = await caught(
+      client.createServer(token, {
+        name: name('old'),
+        server_type: 'cx22',
+        image: 'ubuntu-24.04',
+        location: 'fsn1',
+      }),
+    );
+    expect(e.code).toBe('invalid_input');
+    expect(e.message).toContain('unsupported location for server type');
+    expect(e.terminal).toBe(true);
+    const types = await client.listServerTypes(token);
+    expect(types.some((x) => x.name === 'cx22')).toBe(false);
+    expect(types.find((x) => x.name === 'cax11')?.architecture).toBe('arm');
+    expect(types.find((x) => x.name === 'cx23')?.architecture).toBe('x86');
   });
 
   it('rejects a bad token with 401 as terminal, without retrying', async () => {
@@ -280,7 +299,7 @@ describe('listing', () => {
     for (let i = 0; i < 60; i++) {
       await c.createServer(sim.token, {
         name: `list-${group}-${String(i).padStart(2, '0')}`,
-        server_type: 'cx22',
+        server_type: 'cx23',
         image: 'ubuntu-24.04',
         start_after_create: false,
         labels: {
@@ -361,7 +380,7 @@ describe('actions and lookups', () => {
   it('gets actions one by one and in a batch', async () => {
     const r = await client.createServer(token, {
       name: name('act'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
     });
     const one = await client.getAction(token, r.action.id);
@@ -379,7 +398,7 @@ describe('actions and lookups', () => {
     });
     const r = await client.createServer(token, {
       name: name('fail'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
     });
     const e = await caught(client.waitForActions(token, [r.action, ...r.nextActions]));
@@ -393,7 +412,7 @@ describe('actions and lookups', () => {
   it('gives up on a server stuck in starting with HcloudActionTimeout', async () => {
     const n = name('stuck');
     sim.admin.setFaults({ stuckStartingNames: [n] });
-    const r = await client.createServer(token, { name: n, server_type: 'cx22', image: 'ubuntu-24.04' });
+    const r = await client.createServer(token, { name: n, server_type: 'cx23', image: 'ubuntu-24.04' });
     const e = await caught(client.waitForActions(token, [r.action, ...r.nextActions], { timeoutMs: 400 }));
     expect(e.reason).toBe('HcloudActionTimeout');
     const s = await client.getServer(token, r.server.id);
@@ -418,7 +437,7 @@ describe('actions and lookups', () => {
       const c = new HcloudClient({ ...FAST, endpoint: broken.endpoint });
       const r = await c.createServer(broken.token, {
         name: 'broken',
-        server_type: 'cx22',
+        server_type: 'cx23',
         image: 'ubuntu-24.04',
       });
       const e = await caught(c.waitForActions(broken.token, [r.action, ...r.nextActions]));
@@ -437,7 +456,7 @@ describe('actions and lookups', () => {
     expect((await client.getImageByName(token, 'ubuntu-24.04', 'arm'))?.architecture).toBe('arm');
     expect(await client.getImageByName(token, 'no-such-image')).toBeUndefined();
     expect((await client.listLocations(token)).length).toBeGreaterThanOrEqual(6);
-    expect((await client.listServerTypes(token)).some((x) => x.name === 'cx22')).toBe(true);
+    expect((await client.listServerTypes(token)).some((x) => x.name === 'cx23')).toBe(true);
   });
 });
 
@@ -463,7 +482,7 @@ describe('errors, retries and what leaves the client', () => {
     sim.admin.setFaults({ errors: [{ route: '/servers', method: 'POST', code: 'unavailable', count: 1 }] });
     const before = sim.requests.length;
     const e = await caught(
-      client.createServer(token, { name: name('x5'), server_type: 'cx22', image: 'ubuntu-24.04' }),
+      client.createServer(token, { name: name('x5'), server_type: 'cx23', image: 'ubuntu-24.04' }),
     );
     expect(e.reason).toBe('HcloudUnavailable');
     expect(sim.requests.length - before).toBe(1);
@@ -498,7 +517,7 @@ describe('errors, retries and what leaves the client', () => {
   it('labels metrics with route templates only and never with the token', async () => {
     const r = await client.createServer(token, {
       name: name('m'),
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
       start_after_create: false,
     });
@@ -515,7 +534,7 @@ describe('errors, retries and what leaves the client', () => {
   it('sends the token only in the Authorization header', async () => {
     sim.admin.clearRequests();
     await client.listServers(token, { labelSelector: 'x=y' });
-    await client.createServer(token, { name: name('tok'), server_type: 'cx22', image: 'ubuntu-24.04' });
+    await client.createServer(token, { name: name('tok'), server_type: 'cx23', image: 'ubuntu-24.04' });
     expect(sim.requests.length).toBeGreaterThanOrEqual(2);
     for (const req of sim.requests) {
       expect(req.url).not.toContain(token.reveal());

@@ -57,7 +57,7 @@ describe.skipIf(!haveSpec)('the simulator against the Hetzner OpenAPI descriptio
     await c.listSshKeys(t);
     const a = await c.createServer(t, {
       name: 'schema-a',
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
       labels: { a: 'b' },
     });
@@ -83,9 +83,9 @@ describe.skipIf(!haveSpec)('the simulator against the Hetzner OpenAPI descriptio
     await c.listImages(t);
     // Errors: not found, duplicate, invalid input, locked, bad token, rate limited.
     await c.getServer(t, 1).catch(() => {});
-    await c.createServer(t, { name: 'schema-a', server_type: 'cx22', image: 'ubuntu-24.04' }).catch(() => {});
+    await c.createServer(t, { name: 'schema-a', server_type: 'cx23', image: 'ubuntu-24.04' }).catch(() => {});
     await c.createServer(t, { name: 'schema-c', server_type: 'nope', image: 'ubuntu-24.04' }).catch(() => {});
-    const locked = await c.createServer(t, { name: 'schema-d', server_type: 'cx22', image: 'ubuntu-24.04' });
+    const locked = await c.createServer(t, { name: 'schema-d', server_type: 'cx23', image: 'ubuntu-24.04' });
     await c.reset(t, locked.server.id).catch(() => {});
     sim.admin.setFaults({ rateLimitStorm: 1 });
     await c.listServers(t).catch(() => {});

@@ -57,7 +57,7 @@ describe('the client-side rate-limit budget', () => {
       Array.from({ length: 200 }, (_, i) =>
         client.createServer(s.token, {
           name: `burst-${i}`,
-          server_type: 'cx22',
+          server_type: 'cx23',
           image: 'ubuntu-24.04',
           start_after_create: false,
         }),

@@ -96,7 +96,7 @@ describe('the simulator admin endpoint', () => {
       method: 'POST',
       body: JSON.stringify({
         name: 'admin-stuck',
-        server_type: 'cx22',
+        server_type: 'cx23',
         image: 'ubuntu-24.04',
         start_after_create: false,
       }),

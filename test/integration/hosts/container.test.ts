@@ -102,7 +102,7 @@ cat >/etc/systemd/system/hostsvc.service <<'EOF'
 [Unit]
 Description=test host service
 [Service]
-ExecStart=/usr/local/sbin/node /opt/hostsvc/main.js
+ExecStart=/run/cannes/node/bin/node /opt/hostsvc/main.js
 Restart=always
 Environment="A=b c"
 [Install]

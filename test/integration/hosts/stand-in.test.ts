@@ -27,7 +27,7 @@ describe('a light server stands in for Node units and compose services', () => {
   it('answers 200 on every --listen of a unit that runs node, and stop takes it away', async () => {
     await sh(`cat >/etc/systemd/system/fake-proxy.service <<'EOF'
 [Service]
-ExecStart=/usr/local/sbin/node /opt/none/does-not-exist.mjs --listen 172.17.0.1:3101 --listen 127.0.0.1:3102
+ExecStart=/opt/cannes/node-v0.0.0-linux-x64/bin/node /opt/none/does-not-exist.mjs --listen 172.17.0.1:3101 --listen 127.0.0.1:3102
 EOF
 systemctl daemon-reload && systemctl start fake-proxy`);
     const curl = (url: string) =>

@@ -53,7 +53,7 @@ describe('a server created through the Hetzner simulator is a real host', () => 
     const { call, waitAction } = api(sim);
     const created = (await call('POST', '/servers', {
       name: `sim-${randomBytes(3).toString('hex')}`,
-      server_type: 'cx22',
+      server_type: 'cx23',
       image: 'ubuntu-24.04',
       location: 'fsn1',
       start_after_create: false,

@@ -147,7 +147,7 @@ describe('Informer against a real API server', () => {
           kind: 'Vps',
           metadata: { name },
           spec: {
-            serverType: 'cx22',
+            serverType: 'cx23',
             location: 'fsn1',
             cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
           },

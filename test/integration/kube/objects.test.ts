@@ -59,7 +59,7 @@ async function createVps(): Promise<Vps> {
       apiVersion: 'cannes.dev/v1alpha1',
       kind: 'Vps',
       metadata: { name },
-      spec: { serverType: 'cx22', location: 'fsn1', cloudTokenSecretRef: { name: 'hcloud', key: 'token' } },
+      spec: { serverType: 'cx23', location: 'fsn1', cloudTokenSecretRef: { name: 'hcloud', key: 'token' } },
     },
   });
   return parseVps(raw);

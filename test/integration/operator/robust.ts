@@ -123,7 +123,7 @@ export function vpsManifests(s: System, name: string): string {
       kind: 'Vps',
       metadata: { name, namespace: s.namespace },
       spec: {
-        serverType: 'cx22',
+        serverType: 'cx23',
         location: 'fsn1',
         cloudTokenSecretRef: { name: `${name}-hcloud`, key: 'token' },
       },

@@ -17,7 +17,7 @@ describe('parsing objects at the boundary', () => {
       apiVersion: 'cannes.dev/v1alpha1',
       kind: 'Vps',
       metadata: meta,
-      spec: { serverType: 'cx22', location: 'fsn1', cloudTokenSecretRef: { name: 'h', key: 'token' } },
+      spec: { serverType: 'cx23', location: 'fsn1', cloudTokenSecretRef: { name: 'h', key: 'token' } },
       status: { ready: true, conditions: [condition] },
     });
     expect(v.spec).toMatchObject({
