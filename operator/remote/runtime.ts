@@ -75,7 +75,8 @@ export const RUNTIME_MARKER = '.cannes-sha256';
 
 function check(r: NodeRuntime): void {
   if (!/^[0-9]+\.[0-9]+\.[0-9]+$/.test(r.version)) throw new Error('node runtime: bad version');
-  if (!/^[0-9a-f]{64}$/.test(r.sha256)) throw new Error('node runtime: SHA-256 must be 64 lowercase hex digits');
+  if (!/^[0-9a-f]{64}$/.test(r.sha256))
+    throw new Error('node runtime: SHA-256 must be 64 lowercase hex digits');
   // The URL lands in a shell script (single-quoted below) and in curl's argv: a plain URL only.
   if (!/^https?:\/\/[A-Za-z0-9.:[\]-]+(\/[A-Za-z0-9._~/-]*)?$/.test(r.baseUrl))
     throw new Error('node runtime: the base URL must be a plain http(s) URL');

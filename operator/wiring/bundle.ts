@@ -53,14 +53,16 @@ const runtimeOpts = (o: BundleOptions) => ({
 export function bundleVersion(o: BundleOptions): string {
   // Changes with the proxy bundle and with this operator's templates (its own source is in
   // the bundle's neighbour files; the version of the package is a good enough proxy).
-  return createHash('sha256')
-    .update(o.proxyBundle)
-    .update(JSON.stringify(o.providerOrigins))
-    // A new Node pin (a security update) or another download source redeploys every Vps.
-    .update(JSON.stringify([nodeRuntime('x86', runtimeOpts(o)), nodeRuntime('arm', runtimeOpts(o))]))
-    .update(String(process.env['npm_package_version'] ?? ''))
-    .digest('hex')
-    .slice(0, 16);
+  return (
+    createHash('sha256')
+      .update(o.proxyBundle)
+      .update(JSON.stringify(o.providerOrigins))
+      // A new Node pin (a security update) or another download source redeploys every Vps.
+      .update(JSON.stringify([nodeRuntime('x86', runtimeOpts(o)), nodeRuntime('arm', runtimeOpts(o))]))
+      .update(String(process.env['npm_package_version'] ?? ''))
+      .digest('hex')
+      .slice(0, 16)
+  );
 }
 
 const gatewayState = HOST.gatewayStateDir;

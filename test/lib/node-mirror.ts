@@ -12,7 +12,15 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,13 +64,12 @@ function readShasums(dir: string): Record<NodeArch, string> {
 /** Tiny stand-in tarballs for light servers, in a temp folder (removed by close()). */
 function buildLight(): string {
   const dir = mkdtempSync(join(tmpdir(), 'cannes-node-light-'));
-  const trueBin = execFileSync('sh', ['-c', 'command -v true || echo /bin/true']).toString().trim();
   for (const arch of ['x64', 'arm64'] as const) {
     const name = runtimeName({ version: NODE_RUNTIME_VERSION, arch });
     mkdirSync(join(dir, 'src', name, 'bin'), { recursive: true });
     // An x86-64 ELF for both: light servers never execute it, and the install script checks the
     // ELF machine, so arm64's stand-in gets its e_machine patched below.
-    copyFileSync(trueBin.startsWith('/') ? trueBin : '/bin/true', join(dir, 'src', name, 'bin', 'node'));
+    copyFileSync('/bin/true', join(dir, 'src', name, 'bin', 'node'));
     if (arch === 'arm64') {
       const f = join(dir, 'src', name, 'bin', 'node');
       const b = readFileSync(f);
@@ -136,7 +143,14 @@ export async function startNodeMirror(host: string, opts: { light?: boolean } = 
   return {
     url,
     sha256,
-    operatorArgs: ['--node-dist-url', url, '--node-sha256', `x64=${sha256.x64}`, '--node-sha256', `arm64=${sha256.arm64}`],
+    operatorArgs: [
+      '--node-dist-url',
+      url,
+      '--node-sha256',
+      `x64=${sha256.x64}`,
+      '--node-sha256',
+      `arm64=${sha256.arm64}`,
+    ],
     served,
     override(path, bytes) {
       if (bytes === undefined) overrides.delete(path);

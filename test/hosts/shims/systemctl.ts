@@ -274,7 +274,8 @@ function main(argv: string[]): void {
       return;
     case 'reload':
       for (const u of units) {
-        if (!SSH_UNITS.has(u)) fail(`reload of ${u} is not supported (this is the simulated server's systemctl)`);
+        if (!SSH_UNITS.has(u))
+          fail(`reload of ${u} is not supported (this is the simulated server's systemctl)`);
         const pid = sshdPid();
         if (pid === undefined) fail(`Unit ${u} is not active.`, 7);
         process.kill(pid, 'SIGHUP');

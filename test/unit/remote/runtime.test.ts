@@ -50,11 +50,15 @@ describe('the Node runtime the deploy installs', () => {
     expect(runtimeUrl(nodeRuntime('arm'))).toBe(
       `https://nodejs.org/dist/v${NODE_RUNTIME_VERSION}/node-v${NODE_RUNTIME_VERSION}-linux-arm64.tar.xz`,
     );
-    expect(runtimeNode(nodeRuntime('arm'))).toBe(`/opt/cannes/node-v${NODE_RUNTIME_VERSION}-linux-arm64/bin/node`);
+    expect(runtimeNode(nodeRuntime('arm'))).toBe(
+      `/opt/cannes/node-v${NODE_RUNTIME_VERSION}-linux-arm64/bin/node`,
+    );
     // An override replaces the table entry of its architecture only.
     const r = nodeRuntime('arm', { baseUrl: 'http://198.19.255.251:8/', sha256: { arm64: HEX('a') } });
     expect(r.sha256).toBe(HEX('a'));
-    expect(runtimeUrl(r)).toBe(`http://198.19.255.251:8/v${NODE_RUNTIME_VERSION}/node-v${NODE_RUNTIME_VERSION}-linux-arm64.tar.xz`);
+    expect(runtimeUrl(r)).toBe(
+      `http://198.19.255.251:8/v${NODE_RUNTIME_VERSION}/node-v${NODE_RUNTIME_VERSION}-linux-arm64.tar.xz`,
+    );
     expect(nodeRuntime('x86', { sha256: { arm64: HEX('a') } }).sha256).toBe(NODE_SHA256.x64);
   });
 
@@ -96,7 +100,10 @@ describe('the deploy bundle', () => {
     expect(b.prepare).toContain('linux-arm64.tar.xz');
     const unit = b.files.find((f) => f.path === HOST.proxyUnit.path)?.content;
     expect(unit).toMatch(
-      new RegExp(`^ExecStart=/opt/cannes/node-v${NODE_RUNTIME_VERSION.replaceAll('.', '\\.')}-linux-arm64/bin/node `, 'm'),
+      new RegExp(
+        `^ExecStart=/opt/cannes/node-v${NODE_RUNTIME_VERSION.replaceAll('.', '\\.')}-linux-arm64/bin/node `,
+        'm',
+      ),
     );
     const x86 = makeBundle(o)(vps, keys, Secret.of('gw-token-fake-0123456789'), { architecture: 'x86' });
     expect(x86.files.find((f) => f.path === HOST.proxyUnit.path)?.content).toContain('-linux-x64/bin/node ');
