@@ -11,13 +11,28 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MODELS, providerId } from '../../operator/remote/gateway-config.ts';
-import { BRIDGE_ADDRESS, DEPLOY_LOCK, PROXY_PORT, PROXY_UNIT_NAME } from '../../operator/remote/index.ts';
+import {
+  BRIDGE_ADDRESS,
+  DEPLOY_LOCK,
+  NODE_RUNTIME_VERSION,
+  PROXY_PORT,
+  PROXY_UNIT_NAME,
+  runtimeNode,
+} from '../../operator/remote/index.ts';
 import { scriptCommand } from '../../operator/ssh/remote.ts';
 import { loadKeyringFile, PostgresStore } from '../../operator/store/index.ts';
 import { ACTIVATE } from '../../operator/wiring/bundle.ts';
 import { SERVER_ROOT_PATH } from '../hosts/real-host-provider.ts';
+import { tarballPath } from '../lib/node-mirror.ts';
 import { endStdin } from '../lib/stdin.ts';
-import { exampleManifests, type OperatorProcess, type System, startSystem, waitFor } from '../lib/system.ts';
+import {
+  exampleManifests,
+  metricSum,
+  type OperatorProcess,
+  type System,
+  startSystem,
+  waitFor,
+} from '../lib/system.ts';
 import { pgDump } from '../rig/postgres.ts';
 
 const run = promisify(execFile);
@@ -259,4 +274,41 @@ describe('a deploy left running by an operator that died', () => {
       diag,
     );
   }, 600_000);
+});
+
+describe("the proxy's runtime", () => {
+  const sh = async (script: string) =>
+    (await s.hosts.exec(serverId, ['bash', '-c', `PATH=${SERVER_ROOT_PATH}\n${script}`])).stdout;
+  const node = runtimeNode({ version: NODE_RUNTIME_VERSION, arch: 'x64' });
+  const served = (arch: 'x64' | 'arm64') =>
+    s.nodeMirror.served.get(tarballPath(arch)) ?? { requests: 0, bytes: 0 };
+
+  it('is the Node the deploy installed: root has no node, the proxy runs the pinned build', async () => {
+    expect((await sh('command -v node || echo none')).trim()).toBe('none');
+    const unit = readFileSync(join(diskDir, 'etc/systemd/system', PROXY_UNIT_NAME), 'utf8');
+    expect(unit).toContain(`ExecStart=${node} `);
+    expect((await sh(`pgrep -a -f '/opt/cannes/cannes-proxy[.]mjs'`)).trim()).toContain(`${node} `);
+    expect((await sh(`${node} --version`)).trim()).toBe(`v${NODE_RUNTIME_VERSION}`);
+    // One download of the x64 build for this cx23 server, never the arm64 one.
+    expect(served('x64').requests).toBe(1);
+    expect(served('arm64').requests).toBe(0);
+  });
+
+  it('is not downloaded again by a redeploy', async () => {
+    const before = { ...served('x64') };
+    const deploys = () => metricSum(op, 'cannes_provisioning_step_duration_seconds_count', 'step="deploy"');
+    const deploySeconds = () =>
+      metricSum(op, 'cannes_provisioning_step_duration_seconds_sum', 'step="deploy"');
+    const [n0, t0] = [await deploys(), await deploySeconds()];
+    // Forget what was deployed: the next reconcile deploys everything again.
+    await s.kubectl(['annotate', 'vps', 'agent', 'cannes.dev/deployed-']);
+    await waitFor('a redeploy', async () => ((await deploys()) > n0 ? true : undefined), 600_000, diag);
+    const again = (await deploySeconds()) - t0;
+    expect(served('x64')).toEqual(before);
+    // For docs/robustness.md: the deploy step's duration, first and again (runtime in place).
+    console.log(
+      `runtime: first deploy step ${(t0 / n0).toFixed(1)} s (mean of ${n0}), redeploy ${again.toFixed(1)} s; ` +
+        `runtime bytes ${before.bytes} then +${served('x64').bytes - before.bytes}`,
+    );
+  }, 700_000);
 });

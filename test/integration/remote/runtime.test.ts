@@ -178,7 +178,13 @@ describe('the deploy installs the proxy runtime on servers that start without No
       'mkdir -p /opt/cannes/.node-install.cut && head -c 1000 /dev/zero >/opt/cannes/.node-install.cut/node.tar.xz',
     );
     mirror.override(tarballPath('x64'), undefined);
+    const bytes = served('x64').bytes;
+    const start = performance.now();
     r = await sh(x86, bundle('x86').prepare ?? '');
+    // For docs/robustness.md: what a first install costs here.
+    console.log(
+      `runtime install (x64): ${served('x64').bytes - bytes} bytes in ${((performance.now() - start) / 1000).toFixed(1)} s`,
+    );
     expect(r.stderr).toContain('installed Node');
     expect(r.exitCode).toBe(0);
     expect((await sh(x86, 'ls -A /opt/cannes')).stdout.trim()).toBe(
