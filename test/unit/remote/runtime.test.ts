@@ -28,6 +28,7 @@ const vps = {
     sshKeyRotation: { interval: '720h' },
     purgeCloudTokenAfterSetup: true,
     deletionPolicy: 'Delete',
+    access: { sshAuthorizedKeys: [] },
   },
   status: {},
 } as unknown as VpsObject;
