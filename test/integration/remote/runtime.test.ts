@@ -228,8 +228,13 @@ describe('the deploy installs the proxy runtime on servers that start without No
     expect((await sh(arm, 'ls -A /opt/cannes')).stdout.trim()).toBe('');
     mirror.override(tarballPath('arm64'), undefined);
 
+    const armBytes = served('arm64').bytes;
+    const start = performance.now();
     r = await sh(arm, b.prepare ?? '');
     expect(r.exitCode).toBe(0);
+    console.log(
+      `runtime install (arm64): ${served('arm64').bytes - armBytes} bytes in ${((performance.now() - start) / 1000).toFixed(1)} s`,
+    );
     const dir = runtimeDir({ version: NODE_RUNTIME_VERSION, arch: 'arm64' });
     expect((await sh(arm, 'ls -A /opt/cannes')).stdout.trim()).toBe(
       `node-v${NODE_RUNTIME_VERSION}-linux-arm64`,
