@@ -421,7 +421,8 @@ const deploy: VpsStep = {
     ctx.signal.throwIfAborted();
     const values = await keys.resolve(target, d.remote);
     const architecture = facts.architecture;
-    if (architecture === undefined) throw new CannesError('StoreInconsistent', 'server architecture not known');
+    if (architecture === undefined)
+      throw new CannesError('StoreInconsistent', 'server architecture not known');
     await d.remote.deploy(target, d.bundle(vps, values, gw.token, { architecture }));
     ctx.fault('deployed');
     const fingerprint = deployFingerprint(vps, keys, gw.resourceVersion, d.bundleVersion);
