@@ -60,7 +60,13 @@ const vps = {
   status: {},
 } as unknown as VpsObject;
 const keys = [
-  { name: 'claude', provider: 'anthropic' as const, apiKey: Secret.of('sk-ant-fake-runtime'), models: [] },
+  {
+    name: 'claude',
+    provider: 'anthropic' as const,
+    apiKey: Secret.of('sk-ant-fake-runtime'),
+    models: [],
+    default: true,
+  },
 ];
 const gwToken = Secret.of(`gw-fake-${randomBytes(12).toString('hex')}`);
 

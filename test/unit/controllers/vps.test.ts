@@ -162,7 +162,7 @@ describe('Vps reconcile', () => {
   it('reads the architecture once for a server recorded without it, then costs nothing idle', async () => {
     await converge();
     // A Vps from before the annotation existed: deploy again (new bundle version), token back.
-    kube.putSecret('hcloud', { token });
+    kube.putSecret('hcloud', { token }, 'cloud-token');
     await kube.setAnnotations('Vps', kube.vps('agent').metadata, { [ANNOTATION_ARCHITECTURE]: null });
     deps = { ...deps, bundleVersion: 'v2' };
     const gets = () => hcloud.calls.filter((c) => c === 'get').length;

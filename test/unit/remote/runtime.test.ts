@@ -34,7 +34,13 @@ const vps = {
 } as unknown as VpsObject;
 
 const keys = [
-  { name: 'claude', provider: 'anthropic' as const, apiKey: Secret.of('sk-ant-fake'), models: [] },
+  {
+    name: 'claude',
+    provider: 'anthropic' as const,
+    apiKey: Secret.of('sk-ant-fake'),
+    models: [],
+    default: true,
+  },
 ];
 
 describe('the Node runtime the deploy installs', () => {
