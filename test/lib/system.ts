@@ -106,8 +106,10 @@ export async function startSystem(
     cleanups.push(() => db.drop());
 
     // The upstreams' address, on loopback of the root namespace; servers route to it via their gateway.
+    // Shared by every system on this machine (parallel test files, make dev beside a test) and
+    // left in place, like the simulator's `unreachable` route: one system's cleanup must not
+    // pull the address from under another's upstreams and Node mirror.
     await ip(['addr', 'add', `${UPSTREAM_IPV4}/32`, 'dev', 'lo']).catch(() => {});
-    cleanups.push(() => ip(['addr', 'del', `${UPSTREAM_IPV4}/32`, 'dev', 'lo']));
 
     const modelKeys = {
       anthropic: canary('sk-ant-canary-'),
