@@ -60,7 +60,10 @@ bench: deps apt build $(BENCH_TARGETS) ## benchmarks; ratios printed and written
 	@mkdir -p bench/results
 	@for b in bench/*.bench.ts; do [ -e "$$b" ] || continue; echo "== $$b"; node "$$b"; done
 
-dev: deps apt build $(TEST_PREREQS) ## the main job on the embedded default (rig, operator, examples, a Vps to Ready)
+# make dev needs the rig's parts, not what only tests use (the image, the hcloud CLI).
+DEV_PREREQS = $(filter-out image hcloud-cli,$(TEST_PREREQS))
+
+dev: deps apt build $(DEV_PREREQS) ## the main job on the embedded default (rig, operator, examples, a Vps to Ready)
 	node tools/dev.ts
 
 clean: ## remove build outputs (the tool cache in $(CANNES_CACHE) is kept)
