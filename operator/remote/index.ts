@@ -5,6 +5,5 @@ export * from './key-file.ts';
 export * from './layout.ts';
 export * from './nftables.ts';
 export * from './proxy-unit.ts';
-export * from './render.ts';
 export * from './runtime.ts';
 export * from './sshd.ts';

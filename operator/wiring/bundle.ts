@@ -5,9 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { ProviderName } from '../../proxy/providers.ts';
+import { DEFAULT_GATEWAY_IMAGE } from '../api/schema.ts';
 import type { DeliveredKey } from '../controllers/keys.ts';
 import type { DeployBundle, VpsObject } from '../controllers/ports.ts';
-import type { Secret } from '../lib/secret.ts';
+import { Secret } from '../lib/secret.ts';
 import {
   BRIDGE_ADDRESS,
   COMPOSE_PROJECT,
@@ -50,20 +51,67 @@ const runtimeOpts = (o: BundleOptions) => ({
   ...(o.nodeSha256 === undefined ? {} : { sha256: o.nodeSha256 }),
 });
 
-export function bundleVersion(o: BundleOptions): string {
-  // Changes with the proxy bundle and with this operator's templates (its own source is in
-  // the bundle's neighbour files; the version of the package is a good enough proxy).
-  return (
-    createHash('sha256')
-      .update(o.proxyBundle)
-      .update(JSON.stringify(o.providerOrigins))
-      // A new Node pin (a security update) or another download source redeploys every Vps.
-      .update(JSON.stringify([nodeRuntime('x86', runtimeOpts(o)), nodeRuntime('arm', runtimeOpts(o))]))
-      .update(String(process.env['npm_package_version'] ?? ''))
-      .digest('hex')
-      .slice(0, 16)
-  );
+/**
+ * Changes whenever what a deploy puts on a server would change for the same Vps and keys: it
+ * hashes a deploy rendered by this very operator for a fixed sample (every file, the proxy
+ * bundle and the templates included, with fake secret values; the start-up, verify and runtime
+ * scripts), for both architectures. So a release that changes only a template redeploys each
+ * server once, and one that changes nothing costs no SSH (the package version is not part of
+ * it: it is unset when the image runs `node dist/operator/main.js`).
+ */
+export function bundleVersion(o: BundleOptions, render = makeBundle(o)): string {
+  const h = createHash('sha256');
+  for (const architecture of ['x86', 'arm'] as const) {
+    for (const keys of [SAMPLE_KEYS, []]) {
+      const b = render(SAMPLE_VPS, keys, SAMPLE_TOKEN, { architecture });
+      for (const f of b.files) {
+        const content = typeof f.content === 'string' ? f.content : f.content.reveal();
+        h.update(JSON.stringify([f.path, f.mode, f.owner, content.length])).update(content);
+      }
+      h.update(JSON.stringify([b.prepare ?? '', b.activate, b.verify]));
+    }
+  }
+  return h.digest('hex').slice(0, 16);
 }
+
+// The fixed sample bundleVersion renders: fake values only (never a real key or token).
+const SAMPLE_TOKEN = Secret.of('sample-gateway-token');
+const SAMPLE_VPS: VpsObject = {
+  apiVersion: 'cannes.dev/v1alpha1',
+  kind: 'Vps',
+  metadata: {
+    name: 'sample',
+    namespace: 'sample',
+    uid: '00000000-0000-4000-8000-000000000000',
+    resourceVersion: '1',
+    generation: 1,
+    finalizers: [],
+    labels: {},
+    annotations: {},
+    ownerReferences: [],
+  },
+  spec: {
+    serverType: 'cx23',
+    location: 'fsn1',
+    image: 'docker-ce',
+    cloudTokenSecretRef: { name: 'sample', key: 'token' },
+    gateway: { image: DEFAULT_GATEWAY_IMAGE, port: 18789 },
+    sshKeyRotation: { interval: '720h' },
+    access: { sshAuthorizedKeys: [] },
+    purgeCloudTokenAfterSetup: true,
+    deletionPolicy: 'Delete',
+  },
+  status: {},
+};
+const SAMPLE_KEYS: readonly DeliveredKey[] = [
+  {
+    name: 'sample',
+    provider: 'anthropic',
+    apiKey: Secret.of('sample-key-not-a-key'),
+    models: [],
+    default: true,
+  },
+];
 
 const gatewayState = HOST.gatewayStateDir;
 /**

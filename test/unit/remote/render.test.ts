@@ -2,50 +2,72 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { DEFAULT_GATEWAY_IMAGE } from '../../../operator/api/schema.ts';
+import type { DeliveredKey } from '../../../operator/controllers/keys.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
-import { HOST, type HostModelKey, renderHost } from '../../../operator/remote/index.ts';
+import { HOST } from '../../../operator/remote/index.ts';
+import { OWNER_AUTHORIZED_KEYS } from '../../../operator/remote/owner-access.ts';
+import { makeBundle } from '../../../operator/wiring/bundle.ts';
 import { parseKeyFile } from '../../../proxy/keys.ts';
+import { vpsSpec } from '../controllers/fakes.ts';
 
 const canary = (what: string) => `${what}-canary-${randomBytes(18).toString('base64url')}`;
 
-describe('renderHost', () => {
-  const keys: HostModelKey[] = [
-    { name: 'claude', provider: 'anthropic', apiKey: new Secret(canary('a')), default: true },
+// The one renderer of the host files: the deploy bundle (operator/wiring/bundle.ts).
+describe('the deploy bundle', () => {
+  const keys: DeliveredKey[] = [
+    { name: 'claude', provider: 'anthropic', apiKey: new Secret(canary('a')), models: [], default: true },
     {
       name: 'mine',
       provider: 'custom',
       baseUrl: 'https://llm.example.com/v1',
       models: [{ id: 'm1' }],
       apiKey: new Secret(canary('c')),
+      default: false,
     },
   ];
   const token = canary('tok');
-  const out = renderHost({
-    gateway: { image: DEFAULT_GATEWAY_IMAGE, port: 18789 },
-    modelKeys: keys,
-    gatewayToken: new Secret(token),
-  });
+  const vps = {
+    apiVersion: 'cannes.dev/v1alpha1',
+    kind: 'Vps',
+    metadata: {
+      name: 'agent',
+      namespace: 'ns',
+      uid: 'u',
+      resourceVersion: '1',
+      generation: 1,
+      finalizers: [],
+      labels: {},
+      annotations: {},
+      ownerReferences: [],
+    },
+    spec: vpsSpec(),
+    status: {},
+  };
+  const bundle = makeBundle({ proxyBundle: '// proxy\n', providerOrigins: {} })(
+    vps,
+    keys,
+    new Secret(token),
+    {
+      architecture: 'x86',
+    },
+  );
+  const out = bundle.files;
   const byPath = new Map(out.map((f) => [f.path, f]));
 
-  it('renders every host path of the layout except the proxy bundle, directories first', () => {
-    expect(new Set(byPath.keys())).toEqual(
-      new Set(
-        Object.values(HOST)
-          .filter((p) => p !== HOST.proxyBundle)
-          .map((p) => p.path),
-      ),
-    );
-    const firstFile = out.findIndex((f) => f.kind === 'file');
-    expect(out.slice(firstFile).every((f) => f.kind === 'file')).toBe(true);
+  it('writes every file of the host layout, and the owner keys', () => {
+    const layoutFiles = Object.values(HOST)
+      .filter((p) => p.kind === 'file')
+      .map((p) => p.path);
+    expect(new Set(byPath.keys())).toEqual(new Set([...layoutFiles, OWNER_AUTHORIZED_KEYS]));
   });
 
   it('gives every secret file as a Secret and no secret anywhere else', () => {
     const secrets = [...keys.map((k) => k.apiKey.reveal()), token];
     for (const f of out) {
-      if (f.secret) {
-        expect(f.content).toBeInstanceOf(Secret);
+      if (f.content instanceof Secret) {
+        expect([HOST.keyFile.path, HOST.gatewayEnv.path]).toContain(f.path);
       } else {
-        expect(f.content === null || typeof f.content === 'string').toBe(true);
+        expect(typeof f.content).toBe('string');
         for (const s of secrets) expect(String(f.content)).not.toContain(s);
       }
     }
