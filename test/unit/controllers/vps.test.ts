@@ -159,6 +159,19 @@ describe('Vps reconcile', () => {
     expect(bundledFor).toEqual(['arm', 'x86']);
   });
 
+  it('redeploys each server exactly once for an operator whose host files changed, never for one whose did not', async () => {
+    await converge();
+    const deploys = () => remote.calls.filter((c) => c === 'deploy').length;
+    const before = deploys();
+    // The same operator restarted (same bundleVersion): no SSH at all.
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(deploys()).toBe(before);
+    // A release whose templates changed (bundleVersion hashes the rendered files): one deploy.
+    deps = { ...deps, bundleVersion: 'v2' };
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(deploys()).toBe(before + 1);
+  });
+
   it('reads the architecture once for a server recorded without it, then costs nothing idle', async () => {
     await converge();
     // A Vps from before the annotation existed: deploy again (new bundle version), token back.
