@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ProviderName } from '../../proxy/providers.ts';
+import { ANNOTATION_GATEWAY_URL } from '../api/schema.ts';
 import type { DeliveredKey } from '../controllers/keys.ts';
 import type { DeployBundle, VpsObject } from '../controllers/ports.ts';
 import type { Secret } from '../lib/secret.ts';
@@ -95,8 +96,10 @@ export function makeBundle(o: BundleOptions) {
         verify: `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null`,
       };
     }
+    const tailnetUrl = vps.spec.tailnet ? vps.metadata.annotations[ANNOTATION_GATEWAY_URL] : undefined;
     const config = gatewayConfig({
       port,
+      ...(tailnetUrl ? { tailnetOrigin: tailnetUrl } : {}),
       modelKeys: keys.map((k) => ({
         name: k.name,
         provider: k.provider,
