@@ -48,7 +48,7 @@ export const JOIN_EXIT = { notInstallable: 4, keyRequired: 5, joinRefused: 6 } a
 export const TAILNET_JOIN = `
 login=$1 host=$2 tags=$3 havekey=$4
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v tailscale >/dev/null 2>&1; then
+if ! { command -v tailscale >/dev/null 2>&1 && tailscale version >/dev/null 2>&1; }; then
   # A source the image already has first (custom images, the rig), then Tailscale's repository.
   if ! apt-get install -y -qq tailscale >/dev/null 2>&1; then
     if [ ! -s ${TAILSCALE_KEYRING} ] || [ ! -s ${TAILSCALE_SOURCES_LIST} ]; then
