@@ -109,7 +109,7 @@ fi
 export const TAILNET_CHECK = `
 url=$1 host=$2 port=$3 ip=$4
 for _ in $(seq 30); do
-  if curl -fsS -o /dev/null --max-time 5 -k --resolve "$host:$port:$ip" "\${url}healthz"; then exit 0; fi
+  if curl -fsS -o /dev/null --max-time 5 --resolve "$host:$port:$ip" "\${url}healthz"; then exit 0; fi
   sleep 1
 done
 echo "the gateway does not answer at $url" >&2
