@@ -437,7 +437,8 @@ async function tailnetAuthKey(vps: VpsObject, d: VpsDeps): Promise<Secret | unde
     'tailnet-auth-key',
   );
   if (notLabelled) throw new TerminalError('SecretNotLabelled', notLabelled);
-  if (resourceVersion === undefined)
+  // A node that joined before needs no key to change its hostname or Serve: the Secret may be gone.
+  if (resourceVersion === undefined && vps.metadata.annotations[TAILNET_ANNOTATION] === undefined)
     throw new TerminalError(
       'TailnetAuthKeySecretMissing',
       `Secret ${ref.name} does not exist: create it (labelled cannes.dev/usage=tailnet-auth-key) with a Tailscale auth key in "${ref.key}"`,

@@ -403,8 +403,9 @@ describe('Vps on a tailnet (spec.tailnet)', () => {
     expect(JSON.stringify([vps.status, vps.metadata.annotations, kube.events])).not.toContain(authKey);
   });
 
-  it('changes the hostname of a joined node with the key purged (no key needed)', async () => {
+  it('changes the hostname of a joined node with the key purged and the Secret gone (no key needed)', async () => {
     await settle();
+    kube.secrets.delete('ns/ts');
     const v = kube.vps('agent');
     kube.vpses.set('ns/agent', { ...v, spec: { ...v.spec, tailnet: { ...tailnet, hostname: 'renamed' } } });
     await settle();
