@@ -8,7 +8,7 @@ import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { isRecord, parseKubeObject } from '../kube/object.ts';
 import { TerminalError } from '../lib/errors.ts';
-import { ModelKeySpec, ModelKeyStatus, VpsSpec, VpsStatus } from './schema.ts';
+import { DEFAULT_TAILNET_LOGIN_SERVER, ModelKeySpec, ModelKeyStatus, VpsSpec, VpsStatus } from './schema.ts';
 import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from './types.ts';
 
 // The formats the schema names (TypeBox knows none by itself). The API server checked them
@@ -60,6 +60,18 @@ export function parseVps(raw: unknown): VpsObject {
     },
     sshKeyRotation: { interval: spec.sshKeyRotation?.interval ?? '' },
     access: { sshAuthorizedKeys: spec.access?.sshAuthorizedKeys ?? [] },
+    ...(spec.tailnet
+      ? {
+          tailnet: {
+            authKeySecretRef: spec.tailnet.authKeySecretRef,
+            // A Vps name may hold dots (a DNS subdomain); a tailnet hostname is one label.
+            hostname: spec.tailnet.hostname ?? tailnetHostname(base.metadata.name),
+            tags: spec.tailnet.tags ?? [],
+            loginServer: spec.tailnet.loginServer ?? DEFAULT_TAILNET_LOGIN_SERVER,
+            purgeAuthKeyAfterJoin: spec.tailnet.purgeAuthKeyAfterJoin ?? true,
+          },
+        }
+      : {}),
     purgeCloudTokenAfterSetup: spec.purgeCloudTokenAfterSetup ?? true,
     deletionPolicy: spec.deletionPolicy === 'Retain' ? 'Retain' : 'Delete',
   };
@@ -72,4 +84,15 @@ export function parseModelKey(raw: unknown): ModelKeyObject {
   const spec = checked(ModelKeySpec, r['spec'], `ModelKey ${base.metadata.name} spec`);
   const status = checked(ModelKeyStatus, r['status'], `ModelKey ${base.metadata.name} status`);
   return { ...base, spec, status };
+}
+
+/** The Vps name as one DNS label (dots become dashes, at most 63 characters). */
+export function tailnetHostname(vpsName: string): string {
+  return (
+    vpsName
+      .toLowerCase()
+      .replace(/[^a-z0-9-]/g, '-')
+      .slice(0, 63)
+      .replace(/^-+|-+$/g, '') || 'vps'
+  );
 }

@@ -58,6 +58,13 @@ export const SECRET_USAGES = ['cloud-token', 'llm-key', 'tailnet-auth-key'] as c
 export type SecretUsage = (typeof SECRET_USAGES)[number];
 /** The pinned OS host key of the server (public), for the owner's known_hosts. */
 export const ANNOTATION_SSH_HOST_KEY = 'cannes.dev/ssh-host-key';
+/** The gateway's URL on the owner's tailnet (`https://<name>.<tailnet>.ts.net/`), once joined. */
+export const ANNOTATION_GATEWAY_URL = 'cannes.dev/gateway-url';
+/** Tailscale's own coordination server: the default `spec.tailnet.loginServer`. */
+export const DEFAULT_TAILNET_LOGIN_SERVER = 'https://controlplane.tailscale.com';
+/** A tailnet hostname (one DNS label): what the node is called, `<hostname>.<tailnet>`. */
+export const TAILNET_HOSTNAME_PATTERN = '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$';
+export const TAILNET_TAG_PATTERN = '^tag:[a-z0-9-]+$';
 
 const str = (description: string, extra: Record<string, unknown> = {}) =>
   Type.String({ description, ...extra });
@@ -242,6 +249,54 @@ export const VpsSpec = Type.Object(
         },
       ),
     ),
+    tailnet: Type.Optional(
+      Type.Object(
+        {
+          authKeySecretRef: secretKeySelector(
+            'a Tailscale auth key (one-off, pre-authorised, tagged); the Secret must be labelled cannes.dev/usage: tailnet-auth-key',
+          ),
+          hostname: Type.Optional(
+            str("The node's name on the tailnet (one DNS label). Default: the Vps name.", {
+              minLength: 1,
+              maxLength: 63,
+              pattern: TAILNET_HOSTNAME_PATTERN,
+            }),
+          ),
+          tags: Type.Optional(
+            Type.Array(
+              str('An ACL tag the node advertises, e.g. tag:cannes-vps.', {
+                maxLength: 128,
+                pattern: TAILNET_TAG_PATTERN,
+              }),
+              {
+                description: 'Tags the node advertises (`--advertise-tags`); the auth key must allow them.',
+                maxItems: 16,
+                default: [],
+              },
+            ),
+          ),
+          loginServer: Type.Optional(
+            str('The coordination server (https only): Tailscale by default, or a Headscale URL.', {
+              default: DEFAULT_TAILNET_LOGIN_SERVER,
+              maxLength: 2048,
+              pattern: '^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&()*+,;=:@%/-]*)?$',
+            }),
+          ),
+          purgeAuthKeyAfterJoin: Type.Optional(
+            Type.Boolean({
+              description: 'Remove the auth key from its Secret once the node has joined the tailnet.',
+              default: true,
+            }),
+          ),
+        },
+        {
+          description:
+            "The owner's way in over Tailscale: the server joins the tailnet and `tailscale serve` puts the gateway " +
+            'at https://<hostname>.<tailnet>/ (plain http on a tailnet without certificates). Nothing else of the ' +
+            'server is reachable from the tailnet.',
+        },
+      ),
+    ),
     purgeCloudTokenAfterSetup: Type.Optional(
       Type.Boolean({
         description:
@@ -268,6 +323,10 @@ export const VpsStatus = Type.Object(
     gatewayDeployed: Type.Optional(bool('The OpenClaw gateway is deployed and healthy.')),
     proxyReady: Type.Optional(bool('The host-side LLM proxy answers from the Docker bridge.')),
     cloudTokenPurged: Type.Optional(bool('Every copy of the Hetzner token Cannes held is deleted.')),
+    tailnetJoined: Type.Optional(bool('The server is a node of the tailnet of spec.tailnet.')),
+    gatewayReachable: Type.Optional(
+      bool('The gateway answers at its tailnet URL (annotation cannes.dev/gateway-url).'),
+    ),
     ready: Type.Optional(bool('Provisioning is complete and the gateway answers through the proxy.')),
     conditions: Type.Optional(conditions),
   },

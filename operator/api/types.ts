@@ -32,6 +32,16 @@ export interface ResolvedVpsSpec {
   readonly sshKeyRotation: { readonly interval: string };
   /** The owner's public keys for `ssh -N -L` to the gateway (validated again by the deploy). */
   readonly access: { readonly sshAuthorizedKeys: readonly string[] };
+  /** Absent: the server is not on a tailnet (the tailnet step does nothing). */
+  readonly tailnet?: ResolvedTailnetSpec;
   readonly purgeCloudTokenAfterSetup: boolean;
   readonly deletionPolicy: 'Delete' | 'Retain';
+}
+
+export interface ResolvedTailnetSpec {
+  readonly authKeySecretRef: { readonly name: string; readonly key: string };
+  readonly hostname: string;
+  readonly tags: readonly string[];
+  readonly loginServer: string;
+  readonly purgeAuthKeyAfterJoin: boolean;
 }

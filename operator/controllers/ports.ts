@@ -135,12 +135,36 @@ export interface DeployBundle {
   readonly verify: string;
 }
 
+/** What the tailnet step asks of the server (nothing here is secret but the key). */
+export interface TailnetJoinRequest {
+  /** Undefined once purged: a node that is joined needs none; one that is not fails. */
+  readonly authKey: Secret | undefined;
+  readonly loginServer: string;
+  readonly hostname: string;
+  readonly tags: readonly string[];
+  readonly gatewayPort: number;
+}
+
+/** The node's public facts; its tailnet state (keys, peers) stays on the server. */
+export interface TailnetJoinResult {
+  /** `<hostname>.<tailnet>`, the name Serve answers to. */
+  readonly dnsName: string;
+  readonly httpsAvailable: boolean;
+  /** The gateway answered at its tailnet URL, asked from the server through Serve. */
+  readonly gatewayReachable: boolean;
+}
+
 export interface Remote {
   /** docs/design.md §4 step 3, in the rescue system. The password is the one-time rescue credential. */
   rescueKeygen(ipv4: string, rootPassword: Secret): Promise<RescueResult>;
   /** Reads the current key file from the host (re-delivery of keys whose Secret was purged). */
   readFile(target: OsTarget, path: string): Promise<Secret | undefined>;
   deploy(target: OsTarget, bundle: DeployBundle): Promise<void>;
+  /**
+   * Installs Tailscale if missing, joins the tailnet (key on stdin, in a root-only temp file
+   * removed after `tailscale up`), serves the gateway's loopback port on the tailnet.
+   */
+  joinTailnet(target: OsTarget, req: TailnetJoinRequest): Promise<TailnetJoinResult>;
   /** Runs the crash-safe rotation protocol (operator/ssh), store included. */
   rotate(vpsUid: string, target: Omit<OsTarget, 'privateKey'>): Promise<void>;
 }

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import {
   ANNOTATION_ARCHITECTURE,
+  ANNOTATION_GATEWAY_URL,
   ANNOTATION_IPV4,
   ANNOTATION_SERVER_ID,
   ANNOTATION_SSH_HOST_KEY,
@@ -22,6 +23,7 @@ import { parseGoDuration } from '../lib/duration.ts';
 import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Secret } from '../lib/secret.ts';
+import { tailnetGatewayUrl } from '../remote/tailnet.ts';
 import { collectKeys, DELIVERED_ANNOTATION, type DeliveredKey, type KeySet } from './keys.ts';
 import type {
   ActiveKey,
@@ -34,6 +36,9 @@ import type {
   VpsObject,
   VpsRecord,
 } from './ports.ts';
+
+/** Fingerprint of the tailnet settings the server last joined and served with (never the key). */
+export const TAILNET_ANNOTATION = 'cannes.dev/tailnet-joined';
 
 /** Fingerprint of what was last deployed; equal fingerprints mean no SSH connection at all. */
 export const DEPLOYED_ANNOTATION = 'cannes.dev/deployed';
@@ -86,6 +91,7 @@ export interface Facts {
   finalizerAdded?: boolean;
   deployed?: string;
   tokenPurged?: boolean;
+  tailnet?: { url: string; fingerprint: string; keyPurged?: boolean };
 }
 
 export interface StepContext {
@@ -109,6 +115,8 @@ export type Assessment =
   | {
       readonly state: 'done';
       readonly ok?: boolean;
+      /** The step does not apply to this Vps (e.g. no spec.tailnet): no condition, no boolean. */
+      readonly absent?: boolean;
       readonly reason: string;
       readonly message: string;
       readonly status?: Partial<VpsStatus>;
@@ -182,6 +190,10 @@ function deployFingerprint(
   bundleVersion: string,
 ): string {
   const h = createHash('sha256');
+  // The tailnet URL goes into the gateway config (Control UI origin): once the tailnet step
+  // records it, the next reconcile redeploys. Absent, the parts are as before (no redeploy of
+  // every Vps on upgrade).
+  const tailnetUrl = vps.spec.tailnet ? vps.metadata.annotations[ANNOTATION_GATEWAY_URL] : undefined;
   h.update(
     JSON.stringify([
       vps.spec.gateway,
@@ -189,6 +201,7 @@ function deployFingerprint(
       [...keys.fingerprintParts].sort(),
       gatewayTokenVersion,
       bundleVersion,
+      ...(tailnetUrl ? [tailnetUrl] : []),
     ]),
   );
   return h.digest('hex').slice(0, 32);
@@ -437,8 +450,127 @@ const deploy: VpsStep = {
   },
 };
 
+function tailnetFingerprint(vps: VpsObject): string | undefined {
+  const t = vps.spec.tailnet;
+  if (!t) return undefined;
+  return createHash('sha256')
+    .update(JSON.stringify([t.loginServer, t.hostname, [...t.tags].sort(), vps.spec.gateway.port]))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+async function tailnetAuthKey(vps: VpsObject, d: VpsDeps): Promise<Secret | undefined> {
+  const t = vps.spec.tailnet;
+  if (!t) return undefined;
+  const ref = t.authKeySecretRef;
+  const { value, notLabelled, resourceVersion } = await d.kube.readSecretKey(
+    ns(vps.metadata),
+    ref.name,
+    ref.key,
+    'tailnet-auth-key',
+  );
+  if (notLabelled) throw new TerminalError('SecretNotLabelled', notLabelled);
+  // A node that joined before needs no key to change its hostname or Serve: the Secret may be gone.
+  if (resourceVersion === undefined && vps.metadata.annotations[TAILNET_ANNOTATION] === undefined)
+    throw new TerminalError(
+      'TailnetAuthKeySecretMissing',
+      `Secret ${ref.name} does not exist: create it (labelled cannes.dev/usage=tailnet-auth-key) with a Tailscale auth key in "${ref.key}"`,
+    );
+  if (value !== undefined && !/^[A-Za-z0-9_-]{8,512}$/.test(value.reveal().trim()))
+    throw new TerminalError(
+      'TailnetAuthKeyInvalid',
+      `Secret ${ref.name} key "${ref.key}" does not look like a Tailscale auth key (tskey-auth-...)`,
+    );
+  return value;
+}
+
 /**
- * 6. Rotate once after provisioning (the rescue session was the one unpinned connection), then
+ * 6. The owner's way in over Tailscale (spec.tailnet, optional): install, join, serve the
+ *    gateway on the tailnet, record its URL. Done from annotations alone, so a joined idle Vps
+ *    costs no SSH connection; the join fingerprint leaves the key out, so purging it changes
+ *    nothing. A crash after the join re-runs it: a joined node is not joined again (no key
+ *    needed), Serve is set again to the same thing.
+ */
+const tailnet: VpsStep = {
+  name: 'tailnet',
+  condition: 'TailnetJoined',
+  status: 'tailnetJoined',
+  event: 'TailnetJoined',
+  gatesReady: true,
+  faultPoints: ['tailnet:joined', 'tailnet:annotated', 'tailnet:purged'],
+  async assess(ctx) {
+    const { vps, d, facts } = ctx;
+    const t = vps.spec.tailnet;
+    if (!t) return { state: 'done', absent: true, reason: 'NoTailnet', message: 'spec.tailnet is not set' };
+    const m = vps.metadata;
+    const url = facts.tailnet?.url ?? m.annotations[ANNOTATION_GATEWAY_URL];
+    const joined = facts.tailnet?.fingerprint ?? m.annotations[TAILNET_ANNOTATION];
+    if (!url || joined !== tailnetFingerprint(vps)) return { state: 'run' };
+    // The key is of no use once joined: purge it (a Kubernetes read, no SSH), also after a crash
+    // between the join and the purge.
+    if (t.purgeAuthKeyAfterJoin && !facts.tailnet?.keyPurged) {
+      const ref = t.authKeySecretRef;
+      const { value } = await d.kube.readSecretKey(ns(m), ref.name, ref.key, 'tailnet-auth-key');
+      if (value !== undefined) return { state: 'run' };
+    }
+    return {
+      state: 'done',
+      reason: 'Joined',
+      message: `the gateway is at ${url} on the tailnet${t.purgeAuthKeyAfterJoin ? '; the auth key is purged' : ''}`,
+      status: { gatewayReachable: true },
+    };
+  },
+  async run(ctx) {
+    const { vps, d, facts } = ctx;
+    const t = vps.spec.tailnet;
+    if (!t) throw new CannesError('StepNotApplicable', 'no spec.tailnet');
+    const m = vps.metadata;
+    const fingerprint = tailnetFingerprint(vps) ?? '';
+    let url = facts.tailnet?.url ?? m.annotations[ANNOTATION_GATEWAY_URL];
+    let note = `the gateway is at ${url} on the tailnet`;
+    if (!url || (facts.tailnet?.fingerprint ?? m.annotations[TAILNET_ANNOTATION]) !== fingerprint) {
+      const { ipv4 } = serverOf(ctx);
+      const key = activeKeyOf(ctx);
+      const authKey = await tailnetAuthKey(vps, d);
+      ctx.signal.throwIfAborted();
+      const r = await d.remote.joinTailnet(
+        { ipv4, hostKey: key.hostKey, privateKey: key.privateKey },
+        {
+          authKey,
+          loginServer: t.loginServer,
+          hostname: t.hostname,
+          tags: t.tags,
+          gatewayPort: vps.spec.gateway.port,
+        },
+      );
+      ctx.fault('joined');
+      if (!r.gatewayReachable)
+        throw new CannesError(
+          'GatewayNotReachable',
+          `joined the tailnet as ${r.dnsName}, but the gateway does not answer through tailscale serve yet`,
+        );
+      url = tailnetGatewayUrl(r.dnsName, r.httpsAvailable);
+      await d.kube.setAnnotations('Vps', m, {
+        [ANNOTATION_GATEWAY_URL]: url,
+        [TAILNET_ANNOTATION]: fingerprint,
+      });
+      ctx.fault('annotated');
+      facts.tailnet = { url, fingerprint };
+      note = `joined the tailnet: the gateway is at ${url}`;
+    }
+    if (t.purgeAuthKeyAfterJoin) {
+      const ref = t.authKeySecretRef;
+      await d.kube.removeSecretKey(ns(m), ref.name, ref.key, 'tailnet-auth-key');
+      ctx.fault('purged');
+      facts.tailnet = { url, fingerprint, keyPurged: true };
+      note += `; removed key "${ref.key}" from Secret ${ref.name}`;
+    }
+    return note;
+  },
+};
+
+/**
+ * 7. Rotate once after provisioning (the rescue session was the one unpinned connection), then
  *    every interval, measured from the active key's creation.
  */
 const rotate: VpsStep = {
@@ -475,7 +607,7 @@ const purgedBefore = (o: VpsObject) =>
   (o.status.conditions ?? []).some((c) => c.type === 'CloudTokenPurged' && c.status === 'True');
 
 /**
- * 7. Purge the Hetzner token once every Vps that uses the same Secret key has finished setup.
+ * 8. Purge the Hetzner token once every Vps that uses the same Secret key has finished setup.
  *    Purge once per Vps, after its own setup: a token put back later is for something else
  *    (deleting a server, or a new Vps applied together with it, whose Secret often reaches us
  *    before the new Vps is in the cache).
@@ -547,7 +679,7 @@ const purgeToken: VpsStep = {
 };
 
 /** The provisioning, in order. The crash test enumerates `faultPoints` of every step. */
-export const VPS_STEPS: readonly VpsStep[] = [finalizer, server, sshKey, deploy, rotate, purgeToken];
+export const VPS_STEPS: readonly VpsStep[] = [finalizer, server, sshKey, deploy, tailnet, rotate, purgeToken];
 
 /** When the next rotation is due (the reconcile requeues for it). */
 export function nextRotationInMs(ctx: StepContext): number {

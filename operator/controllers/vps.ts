@@ -206,6 +206,12 @@ function stepContext(
 /** A step's assessment as its condition and status boolean. */
 function report(draft: StatusDraft, step: VpsStep, a: Assessment): void {
   if (a.state === 'run') return;
+  if (a.state === 'done' && a.absent) {
+    // A step that does not apply leaves no trace (a spec.tailnet removed later drops its own).
+    if (step.status) delete draft.status[step.status];
+    if (step.condition) draft.drop(step.condition);
+    return;
+  }
   const ok = a.state === 'done' && a.ok !== false;
   if (step.status) draft.status[step.status] = ok as never;
   Object.assign(draft.status, a.status ?? {});

@@ -4,6 +4,14 @@ import { TerminalError } from '../lib/errors.ts';
 import { BRIDGE_ADDRESS, PROXY_PORT } from './layout.ts';
 
 /**
+ * Who connects to the gateway on behalf of a tailnet peer: `tailscale serve` on the host dials
+ * the published loopback port, which Docker's proxy forwards from the bridge's host address;
+ * without a container (the rig's docker shim) it arrives from loopback. Both are the host
+ * itself, one trust boundary with the gateway; token auth stays on for every request.
+ */
+export const TAILNET_TRUSTED_PROXIES = [BRIDGE_ADDRESS, '127.0.0.1'] as const;
+
+/**
  * The OpenClaw gateway's `openclaw.json`, generated from the Vps and its ModelKeys. Checked
  * against the real `openclaw` package (2026.9.6) by test/integration/openclaw/: its own
  * `config validate`, and a real gateway answering a chat through it.
@@ -34,6 +42,11 @@ export interface GatewayConfigInput {
   readonly port: number;
   /** In order: the first key's first model is the agent's default model. May be empty. */
   readonly modelKeys: readonly GatewayModelKey[];
+  /**
+   * The gateway's origin on the owner's tailnet (`https://<name>.<tailnet>`), once the server
+   * joined (annotation cannes.dev/gateway-url): Serve forwards to the loopback port.
+   */
+  readonly tailnetOrigin?: string;
   /**
    * Where the container reaches the proxy. Defaults are the production values; tests that run
    * the gateway outside a container point both at a loopback proxy.
@@ -143,6 +156,14 @@ export function gatewayConfig(input: GatewayConfigInput): OpenClawConfig {
       bind: 'lan',
       // The token itself comes from OPENCLAW_GATEWAY_TOKEN (gateway.env, root-only on the host).
       auth: { mode: 'token' },
+      // Behind Serve (only with a tailnet): the Control UI's origin, and Serve as the proxy whose
+      // X-Forwarded-For names the peer (else authenticated routes refuse forwarded requests).
+      ...(input.tailnetOrigin === undefined
+        ? {}
+        : {
+            controlUi: { allowedOrigins: [tailnetOrigin(input.tailnetOrigin)] },
+            trustedProxies: [...TAILNET_TRUSTED_PROXIES],
+          }),
       http: {
         endpoints: {
           // OpenAI-compatible POST /v1/chat/completions with `Authorization: Bearer <token>`:
@@ -183,6 +204,14 @@ function toOpenClawModel(m: ModelEntry): Record<string, unknown> {
 }
 
 const NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** `https://name.tailnet.ts.net/` -> `https://name.tailnet.ts.net` (an Origin has no path). */
+function tailnetOrigin(url: string): string {
+  const u = new URL(url);
+  if (u.protocol !== 'https:' && u.protocol !== 'http:')
+    throw new TerminalError('InvalidGatewayUrl', 'the tailnet gateway URL must be http(s)');
+  return u.origin;
+}
 
 function trimSlash(s: string): string {
   return s.replace(/\/+$/, '');

@@ -12,6 +12,10 @@ import { BRIDGE_ADDRESS, BRIDGE_CIDR, HOST, PROXY_PORT } from './layout.ts';
  * is final whatever the others say. Loading it (`nft -f`) is atomic and idempotent: the file
  * first makes sure the table exists, deletes it, and recreates it in one transaction.
  *
+ * On the owner's tailnet the host admits nothing at kernel level: the gateway is reached
+ * through \`tailscale serve\`, which tailscaled answers in its own network stack (docs/rig.md,
+ * "The tailnet").
+ *
  * Password SSH is refused by sshd itself (sshdHardening()): a firewall cannot tell a
  * password login from a key login.
  */
@@ -47,6 +51,9 @@ table inet ${NFT_TABLE} {
 		# Ahead of the distribution's and Docker's filters; a drop here is final.
 		type filter hook input priority filter - 10; policy accept;
 		iifname "lo" accept
+		# Nothing of the host answers the tailnet at kernel level (sshd, 3101, the gateway port):
+		# tailscale serve answers inside tailscaled, before this hook, so it still works.
+		iifname "tailscale0" counter drop
 		# Containers are known by the bridge they come in on, never by a source address alone:
 		# a packet with a ${cidr} source on the public link (Hetzner's own gateway address lies
 		# in that range) is not a container.

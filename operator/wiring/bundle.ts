@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ProviderName } from '../../proxy/providers.ts';
-import { DEFAULT_GATEWAY_IMAGE } from '../api/schema.ts';
+import { ANNOTATION_GATEWAY_URL, DEFAULT_GATEWAY_IMAGE } from '../api/schema.ts';
 import type { DeliveredKey } from '../controllers/keys.ts';
 import type { DeployBundle, VpsObject } from '../controllers/ports.ts';
 import { Secret } from '../lib/secret.ts';
@@ -175,8 +175,10 @@ export function makeBundle(o: BundleOptions) {
     }
     // The proxy's Node, for this server's architecture, installed before any file is written.
     const runtime = nodeRuntime(host.architecture, runtimeOpts(o));
+    const tailnetUrl = vps.spec.tailnet ? vps.metadata.annotations[ANNOTATION_GATEWAY_URL] : undefined;
     const config = gatewayConfig({
       port,
+      ...(tailnetUrl ? { tailnetOrigin: tailnetUrl } : {}),
       modelKeys: keys.map((k) => ({
         name: k.name,
         provider: k.provider,

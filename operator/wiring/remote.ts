@@ -3,9 +3,29 @@
  * one step, closed at its end; every session but the rescue one verifies the pinned host key.
  */
 import { posix } from 'node:path';
-import type { DeployBundle, OsTarget, Remote, RescueResult } from '../controllers/ports.ts';
-import { CannesError } from '../lib/errors.ts';
+import type {
+  DeployBundle,
+  OsTarget,
+  Remote,
+  RescueResult,
+  TailnetJoinRequest,
+  TailnetJoinResult,
+} from '../controllers/ports.ts';
+import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Secret } from '../lib/secret.ts';
+import {
+  JOIN_EXIT,
+  parseTailnetStatus,
+  redactTailnetKeys,
+  TAILNET_CHECK,
+  TAILNET_JOIN,
+  TAILNET_SERVE,
+  TAILSCALE_KEYRING,
+  TAILSCALE_REPO_KEY_ASC,
+  TAILSCALE_SOURCES_LIST,
+  tailnetGatewayUrl,
+  tailscaleSourcesList,
+} from '../remote/tailnet.ts';
 import { parsePublicKey } from '../ssh/keys.ts';
 import { runScript, runScriptOk, shq, writeFileAtomic } from '../ssh/remote.ts';
 import { rescueKeygen } from '../ssh/rescue.ts';
@@ -111,6 +131,67 @@ export class RemotePort implements Remote {
         }
         await sleep(2000);
       }
+    });
+  }
+
+  async joinTailnet(target: OsTarget, req: TailnetJoinRequest): Promise<TailnetJoinResult> {
+    return this.#withOs(target, async (s) => {
+      if (TAILSCALE_REPO_KEY_ASC !== '') {
+        await runScriptOk(s, 'install -d -m 0755 /etc/apt/keyrings /etc/apt/sources.list.d', {
+          what: 'creating apt folders',
+        });
+        await writeFileAtomic(s, TAILSCALE_KEYRING, TAILSCALE_REPO_KEY_ASC, 0o644, '0:0');
+        await writeFileAtomic(s, TAILSCALE_SOURCES_LIST, tailscaleSourcesList(), 0o644, '0:0');
+      }
+      const key = req.authKey;
+      const r = await runScript(s, TAILNET_JOIN, {
+        args: [req.loginServer, req.hostname, req.tags.join(','), key ? '1' : '0'],
+        ...(key ? { stdin: key } : {}),
+        timeoutMs: 300_000,
+        maxOutputBytes: 4 * 1024 * 1024,
+      });
+      if (r.exitCode !== 0) {
+        // tailscale does not echo the key; the filter is for whatever else might.
+        let err = r.stderr.trim().slice(-400);
+        if (key) err = err.replaceAll(key.reveal(), '[redacted]');
+        err = redactTailnetKeys(err);
+        if (r.exitCode === JOIN_EXIT.keyRequired)
+          throw new TerminalError(
+            'TailnetAuthKeyRequired',
+            'the server is not on the tailnet and its auth key Secret has no key: put a new auth key there',
+          );
+        if (r.exitCode === JOIN_EXIT.notInstallable)
+          throw new TerminalError('TailscaleNotInstallable', `cannot install tailscale: ${err}`);
+        if (r.exitCode === JOIN_EXIT.joinRefused && /invalid authkey/i.test(err))
+          throw new TerminalError(
+            'TailnetAuthKeyRejected',
+            `the tailnet's control server refused the auth key (${/one-off key already used/.test(err) ? 'a one-off key already used' : 'invalid, expired or revoked'}): make a new one-off, pre-authorised key and put it in the Secret`,
+          );
+        if (r.exitCode === JOIN_EXIT.joinRefused && /tags? .*(invalid|not permitted)/i.test(err))
+          throw new TerminalError(
+            'TailnetTagsRefused',
+            `the tailnet refused the tags ${req.tags.join(',') || '(none)'}: the auth key must allow them (${err})`,
+          );
+        throw new CannesError('TailnetJoinFailed', `joining the tailnet failed (exit ${r.exitCode}): ${err}`);
+      }
+      const st = parseTailnetStatus(r.stdout);
+      if (st.backendState !== 'Running')
+        throw new CannesError('TailnetJoinFailed', `tailscaled is ${st.backendState}, not Running`);
+      await runScriptOk(s, TAILNET_SERVE, {
+        args: [String(req.gatewayPort), st.httpsAvailable ? '1' : '0'],
+        what: 'tailscale serve',
+        timeoutMs: 60_000,
+      });
+      const url = tailnetGatewayUrl(st.dnsName, st.httpsAvailable);
+      const check = await runScript(s, TAILNET_CHECK, {
+        args: [url, st.dnsName, st.httpsAvailable ? '443' : '80', st.ipv4 ?? '127.0.0.1'],
+        timeoutMs: 60_000,
+      });
+      return {
+        dnsName: st.dnsName,
+        httpsAvailable: st.httpsAvailable,
+        gatewayReachable: check.exitCode === 0,
+      };
     });
   }
 

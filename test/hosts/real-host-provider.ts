@@ -622,6 +622,11 @@ async function bundleShims(dir: string): Promise<void> {
   await writeFile(join(dir, 'bin', 'mount'), await readFile(join(HERE, 'shims', 'mount.sh')), {
     mode: 0o755,
   });
+  // apt-get installs only tailscale, from the rig's cache; `tailscale` works once it did.
+  for (const name of ['apt-get', 'tailscale'])
+    await writeFile(join(dir, 'bin', name), await readFile(join(HERE, 'shims', `${name}.sh`)), {
+      mode: 0o755,
+    });
   await writeFile(join(dir, 'stand-in-http.sh'), await readFile(join(HERE, 'shims', 'stand-in-http.sh')), {
     mode: 0o755,
   });

@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -18,6 +18,7 @@ import { freePort } from '../rig/controlplane.ts';
 import { createTestDatabase, type TestDatabase } from '../rig/postgres.ts';
 import type { Rig } from '../rig/rig.ts';
 import { useRig } from '../rig/shared.ts';
+import { startControl, type TailnetControl } from '../tailnet/control.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../upstreams/index.ts';
 import { type NodeMirror, startNodeMirror } from './node-mirror.ts';
 
@@ -52,6 +53,15 @@ export interface System {
   readonly canaries: Canaries;
   readonly masterKeysFile: string;
   readonly dir: string;
+  /**
+   * The rig's tailnet control server (startSystem `tailnet: true`), whose CA every simulated
+   * server trusts. Auth keys minted through `mintTailnetKey` are remembered for canary scans.
+   */
+  readonly tailnet: TailnetControl | undefined;
+  /** A one-off, pre-authorised key of the rig tailnet (recorded in `tailnetKeys`). */
+  mintTailnetKey(tags?: readonly string[]): Promise<string>;
+  /** Every tailnet auth key minted so far: secrets a test scans for. */
+  readonly tailnetKeys: string[];
   /** Starts an operator process (more than one for the leader-election and crash tests). */
   startOperator(extraArgs?: readonly string[], env?: Record<string, string>): Promise<OperatorProcess>;
   readonly operators: OperatorProcess[];
@@ -63,6 +73,7 @@ export interface System {
 /** The `cannes.dev/usage` labels that let the operator use a Secret (docs/security.md). */
 export const CLOUD_TOKEN_LABELS = { 'cannes.dev/usage': 'cloud-token' } as const;
 export const LLM_KEY_LABELS = { 'cannes.dev/usage': 'llm-key' } as const;
+export const TAILNET_AUTH_KEY_LABELS = { 'cannes.dev/usage': 'tailnet-auth-key' } as const;
 
 const canary = (prefix: string, bytes = 24) => `${prefix}${randomBytes(bytes).toString('hex')}`;
 
@@ -83,6 +94,8 @@ export async function startSystem(
      * it, as a user applying the manifests would; the system still deletes it at the end.
      */
     namespace?: string;
+    /** Start the rig's tailnet control server and trust its CA on every simulated server. */
+    tailnet?: boolean;
   } = {},
 ): Promise<System> {
   const dir = mkdtempSync(join(tmpdir(), 'cannes-system-'));
@@ -128,6 +141,15 @@ export async function startSystem(
 
     // The docker shim runs the OpenClaw image from the `make openclaw` install in the cache.
     const hosts = new RealHostProvider({ standInServices: opts.standInServices ?? false });
+    let tailnet: TailnetControl | undefined;
+    if (opts.tailnet) {
+      const control = await startControl();
+      tailnet = control;
+      cleanups.push(() => control.stop());
+      // Servers trust the control server as a real server trusts Let's Encrypt: in the CA bundle.
+      hosts.trustCa(readFileSync(control.caFile, 'utf8'));
+    }
+    const tailnetKeys: string[] = [];
     const sim = await startSimulator({ provider: hosts, actionDurationMs: opts.actionMs ?? 200 });
     cleanups.push(() => sim.close());
 
@@ -155,6 +177,14 @@ export async function startSystem(
       canaries,
       masterKeysFile,
       dir,
+      tailnet,
+      tailnetKeys,
+      async mintTailnetKey(tags = []) {
+        if (!tailnet) throw new Error('startSystem({ tailnet: true }) starts the tailnet');
+        const k = await tailnet.mintKey({ tags });
+        tailnetKeys.push(k.key);
+        return k.key;
+      },
       operators,
       kubectl,
       async getJson(kind, name) {
@@ -245,6 +275,8 @@ export function exampleManifests(
     purgeSecrets?: boolean;
     /** The owner's SSH public keys (spec.access.sshAuthorizedKeys). */
     ownerKeys?: string[];
+    /** spec.tailnet on the rig tailnet, with this auth key in a labelled Secret `tailnet-auth`. */
+    tailnet?: { authKey: string; tags?: string[]; hostname?: string };
   } = {},
 ) {
   const vps = opts.vps ?? 'agent';
@@ -262,6 +294,16 @@ export function exampleManifests(
       metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
       stringData: s.canaries.modelKeys,
     },
+    ...(opts.tailnet
+      ? [
+          {
+            apiVersion: 'v1',
+            kind: 'Secret',
+            metadata: { name: 'tailnet-auth', namespace: s.namespace, labels: TAILNET_AUTH_KEY_LABELS },
+            stringData: { authkey: opts.tailnet.authKey },
+          },
+        ]
+      : []),
     {
       apiVersion: 'cannes.dev/v1alpha1',
       kind: 'Vps',
@@ -271,6 +313,16 @@ export function exampleManifests(
         location: 'fsn1',
         cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
         ...(opts.ownerKeys ? { access: { sshAuthorizedKeys: opts.ownerKeys } } : {}),
+        ...(opts.tailnet
+          ? {
+              tailnet: {
+                authKeySecretRef: { name: 'tailnet-auth', key: 'authkey' },
+                loginServer: s.tailnet?.url,
+                tags: opts.tailnet.tags ?? [],
+                ...(opts.tailnet.hostname ? { hostname: opts.tailnet.hostname } : {}),
+              },
+            }
+          : {}),
       },
     },
     ...keys.map((p, i) => ({

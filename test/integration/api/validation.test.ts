@@ -36,6 +36,10 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
   it('accepts the minimal valid Vps and ModelKeys (the control for every case below)', async () => {
     expect((await create('vpses', vps(ns, 'ok'), true)).status).toBe(201);
     expect((await create('modelkeys', modelKey(ns, 'ok'), true)).status).toBe(201);
+    const onTailnet = vps(ns, 'ok-tailnet', {
+      tailnet: { authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['tag:cannes-vps'], hostname: 'agent-1' },
+    });
+    expect((await create('vpses', onTailnet, true)).status).toBe(201);
     const custom = modelKey(ns, 'ok-custom', { provider: 'custom', baseUrl: 'https://llm.example.test/v1' });
     expect((await create('modelkeys', custom, true)).status).toBe(201);
   });
@@ -58,6 +62,25 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
       plural: 'vpses',
       obj: () => vps(ns, 'no-token', {}, ['cloudTokenSecretRef']),
       reason: /spec\.cloudTokenSecretRef: Required value/,
+    },
+    {
+      name: 'a Vps whose tailnet loginServer is not https',
+      plural: 'vpses',
+      obj: () =>
+        vps(ns, 'ts-http', {
+          tailnet: {
+            authKeySecretRef: { name: 'ts', key: 'k' },
+            loginServer: 'http://headscale.example.test',
+          },
+        }),
+      reason: /spec\.tailnet\.loginServer: Invalid value/,
+    },
+    {
+      name: 'a Vps whose tailnet tag is not tag:<name>',
+      plural: 'vpses',
+      obj: () =>
+        vps(ns, 'ts-tag', { tailnet: { authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['server'] } }),
+      reason: /spec\.tailnet\.tags\[0\]: Invalid value/,
     },
     {
       name: 'a Vps whose cloudTokenSecretRef has no key',

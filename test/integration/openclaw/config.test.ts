@@ -49,6 +49,23 @@ describe('openclaw config validate', () => {
     expect(await validateConfig(env)).toEqual({ valid: true, issues: [] });
   });
 
+  it('accepts the config behind tailscale serve (Control UI origin, trusted proxies)', async () => {
+    const config = gatewayConfig({
+      port: 18789,
+      modelKeys: [{ name: 'claude', provider: 'anthropic' }],
+      tailnetOrigin: 'https://agent.tail1234.ts.net/',
+    });
+    writeFileSync(env.configPath, JSON.stringify(config));
+    expect(await validateConfig(env)).toEqual({ valid: true, issues: [] });
+    // The check can fail on these fields: a misspelt key is refused.
+    const gw = config['gateway'] as Record<string, unknown>;
+    writeFileSync(
+      env.configPath,
+      JSON.stringify({ ...config, gateway: { ...gw, controlUi: { allowedOrigin: ['x'] } } }),
+    );
+    expect((await validateConfig(env)).valid).toBe(false);
+  });
+
   it('rejects a config that breaks its schema (the check can fail)', async () => {
     const config = gatewayConfig({ port: 18789, modelKeys: [{ name: 'x', provider: 'openai' }] });
     const broken = { ...config, models: { ...(config['models'] as object), mode: 'overlay' } };

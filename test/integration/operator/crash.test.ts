@@ -38,7 +38,8 @@ const namespacesSeen = new Set<string>();
 let uid = '';
 
 beforeAll(async () => {
-  s = await startSystem();
+  // On the rig tailnet, so the tailnet step's crash points are reached too.
+  s = await startSystem({ tailnet: true });
 }, 300_000);
 
 afterAll(async () => {
@@ -58,7 +59,11 @@ describe('an operator killed at every step boundary', () => {
     it(`dies at ${point}; the next operator resumes with one server and at most one active key`, async () => {
       const op = await s.startOperator(['--workers', '2'], { CANNES_FAULT_POINT: point });
       ops.push(op);
-      if (i === 0) await s.kubectl(['apply', '-f', '-'], vpsManifests(s, 'crash'));
+      if (i === 0)
+        await s.kubectl(
+          ['apply', '-f', '-'],
+          vpsManifests(s, 'crash', { tailnetKey: await s.mintTailnetKey() }),
+        );
       const code = await exited(op, 600_000).catch((e: unknown) => {
         throw new Error(`${String(e)}\n${diag()}`);
       });

@@ -14,6 +14,7 @@ import {
   LLM_KEY_LABELS,
   type OperatorProcess,
   type System,
+  TAILNET_AUTH_KEY_LABELS,
   waitFor,
 } from '../../lib/system.ts';
 
@@ -104,8 +105,18 @@ export async function waitReady(
  * back by `kubectl apply` can be purged again by a Vps that finished earlier (see
  * docs/robustness.md).
  */
-export function vpsManifests(s: System, name: string): string {
+export function vpsManifests(s: System, name: string, opts: { tailnetKey?: string } = {}): string {
   const docs = [
+    ...(opts.tailnetKey
+      ? [
+          {
+            apiVersion: 'v1',
+            kind: 'Secret',
+            metadata: { name: `${name}-tailnet`, namespace: s.namespace, labels: TAILNET_AUTH_KEY_LABELS },
+            stringData: { authkey: opts.tailnetKey },
+          },
+        ]
+      : []),
     {
       apiVersion: 'v1',
       kind: 'Secret',
@@ -126,6 +137,14 @@ export function vpsManifests(s: System, name: string): string {
         serverType: 'cx23',
         location: 'fsn1',
         cloudTokenSecretRef: { name: `${name}-hcloud`, key: 'token' },
+        ...(opts.tailnetKey
+          ? {
+              tailnet: {
+                authKeySecretRef: { name: `${name}-tailnet`, key: 'authkey' },
+                loginServer: s.tailnet?.url,
+              },
+            }
+          : {}),
       },
     },
     {

@@ -31,6 +31,30 @@ describe('parsing objects at the boundary', () => {
     expect(v.status.conditions).toHaveLength(1);
   });
 
+  it('fills spec.tailnet defaults (hostname from the Vps name, Tailscale login server) and refuses http', () => {
+    const vps = (tailnet: unknown, name = 'my.agent') =>
+      parseVps({
+        apiVersion: 'cannes.dev/v1alpha1',
+        kind: 'Vps',
+        metadata: { ...meta, name },
+        spec: { serverType: 'cx22', location: 'fsn1', cloudTokenSecretRef: { name: 'h', key: 't' }, tailnet },
+        status: {},
+      });
+    expect(vps({ authKeySecretRef: { name: 'ts', key: 'authkey' } }).spec.tailnet).toEqual({
+      authKeySecretRef: { name: 'ts', key: 'authkey' },
+      hostname: 'my-agent',
+      tags: [],
+      loginServer: 'https://controlplane.tailscale.com',
+      purgeAuthKeyAfterJoin: true,
+    });
+    expect(() =>
+      vps({ authKeySecretRef: { name: 'ts', key: 'k' }, loginServer: 'http://headscale.example' }),
+    ).toThrow(/loginServer/);
+    expect(() => vps({ authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['cannes'] })).toThrow(/tags/);
+    expect(() => vps({ authKeySecretRef: { name: 'ts', key: 'k' }, hostname: 'a.b' })).toThrow(/hostname/);
+    expect(vps(undefined).spec.tailnet).toBeUndefined();
+  });
+
   it('rejects a ModelKey whose spec breaks the schema, naming the field', () => {
     expect(() =>
       parseModelKey({

@@ -18,9 +18,12 @@ import type {
   ResolvedVpsSpec,
   SecretValue,
   Store,
+  TailnetJoinRequest,
+  TailnetJoinResult,
   VpsObject,
   VpsRecord,
 } from '../../../operator/controllers/ports.ts';
+import { TerminalError } from '../../../operator/lib/errors.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
 
 export type Calls = string[];
@@ -411,6 +414,25 @@ export class FakeRemote implements Remote {
     for (const f of bundle.files)
       this.files.set(f.path, typeof f.content === 'string' ? f.content : f.content.reveal());
     this.deployed.push(bundle);
+  }
+  /** The fake node's tailnet state: joined with which key, served on which port. */
+  tailnet: { joinedWith: string; hostname: string; servedPort: number } | undefined;
+  async joinTailnet(target: OsTarget, req: TailnetJoinRequest): Promise<TailnetJoinResult> {
+    this.calls.push('joinTailnet');
+    this.#check(target);
+    if (!this.tailnet) {
+      if (!req.authKey) throw new TerminalError('TailnetAuthKeyRequired', 'no auth key');
+      if (!req.authKey.reveal().startsWith('tskey-auth-'))
+        throw new TerminalError('TailnetAuthKeyRejected', 'the control server refused the auth key');
+      this.tailnet = {
+        joinedWith: req.authKey.reveal(),
+        hostname: req.hostname,
+        servedPort: req.gatewayPort,
+      };
+    }
+    this.faults.hit('remote.joinTailnet');
+    this.tailnet = { ...this.tailnet, hostname: req.hostname, servedPort: req.gatewayPort };
+    return { dnsName: `${req.hostname}.tail-fake.ts.net`, httpsAvailable: true, gatewayReachable: true };
   }
   async rotate(vpsUid: string, target: Omit<OsTarget, 'privateKey'>): Promise<void> {
     this.calls.push('rotate');

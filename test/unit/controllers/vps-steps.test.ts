@@ -155,6 +155,37 @@ describe('the Vps step table', () => {
     expect(remote.calls.length).toBe(calls);
   });
 
+  it('tailnet: without spec.tailnet, done at once with no condition and no call', async () => {
+    await upTo('tailnet');
+    const calls = remote.calls.length;
+    expect(await step('tailnet').assess(ctx(step('tailnet')))).toMatchObject({ state: 'done', absent: true });
+    expect(remote.calls.length).toBe(calls);
+  });
+
+  it('tailnet: joins, records the URL and the fingerprint, purges the key, then costs nothing', async () => {
+    kube.putSecret('ts', { authkey: canary('tskey-auth-kFAKE-') }, 'tailnet-auth-key');
+    kube.addVps('agent', {
+      ...kube.vps('agent').spec,
+      tailnet: {
+        authKeySecretRef: { name: 'ts', key: 'authkey' },
+        hostname: 'agent',
+        tags: [],
+        loginServer: 'https://controlplane.tailscale.com',
+        purgeAuthKeyAfterJoin: true,
+      },
+    });
+    await upTo('tailnet');
+    expect(await runStep('tailnet')).toMatchObject({ state: 'done', reason: 'Joined' });
+    expect(kube.vps('agent').metadata.annotations['cannes.dev/gateway-url']).toBe(
+      'https://agent.tail-fake.ts.net/',
+    );
+    expect(kube.secrets.get('ns/ts')?.data.has('authkey')).toBe(false);
+    facts = { record: facts.record, activeKey: facts.activeKey };
+    const calls = remote.calls.length;
+    expect(await step('tailnet').assess(ctx(step('tailnet')))).toMatchObject({ state: 'done' });
+    expect(remote.calls.length).toBe(calls);
+  });
+
   it('rotate: replaces the rescue-born key, then is done until the interval passes', async () => {
     await upTo('rotate');
     expect(await runStep('rotate')).toMatchObject({ state: 'done', reason: 'KeyCurrent' });

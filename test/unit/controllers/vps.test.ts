@@ -424,6 +424,87 @@ describe('Vps reconcile', () => {
   });
 });
 
+describe('Vps on a tailnet (spec.tailnet)', () => {
+  const tailnet = {
+    authKeySecretRef: { name: 'ts', key: 'authkey' },
+    hostname: 'agent',
+    tags: ['tag:cannes-vps'],
+    loginServer: 'https://controlplane.tailscale.com',
+    purgeAuthKeyAfterJoin: true,
+  };
+  let authKey: string;
+  beforeEach(() => {
+    authKey = canary('tskey-auth-kFAKE-');
+    kube.putSecret('ts', { authkey: authKey }, 'tailnet-auth-key');
+    kube.vpses.delete('ns/agent');
+    kube.addVps('agent', vpsSpec({ tailnet }));
+  });
+  const settle = async () => {
+    for (let i = 0; i < 4; i++) await converge();
+  };
+
+  it('joins, records the URL, purges the key, redeploys once with the URL, then costs nothing', async () => {
+    await settle();
+    const vps = kube.vps('agent');
+    expect(vps.metadata.annotations['cannes.dev/gateway-url']).toBe('https://agent.tail-fake.ts.net/');
+    expect(vps.status).toMatchObject({ tailnetJoined: true, gatewayReachable: true, ready: true });
+    expect(remote.tailnet?.joinedWith).toBe(authKey);
+    expect(kube.secrets.get('ns/ts')?.data.has('authkey')).toBe(false);
+    expect(remote.calls.filter((c) => c === 'joinTailnet')).toHaveLength(1);
+    // The URL reached the gateway's config through a second deploy.
+    expect(remote.calls.filter((c) => c === 'deploy')).toHaveLength(2);
+    const h = hcloud.calls.length;
+    const r = remote.calls.length;
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(hcloud.calls.length).toBe(h);
+    expect(remote.calls.length).toBe(r);
+    expect(JSON.stringify([vps.status, vps.metadata.annotations, kube.events])).not.toContain(authKey);
+  });
+
+  it('changes the hostname of a joined node with the key purged and the Secret gone (no key needed)', async () => {
+    await settle();
+    kube.secrets.delete('ns/ts');
+    const v = kube.vps('agent');
+    kube.vpses.set('ns/agent', { ...v, spec: { ...v.spec, tailnet: { ...tailnet, hostname: 'renamed' } } });
+    await settle();
+    expect(kube.vps('agent').metadata.annotations['cannes.dev/gateway-url']).toBe(
+      'https://renamed.tail-fake.ts.net/',
+    );
+    expect(remote.tailnet?.hostname).toBe('renamed');
+  });
+
+  it('says what is wrong, never the key, for a refused key, a missing or an unlabelled Secret', async () => {
+    kube.putSecret('ts', { authkey: 'not-a-tskey-but-long-enough' }, 'tailnet-auth-key');
+    await expect(converge()).rejects.toThrow(/refused the auth key/);
+    expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'Ready')?.reason).toBe(
+      'TailnetAuthKeyRejected',
+    );
+    kube.secrets.delete('ns/ts');
+    await expect(converge()).rejects.toThrow(/Secret ts does not exist/);
+    kube.putSecret('ts', { authkey: authKey }, 'cloud-token');
+    await expect(converge()).rejects.toThrow(/not labelled .*tailnet-auth-key/);
+    expect(JSON.stringify([kube.vps('agent').status, kube.events])).not.toContain(authKey);
+  });
+
+  it('keeps the key when purgeAuthKeyAfterJoin is false', async () => {
+    kube.vpses.delete('ns/agent');
+    kube.addVps('agent', vpsSpec({ tailnet: { ...tailnet, purgeAuthKeyAfterJoin: false } }));
+    await settle();
+    expect(kube.vps('agent').status.tailnetJoined).toBe(true);
+    expect(kube.secrets.get('ns/ts')?.data.get('authkey')).toBe(authKey);
+  });
+
+  it('leaves no tailnet condition on a Vps without spec.tailnet', async () => {
+    kube.vpses.delete('ns/agent');
+    kube.addVps('agent');
+    await converge();
+    const vps = kube.vps('agent');
+    expect(vps.status.tailnetJoined).toBeUndefined();
+    expect(vps.status.conditions?.map((c) => c.type)).not.toContain('TailnetJoined');
+    expect(remote.calls).not.toContain('joinTailnet');
+  });
+});
+
 describe('ModelKey reconcile', () => {
   const mkDeps = () => ({ kube, now: clock });
 

@@ -1,0 +1,257 @@
+/**
+ * The owner's way in over the tailnet (Vps.spec.tailnet), on the whole system and the rig's real
+ * tailnet (test/tailnet): the operator installs tailscale on the server (the rig's apt-get shim),
+ * joins with a one-off key from the control server, serves the gateway with `tailscale serve`, and
+ * records the URL. From a "laptop" namespace on the tailnet that URL serves the Control UI and a
+ * chat with the gateway token reaches the fake upstream; a namespace off the tailnet cannot reach
+ * the gateway, and the laptop reaches no kernel port of the server (3101, sshd). The auth key is
+ * gone from its Secret and from the server once joined, and an idle Ready Vps costs nothing.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ANNOTATION_GATEWAY_URL } from '../../operator/api/schema.ts';
+import { DEFAULT_MODELS, providerId } from '../../operator/remote/gateway-config.ts';
+import { PROXY_PORT } from '../../operator/remote/index.ts';
+import { operatorRequests } from '../integration/operator/robust.ts';
+import {
+  exampleManifests,
+  metricSum,
+  type OperatorProcess,
+  type System,
+  startSystem,
+  waitFor,
+} from '../lib/system.ts';
+import { createRigNamespace, type Laptop, type RigNamespace, startLaptop } from '../tailnet/node.ts';
+
+let s: System;
+let op: OperatorProcess;
+let laptop: Laptop;
+let off: RigNamespace | undefined;
+let url: string;
+let host: string;
+let tailnetIp: string;
+let diskDir: string;
+let gatewayToken: string;
+let authKey: string;
+const diag = () => `operator log tail:\n${op.logs.join('').split('\n').slice(-60).join('\n')}`;
+
+type VpsJson = {
+  metadata: { annotations?: Record<string, string> };
+  status?: { ready?: boolean; tailnetJoined?: boolean; gatewayReachable?: boolean };
+};
+
+beforeAll(async () => {
+  s = await startSystem({ tailnet: true });
+  op = await s.startOperator();
+  authKey = await s.mintTailnetKey(['tag:cannes-vps']);
+  await s.kubectl(
+    ['apply', '-f', '-'],
+    exampleManifests(s, { keys: ['anthropic'], tailnet: { authKey, tags: ['tag:cannes-vps'] } }),
+  );
+  const vps = await waitFor(
+    'Vps agent Ready on the tailnet, its gateway redeployed with the tailnet origin',
+    async () => {
+      const v = (await s.getJson('vps', 'agent')) as VpsJson;
+      const a = v.metadata.annotations ?? {};
+      return v.status?.ready === true && v.status.tailnetJoined === true && a[ANNOTATION_GATEWAY_URL]
+        ? v
+        : undefined;
+    },
+    1_200_000,
+    diag,
+  );
+  url = vps.metadata.annotations?.[ANNOTATION_GATEWAY_URL] ?? '';
+  host = new URL(url).hostname;
+  const info = s.hosts.info(Number(vps.metadata.annotations?.['cannes.dev/server-id']));
+  if (!info || !s.tailnet) throw new Error('no simulated host or no tailnet');
+  diskDir = info.diskDir;
+  const node = (await s.tailnet.nodes()).find((n) => n.hostname === 'agent');
+  tailnetIp =
+    node?.addresses.map((a) => a.replace(/\/\d+$/, '')).find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a)) ?? '';
+  expect(node?.tags).toEqual(['tag:cannes-vps']);
+  const secret = JSON.parse(await s.kubectl(['get', 'secret', 'agent-gateway', '-o', 'json'])) as {
+    data: { token: string };
+  };
+  gatewayToken = Buffer.from(secret.data.token, 'base64').toString('utf8');
+  // The reconcile after the join redeploys once, with the URL as the Control UI's origin.
+  await waitFor(
+    'the gateway config to name the tailnet origin',
+    async () => {
+      const config = readFileSync(join(diskDir, 'opt/cannes/gateway/config/openclaw.json'), 'utf8');
+      return config.includes(`"http://${host}"`) ? true : undefined;
+    },
+    600_000,
+    diag,
+  );
+  await waitFor(
+    'the redeploy to finish (deployed annotation settled, Ready)',
+    async () => {
+      const a = ((await s.getJson('vps', 'agent')) as VpsJson).metadata.annotations ?? {};
+      await new Promise((r) => setTimeout(r, 3000));
+      const b = (await s.getJson('vps', 'agent')) as VpsJson;
+      return b.status?.ready === true &&
+        b.metadata.annotations?.['cannes.dev/deployed'] === a['cannes.dev/deployed']
+        ? true
+        : undefined;
+    },
+    600_000,
+    diag,
+  );
+  laptop = await startLaptop(s.tailnet, { prefix: 'tailop-laptop' });
+  // MagicDNS's job on a real laptop: the rig's tailnet has no resolver.
+  await laptop.knowHost(host, tailnetIp);
+}, 1_500_000);
+
+afterAll(async () => {
+  await off?.destroy();
+  await laptop?.stop();
+  await s?.stop();
+}, 180_000);
+
+/** curl from the laptop, retried while the DERP path comes up; the result of the last try. */
+async function fromLaptop(args: string[], ok: (code: number, out: string) => boolean, stdin?: string) {
+  let last = { code: -1, stdout: '', stderr: '' };
+  for (let i = 0; i < 40; i++) {
+    last = await laptop.ns.exec(['curl', '-sS', '--max-time', '60', ...args], {
+      timeoutMs: 80_000,
+      ...(stdin === undefined ? {} : { stdin }),
+    });
+    if (ok(last.code, last.stdout)) return last;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return last;
+}
+
+describe('the gateway on the tailnet', () => {
+  it('serves the Control UI at the URL of the annotation (http on the rig: no certificates)', async () => {
+    expect(url).toBe('http://agent.rig-tailnet.internal/');
+    const health = await fromLaptop([`${url}healthz`], (c) => c === 0);
+    expect(health.code, health.stderr).toBe(0);
+    const ui = await fromLaptop([url], (c, o) => c === 0 && /<html/i.test(o));
+    expect(ui.stdout, ui.stderr).toMatch(/<html/i);
+    expect((await s.getJson('vps', 'agent')) as VpsJson).toMatchObject({
+      status: { tailnetJoined: true, gatewayReachable: true },
+    });
+  });
+
+  it('answers a chat with the gateway token, through Serve, from the fake upstream with the real key', async () => {
+    const before = s.upstreams.anthropic.requests.length;
+    const model = `${providerId('agent-anthropic')}/${DEFAULT_MODELS.anthropic?.id}`;
+    const r = await laptop.ns.exec(
+      [
+        'curl',
+        '-sS',
+        '--max-time',
+        '240',
+        '-H',
+        '@-',
+        '-H',
+        'content-type: application/json',
+        '-H',
+        `x-openclaw-model: ${model}`,
+        '--data',
+        JSON.stringify({ model: 'openclaw', messages: [{ role: 'user', content: 'Say hello.' }] }),
+        `${url}v1/chat/completions`,
+      ],
+      // The token travels on stdin (a header file), never on a command line.
+      { stdin: `authorization: Bearer ${gatewayToken}\n`, timeoutMs: 260_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const body = JSON.parse(r.stdout) as { choices?: { message?: { content?: string } }[] };
+    expect(body.choices?.[0]?.message?.content, r.stdout).toContain('chunk 0');
+    const seen = s.upstreams.anthropic.requests.slice(before);
+    expect(seen.length).toBeGreaterThan(0);
+    for (const req of seen) expect(req.headers['x-api-key']).toBe(s.canaries.modelKeys.anthropic);
+  }, 300_000);
+
+  it('refuses a chat without the token (token auth stays on behind Serve)', async () => {
+    const r = await fromLaptop(
+      ['-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', `${url}v1/chat/completions`],
+      (c) => c === 0,
+    );
+    expect(r.stdout).toBe('401');
+  });
+
+  it('cannot be reached from a namespace off the tailnet', async () => {
+    off = await createRigNamespace('tailop-off');
+    await off.addHost(host, tailnetIp);
+    const r = await off.exec(['curl', '-sS', '--max-time', '5', url], { timeoutMs: 20_000 });
+    expect(r.code).not.toBe(0);
+  });
+
+  it('leaves no kernel port of the server open to another tailnet node: not 3101, not sshd', async () => {
+    // The control: Serve answers on the same address (by IP, Serve's 404 for an unknown name).
+    const control = await fromLaptop(
+      ['-o', '/dev/null', '-w', '%{http_code}', `http://${tailnetIp}/`],
+      (c) => c === 0,
+    );
+    expect(control.stdout, control.stderr).toBe('404');
+    for (const port of [PROXY_PORT, 22, 18789, 9464]) {
+      const r = await laptop.ns.exec(
+        ['timeout', '5', 'bash', '-c', `exec 3<>/dev/tcp/${tailnetIp}/${port}`],
+        {
+          timeoutMs: 20_000,
+        },
+      );
+      expect(r.code, `port ${port} on the tailnet`).not.toBe(0);
+    }
+  });
+});
+
+describe('the auth key', () => {
+  it('is gone from its Secret (every copy) and from the server once joined', async () => {
+    const secret = await s.kubectl(['get', 'secret', 'tailnet-auth', '-o', 'json']);
+    expect(secret).not.toContain(authKey);
+    expect(secret).not.toContain(Buffer.from(authKey).toString('base64'));
+    const hits = filesUnder(diskDir).filter((f) => readFileSync(f, 'latin1').includes(authKey));
+    expect(hits).toEqual([]);
+    // The control: the server's disk does hold its tailnet state (the scan looks where it should).
+    expect(filesUnder(join(diskDir, 'var/lib/tailscale')).length).toBeGreaterThan(0);
+  });
+
+  it('appears in no object, log, metric, Hetzner request or pg_dump', async () => {
+    const resources = (await s.rig.kubectl(['api-resources', '--verbs=list', '-o', 'name'])).stdout
+      .trim()
+      .split('\n')
+      .join(',');
+    const places: Record<string, string> = {
+      'kubernetes objects': (await s.rig.kubectl(['get', resources, '-A', '-o', 'json'])).stdout,
+      'operator log': op.logs.join(''),
+      'operator metrics': await (await fetch(op.metricsUrl)).text(),
+      'hetzner requests': JSON.stringify(s.sim.requests),
+      'control server log': (await s.tailnet?.log()) ?? '',
+      pg_dump: await import('../rig/postgres.ts').then((m) => m.pgDump(s.db.url)),
+    };
+    for (const key of s.tailnetKeys)
+      for (const [place, text] of Object.entries(places)) expect(text.includes(key), place).toBe(false);
+  }, 120_000);
+});
+
+describe('an idle Ready Vps on the tailnet', () => {
+  it('costs no Hetzner call and no SSH connection over 10 s', async () => {
+    const before = {
+      calls: operatorRequests(s).length,
+      ssh: await metricSum(op, 'cannes_ssh_connections_total'),
+    };
+    await new Promise((r) => setTimeout(r, 10_000));
+    expect(operatorRequests(s).length - before.calls).toBe(0);
+    expect((await metricSum(op, 'cannes_ssh_connections_total')) - before.ssh).toBe(0);
+  }, 60_000);
+});
+
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  let entries: import('node:fs').Dirent[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...filesUnder(p));
+    else if (e.isFile() && statSync(p).size < 64 * 1024 * 1024) out.push(p);
+  }
+  return out;
+}
