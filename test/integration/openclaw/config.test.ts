@@ -29,9 +29,11 @@ afterAll(() => {
 
 describe('openclaw config validate', () => {
   it('accepts the config generated for every provider, with and without listed models', async () => {
-    const keys: GatewayModelKey[] = PROVIDER_NAMES.map((p) => ({
+    const keys: GatewayModelKey[] = PROVIDER_NAMES.map((p, i) => ({
       name: `k-${p}`,
       provider: p,
+      // Several ModelKeys: exactly one names the default model.
+      default: i === 0,
       ...(p === 'custom' || p === 'anthropic'
         ? {
             models: [
