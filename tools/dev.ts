@@ -10,9 +10,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { ANNOTATION_GATEWAY_URL } from '../operator/api/schema.ts';
 import { OWNER_USER } from '../operator/remote/owner-access.ts';
-import { REPO, type System, startSystem } from '../test/lib/system.ts';
+import { REPO, type System, startSystem, TAILNET_AUTH_KEY_LABELS } from '../test/lib/system.ts';
 import { freePort } from '../test/rig/controlplane.ts';
+import { type Laptop, startLaptop } from '../test/tailnet/node.ts';
 
 const verbose = process.env['V'] === '1';
 /** Seconds without a new Event or condition change before dev says the Vps is stuck. */
@@ -110,11 +112,13 @@ function secretsWithCanaries(files: ExampleFile[], s: System): Doc[] {
 }
 
 let system: System | undefined;
+let laptop: Laptop | undefined;
 let stopping = false;
 async function teardown(code: number): Promise<never> {
   if (stopping) process.exit(code);
   stopping = true;
   say('tearing down (operator, simulated servers, namespaces, database, control plane)...');
+  await laptop?.stop().catch(() => {});
   await system?.stop();
   say('done');
   process.exit(code);
@@ -129,11 +133,12 @@ type Ev = {
   note?: string;
   type?: string;
   regarding?: { kind?: string; name?: string };
+  series?: { count?: number };
 };
 type VpsJson = {
   spec?: { gateway?: { port?: number } };
-  status?: { conditions?: Cond[]; ready?: boolean };
   metadata: { annotations?: Record<string, string> };
+  status?: { conditions?: Cond[]; ready?: boolean };
 };
 
 try {
@@ -144,7 +149,9 @@ try {
   if (!NS || !vpsName) throw new Error('examples/ must hold a Namespace and a Vps');
 
   say('starting the rig: kube-apiserver + etcd, Postgres database, Hetzner simulator, fake LLM upstreams');
-  system = await startSystem({ namespace: NS });
+  // The rig's own tailnet too (Tailscale's test control server, DERP, real tailscaled):
+  // the owner's way in, as Cannes' users reach their VPS.
+  system = await startSystem({ namespace: NS, tailnet: true });
   const s = system;
   say(`API server ${s.rig.server} (kubeconfig ${s.rig.kubeconfigPath})`);
   say(`Hetzner simulator ${s.sim.endpoint}`);
@@ -171,6 +178,18 @@ try {
   const ownerKey = join(s.dir, 'owner_ed25519');
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'owner@make-dev', '-f', ownerKey]);
   const ownerPub = readFileSync(`${ownerKey}.pub`, 'utf8').trim();
+  // And a tailnet auth key (minted by the rig's control server, as an owner makes one in the
+  // Tailscale admin console), in a Secret labelled for that use.
+  const authKey = await s.mintTailnetKey(['tag:cannes-vps']);
+  await k(
+    ['apply', '--server-side', '-f', '-'],
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'tailnet-auth', namespace: NS, labels: TAILNET_AUTH_KEY_LABELS },
+      stringData: { authkey: authKey },
+    }),
+  );
   await k([
     '-n',
     NS,
@@ -179,9 +198,20 @@ try {
     vpsName,
     '--type=merge',
     '-p',
-    JSON.stringify({ spec: { access: { sshAuthorizedKeys: [ownerPub] } } }),
+    JSON.stringify({
+      spec: {
+        access: { sshAuthorizedKeys: [ownerPub] },
+        tailnet: {
+          authKeySecretRef: { name: 'tailnet-auth', key: 'authkey' },
+          loginServer: s.tailnet?.url,
+          tags: ['tag:cannes-vps'],
+        },
+      },
+    }),
   ]);
-  say(`made an owner SSH key (${ownerKey}) and added it to Vps ${vpsName} as spec.access.sshAuthorizedKeys`);
+  say(
+    `made an owner SSH key (${ownerKey}) and a tailnet auth key (Secret tailnet-auth), and added both to Vps ${vpsName} (spec.access, spec.tailnet), as an owner would with kubectl patch`,
+  );
 
   const op = await s.startOperator();
   if (verbose) {
@@ -200,6 +230,23 @@ try {
 
   const getVps = async () =>
     JSON.parse((await k(['-n', NS, 'get', 'vps', vpsName, '-o', 'json'])).stdout) as VpsJson;
+  /**
+   * The gateway's config on the server names its tailnet origin, and the deploy has not changed
+   * for 3 s since (the simulated server's disk is on this machine: the rig can look).
+   */
+  const settled = async (v: VpsJson) => {
+    const url = v.metadata.annotations?.[ANNOTATION_GATEWAY_URL] ?? '';
+    const disk = s.hosts.info(Number(v.metadata.annotations?.['cannes.dev/server-id']))?.diskDir;
+    let config = '';
+    try {
+      config = disk ? readFileSync(join(disk, 'opt/cannes/gateway/config/openclaw.json'), 'utf8') : '';
+    } catch {}
+    if (!config.includes(JSON.stringify(new URL(url).origin))) return false;
+    const a = v.metadata.annotations?.['cannes.dev/deployed'];
+    await new Promise((r) => setTimeout(r, 3000));
+    const b = await getVps();
+    return b.status?.ready === true && b.metadata.annotations?.['cannes.dev/deployed'] === a;
+  };
   const conditionsText = (v: VpsJson) =>
     (v.status?.conditions ?? [])
       .map((c) => `    ${c.type}=${c.status} ${c.reason}: ${c.message}`)
@@ -225,6 +272,11 @@ try {
     const events = JSON.parse((await k(['-n', NS, 'get', 'events.events.k8s.io', '-o', 'json'])).stdout) as {
       items: Ev[];
     };
+    // The first deploy, then the one after the tailnet join (the gateway gets its tailnet
+    // origin and restarts): a repeated Event counts in its series.
+    const deploys = events.items
+      .filter((e) => e.reason === 'GatewayDeployed' && e.regarding?.name === vpsName)
+      .reduce((n, e) => n + (e.series?.count ?? 1), 0);
     for (const e of events.items) {
       if (seen.has(e.metadata.uid)) continue;
       seen.add(e.metadata.uid);
@@ -240,7 +292,15 @@ try {
       lastState = state;
       lastProgress = Date.now();
     }
-    if (vps.status?.ready === true) break;
+    // Ready, on the tailnet, and the redeploy that gives the gateway its tailnet origin done
+    // (the reconcile after the join redeploys once; the gateway restarts then).
+    if (
+      vps.status?.ready === true &&
+      vps.metadata.annotations?.[ANNOTATION_GATEWAY_URL] &&
+      deploys >= 2 &&
+      (await settled(vps))
+    )
+      break;
     const now = Date.now();
     if (now > deadline) {
       throw new Error(
@@ -263,6 +323,22 @@ try {
   if (!netns) throw new Error(`no simulated server ${ann['cannes.dev/server-id']} for the Ready Vps`);
   say(`Vps ${vpsName} is Ready: server ${serverId} at ${ann['cannes.dev/ipv4']}`);
 
+  // A laptop on the tailnet: a network namespace with its own tailscaled, joined with its own
+  // key. The rig's tailnet has no resolver, so the laptop learns the server's tailnet name as
+  // MagicDNS would tell it (its /etc/netns hosts file).
+  const gatewayUrl = ann[ANNOTATION_GATEWAY_URL] ?? '';
+  const tailnetHost = new URL(gatewayUrl).hostname;
+  const node = (await s.tailnet?.nodes())?.find(
+    (n) => `${n.name}`.replace(/\.$/, '') === tailnetHost || n.hostname === tailnetHost.split('.')[0],
+  );
+  const tailnetIp = node?.addresses
+    .map((a) => a.replace(/\/\d+$/, ''))
+    .find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a));
+  if (!s.tailnet || !tailnetIp) throw new Error(`the server ${tailnetHost} is not on the rig's tailnet`);
+  laptop = await startLaptop(s.tailnet, { prefix: 'dev-laptop' });
+  await laptop.knowHost(tailnetHost, tailnetIp);
+  say(`a laptop on the tailnet: network namespace ${laptop.ns.name}; the gateway is at ${gatewayUrl}`);
+
   const kubectl = `${s.rig.binaries.kubectl} --kubeconfig ${s.rig.kubeconfigPath}`;
   const ipv4 = ann['cannes.dev/ipv4'] ?? '';
   const knownHosts = join(s.dir, 'known_hosts');
@@ -283,6 +359,14 @@ try {
     ip netns exec ${netns} curl -sS --fail-with-body http://127.0.0.1:${gatewayPort}/v1/chat/completions \\
       -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
       -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
+
+  Over your tailnet, as Cannes' owners reach their VPS (from the laptop's namespace; the URL is
+  the Vps's ${ANNOTATION_GATEWAY_URL} annotation; the rig's tailnet has no certificates, so
+  Serve speaks HTTP inside WireGuard):
+    ip netns exec ${laptop.ns.name} curl -sS --fail-with-body ${gatewayUrl}v1/chat/completions \\
+      -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
+      -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
+    # the Control UI: ip netns exec ${laptop.ns.name} curl -sS ${gatewayUrl}
 
   Or with your own SSH key, as an owner without a tailnet does: write the published host key
   to known_hosts (no trust on first use), open a tunnel to the gateway, chat through it. The

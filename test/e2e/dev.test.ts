@@ -90,7 +90,7 @@ describe('make dev', () => {
     expect(r.out).toMatch(/tearing down/);
   }, 300_000);
 
-  it('goes to Ready with examples/ as they are, prints a chat command that works, and Ctrl-C leaves nothing behind', async () => {
+  it('goes to Ready with examples/ as they are, prints chat commands (server, tailnet laptop, SSH tunnel) that work, and Ctrl-C leaves nothing behind', async () => {
     const netnsBefore = new Set(await netnsList());
     const mountsBefore = new Set(mounts());
     dev = spawn(process.execPath, [join(REPO, 'tools', 'dev.ts')], {
@@ -146,6 +146,10 @@ describe('make dev', () => {
     const chat = await paste(chatBlock);
     // The fake upstream answers only when the proxy injected the canary key.
     expect(chat.content, `${chat.stdout}\n${chat.stderr}\n${tail()}`).toContain('chunk 0');
+    // From the laptop on the tailnet, with the token from the first block.
+    const tokenLine0 = chatBlock.find((l) => l.startsWith('TOKEN='));
+    const viaTailnet = await paste([tokenLine0 ?? '', ...blockAfter('  Over your tailnet')]);
+    expect(viaTailnet.content, `${viaTailnet.stdout}\n${viaTailnet.stderr}\n${tail()}`).toContain('chunk 0');
     // The owner's SSH tunnel, with the token from the first block.
     const tunnelBlock = blockAfter('  Or with your own SSH key');
     const tokenLine = chatBlock.find((l) => l.startsWith('TOKEN='));
