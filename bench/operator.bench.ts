@@ -34,6 +34,7 @@ import {
   type System,
   startSystem,
 } from '../test/lib/system.ts';
+import { waitUntil } from '../test/lib/wait.ts';
 
 const N = Number(process.env['BENCH_VPS'] ?? 200);
 const REAL = Number(process.env['BENCH_REAL_VPS'] ?? 0);
@@ -124,12 +125,9 @@ function byRoute(s: System): Record<string, number> {
   return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]));
 }
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(1000);
-  }
+/** Polls once a second; a check that throws (the apiserver refused) ends the run. */
+function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  return waitUntil(what, check, timeoutMs, { intervalMs: 1000, failOnError: true });
 }
 
 const names = (prefix: string, n: number) =>

@@ -304,28 +304,5 @@ export async function metricSum(
   throw new Error(`the operator exports no ${name}{${labels}}`);
 }
 
-/** Polls until `check` returns a value (not undefined) or the time is up. */
-export async function waitFor<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs: number,
-  onTimeout?: () => string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) {
-      const extra = onTimeout ? `\n${onTimeout()}` : '';
-      throw new Error(
-        `timed out waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}${extra}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+/** The shared polling helper (test/lib/wait.ts), re-exported for the rig's callers. */
+export { waitFor, waitUntil } from './wait.ts';

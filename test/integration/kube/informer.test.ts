@@ -2,31 +2,14 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type KubeApi, KubeClient } from '../../../operator/kube/client.ts';
 import { Informer, type InformerEvent } from '../../../operator/kube/informer.ts';
-import { isRecord, type KubeObject, parseKubeObject } from '../../../operator/kube/object.ts';
+import { type KubeObject, parseKubeObject } from '../../../operator/kube/object.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
+import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, adminKubeConfig, TcpProxy, tempNamespace, until } from './helpers.ts';
 
-const CONFIGMAPS = {
-  group: '',
-  version: 'v1',
-  plural: 'configmaps',
-  kind: 'ConfigMap',
-  namespaced: true,
-} as const;
 const logger = createLogger('informer-it', { level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
-
-interface ConfigMap extends KubeObject {
-  data: Record<string, string>;
-}
-function parseConfigMap(raw: unknown): ConfigMap {
-  const base = parseKubeObject(raw);
-  const data: Record<string, string> = {};
-  const d = isRecord(raw) ? raw['data'] : undefined;
-  if (isRecord(d)) for (const [k, v] of Object.entries(d)) if (typeof v === 'string') data[k] = v;
-  return { ...base, data };
-}
 
 async function metric(registry: Registry, name: string, labels: Record<string, string>): Promise<number> {
   const m = await registry.getSingleMetric(name)?.get();

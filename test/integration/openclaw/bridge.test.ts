@@ -26,6 +26,7 @@ import {
   proxyUnit,
 } from '../../../operator/remote/index.ts';
 import { openclawDir } from '../../lib/openclaw.ts';
+import { waitFor } from '../../lib/wait.ts';
 import { type RunningGateway, readIfPresent, startGateway, walk } from './run.ts';
 
 /**
@@ -102,16 +103,14 @@ fetch(u, { ...i, signal: AbortSignal.timeout(${CHAT_TIMEOUT_MS}) }).then(async (
   return { status: o.status, body: o.body };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    if (gw !== undefined && gw.child.exitCode !== null) throw new Error(`gateway exited:\n${gw.output()}`);
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() - start > timeoutMs)
-      throw new Error(`${what}: not within ${timeoutMs} ms\n${gw?.output() ?? ''}`);
-    await new Promise((r) => setTimeout(r, 1_000));
-  }
+/** Polls once a second; stops early, with the gateway's output, when the gateway has exited. */
+function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  return waitFor(what, fn, timeoutMs, {
+    intervalMs: 1_000,
+    giveUp: () =>
+      gw !== undefined && gw.child.exitCode !== null ? `gateway exited:\n${gw.output()}` : undefined,
+    onTimeout: () => gw?.output() ?? '',
+  });
 }
 
 beforeAll(async () => {

@@ -15,6 +15,7 @@ import {
   gatewayEnvFile,
   keyFile,
 } from '../../../operator/remote/index.ts';
+import { waitUntil } from '../../lib/wait.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../../upstreams/index.ts';
 import {
   baseEnv,
@@ -108,10 +109,11 @@ beforeAll(async () => {
   proxy.stderr?.on('data', (b: Buffer) => {
     proxyOutput += b.toString();
   });
-  await until(
+  await waitUntil(
+    'the proxy /healthz',
     async () => (await fetch(`http://127.0.0.1:${proxyPort}/healthz`)).ok,
     30_000,
-    () => proxyOutput,
+    { intervalMs: 200, onTimeout: () => proxyOutput },
   );
   tap = await startTap(`http://127.0.0.1:${proxyPort}`);
 
@@ -237,16 +239,3 @@ describe('the real OpenClaw gateway with the generated config', () => {
     expect(gw?.output()).not.toContain(TOKEN);
   });
 });
-
-async function until(check: () => Promise<boolean>, timeoutMs: number, output: () => string): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() - start > timeoutMs) throw new Error(`not ready after ${timeoutMs} ms:\n${output()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
