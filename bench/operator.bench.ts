@@ -25,15 +25,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { operatorRequests } from '../test/integration/operator/robust.ts';
-import {
-  CLOUD_TOKEN_LABELS,
-  LLM_KEY_LABELS,
-  metricSum,
-  type OperatorProcess,
-  REPO,
-  type System,
-  startSystem,
-} from '../test/lib/system.ts';
+import { cloudTokenSecret, llmKeySecret, modelKeyManifest, vpsManifest } from '../test/lib/manifests.ts';
+import { metricSum, type OperatorProcess, REPO, type System, startSystem } from '../test/lib/system.ts';
 import { waitUntil } from '../test/lib/wait.ts';
 
 const N = Number(process.env['BENCH_VPS'] ?? 200);
@@ -50,42 +43,18 @@ type VpsItem = {
 
 function manifests(s: System, names: readonly string[]): string {
   const docs: unknown[] = [
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
-      stringData: { token: s.canaries.hcloudToken },
-    },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
-      stringData: s.canaries.modelKeys,
-    },
+    cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken),
+    llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
   ];
   for (const name of names) {
     docs.push(
-      {
-        apiVersion: 'cannes.dev/v1alpha1',
-        kind: 'Vps',
-        metadata: { name, namespace: s.namespace },
-        spec: {
-          serverType: 'cx22',
-          location: 'fsn1',
-          cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
-        },
-      },
-      {
-        apiVersion: 'cannes.dev/v1alpha1',
-        kind: 'ModelKey',
-        metadata: { name: `${name}-openai`, namespace: s.namespace },
-        spec: {
-          vpsRef: { name },
-          provider: 'openai',
-          secretRef: { name: 'llm-keys', key: 'openai' },
-          purgeSecretAfterDelivery: false,
-        },
-      },
+      vpsManifest(s.namespace, name, { cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' } }),
+      modelKeyManifest(s.namespace, `${name}-openai`, {
+        vpsRef: { name },
+        provider: 'openai',
+        secretRef: { name: 'llm-keys', key: 'openai' },
+        purgeSecretAfterDelivery: false,
+      }),
     );
   }
   return docs.map((d) => stringify(d)).join('---\n');

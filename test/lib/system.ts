@@ -19,6 +19,7 @@ import { createTestDatabase, type TestDatabase } from '../rig/postgres.ts';
 import type { Rig } from '../rig/rig.ts';
 import { useRig } from '../rig/shared.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../upstreams/index.ts';
+import { cloudTokenSecret, llmKeySecret, modelKeyManifest, vpsManifest } from './manifests.ts';
 
 const run = promisify(execFile);
 export const REPO = resolve(import.meta.dirname, '..', '..');
@@ -57,9 +58,7 @@ export interface System {
   stop(): Promise<void>;
 }
 
-/** The `cannes.dev/usage` labels that let the operator use a Secret (docs/security.md). */
-export const CLOUD_TOKEN_LABELS = { 'cannes.dev/usage': 'cloud-token' } as const;
-export const LLM_KEY_LABELS = { 'cannes.dev/usage': 'llm-key' } as const;
+export { CLOUD_TOKEN_LABELS, LLM_KEY_LABELS } from './manifests.ts';
 
 const canary = (prefix: string, bytes = 24) => `${prefix}${randomBytes(bytes).toString('hex')}`;
 
@@ -240,42 +239,22 @@ export function exampleManifests(
   const vps = opts.vps ?? 'agent';
   const keys = opts.keys ?? ['anthropic', 'openai'];
   const docs: unknown[] = [
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
-      stringData: { token: s.canaries.hcloudToken },
-    },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
-      stringData: s.canaries.modelKeys,
-    },
-    {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'Vps',
-      metadata: { name: vps, namespace: s.namespace },
-      spec: {
-        serverType: 'cx22',
-        location: 'fsn1',
-        cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
-        ...(opts.ownerKeys ? { access: { sshAuthorizedKeys: opts.ownerKeys } } : {}),
-      },
-    },
-    ...keys.map((p, i) => ({
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'ModelKey',
-      metadata: { name: `${vps}-${p}`, namespace: s.namespace },
-      spec: {
+    cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken),
+    llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
+    vpsManifest(s.namespace, vps, {
+      cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
+      access: opts.ownerKeys ? { sshAuthorizedKeys: opts.ownerKeys } : undefined,
+    }),
+    ...keys.map((p, i) =>
+      modelKeyManifest(s.namespace, `${vps}-${p}`, {
         vpsRef: { name: vps },
         provider: p,
         secretRef: { name: 'llm-keys', key: p },
         purgeSecretAfterDelivery: opts.purgeSecrets ?? false,
         // The agent's default model is explicit: the first key's.
         default: i === 0,
-      },
-    })),
+      }),
+    ),
   ];
   return docs.map((d) => stringify(d)).join('---\n');
 }

@@ -2,9 +2,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
-import { CRDS_DIR, EXAMPLES_DIR, installCrds, tempNamespace, vps } from './fixtures.ts';
+import { CRDS_DIR, EXAMPLES_DIR, installCrds, tempNamespace } from './fixtures.ts';
 
 describe('the CRDs in crds/ on a real API server', () => {
   let rig: Rig;
@@ -58,7 +59,7 @@ describe('the CRDs in crds/ on a real API server', () => {
 
   it('show Ready, HasSshKey, Gateway, IPv4 and Age in kubectl get vps', async () => {
     const name = 'printer';
-    await rig.kubectl(['apply', '-f', '-'], { stdin: JSON.stringify(vps(ns, name)) });
+    await rig.kubectl(['apply', '-f', '-'], { stdin: JSON.stringify(vpsManifest(ns, name)) });
     await rig.kubectl(['annotate', 'vps', name, '-n', ns, 'cannes.dev/ipv4=198.18.0.7']);
     await rig.kubectl([
       'patch',

@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { missingMetrics } from '../../fixtures/monitoring.ts';
 import { LEADER_ELECTION_LEASE, OPERATOR_API_CALLS } from '../../fixtures/operator-rbac.ts';
-import { CLOUD_TOKEN_LABELS, LLM_KEY_LABELS } from '../../lib/system.ts';
+import { cloudTokenSecret, llmKeySecret, modelKeyManifest, vpsManifest } from '../../lib/manifests.ts';
 import { waitFor } from '../../lib/wait.ts';
 import { type StartedRig, startRig } from '../../rig/controlplane.ts';
 import { createTestDatabase, freePort, type TestDatabase } from '../../rig/postgres.ts';
@@ -156,38 +156,13 @@ async function applyWorkload(vps: string, modelKey: string): Promise<void> {
       apiVersion: 'v1',
       kind: 'List',
       items: [
-        {
-          apiVersion: 'v1',
-          kind: 'Secret',
-          metadata: { name: `${vps}-hcloud`, labels: CLOUD_TOKEN_LABELS },
-          stringData: { token: fake },
-        },
-        {
-          apiVersion: 'v1',
-          kind: 'Secret',
-          metadata: { name: `${modelKey}-llm`, labels: LLM_KEY_LABELS },
-          stringData: { anthropic: fake },
-        },
-        {
-          apiVersion: 'cannes.dev/v1alpha1',
-          kind: 'Vps',
-          metadata: { name: vps },
-          spec: {
-            serverType: 'cx22',
-            location: 'fsn1',
-            cloudTokenSecretRef: { name: `${vps}-hcloud`, key: 'token' },
-          },
-        },
-        {
-          apiVersion: 'cannes.dev/v1alpha1',
-          kind: 'ModelKey',
-          metadata: { name: modelKey },
-          spec: {
-            vpsRef: { name: vps },
-            provider: 'anthropic',
-            secretRef: { name: `${modelKey}-llm`, key: 'anthropic' },
-          },
-        },
+        cloudTokenSecret(undefined, `${vps}-hcloud`, fake),
+        llmKeySecret(undefined, `${modelKey}-llm`, { anthropic: fake }),
+        vpsManifest(undefined, vps, { cloudTokenSecretRef: { name: `${vps}-hcloud`, key: 'token' } }),
+        modelKeyManifest(undefined, modelKey, {
+          vpsRef: { name: vps },
+          secretRef: { name: `${modelKey}-llm`, key: 'anthropic' },
+        }),
       ],
     }),
   });

@@ -5,6 +5,7 @@ import { Informer, type InformerEvent } from '../../../operator/kube/informer.ts
 import { type KubeObject, parseKubeObject } from '../../../operator/kube/object.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
 import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps.ts';
+import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, adminKubeConfig, TcpProxy, tempNamespace, until } from './helpers.ts';
@@ -125,16 +126,7 @@ describe('Informer against a real API server', () => {
     const vpsPath = `/apis/cannes.dev/v1alpha1/namespaces/${ns.name}/vpses`;
     const createVps = (name: string) =>
       real.request('POST', vpsPath, {
-        body: {
-          apiVersion: 'cannes.dev/v1alpha1',
-          kind: 'Vps',
-          metadata: { name },
-          spec: {
-            serverType: 'cx22',
-            location: 'fsn1',
-            cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
-          },
-        },
+        body: vpsManifest(undefined, name),
       });
     const watchedFrom: string[] = [];
     // As if the informer had last seen resourceVersion 1 (long compacted, older than the Vps watch

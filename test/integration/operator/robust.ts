@@ -8,14 +8,9 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import type { RecordedRequest } from '../../hcloud-sim/simulator.ts';
+import { cloudTokenSecret, llmKeySecret, modelKeyManifest, vpsManifest } from '../../lib/manifests.ts';
 import { endStdin } from '../../lib/stdin.ts';
-import {
-  CLOUD_TOKEN_LABELS,
-  LLM_KEY_LABELS,
-  type OperatorProcess,
-  type System,
-  waitFor,
-} from '../../lib/system.ts';
+import { type OperatorProcess, type System, waitFor } from '../../lib/system.ts';
 
 const run = promisify(execFile);
 
@@ -106,39 +101,15 @@ export async function waitReady(
  */
 export function vpsManifests(s: System, name: string): string {
   const docs = [
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: `${name}-hcloud`, namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
-      stringData: { token: s.canaries.hcloudToken },
-    },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
-      stringData: s.canaries.modelKeys,
-    },
-    {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'Vps',
-      metadata: { name, namespace: s.namespace },
-      spec: {
-        serverType: 'cx22',
-        location: 'fsn1',
-        cloudTokenSecretRef: { name: `${name}-hcloud`, key: 'token' },
-      },
-    },
-    {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'ModelKey',
-      metadata: { name: `${name}-openai`, namespace: s.namespace },
-      spec: {
-        vpsRef: { name },
-        provider: 'openai',
-        secretRef: { name: 'llm-keys', key: 'openai' },
-        purgeSecretAfterDelivery: false,
-      },
-    },
+    cloudTokenSecret(s.namespace, `${name}-hcloud`, s.canaries.hcloudToken),
+    llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
+    vpsManifest(s.namespace, name, { cloudTokenSecretRef: { name: `${name}-hcloud`, key: 'token' } }),
+    modelKeyManifest(s.namespace, `${name}-openai`, {
+      vpsRef: { name },
+      provider: 'openai',
+      secretRef: { name: 'llm-keys', key: 'openai' },
+      purgeSecretAfterDelivery: false,
+    }),
   ];
   return docs.map((d) => stringify(d)).join('---\n');
 }
