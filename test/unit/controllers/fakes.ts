@@ -58,7 +58,9 @@ export function meta(name: string, uid: string, extra: Partial<ObjectMeta> = {})
 
 /** The minimal test Vps (test/lib/manifests.ts) with the API's defaults filled in, as the operator sees it. */
 export function vpsSpec(extra: Partial<ResolvedVpsSpec> = {}): ResolvedVpsSpec {
-  const parsed = parseVps(vpsManifest('ns', 'agent', {}, { uid: 'uid-spec', resourceVersion: '1', generation: 1 }));
+  const parsed = parseVps(
+    vpsManifest('ns', 'agent', {}, { uid: 'uid-spec', resourceVersion: '1', generation: 1 }),
+  );
   return { ...parsed.spec, ...extra };
 }
 
