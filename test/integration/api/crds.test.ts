@@ -57,7 +57,7 @@ describe('the CRDs in crds/ on a real API server', () => {
     expect(undescribed).toEqual([]);
   });
 
-  it('show Ready, HasSshKey, Gateway, IPv4 and Age in kubectl get vps', async () => {
+  it('show Ready, HasSshKey, Gateway, IPv4, Status and Age in kubectl get vps', async () => {
     const name = 'printer';
     await rig.kubectl(['apply', '-f', '-'], { stdin: JSON.stringify(vpsManifest(ns, name)) });
     await rig.kubectl(['annotate', 'vps', name, '-n', ns, 'cannes.dev/ipv4=198.18.0.7']);
@@ -74,7 +74,7 @@ describe('the CRDs in crds/ on a real API server', () => {
     ]);
     const res = await rig.kubectl(['get', 'vps', '-n', ns]);
     const [header, row] = res.stdout.trim().split('\n');
-    expect(header?.split(/\s+/)).toEqual(['NAME', 'READY', 'HASSSHKEY', 'GATEWAY', 'IPV4', 'AGE']);
+    expect(header?.split(/\s+/)).toEqual(['NAME', 'READY', 'HASSSHKEY', 'GATEWAY', 'IPV4', 'STATUS', 'AGE']);
     expect(row?.split(/\s+/).slice(0, 5)).toEqual([name, 'true', 'false', 'true', '198.18.0.7']);
   });
 
