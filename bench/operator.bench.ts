@@ -24,8 +24,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { operatorRequests } from '../test/integration/operator/robust.ts';
-import { cloudTokenSecret, llmKeySecret, modelKeyManifest, vpsManifest } from '../test/lib/manifests.ts';
+import { openaiVps, operatorRequests } from '../test/integration/operator/robust.ts';
+import { cloudTokenSecret, llmKeySecret } from '../test/lib/manifests.ts';
 import { metricSum, type OperatorProcess, REPO, type System, startSystem } from '../test/lib/system.ts';
 import { waitUntil } from '../test/lib/wait.ts';
 
@@ -46,17 +46,7 @@ function manifests(s: System, names: readonly string[]): string {
     cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken),
     llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
   ];
-  for (const name of names) {
-    docs.push(
-      vpsManifest(s.namespace, name, { cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' } }),
-      modelKeyManifest(s.namespace, `${name}-openai`, {
-        vpsRef: { name },
-        provider: 'openai',
-        secretRef: { name: 'llm-keys', key: 'openai' },
-        purgeSecretAfterDelivery: false,
-      }),
-    );
-  }
+  for (const name of names) docs.push(...openaiVps(s, name, 'hcloud-token'));
   return docs.map((d) => stringify(d)).join('---\n');
 }
 

@@ -24,9 +24,20 @@ function merge(defaults: Record<string, unknown>, overrides: SpecOverrides): Rec
   return Object.fromEntries(Object.entries({ ...defaults, ...overrides }).filter(([, v]) => v !== undefined));
 }
 
+function cannesObject(
+  kind: 'Vps' | 'ModelKey',
+  ns: string | undefined,
+  name: string,
+  spec: Record<string, unknown>,
+  meta: Readonly<Record<string, unknown>>,
+): Manifest {
+  return { apiVersion: GROUP_VERSION, kind, metadata: metadata(ns, name, meta), spec };
+}
+
 /**
  * A minimal valid Vps (cx22 in fsn1, the cloud token from Secret `hcloud`, key `token`).
- * `ns` undefined leaves the namespace to `kubectl -n` or the request path.
+ * `ns` undefined leaves the namespace to `kubectl -n` or the request path; `meta` adds
+ * metadata fields (a uid for a parser test).
  */
 export function vpsManifest(
   ns: string | undefined,
@@ -34,15 +45,12 @@ export function vpsManifest(
   overrides: SpecOverrides = {},
   meta: Readonly<Record<string, unknown>> = {},
 ): Manifest {
-  return {
-    apiVersion: GROUP_VERSION,
-    kind: 'Vps',
-    metadata: metadata(ns, name, meta),
-    spec: merge(
-      { serverType: 'cx22', location: 'fsn1', cloudTokenSecretRef: { name: 'hcloud', key: 'token' } },
-      overrides,
-    ),
+  const defaults = {
+    serverType: 'cx22',
+    location: 'fsn1',
+    cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
   };
+  return cannesObject('Vps', ns, name, merge(defaults, overrides), meta);
 }
 
 /**
@@ -55,15 +63,12 @@ export function modelKeyManifest(
   overrides: SpecOverrides = {},
   meta: Readonly<Record<string, unknown>> = {},
 ): Manifest {
-  return {
-    apiVersion: GROUP_VERSION,
-    kind: 'ModelKey',
-    metadata: metadata(ns, name, meta),
-    spec: merge(
-      { vpsRef: { name: 'agent' }, provider: 'anthropic', secretRef: { name: 'llm', key: 'apiKey' } },
-      overrides,
-    ),
+  const defaults = {
+    vpsRef: { name: 'agent' },
+    provider: 'anthropic',
+    secretRef: { name: 'llm', key: 'apiKey' },
   };
+  return cannesObject('ModelKey', ns, name, merge(defaults, overrides), meta);
 }
 
 /** A Secret the operator may read as a Vps's cloud token (`stringData.token`). */

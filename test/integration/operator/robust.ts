@@ -8,7 +8,13 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import type { RecordedRequest } from '../../hcloud-sim/simulator.ts';
-import { cloudTokenSecret, llmKeySecret, modelKeyManifest, vpsManifest } from '../../lib/manifests.ts';
+import {
+  cloudTokenSecret,
+  llmKeySecret,
+  type Manifest,
+  modelKeyManifest,
+  vpsManifest,
+} from '../../lib/manifests.ts';
 import { endStdin } from '../../lib/stdin.ts';
 import { type OperatorProcess, type System, waitFor } from '../../lib/system.ts';
 
@@ -103,7 +109,18 @@ export function vpsManifests(s: System, name: string): string {
   const docs = [
     cloudTokenSecret(s.namespace, `${name}-hcloud`, s.canaries.hcloudToken),
     llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
-    vpsManifest(s.namespace, name, { cloudTokenSecretRef: { name: `${name}-hcloud`, key: 'token' } }),
+    ...openaiVps(s, name, `${name}-hcloud`),
+  ];
+  return docs.map((d) => stringify(d)).join('---\n');
+}
+
+/**
+ * A Vps whose token is in Secret `tokenSecret` and its one ModelKey (openai, from the
+ * `llm-keys` Secret, kept after delivery): the unit of the robustness tests and the benchmark.
+ */
+export function openaiVps(s: System, name: string, tokenSecret: string): Manifest[] {
+  return [
+    vpsManifest(s.namespace, name, { cloudTokenSecretRef: { name: tokenSecret, key: 'token' } }),
     modelKeyManifest(s.namespace, `${name}-openai`, {
       vpsRef: { name },
       provider: 'openai',
@@ -111,7 +128,6 @@ export function vpsManifests(s: System, name: string): string {
       purgeSecretAfterDelivery: false,
     }),
   ];
-  return docs.map((d) => stringify(d)).join('---\n');
 }
 
 /**
