@@ -11,13 +11,19 @@ import { openclawEntry, openclawPackageDir } from '../../lib/openclaw.ts';
 /** Helpers to run the real OpenClaw CLI and gateway from the cache install (test/lib/openclaw.ts). */
 
 /**
- * What the chat tests give the gateway: three ModelKeys (one a provider), a fake real key for
+ * What the chat tests give the gateway: three ModelKeys (one per provider, claude the default), a fake real key for
  * each (random canaries, so a test can scan for leaks) and a gateway token.
  */
 export function chatFixture() {
   const canary = (what: string) => `sk-${what}-canary-${randomBytes(18).toString('base64url')}`;
   const MODEL_KEYS: GatewayModelKey[] = [
-    { name: 'claude', provider: 'anthropic', models: [{ id: 'claude-fake-1', name: 'Claude Fake' }] },
+    // Several keys: exactly one names the agent's default model.
+    {
+      name: 'claude',
+      provider: 'anthropic',
+      models: [{ id: 'claude-fake-1', name: 'Claude Fake' }],
+      default: true,
+    },
     { name: 'gpt', provider: 'openai', models: [{ id: 'gpt-fake-1', name: 'GPT Fake' }] },
     { name: 'gemini', provider: 'google', models: [{ id: 'gemini-fake-1', name: 'Gemini Fake' }] },
   ];

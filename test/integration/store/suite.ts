@@ -15,6 +15,7 @@ import { type Keyring, parseKeyring } from '../../../operator/store/keyring.ts';
 import { createStoreMetrics } from '../../../operator/store/metrics.ts';
 import { MIGRATIONS, migrate } from '../../../operator/store/migrations.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
+import { waitUntil } from '../../lib/wait.ts';
 import {
   adminUrl,
   createTestDatabase,
@@ -489,9 +490,10 @@ export function storeSuite(mode: Mode): void {
           return 0;
         }
       };
-      const waitForOps = async (n: number): Promise<void> => {
-        for (let i = 0; opsSoFar() < n && i < 600; i++) await sleep(100);
-      };
+      const waitForOps = (n: number): Promise<void> =>
+        waitUntil(`${n} operations of the concurrent writer`, () => opsSoFar() >= n, 60_000, {
+          intervalMs: 100,
+        });
       let rekeyOut: { code: number; out: string };
       try {
         await waitForOps(5); // the writer is running before rekey starts ...
