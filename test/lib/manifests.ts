@@ -1,13 +1,13 @@
 /**
  * The API's objects as tests write them: a minimal valid Vps and ModelKey, and the Secrets they
- * point at with the `cannes.dev/usage` label the operator requires (README.md, "Secrets"). One place,
+ * point at with the `cannes.dev/usage` label the operator requires (docs/security.md). One place,
  * so a new required field or label is added once. Imports nothing: the API-server tests, the
  * operator's system tests, the chart tests and the benchmarks all use it.
  */
 
 export const GROUP_VERSION = 'cannes.dev/v1alpha1';
 
-/** The `cannes.dev/usage` labels that let the operator use a Secret (README.md, "Secrets"). */
+/** The `cannes.dev/usage` labels that let the operator use a Secret (docs/security.md). */
 export const CLOUD_TOKEN_LABELS = { 'cannes.dev/usage': 'cloud-token' } as const;
 export const LLM_KEY_LABELS = { 'cannes.dev/usage': 'llm-key' } as const;
 
