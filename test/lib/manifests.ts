@@ -24,52 +24,39 @@ function merge(defaults: Record<string, unknown>, overrides: SpecOverrides): Rec
   return Object.fromEntries(Object.entries({ ...defaults, ...overrides }).filter(([, v]) => v !== undefined));
 }
 
-function cannesObject(
-  kind: 'Vps' | 'ModelKey',
+/** `(ns, name, overrides?, meta?)`: `ns` undefined leaves the namespace to `kubectl -n` or the request path. */
+type Builder = (
   ns: string | undefined,
   name: string,
-  spec: Record<string, unknown>,
-  meta: Readonly<Record<string, unknown>>,
-): Manifest {
-  return { apiVersion: GROUP_VERSION, kind, metadata: metadata(ns, name, meta), spec };
-}
+  overrides?: SpecOverrides,
+  meta?: Readonly<Record<string, unknown>>,
+) => Manifest;
+
+const builder =
+  (kind: 'Vps' | 'ModelKey', defaults: Record<string, unknown>): Builder =>
+  (ns, name, overrides = {}, meta = {}) => ({
+    apiVersion: GROUP_VERSION,
+    kind,
+    metadata: metadata(ns, name, meta),
+    spec: merge(structuredClone(defaults), overrides),
+  });
+
+/** A minimal valid Vps: cx22 in fsn1, the cloud token from Secret `hcloud`, key `token`. */
+export const vpsManifest = builder('Vps', {
+  serverType: 'cx22',
+  location: 'fsn1',
+  cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
+});
 
 /**
- * A minimal valid Vps (cx22 in fsn1, the cloud token from Secret `hcloud`, key `token`).
- * `ns` undefined leaves the namespace to `kubectl -n` or the request path; `meta` adds
- * metadata fields (a uid for a parser test).
+ * A minimal valid ModelKey: anthropic, for Vps `agent`, the key from Secret `llm`, key
+ * `apiKey`. With several ModelKeys on one Vps exactly one must set `default: true`.
  */
-export function vpsManifest(
-  ns: string | undefined,
-  name: string,
-  overrides: SpecOverrides = {},
-  meta: Readonly<Record<string, unknown>> = {},
-): Manifest {
-  const defaults = {
-    serverType: 'cx22',
-    location: 'fsn1',
-    cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
-  };
-  return cannesObject('Vps', ns, name, merge(defaults, overrides), meta);
-}
-
-/**
- * A minimal valid ModelKey (anthropic, for Vps `agent`, the key from Secret `llm`, key
- * `apiKey`). With several ModelKeys on one Vps exactly one must set `default: true`.
- */
-export function modelKeyManifest(
-  ns: string | undefined,
-  name: string,
-  overrides: SpecOverrides = {},
-  meta: Readonly<Record<string, unknown>> = {},
-): Manifest {
-  const defaults = {
-    vpsRef: { name: 'agent' },
-    provider: 'anthropic',
-    secretRef: { name: 'llm', key: 'apiKey' },
-  };
-  return cannesObject('ModelKey', ns, name, merge(defaults, overrides), meta);
-}
+export const modelKeyManifest = builder('ModelKey', {
+  vpsRef: { name: 'agent' },
+  provider: 'anthropic',
+  secretRef: { name: 'llm', key: 'apiKey' },
+});
 
 /** A Secret the operator may read as a Vps's cloud token (`stringData.token`). */
 export function cloudTokenSecret(ns: string | undefined, name: string, token: string): Manifest {
