@@ -4,8 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
-import { useRig } from '../../rig/shared.ts';
-import { CRDS_DIR, EXAMPLES_DIR, installCrds, tempNamespace } from './fixtures.ts';
+import { CRDS_DIR, crdNamespace, EXAMPLES_DIR } from './fixtures.ts';
 
 describe('the CRDs in crds/ on a real API server', () => {
   let rig: Rig;
@@ -13,9 +12,7 @@ describe('the CRDs in crds/ on a real API server', () => {
   let drop: () => Promise<void> = async () => {};
 
   beforeAll(async () => {
-    rig = await useRig();
-    await installCrds(rig);
-    ({ ns, drop } = await tempNamespace(rig, 'crds'));
+    ({ rig, ns, drop } = await crdNamespace('crds'));
   });
   afterAll(async () => {
     await drop();

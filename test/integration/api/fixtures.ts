@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { waitUntil } from '../../lib/wait.ts';
 import { REPO_ROOT } from '../../rig/binaries.ts';
 import type { Rig } from '../../rig/rig.ts';
+import { useRig } from '../../rig/shared.ts';
 
 export const CRDS_DIR = join(REPO_ROOT, 'crds');
 export const EXAMPLES_DIR = join(REPO_ROOT, 'examples');
@@ -35,6 +36,15 @@ export async function installCrds(rig: Rig): Promise<void> {
     60_000,
     { intervalMs: 250, failOnError: true, onTimeout: () => `last answer: HTTP ${lastStatus}` },
   );
+}
+
+/** The shared rig with crds/ installed, and a fresh namespace for one test file. */
+export async function crdNamespace(
+  prefix: string,
+): Promise<{ rig: Rig; ns: string; drop: () => Promise<void> }> {
+  const rig = await useRig();
+  await installCrds(rig);
+  return { rig, ...(await tempNamespace(rig, prefix)) };
 }
 
 /** A fresh namespace with a random suffix; returns its name and a function deleting it. */

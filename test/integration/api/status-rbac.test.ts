@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
-import { useRig } from '../../rig/shared.ts';
-import { installCrds, numberAt, suffix, tempNamespace } from './fixtures.ts';
+import { crdNamespace, numberAt, suffix } from './fixtures.ts';
 
 describe('the status subresource and RBAC on cannes.dev objects', () => {
   let rig: Rig;
@@ -10,9 +9,7 @@ describe('the status subresource and RBAC on cannes.dev objects', () => {
   let drop: () => Promise<void> = async () => {};
 
   beforeAll(async () => {
-    rig = await useRig();
-    await installCrds(rig);
-    ({ ns, drop } = await tempNamespace(rig, 'status'));
+    ({ rig, ns, drop } = await crdNamespace('status'));
   });
   afterAll(async () => {
     await drop();

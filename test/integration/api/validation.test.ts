@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { modelKeyManifest, vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
-import { useRig } from '../../rig/shared.ts';
-import { installCrds, statusMessage, tempNamespace } from './fixtures.ts';
+import { crdNamespace, statusMessage } from './fixtures.ts';
 
 // Every case goes straight to the API server (no kubectl client-side checks in between), so a
 // rejection here is the CRD's OpenAPI schema or CEL rule at work.
@@ -13,9 +12,7 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
   const base = (plural: string): string => `/apis/cannes.dev/v1alpha1/namespaces/${ns}/${plural}`;
 
   beforeAll(async () => {
-    rig = await useRig();
-    await installCrds(rig);
-    ({ ns, drop } = await tempNamespace(rig, 'validation'));
+    ({ rig, ns, drop } = await crdNamespace('validation'));
   });
   afterAll(async () => {
     await drop();
