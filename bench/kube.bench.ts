@@ -13,7 +13,8 @@ import { Informer } from '../operator/kube/informer.ts';
 import { createRegistry } from '../operator/kube/metrics.ts';
 import { WorkQueue } from '../operator/kube/queue.ts';
 import { createLogger } from '../operator/lib/log.ts';
-import { FakeApi, parseTestObject, type TestObject } from '../test/unit/kube/fakes.ts';
+import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../test/lib/configmaps.ts';
+import { FakeApi } from '../test/unit/kube/fakes.ts';
 
 const CYCLES = Number(process.env['BENCH_QUEUE_CYCLES'] ?? 300_000);
 const KEYS = 1000;
@@ -64,10 +65,10 @@ const queueSeconds = await timeIt(async () => {
 const EVENTS = Number(process.env['BENCH_EVENTS'] ?? 50_000);
 const api = new FakeApi();
 for (let i = 0; i < KEYS; i++) api.put(`k${i}`);
-const informer = new Informer<TestObject>({
+const informer = new Informer<ConfigMap>({
   api,
-  resource: { group: '', version: 'v1', plural: 'configmaps', kind: 'ConfigMap', namespaced: true },
-  parse: parseTestObject,
+  resource: CONFIGMAPS,
+  parse: parseConfigMap,
   resyncMs: 0,
 });
 let reconciles = 0;

@@ -24,16 +24,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { operatorRequests } from '../test/integration/operator/robust.ts';
-import {
-  CLOUD_TOKEN_LABELS,
-  LLM_KEY_LABELS,
-  metricSum,
-  type OperatorProcess,
-  REPO,
-  type System,
-  startSystem,
-} from '../test/lib/system.ts';
+import { openaiVps, operatorRequests } from '../test/integration/operator/robust.ts';
+import { cloudTokenSecret, llmKeySecret } from '../test/lib/manifests.ts';
+import { metricSum, type OperatorProcess, REPO, type System, startSystem } from '../test/lib/system.ts';
+import { waitUntil } from '../test/lib/wait.ts';
 
 const N = Number(process.env['BENCH_VPS'] ?? 200);
 const REAL = Number(process.env['BENCH_REAL_VPS'] ?? 0);
@@ -49,44 +43,10 @@ type VpsItem = {
 
 function manifests(s: System, names: readonly string[]): string {
   const docs: unknown[] = [
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
-      stringData: { token: s.canaries.hcloudToken },
-    },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
-      stringData: s.canaries.modelKeys,
-    },
+    cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken),
+    llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
   ];
-  for (const name of names) {
-    docs.push(
-      {
-        apiVersion: 'cannes.dev/v1alpha1',
-        kind: 'Vps',
-        metadata: { name, namespace: s.namespace },
-        spec: {
-          serverType: 'cx23',
-          location: 'fsn1',
-          cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
-        },
-      },
-      {
-        apiVersion: 'cannes.dev/v1alpha1',
-        kind: 'ModelKey',
-        metadata: { name: `${name}-openai`, namespace: s.namespace },
-        spec: {
-          vpsRef: { name },
-          provider: 'openai',
-          secretRef: { name: 'llm-keys', key: 'openai' },
-          purgeSecretAfterDelivery: false,
-        },
-      },
-    );
-  }
+  for (const name of names) docs.push(...openaiVps(s, name, 'hcloud-token'));
   return docs.map((d) => stringify(d)).join('---\n');
 }
 
@@ -124,12 +84,9 @@ function byRoute(s: System): Record<string, number> {
   return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]));
 }
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(1000);
-  }
+/** Polls once a second; a check that throws (the apiserver refused) ends the run. */
+function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  return waitUntil(what, check, timeoutMs, { intervalMs: 1000, failOnError: true });
 }
 
 const names = (prefix: string, n: number) =>

@@ -5,7 +5,7 @@ import { countByKid, openStoreFromEnv, rekey } from '../store/index.ts';
 
 const HELP = `Usage: cannes-operator rekey [--batch-size N] [--keys-file PATH] [--dry-run]
 
-Re-encrypts every secret in the store (SSH private keys, cloud tokens) to the ACTIVE master
+Re-encrypts every secret in the store (the SSH private keys) to the ACTIVE master
 key: the first line of the master key file. Old keys keep decrypting until you remove them.
 
 Rotation, step by step:

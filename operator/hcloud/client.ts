@@ -388,7 +388,7 @@ export class HcloudClient {
     return result;
   }
 
-  // ---- lookups used by validation ------------------------------------------------------
+  // ---- lookups (the operator makes none: the simulator's fidelity tests use them) ----------
 
   async listServerTypes(token: Secret<string>, opts: { name?: string } = {}): Promise<ServerType[]> {
     return allPages(async (page) => {
@@ -403,10 +403,6 @@ export class HcloudClient {
     });
   }
 
-  async getServerTypeByName(token: Secret<string>, name: string): Promise<ServerType | undefined> {
-    return (await this.listServerTypes(token, { name }))[0];
-  }
-
   async listLocations(token: Secret<string>, opts: { name?: string } = {}): Promise<Location[]> {
     return allPages(async (page) => {
       const r = await this.#request(token, {
@@ -418,10 +414,6 @@ export class HcloudClient {
       });
       return { items: r.locations, pagination: r.meta.pagination };
     });
-  }
-
-  async getLocationByName(token: Secret<string>, name: string): Promise<Location | undefined> {
-    return (await this.listLocations(token, { name }))[0];
   }
 
   async listImages(
@@ -445,14 +437,6 @@ export class HcloudClient {
       });
       return { items: r.images, pagination: r.meta.pagination };
     });
-  }
-
-  async getImageByName(
-    token: Secret<string>,
-    name: string,
-    architecture = 'x86',
-  ): Promise<Image | undefined> {
-    return (await this.listImages(token, { name, architecture }))[0];
   }
 
   // ---- SSH keys ------------------------------------------------------------------------

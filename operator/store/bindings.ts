@@ -9,10 +9,6 @@ export function sshKeyBinding(vpsUid: string, keyId: string): Binding {
   return { table: 'cannes_ssh_key', column: 'private_key_enc', rowId: `${vpsUid}/${keyId}` };
 }
 
-export function cloudTokenBinding(vpsUid: string): Binding {
-  return { table: 'cannes_cloud_token', column: 'token_enc', rowId: vpsUid };
-}
-
 export interface EncryptedColumn {
   readonly table: string;
   readonly column: string;
@@ -31,5 +27,4 @@ export const ENCRYPTED_COLUMNS: readonly EncryptedColumn[] = [
     keyType: 'uuid',
     rowIdSql: "vps_uid || '/' || id::text",
   },
-  { table: 'cannes_cloud_token', column: 'token_enc', key: 'vps_uid', keyType: 'text', rowIdSql: 'vps_uid' },
 ];

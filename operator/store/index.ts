@@ -5,7 +5,7 @@ import type { StoreMetrics } from './metrics.ts';
 import type { MigrationReport } from './migrations.ts';
 import { PostgresStore } from './postgres.ts';
 
-export { cloudTokenBinding, ENCRYPTED_COLUMNS, sshKeyBinding } from './bindings.ts';
+export { ENCRYPTED_COLUMNS, sshKeyBinding } from './bindings.ts';
 export { Db, type DbOptions, isConnectionError, poolConfig } from './db.ts';
 export {
   type Binding,
@@ -53,8 +53,9 @@ export async function keyringFromEnv(env: NodeJS.ProcessEnv): Promise<Keyring> {
 }
 
 /**
- * What the operator's `run` does at start-up: keyring first (a bad keyring refuses to start
- * before touching the database), then connect and migrate.
+ * How `cannes-operator rekey` opens the store from its environment: keyring first (a bad
+ * keyring refuses to start before touching the database), then connect and migrate. The
+ * operator's `run` does the same from its parsed config (operator/run.ts).
  */
 export async function openStoreFromEnv(
   env: NodeJS.ProcessEnv,

@@ -75,6 +75,14 @@ ALTER TABLE cannes_ssh_key
   ADD COLUMN origin text NOT NULL DEFAULT 'rotation' CHECK (origin IN ('rescue', 'rotation'));
 `,
   },
+  {
+    id: 3,
+    name: 'drop cannes_cloud_token (the operator reads the token from its Secret and never stored it)',
+    // Its index goes with it. A row left by a test or an old build held only ciphertext.
+    sql: `
+DROP TABLE IF EXISTS cannes_cloud_token;
+`,
+  },
 ];
 
 export interface MigrationReport {

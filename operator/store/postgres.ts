@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Secret } from '../lib/secret.ts';
-import { cloudTokenBinding, sshKeyBinding } from './bindings.ts';
+import { sshKeyBinding } from './bindings.ts';
 import { Db, type DbOptions } from './db.ts';
 import { type Binding, decryptSecret, EnvelopeError, encryptSecret } from './envelope.ts';
 import type { Keyring } from './keyring.ts';
@@ -155,11 +155,9 @@ export class PostgresStore implements Store {
 
   async getVpsState(uid: string): Promise<VpsState | null> {
     checkUid(uid);
-    // One round trip: the row, the keys that may log in, and whether a token is held.
+    // One round trip: the row and the keys that may log in.
     const res = await this.db.query(
-      `SELECT ${VPS_COLS},
-         EXISTS (SELECT 1 FROM cannes_cloud_token t WHERE t.vps_uid = v.uid AND t.expires_at > now()) AS has_token,
-         ${KEY_COLS_PREFIXED}
+      `SELECT ${VPS_COLS}, ${KEY_COLS_PREFIXED}
        FROM cannes_vps v
        LEFT JOIN cannes_ssh_key k ON k.vps_uid = v.uid AND k.state IN ('active', 'pending')
        WHERE v.uid = $1`,
@@ -177,7 +175,7 @@ export class PostgresStore implements Store {
       if (key.state === 'active') activeKey = key;
       else pendingKey = key;
     }
-    return { vps: readVps(r0), activeKey, pendingKey, hasCloudToken: r0.bool('has_token') };
+    return { vps: readVps(r0), activeKey, pendingKey };
   }
 
   async recordServer(uid: string, facts: ServerFacts): Promise<void> {
@@ -383,48 +381,6 @@ export class PostgresStore implements Store {
       );
       return info(this.#readKey(new RowReader(res.rows[0], 'cannes_ssh_key')));
     });
-  }
-
-  async putCloudToken(uid: string, token: Secret<string>, ttlSeconds: number): Promise<void> {
-    checkUid(uid);
-    if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds <= 0)
-      throw new TerminalError('InvalidTtl', 'token ttl must be a positive number of seconds');
-    const envelope = await encryptSecret(this.#keyring, token, cloudTokenBinding(uid));
-    try {
-      await this.db.query(
-        `INSERT INTO cannes_cloud_token (vps_uid, token_enc, kid, expires_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-         ON CONFLICT (vps_uid) DO UPDATE SET token_enc = EXCLUDED.token_enc, kid = EXCLUDED.kid,
-           created_at = now(), expires_at = EXCLUDED.expires_at`,
-        [uid, envelope, this.#keyring.activeKid, ttlSeconds],
-      );
-    } catch (err) {
-      if (pgCode(err) === '23503') throw new CannesError('VpsRowMissing', `no store row for Vps ${uid}`);
-      throw err;
-    }
-  }
-
-  async getCloudToken(uid: string): Promise<Secret<string> | null> {
-    checkUid(uid);
-    const res = await this.db.query(
-      'SELECT token_enc FROM cannes_cloud_token WHERE vps_uid = $1 AND expires_at > now()',
-      [uid],
-    );
-    if (res.rows[0] === undefined) return null;
-    const envelope = new RowReader(res.rows[0], 'cannes_cloud_token').str('token_enc');
-    return this.#open(envelope, cloudTokenBinding(uid));
-  }
-
-  async purgeCloudToken(uid: string): Promise<number> {
-    checkUid(uid);
-    // Expired tokens of other Vpses go too: nothing is kept past its use.
-    const res = await this.db.query(
-      'DELETE FROM cannes_cloud_token WHERE vps_uid = $1 OR expires_at <= now()',
-      [uid],
-    );
-    // Best effort: reclaim the dead tuple now rather than at the next autovacuum. What it cannot
-    // reach (WAL, Neon history, backups) holds only ciphertext; see docs/store.md on crypto-shredding.
-    await this.db.query('VACUUM cannes_cloud_token').catch(() => undefined);
-    return res.rowCount ?? 0;
   }
 }
 

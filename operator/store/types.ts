@@ -2,8 +2,9 @@ import type { Secret } from '../lib/secret.ts';
 
 /**
  * What the controllers need from the system of record (docs/design.md §4). One Vps row per
- * Kubernetes uid; SSH keys through a crash-safe rotation; the cloud token's only copy
- * outside Kubernetes, with a purge. Private keys and tokens go in and come out as `Secret`.
+ * Kubernetes uid; SSH keys through a crash-safe rotation. Private keys go in and come out as
+ * `Secret`. The cloud token is not here: the operator reads it from its Secret when it calls
+ * Hetzner and keeps no copy.
  */
 
 export interface VpsIdentity {
@@ -51,7 +52,6 @@ export interface VpsState {
   readonly activeKey: SshKey | null;
   /** Set while a rotation is in flight (or after a crash in the middle of one). */
   readonly pendingKey: SshKey | null;
-  readonly hasCloudToken: boolean;
 }
 
 export interface NewSshKey {
@@ -75,7 +75,7 @@ export interface ServerFacts {
 export interface Store {
   /** Step 1 of the reconcile: the row exists (idempotent; namespace/name are refreshed). */
   ensureVps(id: VpsIdentity): Promise<VpsRow>;
-  /** Row + active key + pending key + token presence in one query; null when there is no row. */
+  /** Row + active key + pending key in one query; null when there is no row. */
   getVpsState(uid: string): Promise<VpsState | null>;
   recordServer(uid: string, facts: ServerFacts): Promise<void>;
   /**
@@ -83,7 +83,7 @@ export interface Store {
    * (HostKeyAlreadyPinned) unless `replace` is set (a rebuild the operator initiated).
    */
   pinHostKey(uid: string, hostPublicKey: string, opts?: { replace?: boolean }): Promise<void>;
-  /** Drops the row and everything hanging off it (keys, token). */
+  /** Drops the row and everything hanging off it (its keys). */
   deleteVps(uid: string): Promise<boolean>;
 
   // --- SSH keys, crash-safe rotation (promise 5) -----------------------------------
@@ -108,13 +108,6 @@ export interface Store {
    * authorized_keys, so none of them logs in any more).
    */
   saveRescueResult(uid: string, hostPublicKey: string, key: NewSshKey): Promise<SshKeyInfo>;
-
-  // --- the cloud token (promise 6) ------------------------------------------------------
-  putCloudToken(uid: string, token: Secret<string>, ttlSeconds: number): Promise<void>;
-  /** Null when absent or expired. */
-  getCloudToken(uid: string): Promise<Secret<string> | null>;
-  /** Deletes the token row (and any expired ones); returns the rows deleted. */
-  purgeCloudToken(uid: string): Promise<number>;
 
   close(): Promise<void>;
 }

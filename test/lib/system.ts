@@ -20,6 +20,13 @@ import type { Rig } from '../rig/rig.ts';
 import { useRig } from '../rig/shared.ts';
 import { startControl, type TailnetControl } from '../tailnet/control.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../upstreams/index.ts';
+import {
+  cloudTokenSecret,
+  llmKeySecret,
+  modelKeyManifest,
+  TAILNET_AUTH_KEY_LABELS,
+  vpsManifest,
+} from './manifests.ts';
 import { type NodeMirror, startNodeMirror } from './node-mirror.ts';
 
 const run = promisify(execFile);
@@ -70,10 +77,7 @@ export interface System {
   stop(): Promise<void>;
 }
 
-/** The `cannes.dev/usage` labels that let the operator use a Secret (docs/security.md). */
-export const CLOUD_TOKEN_LABELS = { 'cannes.dev/usage': 'cloud-token' } as const;
-export const LLM_KEY_LABELS = { 'cannes.dev/usage': 'llm-key' } as const;
-export const TAILNET_AUTH_KEY_LABELS = { 'cannes.dev/usage': 'tailnet-auth-key' } as const;
+export { CLOUD_TOKEN_LABELS, LLM_KEY_LABELS, TAILNET_AUTH_KEY_LABELS } from './manifests.ts';
 
 const canary = (prefix: string, bytes = 24) => `${prefix}${randomBytes(bytes).toString('hex')}`;
 
@@ -282,18 +286,8 @@ export function exampleManifests(
   const vps = opts.vps ?? 'agent';
   const keys = opts.keys ?? ['anthropic', 'openai'];
   const docs: unknown[] = [
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
-      stringData: { token: s.canaries.hcloudToken },
-    },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
-      stringData: s.canaries.modelKeys,
-    },
+    cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken),
+    llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
     ...(opts.tailnet
       ? [
           {
@@ -304,40 +298,28 @@ export function exampleManifests(
           },
         ]
       : []),
-    {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'Vps',
-      metadata: { name: vps, namespace: s.namespace },
-      spec: {
-        serverType: 'cx23',
-        location: 'fsn1',
-        cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
-        ...(opts.ownerKeys ? { access: { sshAuthorizedKeys: opts.ownerKeys } } : {}),
-        ...(opts.tailnet
-          ? {
-              tailnet: {
-                authKeySecretRef: { name: 'tailnet-auth', key: 'authkey' },
-                loginServer: s.tailnet?.url,
-                tags: opts.tailnet.tags ?? [],
-                ...(opts.tailnet.hostname ? { hostname: opts.tailnet.hostname } : {}),
-              },
-            }
-          : {}),
-      },
-    },
-    ...keys.map((p, i) => ({
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'ModelKey',
-      metadata: { name: `${vps}-${p}`, namespace: s.namespace },
-      spec: {
+    vpsManifest(s.namespace, vps, {
+      cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
+      access: opts.ownerKeys ? { sshAuthorizedKeys: opts.ownerKeys } : undefined,
+      tailnet: opts.tailnet
+        ? {
+            authKeySecretRef: { name: 'tailnet-auth', key: 'authkey' },
+            loginServer: s.tailnet?.url,
+            tags: opts.tailnet.tags ?? [],
+            ...(opts.tailnet.hostname ? { hostname: opts.tailnet.hostname } : {}),
+          }
+        : undefined,
+    }),
+    ...keys.map((p, i) =>
+      modelKeyManifest(s.namespace, `${vps}-${p}`, {
         vpsRef: { name: vps },
         provider: p,
         secretRef: { name: 'llm-keys', key: p },
         purgeSecretAfterDelivery: opts.purgeSecrets ?? false,
         // The agent's default model is explicit: the first key's.
         default: i === 0,
-      },
-    })),
+      }),
+    ),
   ];
   return docs.map((d) => stringify(d)).join('---\n');
 }
@@ -366,28 +348,5 @@ export async function metricSum(
   throw new Error(`the operator exports no ${name}{${labels}}`);
 }
 
-/** Polls until `check` returns a value (not undefined) or the time is up. */
-export async function waitFor<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs: number,
-  onTimeout?: () => string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) {
-      const extra = onTimeout ? `\n${onTimeout()}` : '';
-      throw new Error(
-        `timed out waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}${extra}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+/** The shared polling helper (test/lib/wait.ts), re-exported for the rig's callers. */
+export { waitFor, waitUntil } from './wait.ts';

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { waitFor as poll } from '../lib/wait.ts';
 
 /**
  * Shared machinery of the fake LLM upstreams (Anthropic, OpenAI, Gemini). Each fake speaks
@@ -181,15 +182,16 @@ export async function startUpstream(
     host,
     port: addr.port,
     requests,
-    async waitFor(pred, timeoutMs = 10_000) {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const hit = requests.find(pred);
-        if (hit) return hit;
-        if (Date.now() > until)
-          throw new Error(`${provider.name} upstream: no matching request within ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+    waitFor(pred, timeoutMs = 10_000) {
+      return poll(
+        `a matching request at the ${provider.name} upstream`,
+        () => requests.find(pred),
+        timeoutMs,
+        {
+          intervalMs: 20,
+          failOnError: true,
+        },
+      );
     },
     close: () =>
       new Promise<void>((resolve) => {

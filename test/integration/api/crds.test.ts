@@ -2,9 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
-import { useRig } from '../../rig/shared.ts';
-import { CRDS_DIR, EXAMPLES_DIR, installCrds, tempNamespace, vps } from './fixtures.ts';
+import { CRDS_DIR, crdNamespace, EXAMPLES_DIR } from './fixtures.ts';
 
 describe('the CRDs in crds/ on a real API server', () => {
   let rig: Rig;
@@ -12,9 +12,7 @@ describe('the CRDs in crds/ on a real API server', () => {
   let drop: () => Promise<void> = async () => {};
 
   beforeAll(async () => {
-    rig = await useRig();
-    await installCrds(rig);
-    ({ ns, drop } = await tempNamespace(rig, 'crds'));
+    ({ rig, ns, drop } = await crdNamespace('crds'));
   });
   afterAll(async () => {
     await drop();
@@ -56,9 +54,9 @@ describe('the CRDs in crds/ on a real API server', () => {
     expect(undescribed).toEqual([]);
   });
 
-  it('show Ready, HasSshKey, Gateway, IPv4 and Age in kubectl get vps', async () => {
+  it('show Ready, HasSshKey, Gateway, IPv4, Status and Age in kubectl get vps', async () => {
     const name = 'printer';
-    await rig.kubectl(['apply', '-f', '-'], { stdin: JSON.stringify(vps(ns, name)) });
+    await rig.kubectl(['apply', '-f', '-'], { stdin: JSON.stringify(vpsManifest(ns, name)) });
     await rig.kubectl(['annotate', 'vps', name, '-n', ns, 'cannes.dev/ipv4=198.18.0.7']);
     await rig.kubectl([
       'patch',
@@ -73,7 +71,7 @@ describe('the CRDs in crds/ on a real API server', () => {
     ]);
     const res = await rig.kubectl(['get', 'vps', '-n', ns]);
     const [header, row] = res.stdout.trim().split('\n');
-    expect(header?.split(/\s+/)).toEqual(['NAME', 'READY', 'HASSSHKEY', 'GATEWAY', 'IPV4', 'AGE']);
+    expect(header?.split(/\s+/)).toEqual(['NAME', 'READY', 'HASSSHKEY', 'GATEWAY', 'IPV4', 'STATUS', 'AGE']);
     expect(row?.split(/\s+/).slice(0, 5)).toEqual([name, 'true', 'false', 'true', '198.18.0.7']);
   });
 

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { waitUntil } from '../../lib/wait.ts';
 import { REPO_ROOT } from '../../rig/binaries.ts';
 import type { Rig } from '../../rig/rig.ts';
+import { useRig } from '../../rig/shared.ts';
 
-export const GROUP_VERSION = 'cannes.dev/v1alpha1';
 export const CRDS_DIR = join(REPO_ROOT, 'crds');
 export const EXAMPLES_DIR = join(REPO_ROOT, 'examples');
 
@@ -24,15 +24,27 @@ export async function installCrds(rig: Rig): Promise<void> {
   ]);
   // The OpenAPI document (what `kubectl explain` reads) is republished a moment after a CRD becomes
   // Established: wait for both kinds to appear in it.
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const res = await rig.adminRequest('GET', '/openapi/v3/apis/cannes.dev/v1alpha1');
-    const text = JSON.stringify(res.body);
-    if (res.status === 200 && text.includes('.v1alpha1.Vps"') && text.includes('.v1alpha1.ModelKey"')) return;
-    if (Date.now() > deadline)
-      throw new Error(`OpenAPI for cannes.dev/v1alpha1 not published: HTTP ${res.status}`);
-    await sleep(250);
-  }
+  let lastStatus = 0;
+  await waitUntil(
+    'cannes.dev/v1alpha1 OpenAPI to list Vps and ModelKey',
+    async () => {
+      const res = await rig.adminRequest('GET', '/openapi/v3/apis/cannes.dev/v1alpha1');
+      lastStatus = res.status;
+      const text = JSON.stringify(res.body);
+      return res.status === 200 && text.includes('.v1alpha1.Vps"') && text.includes('.v1alpha1.ModelKey"');
+    },
+    60_000,
+    { intervalMs: 250, failOnError: true, onTimeout: () => `last answer: HTTP ${lastStatus}` },
+  );
+}
+
+/** The shared rig with crds/ installed, and a fresh namespace for one test file. */
+export async function crdNamespace(
+  prefix: string,
+): Promise<{ rig: Rig; ns: string; drop: () => Promise<void> }> {
+  const rig = await useRig();
+  await installCrds(rig);
+  return { rig, ...(await tempNamespace(rig, prefix)) };
 }
 
 /** A fresh namespace with a random suffix; returns its name and a function deleting it. */
@@ -48,56 +60,6 @@ export async function tempNamespace(
     drop: async () => {
       await rig.kubectl(['delete', 'namespace', ns, '--wait=false', '--ignore-not-found']);
     },
-  };
-}
-
-function without(spec: Record<string, unknown>, omit: string[]): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(spec).filter(([k]) => !omit.includes(k)));
-}
-
-/** A minimal valid Vps, with `spec` merged over it and the `omit` fields removed. */
-export function vps(
-  ns: string,
-  name: string,
-  spec: Record<string, unknown> = {},
-  omit: string[] = [],
-): Record<string, unknown> {
-  return {
-    apiVersion: GROUP_VERSION,
-    kind: 'Vps',
-    metadata: { name, namespace: ns },
-    spec: without(
-      {
-        serverType: 'cx23',
-        location: 'fsn1',
-        cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
-        ...spec,
-      },
-      omit,
-    ),
-  };
-}
-
-/** A minimal valid ModelKey, with `spec` merged over it and the `omit` fields removed. */
-export function modelKey(
-  ns: string,
-  name: string,
-  spec: Record<string, unknown> = {},
-  omit: string[] = [],
-): Record<string, unknown> {
-  return {
-    apiVersion: GROUP_VERSION,
-    kind: 'ModelKey',
-    metadata: { name, namespace: ns },
-    spec: without(
-      {
-        vpsRef: { name: 'agent' },
-        provider: 'anthropic',
-        secretRef: { name: 'llm', key: 'apiKey' },
-        ...spec,
-      },
-      omit,
-    ),
   };
 }
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
-import { useRig } from '../../rig/shared.ts';
-import { installCrds, numberAt, suffix, tempNamespace, vps } from './fixtures.ts';
+import { crdNamespace, numberAt, suffix } from './fixtures.ts';
 
 describe('the status subresource and RBAC on cannes.dev objects', () => {
   let rig: Rig;
@@ -9,9 +9,7 @@ describe('the status subresource and RBAC on cannes.dev objects', () => {
   let drop: () => Promise<void> = async () => {};
 
   beforeAll(async () => {
-    rig = await useRig();
-    await installCrds(rig);
-    ({ ns, drop } = await tempNamespace(rig, 'status'));
+    ({ rig, ns, drop } = await crdNamespace('status'));
   });
   afterAll(async () => {
     await drop();
@@ -24,7 +22,7 @@ describe('the status subresource and RBAC on cannes.dev objects', () => {
 
   it('does not bump metadata.generation on a /status write, and does on a spec write', async () => {
     const name = `gen-${suffix()}`;
-    await rig.kubectl(['create', '-f', '-'], { stdin: JSON.stringify(vps(ns, name)) });
+    await rig.kubectl(['create', '-f', '-'], { stdin: JSON.stringify(vpsManifest(ns, name)) });
     const g0 = await generation(name);
 
     const statusPatch = JSON.stringify({ status: { observedGeneration: g0, serverCreated: true } });
@@ -59,7 +57,7 @@ describe('the status subresource and RBAC on cannes.dev objects', () => {
 
   it('ignores status in a write to the main resource', async () => {
     const name = `main-${suffix()}`;
-    const obj = { ...vps(ns, name), status: { ready: true } };
+    const obj = { ...vpsManifest(ns, name), status: { ready: true } };
     const res = await rig.kubectl(['create', '-f', '-', '-o', 'json'], { stdin: JSON.stringify(obj) });
     const created: unknown = JSON.parse(res.stdout);
     expect(typeof created === 'object' && created !== null && 'status' in created).toBe(false);
@@ -75,7 +73,7 @@ describe('the status subresource and RBAC on cannes.dev objects', () => {
     const create = await rig.kubectl(['create', '-f', '-'], {
       kubeconfig,
       check: false,
-      stdin: JSON.stringify(vps(ns, `sa-${suffix()}`)),
+      stdin: JSON.stringify(vpsManifest(ns, `sa-${suffix()}`)),
     });
     expect(create.stderr).toContain('cannot create resource "vpses"');
     const can = await rig.kubectl(['auth', 'can-i', 'list', 'vpses.cannes.dev', '-n', ns], {
@@ -110,7 +108,7 @@ describe('the status subresource and RBAC on cannes.dev objects', () => {
     expect(list.stderr).toBe('');
     expect(list.code).toBe(0);
     const target = `keep-${suffix()}`;
-    await rig.kubectl(['create', '-f', '-'], { stdin: JSON.stringify(vps(ns, target)) });
+    await rig.kubectl(['create', '-f', '-'], { stdin: JSON.stringify(vpsManifest(ns, target)) });
     const seen = await rig.kubectl(['get', 'vps', target, '-n', ns, '-o', 'name'], { kubeconfig });
     expect(seen.stdout.trim()).toBe(`vps.cannes.dev/${target}`);
     const del = await rig.kubectl(['delete', 'vps', target, '-n', ns], { kubeconfig, check: false });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { modelKeyManifest, vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
-import { useRig } from '../../rig/shared.ts';
-import { installCrds, modelKey, statusMessage, tempNamespace, vps } from './fixtures.ts';
+import { crdNamespace, statusMessage } from './fixtures.ts';
 
 // Every case goes straight to the API server (no kubectl client-side checks in between), so a
 // rejection here is the CRD's OpenAPI schema or CEL rule at work.
@@ -12,9 +12,7 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
   const base = (plural: string): string => `/apis/cannes.dev/v1alpha1/namespaces/${ns}/${plural}`;
 
   beforeAll(async () => {
-    rig = await useRig();
-    await installCrds(rig);
-    ({ ns, drop } = await tempNamespace(rig, 'validation'));
+    ({ rig, ns, drop } = await crdNamespace('validation'));
   });
   afterAll(async () => {
     await drop();
@@ -34,13 +32,16 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
   };
 
   it('accepts the minimal valid Vps and ModelKeys (the control for every case below)', async () => {
-    expect((await create('vpses', vps(ns, 'ok'), true)).status).toBe(201);
-    expect((await create('modelkeys', modelKey(ns, 'ok'), true)).status).toBe(201);
-    const onTailnet = vps(ns, 'ok-tailnet', {
+    expect((await create('vpses', vpsManifest(ns, 'ok'), true)).status).toBe(201);
+    expect((await create('modelkeys', modelKeyManifest(ns, 'ok'), true)).status).toBe(201);
+    const onTailnet = vpsManifest(ns, 'ok-tailnet', {
       tailnet: { authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['tag:cannes-vps'], hostname: 'agent-1' },
     });
     expect((await create('vpses', onTailnet, true)).status).toBe(201);
-    const custom = modelKey(ns, 'ok-custom', { provider: 'custom', baseUrl: 'https://llm.example.test/v1' });
+    const custom = modelKeyManifest(ns, 'ok-custom', {
+      provider: 'custom',
+      baseUrl: 'https://llm.example.test/v1',
+    });
     expect((await create('modelkeys', custom, true)).status).toBe(201);
   });
 
@@ -54,20 +55,20 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
     {
       name: 'a Vps without spec.serverType',
       plural: 'vpses',
-      obj: () => vps(ns, 'no-type', {}, ['serverType']),
+      obj: () => vpsManifest(ns, 'no-type', { serverType: undefined }),
       reason: /spec\.serverType: Required value/,
     },
     {
       name: 'a Vps without spec.cloudTokenSecretRef',
       plural: 'vpses',
-      obj: () => vps(ns, 'no-token', {}, ['cloudTokenSecretRef']),
+      obj: () => vpsManifest(ns, 'no-token', { cloudTokenSecretRef: undefined }),
       reason: /spec\.cloudTokenSecretRef: Required value/,
     },
     {
       name: 'a Vps whose tailnet loginServer is not https',
       plural: 'vpses',
       obj: () =>
-        vps(ns, 'ts-http', {
+        vpsManifest(ns, 'ts-http', {
           tailnet: {
             authKeySecretRef: { name: 'ts', key: 'k' },
             loginServer: 'http://headscale.example.test',
@@ -79,82 +80,85 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
       name: 'a Vps whose tailnet tag is not tag:<name>',
       plural: 'vpses',
       obj: () =>
-        vps(ns, 'ts-tag', { tailnet: { authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['server'] } }),
+        vpsManifest(ns, 'ts-tag', {
+          tailnet: { authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['server'] },
+        }),
       reason: /spec\.tailnet\.tags\[0\]: Invalid value/,
     },
     {
       name: 'a Vps whose cloudTokenSecretRef has no key',
       plural: 'vpses',
-      obj: () => vps(ns, 'no-key', { cloudTokenSecretRef: { name: 'hcloud' } }),
+      obj: () => vpsManifest(ns, 'no-key', { cloudTokenSecretRef: { name: 'hcloud' } }),
       reason: /spec\.cloudTokenSecretRef\.key: Required value/,
     },
     {
       name: 'a Vps whose sshKeyRotation.interval is not a Go duration',
       plural: 'vpses',
-      obj: () => vps(ns, 'bad-interval', { sshKeyRotation: { interval: '30 days' } }),
+      obj: () => vpsManifest(ns, 'bad-interval', { sshKeyRotation: { interval: '30 days' } }),
       reason:
         /spec\.sshKeyRotation\.interval: Invalid value: "30 days": spec\.sshKeyRotation\.interval in body should match/,
     },
     {
       name: 'a Vps whose sshKeyRotation.interval is shorter than 1h',
       plural: 'vpses',
-      obj: () => vps(ns, 'short-interval', { sshKeyRotation: { interval: '30m' } }),
+      obj: () => vpsManifest(ns, 'short-interval', { sshKeyRotation: { interval: '30m' } }),
       reason: /spec\.sshKeyRotation: Invalid value: .*at least 1h/,
     },
     {
       name: 'a Vps whose serverType is not a Hetzner server type name',
       plural: 'vpses',
-      obj: () => vps(ns, 'bad-type', { serverType: 'CX22; rm -rf /' }),
+      obj: () => vpsManifest(ns, 'bad-type', { serverType: 'CX22; rm -rf /' }),
       reason: /spec\.serverType: Invalid value: "CX22; rm -rf \/": spec\.serverType in body should match/,
     },
     {
       name: 'a Vps whose gateway takes the proxy port 3101',
       plural: 'vpses',
-      obj: () => vps(ns, 'proxy-port', { gateway: { port: 3101 } }),
+      obj: () => vpsManifest(ns, 'proxy-port', { gateway: { port: 3101 } }),
       reason: /spec\.gateway: Invalid value: .*3101 is reserved/,
     },
     {
       name: 'a Vps whose gateway port is privileged',
       plural: 'vpses',
-      obj: () => vps(ns, 'low-port', { gateway: { port: 80 } }),
+      obj: () => vpsManifest(ns, 'low-port', { gateway: { port: 80 } }),
       reason:
         /spec\.gateway\.port: Invalid value: 80: spec\.gateway\.port in body should be greater than or equal to 1024/,
     },
     {
       name: 'a Vps with an unknown deletionPolicy',
       plural: 'vpses',
-      obj: () => vps(ns, 'bad-policy', { deletionPolicy: 'Destroy' }),
+      obj: () => vpsManifest(ns, 'bad-policy', { deletionPolicy: 'Destroy' }),
       reason: /spec\.deletionPolicy: Unsupported value: "Destroy": supported values: "Delete", "Retain"/,
     },
     {
       name: 'a Vps with an unknown spec field under strict field validation',
       plural: 'vpses',
-      obj: () => vps(ns, 'unknown-field', { rootPassword: 'not-a-real-password' }),
+      obj: () => vpsManifest(ns, 'unknown-field', { rootPassword: 'not-a-real-password' }),
       reason: /unknown field "spec\.rootPassword"/,
       strict: true,
     },
     {
       name: 'a ModelKey with a provider outside the enum',
       plural: 'modelkeys',
-      obj: () => modelKey(ns, 'bad-provider', { provider: 'azure' }),
+      obj: () => modelKeyManifest(ns, 'bad-provider', { provider: 'azure' }),
       reason: /spec\.provider: Unsupported value: "azure": supported values: "anthropic", "openai"/,
     },
     {
       name: 'a custom ModelKey without baseUrl',
       plural: 'modelkeys',
-      obj: () => modelKey(ns, 'custom-no-url', { provider: 'custom' }),
+      obj: () => modelKeyManifest(ns, 'custom-no-url', { provider: 'custom' }),
       reason: /spec: Invalid value: .*baseUrl/,
     },
     {
       name: 'a non-custom ModelKey with a baseUrl',
       plural: 'modelkeys',
-      obj: () => modelKey(ns, 'openai-with-url', { provider: 'openai', baseUrl: 'https://api.example.test' }),
+      obj: () =>
+        modelKeyManifest(ns, 'openai-with-url', { provider: 'openai', baseUrl: 'https://api.example.test' }),
       reason: /spec: Invalid value: .*baseUrl/,
     },
     {
       name: 'a ModelKey without secretRef',
       plural: 'modelkeys',
-      obj: () => modelKey(ns, 'no-secret', {}, ['secretRef']),
+      obj: () => modelKeyManifest(ns, 'no-secret', { secretRef: undefined }),
       reason: /spec\.secretRef: Required value/,
     },
   ];
@@ -169,7 +173,7 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
   }
 
   it('rejects changing the location of an existing Vps (immutable)', async () => {
-    expect((await create('vpses', vps(ns, 'immutable'))).status).toBe(201);
+    expect((await create('vpses', vpsManifest(ns, 'immutable'))).status).toBe(201);
     const res = await rig.adminRequest(
       'PATCH',
       `${base('vpses')}/immutable`,
@@ -192,7 +196,7 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
     };
 
     beforeAll(async () => {
-      expect((await create('vpses', vps(ns, 'status-target'))).status).toBe(201);
+      expect((await create('vpses', vpsManifest(ns, 'status-target'))).status).toBe(201);
     });
 
     it('accepts booleans written through /status (the control)', async () => {

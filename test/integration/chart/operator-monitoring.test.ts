@@ -21,7 +21,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { missingMetrics } from '../../fixtures/monitoring.ts';
 import { LEADER_ELECTION_LEASE, OPERATOR_API_CALLS } from '../../fixtures/operator-rbac.ts';
-import { CLOUD_TOKEN_LABELS, LLM_KEY_LABELS } from '../../lib/system.ts';
+import { cloudTokenSecret, llmKeySecret, modelKeyManifest, vpsManifest } from '../../lib/manifests.ts';
+import { waitFor } from '../../lib/wait.ts';
 import { type StartedRig, startRig } from '../../rig/controlplane.ts';
 import { createTestDatabase, freePort, type TestDatabase } from '../../rig/postgres.ts';
 import { findObject, type K8sObject, render } from './helm.ts';
@@ -131,21 +132,20 @@ function denials(run: OperatorRun): string[] {
 
 const logTail = (run = main) => (run?.logs ?? []).join('').split('\n').slice(-30).join('\n');
 
-async function waitUntil<T>(
+/** `waitFor` that stops early, with the log's tail, when the operator `run` has exited. */
+function waitUntil<T>(
   what: string,
   fn: () => Promise<T | undefined>,
   timeoutMs = 120_000,
   run: OperatorRun | undefined = main,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (run && run.proc.exitCode !== null)
-      throw new Error(`operator exited (${run.proc.exitCode}):\n${logTail(run)}`);
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${logTail(run)}`);
-    await sleep(500);
-  }
+  return waitFor(what, fn, timeoutMs, {
+    giveUp: () =>
+      run && run.proc.exitCode !== null
+        ? `operator exited (${run.proc.exitCode}):\n${logTail(run)}`
+        : undefined,
+    onTimeout: () => logTail(run),
+  });
 }
 
 /** A fake token and LLM key (obviously fake values), a Vps and a ModelKey for it, in userNs. */
@@ -156,38 +156,13 @@ async function applyWorkload(vps: string, modelKey: string): Promise<void> {
       apiVersion: 'v1',
       kind: 'List',
       items: [
-        {
-          apiVersion: 'v1',
-          kind: 'Secret',
-          metadata: { name: `${vps}-hcloud`, labels: CLOUD_TOKEN_LABELS },
-          stringData: { token: fake },
-        },
-        {
-          apiVersion: 'v1',
-          kind: 'Secret',
-          metadata: { name: `${modelKey}-llm`, labels: LLM_KEY_LABELS },
-          stringData: { anthropic: fake },
-        },
-        {
-          apiVersion: 'cannes.dev/v1alpha1',
-          kind: 'Vps',
-          metadata: { name: vps },
-          spec: {
-            serverType: 'cx23',
-            location: 'fsn1',
-            cloudTokenSecretRef: { name: `${vps}-hcloud`, key: 'token' },
-          },
-        },
-        {
-          apiVersion: 'cannes.dev/v1alpha1',
-          kind: 'ModelKey',
-          metadata: { name: modelKey },
-          spec: {
-            vpsRef: { name: vps },
-            provider: 'anthropic',
-            secretRef: { name: `${modelKey}-llm`, key: 'anthropic' },
-          },
-        },
+        cloudTokenSecret(undefined, `${vps}-hcloud`, fake),
+        llmKeySecret(undefined, `${modelKey}-llm`, { anthropic: fake }),
+        vpsManifest(undefined, vps, { cloudTokenSecretRef: { name: `${vps}-hcloud`, key: 'token' } }),
+        modelKeyManifest(undefined, modelKey, {
+          vpsRef: { name: vps },
+          secretRef: { name: `${modelKey}-llm`, key: 'anthropic' },
+        }),
       ],
     }),
   });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { endStdin } from '../../lib/stdin.ts';
+import { waitFor } from '../../lib/wait.ts';
 
 export type ScrapeJob = {
   job: string;
@@ -102,19 +103,17 @@ export class Prometheus {
   }
 
   /** Polls `expr` until `done` accepts the answer; throws (with the last answer) after `timeoutMs`. */
-  async waitFor(expr: string, done: (s: Sample[]) => boolean, timeoutMs = 60_000): Promise<Sample[]> {
-    const deadline = Date.now() + timeoutMs;
+  waitFor(expr: string, done: (s: Sample[]) => boolean, timeoutMs = 60_000): Promise<Sample[]> {
     let last: Sample[] = [];
-    for (;;) {
-      last = await this.query(expr);
-      if (done(last)) return last;
-      if (Date.now() > deadline) {
-        throw new Error(
-          `prometheus: ${expr} did not settle in ${timeoutMs} ms; last answer ${JSON.stringify(last)}`,
-        );
-      }
-      await sleep(250);
-    }
+    return waitFor(
+      `prometheus: ${expr} to settle`,
+      async () => {
+        last = await this.query(expr);
+        return done(last) ? last : undefined;
+      },
+      timeoutMs,
+      { intervalMs: 250, failOnError: true, onTimeout: () => `last answer ${JSON.stringify(last)}` },
+    );
   }
 
   /** Every loaded rule with its health (`ok`, `err`, `unknown` before its first evaluation). */

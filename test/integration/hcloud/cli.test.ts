@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomToken, type Simulator, startSimulator } from '../../hcloud-sim/simulator.ts';
 import { StateOnlyProvider } from '../../hcloud-sim/state-only-provider.ts';
+import { waitUntil } from '../../lib/wait.ts';
 
 /**
  * A real Hetzner client that no one here wrote: the official `hcloud` CLI (mk/hcloud.mk
@@ -58,11 +59,6 @@ describe.skipIf(!CLI)('the official hcloud CLI against the simulator', () => {
     const v: unknown = JSON.parse(r.out);
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('describe: not an object');
     return Object.fromEntries(Object.entries(v));
-  }
-
-  async function until(what: string, cond: () => boolean): Promise<void> {
-    for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 25));
-    if (!cond()) throw new Error(`timed out waiting for ${what}`);
   }
 
   beforeAll(async () => {
@@ -156,7 +152,9 @@ describe.skipIf(!CLI)('the official hcloud CLI against the simulator', () => {
     expect(r.out).toContain(`Server ${name} deleted`);
     const list = await hcloud(['server', 'list', '-o', 'noheader']);
     expect(list.out).not.toContain(name);
-    await until('the host to be destroyed', () => provider.state(id) === 'destroyed');
+    await waitUntil('the host to be destroyed', () => provider.state(id) === 'destroyed', 5_000, {
+      intervalMs: 25,
+    });
   });
 
   it('fails with unauthorized for a wrong token', async () => {

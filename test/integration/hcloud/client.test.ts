@@ -450,11 +450,14 @@ describe('actions and lookups', () => {
   });
 
   it('looks up server types, locations and images by name', async () => {
-    const t = await client.getServerTypeByName(token, 'cax11');
-    expect(t?.architecture).toBe('arm');
-    expect((await client.getLocationByName(token, 'hel1'))?.network_zone).toBe('eu-central');
-    expect((await client.getImageByName(token, 'ubuntu-24.04', 'arm'))?.architecture).toBe('arm');
-    expect(await client.getImageByName(token, 'no-such-image')).toBeUndefined();
+    const types = await client.listServerTypes(token, { name: 'cax11' });
+    expect(types.map((x) => [x.name, x.architecture])).toEqual([['cax11', 'arm']]);
+    expect((await client.listLocations(token, { name: 'hel1' })).map((x) => x.network_zone)).toEqual([
+      'eu-central',
+    ]);
+    const arm = await client.listImages(token, { name: 'ubuntu-24.04', architecture: 'arm' });
+    expect(arm.map((x) => x.architecture)).toEqual(['arm']);
+    expect(await client.listImages(token, { name: 'no-such-image', architecture: 'x86' })).toEqual([]);
     expect((await client.listLocations(token)).length).toBeGreaterThanOrEqual(6);
     expect((await client.listServerTypes(token)).some((x) => x.name === 'cx23')).toBe(true);
   });

@@ -3,31 +3,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlreadyExists, isNotFound } from '../../../operator/kube/client.ts';
 import { Controller, done } from '../../../operator/kube/controller.ts';
 import { Informer } from '../../../operator/kube/informer.ts';
-import { isRecord, type KubeObject, ownerReference, parseKubeObject } from '../../../operator/kube/object.ts';
+import { ownerReference } from '../../../operator/kube/object.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
+import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, tempNamespace, until } from './helpers.ts';
 
-const CONFIGMAPS = {
-  group: '',
-  version: 'v1',
-  plural: 'configmaps',
-  kind: 'ConfigMap',
-  namespaced: true,
-} as const;
 const logger = createLogger('controller-it', { level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
-
-interface ConfigMap extends KubeObject {
-  data: Record<string, string>;
-}
-function parseConfigMap(raw: unknown): ConfigMap {
-  const base = parseKubeObject(raw);
-  const data: Record<string, string> = {};
-  const d = isRecord(raw) ? raw['data'] : undefined;
-  if (isRecord(d)) for (const [k, v] of Object.entries(d)) if (typeof v === 'string') data[k] = v;
-  return { ...base, data };
-}
 
 let rig: Rig;
 let ns: { name: string; remove: () => Promise<void> };

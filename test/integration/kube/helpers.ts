@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KubeClient } from '../../../operator/kube/client.ts';
+import { waitUntil } from '../../lib/wait.ts';
 import type { Rig } from '../../rig/rig.ts';
 
 /** A KubeConfig for the rig's admin identity, optionally pointed at another address (a TcpProxy). */
@@ -106,15 +107,14 @@ export class TcpProxy {
   }
 }
 
-/** Waits until `cond` holds (bounded by `timeoutMs`), polling; the test fails with `what` otherwise. */
-export async function until(
+/**
+ * Waits until `cond` holds (bounded by `timeoutMs`), polling often: these conditions are watch
+ * events the test expects within moments. A `cond` that throws fails the test at once.
+ */
+export function until(
   cond: () => boolean | Promise<boolean>,
   what: string,
   timeoutMs = 30_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  return waitUntil(what, cond, timeoutMs, { intervalMs: 50, failOnError: true });
 }

@@ -2,31 +2,15 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type KubeApi, KubeClient } from '../../../operator/kube/client.ts';
 import { Informer, type InformerEvent } from '../../../operator/kube/informer.ts';
-import { isRecord, type KubeObject, parseKubeObject } from '../../../operator/kube/object.ts';
+import { type KubeObject, parseKubeObject } from '../../../operator/kube/object.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
+import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps.ts';
+import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, adminKubeConfig, TcpProxy, tempNamespace, until } from './helpers.ts';
 
-const CONFIGMAPS = {
-  group: '',
-  version: 'v1',
-  plural: 'configmaps',
-  kind: 'ConfigMap',
-  namespaced: true,
-} as const;
 const logger = createLogger('informer-it', { level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
-
-interface ConfigMap extends KubeObject {
-  data: Record<string, string>;
-}
-function parseConfigMap(raw: unknown): ConfigMap {
-  const base = parseKubeObject(raw);
-  const data: Record<string, string> = {};
-  const d = isRecord(raw) ? raw['data'] : undefined;
-  if (isRecord(d)) for (const [k, v] of Object.entries(d)) if (typeof v === 'string') data[k] = v;
-  return { ...base, data };
-}
 
 async function metric(registry: Registry, name: string, labels: Record<string, string>): Promise<number> {
   const m = await registry.getSingleMetric(name)?.get();
@@ -142,16 +126,7 @@ describe('Informer against a real API server', () => {
     const vpsPath = `/apis/cannes.dev/v1alpha1/namespaces/${ns.name}/vpses`;
     const createVps = (name: string) =>
       real.request('POST', vpsPath, {
-        body: {
-          apiVersion: 'cannes.dev/v1alpha1',
-          kind: 'Vps',
-          metadata: { name },
-          spec: {
-            serverType: 'cx23',
-            location: 'fsn1',
-            cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
-          },
-        },
+        body: vpsManifest(undefined, name),
       });
     const watchedFrom: string[] = [];
     // As if the informer had last seen resourceVersion 1 (long compacted, older than the Vps watch

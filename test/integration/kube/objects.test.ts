@@ -12,6 +12,7 @@ import { EventRecorder } from '../../../operator/kube/events.ts';
 import { addFinalizer, removeFinalizer } from '../../../operator/kube/finalizers.ts';
 import { isRecord, type KubeObject, ownerReference, parseKubeObject } from '../../../operator/kube/object.ts';
 import { updateStatus } from '../../../operator/kube/status.ts';
+import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, suffix, tempNamespace } from './helpers.ts';
@@ -55,12 +56,7 @@ afterAll(async () => {
 async function createVps(): Promise<Vps> {
   const name = `vps-${suffix()}`;
   const raw = await api.request('POST', `/apis/cannes.dev/v1alpha1/namespaces/${ns.name}/vpses`, {
-    body: {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'Vps',
-      metadata: { name },
-      spec: { serverType: 'cx23', location: 'fsn1', cloudTokenSecretRef: { name: 'hcloud', key: 'token' } },
-    },
+    body: vpsManifest(undefined, name),
   });
   return parseVps(raw);
 }

@@ -4,17 +4,11 @@ import { Informer } from '../../../operator/kube/informer.ts';
 import { LeaderElector } from '../../../operator/kube/leader.ts';
 import { type KubeObject, parseKubeObject } from '../../../operator/kube/object.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
+import { CONFIGMAPS } from '../../lib/configmaps.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, suffix, tempNamespace, until } from './helpers.ts';
 
-const CONFIGMAPS = {
-  group: '',
-  version: 'v1',
-  plural: 'configmaps',
-  kind: 'ConfigMap',
-  namespaced: true,
-} as const;
 const logger = createLogger('replicas-it', { level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
 const TIMING = { leaseDurationMs: 4000, renewDeadlineMs: 3000, retryPeriodMs: 500 };
 

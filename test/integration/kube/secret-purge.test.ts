@@ -5,6 +5,7 @@ import type { KubeClient } from '../../../operator/kube/client.ts';
 import { EventRecorder } from '../../../operator/kube/events.ts';
 import { Informer } from '../../../operator/kube/informer.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from '../../../operator/wiring/kube.ts';
+import { vpsManifest } from '../../lib/manifests.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, tempNamespace } from './helpers.ts';
 
@@ -85,16 +86,14 @@ describe('purging a key from a Secret', () => {
         stringData: { token: planted },
       },
     });
-    const vps = parseVps({
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'Vps',
-      metadata: { name: 'agent', namespace: ns.name, uid: randomUUID(), resourceVersion: '1', generation: 1 },
-      spec: {
-        serverType: 'cx23',
-        location: 'fsn1',
-        cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' },
-      },
-    });
+    const vps = parseVps(
+      vpsManifest(
+        ns.name,
+        'agent',
+        { serverType: 'cx23', cloudTokenSecretRef: { name: 'hcloud-token', key: 'token' } },
+        { uid: randomUUID(), resourceVersion: '1', generation: 1 },
+      ),
+    );
     const err = await port.ensureGatewayToken(vps).catch((e: unknown) => e);
     expect(err).toMatchObject({ reason: 'GatewaySecretNotOwned' });
     expect(String(err)).not.toContain(planted);

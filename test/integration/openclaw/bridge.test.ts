@@ -16,7 +16,6 @@ import {
   composeFile,
   GATEWAY_GID,
   GATEWAY_UID,
-  type GatewayModelKey,
   gatewayConfig,
   gatewayEnvFile,
   HOST,
@@ -26,7 +25,8 @@ import {
   proxyUnit,
 } from '../../../operator/remote/index.ts';
 import { openclawDir } from '../../lib/openclaw.ts';
-import { type RunningGateway, readIfPresent, startGateway, walk } from './run.ts';
+import { waitFor } from '../../lib/wait.ts';
+import { chatFixture, type RunningGateway, readIfPresent, startGateway, walk } from './run.ts';
 
 /**
  * The production addressing, unchanged: a network namespace with a `docker0` at 172.17.0.1,
@@ -43,17 +43,7 @@ const id = randomBytes(3).toString('hex');
 /** The VPS host (docker0, proxy, firewall, upstreams) and the gateway container on its bridge. */
 const NS = `cx-gw-${id}`;
 const NS_C = `cx-gc-${id}`;
-// The first agent turn warms up for 20-70 s on a quiet machine and far longer under a full
-// parallel `make test`: generous, and never a timing assertion.
-const CHAT_TIMEOUT_MS = 420_000;
-const canary = (what: string) => `sk-${what}-canary-${randomBytes(18).toString('base64url')}`;
-const REAL = { claude: canary('ant'), gpt: canary('oai'), gemini: canary('goog') };
-const TOKEN = canary('gwtoken');
-const MODEL_KEYS: GatewayModelKey[] = [
-  { name: 'claude', provider: 'anthropic', models: [{ id: 'claude-fake-1', name: 'Claude Fake' }] },
-  { name: 'gpt', provider: 'openai', models: [{ id: 'gpt-fake-1', name: 'GPT Fake' }] },
-  { name: 'gemini', provider: 'google', models: [{ id: 'gemini-fake-1', name: 'Gemini Fake' }] },
-];
+const { CHAT_TIMEOUT_MS, REAL, TOKEN, MODEL_KEYS } = chatFixture();
 // The host reaches the container directly (what the published port forwards to).
 const GW = `http://172.17.0.2:${DEFAULT_GATEWAY_PORT}`;
 
@@ -102,16 +92,14 @@ fetch(u, { ...i, signal: AbortSignal.timeout(${CHAT_TIMEOUT_MS}) }).then(async (
   return { status: o.status, body: o.body };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    if (gw !== undefined && gw.child.exitCode !== null) throw new Error(`gateway exited:\n${gw.output()}`);
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() - start > timeoutMs)
-      throw new Error(`${what}: not within ${timeoutMs} ms\n${gw?.output() ?? ''}`);
-    await new Promise((r) => setTimeout(r, 1_000));
-  }
+/** Polls once a second; stops early, with the gateway's output, when the gateway has exited. */
+function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  return waitFor(what, fn, timeoutMs, {
+    intervalMs: 1_000,
+    giveUp: () =>
+      gw !== undefined && gw.child.exitCode !== null ? `gateway exited:\n${gw.output()}` : undefined,
+    onTimeout: () => gw?.output() ?? '',
+  });
 }
 
 beforeAll(async () => {

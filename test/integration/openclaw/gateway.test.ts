@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,14 +10,15 @@ import { Secret } from '../../../operator/lib/secret.ts';
 import {
   COMPOSE_SERVICE,
   composeFile,
-  type GatewayModelKey,
   gatewayConfig,
   gatewayEnvFile,
   keyFile,
 } from '../../../operator/remote/index.ts';
+import { waitUntil } from '../../lib/wait.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../../upstreams/index.ts';
 import {
   baseEnv,
+  chatFixture,
   freePort,
   type OpenClawEnv,
   type RunningGateway,
@@ -39,18 +40,7 @@ import {
  *   test ──chat──▶ gateway ──proxy-managed──▶ tap ──▶ proxy ──real key──▶ fake upstream
  */
 
-// The first agent turn warms up for 20-70 s on a quiet machine and far longer under a full
-// parallel `make test`: generous, and never a timing assertion.
-const CHAT_TIMEOUT_MS = 420_000;
-const canary = (what: string) => `sk-${what}-canary-${randomBytes(18).toString('base64url')}`;
-const REAL = { claude: canary('ant'), gpt: canary('oai'), gemini: canary('goog') };
-const TOKEN = canary('gwtoken');
-
-const MODEL_KEYS: GatewayModelKey[] = [
-  { name: 'claude', provider: 'anthropic', models: [{ id: 'claude-fake-1', name: 'Claude Fake' }] },
-  { name: 'gpt', provider: 'openai', models: [{ id: 'gpt-fake-1', name: 'GPT Fake' }] },
-  { name: 'gemini', provider: 'google', models: [{ id: 'gemini-fake-1', name: 'Gemini Fake' }] },
-];
+const { CHAT_TIMEOUT_MS, REAL, TOKEN, MODEL_KEYS } = chatFixture();
 
 let dir: string;
 let ups: { claude: RunningUpstream; gpt: RunningUpstream; gemini: RunningUpstream };
@@ -108,10 +98,11 @@ beforeAll(async () => {
   proxy.stderr?.on('data', (b: Buffer) => {
     proxyOutput += b.toString();
   });
-  await until(
+  await waitUntil(
+    'the proxy /healthz',
     async () => (await fetch(`http://127.0.0.1:${proxyPort}/healthz`)).ok,
     30_000,
-    () => proxyOutput,
+    { intervalMs: 200, onTimeout: () => proxyOutput },
   );
   tap = await startTap(`http://127.0.0.1:${proxyPort}`);
 
@@ -237,16 +228,3 @@ describe('the real OpenClaw gateway with the generated config', () => {
     expect(gw?.output()).not.toContain(TOKEN);
   });
 });
-
-async function until(check: () => Promise<boolean>, timeoutMs: number, output: () => string): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() - start > timeoutMs) throw new Error(`not ready after ${timeoutMs} ms:\n${output()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}

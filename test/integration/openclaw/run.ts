@@ -1,12 +1,41 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { type Dirent, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import type { GatewayModelKey } from '../../../operator/remote/index.ts';
 import { openclawEntry, openclawPackageDir } from '../../lib/openclaw.ts';
 
 /** Helpers to run the real OpenClaw CLI and gateway from the cache install (test/lib/openclaw.ts). */
+
+/**
+ * What the chat tests give the gateway: three ModelKeys (one per provider, claude the default), a fake real key for
+ * each (random canaries, so a test can scan for leaks) and a gateway token.
+ */
+export function chatFixture() {
+  const canary = (what: string) => `sk-${what}-canary-${randomBytes(18).toString('base64url')}`;
+  const MODEL_KEYS: GatewayModelKey[] = [
+    // Several keys: exactly one names the agent's default model.
+    {
+      name: 'claude',
+      provider: 'anthropic',
+      models: [{ id: 'claude-fake-1', name: 'Claude Fake' }],
+      default: true,
+    },
+    { name: 'gpt', provider: 'openai', models: [{ id: 'gpt-fake-1', name: 'GPT Fake' }] },
+    { name: 'gemini', provider: 'google', models: [{ id: 'gemini-fake-1', name: 'Gemini Fake' }] },
+  ];
+  return {
+    // The first agent turn warms up for 20-70 s on a quiet machine and far longer under a full
+    // parallel `make test`: generous, and never a timing assertion.
+    CHAT_TIMEOUT_MS: 420_000,
+    REAL: { claude: canary('ant'), gpt: canary('oai'), gemini: canary('goog') },
+    TOKEN: canary('gwtoken'),
+    MODEL_KEYS,
+  };
+}
 
 export interface OpenClawEnv {
   readonly home: string;

@@ -8,15 +8,16 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import type { RecordedRequest } from '../../hcloud-sim/simulator.ts';
-import { endStdin } from '../../lib/stdin.ts';
 import {
-  CLOUD_TOKEN_LABELS,
-  LLM_KEY_LABELS,
-  type OperatorProcess,
-  type System,
+  cloudTokenSecret,
+  llmKeySecret,
+  type Manifest,
+  modelKeyManifest,
   TAILNET_AUTH_KEY_LABELS,
-  waitFor,
-} from '../../lib/system.ts';
+  vpsManifest,
+} from '../../lib/manifests.ts';
+import { endStdin } from '../../lib/stdin.ts';
+import { type OperatorProcess, type System, waitFor } from '../../lib/system.ts';
 
 const run = promisify(execFile);
 
@@ -106,7 +107,7 @@ export async function waitReady(
  * docs/robustness.md).
  */
 export function vpsManifests(s: System, name: string, opts: { tailnetKey?: string } = {}): string {
-  const docs = [
+  const docs: Manifest[] = [
     ...(opts.tailnetKey
       ? [
           {
@@ -117,49 +118,38 @@ export function vpsManifests(s: System, name: string, opts: { tailnetKey?: strin
           },
         ]
       : []),
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: `${name}-hcloud`, namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
-      stringData: { token: s.canaries.hcloudToken },
-    },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: { name: 'llm-keys', namespace: s.namespace, labels: LLM_KEY_LABELS },
-      stringData: s.canaries.modelKeys,
-    },
-    {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'Vps',
-      metadata: { name, namespace: s.namespace },
-      spec: {
-        serverType: 'cx23',
-        location: 'fsn1',
-        cloudTokenSecretRef: { name: `${name}-hcloud`, key: 'token' },
-        ...(opts.tailnetKey
-          ? {
-              tailnet: {
-                authKeySecretRef: { name: `${name}-tailnet`, key: 'authkey' },
-                loginServer: s.tailnet?.url,
-              },
-            }
-          : {}),
-      },
-    },
-    {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'ModelKey',
-      metadata: { name: `${name}-openai`, namespace: s.namespace },
-      spec: {
-        vpsRef: { name },
-        provider: 'openai',
-        secretRef: { name: 'llm-keys', key: 'openai' },
-        purgeSecretAfterDelivery: false,
-      },
-    },
+    cloudTokenSecret(s.namespace, `${name}-hcloud`, s.canaries.hcloudToken),
+    llmKeySecret(s.namespace, 'llm-keys', s.canaries.modelKeys),
+    ...openaiVps(s, name, `${name}-hcloud`, opts.tailnetKey ? s.tailnet?.url : undefined),
   ];
   return docs.map((d) => stringify(d)).join('---\n');
+}
+
+/**
+ * A Vps whose token is in Secret `tokenSecret` and its one ModelKey (openai, from the
+ * `llm-keys` Secret, kept after delivery): the unit of the robustness tests and the benchmark.
+ */
+export function openaiVps(
+  s: System,
+  name: string,
+  tokenSecret: string,
+  tailnetLoginServer?: string,
+): Manifest[] {
+  return [
+    vpsManifest(s.namespace, name, {
+      cloudTokenSecretRef: { name: tokenSecret, key: 'token' },
+      // With a login server: on the rig's tailnet, the auth key in Secret `<name>-tailnet`.
+      tailnet: tailnetLoginServer
+        ? { authKeySecretRef: { name: `${name}-tailnet`, key: 'authkey' }, loginServer: tailnetLoginServer }
+        : undefined,
+    }),
+    modelKeyManifest(s.namespace, `${name}-openai`, {
+      vpsRef: { name },
+      provider: 'openai',
+      secretRef: { name: 'llm-keys', key: 'openai' },
+      purgeSecretAfterDelivery: false,
+    }),
+  ];
 }
 
 /**

@@ -7,8 +7,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cloudTokenSecret } from '../../lib/manifests.ts';
 import {
-  CLOUD_TOKEN_LABELS,
   exampleManifests,
   metricSum,
   type OperatorProcess,
@@ -164,12 +164,7 @@ describe('a Vps with two ModelKeys', () => {
     expect(s.hosts.info(host.serverId)).toBeDefined();
     await s.kubectl(
       ['apply', '-f', '-'],
-      JSON.stringify({
-        apiVersion: 'v1',
-        kind: 'Secret',
-        metadata: { name: 'hcloud-token', namespace: s.namespace, labels: CLOUD_TOKEN_LABELS },
-        stringData: { token: s.canaries.hcloudToken },
-      }),
+      JSON.stringify(cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken)),
     );
     await waitFor(
       'Vps gone',

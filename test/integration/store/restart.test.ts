@@ -51,9 +51,9 @@ describe.each(['direct', 'pgbouncer'] as const)('a Postgres restart in the middl
       const state = await s.getVpsState(uid);
       if ((await state?.activeKey?.privateKey())?.reveal() !== secret)
         throw new Error(`round ${i}: wrong key read back`);
-      await s.putCloudToken(uid, Secret.of(`t-${secret}`), 60);
-      if ((await s.getCloudToken(uid))?.reveal() !== `t-${secret}`)
-        throw new Error(`round ${i}: wrong token read back`);
+      await s.recordServer(uid, { serverId: i + 1, ipv4: '198.18.0.9' });
+      if ((await s.getVpsState(uid))?.vps.serverId !== i + 1)
+        throw new Error(`round ${i}: wrong server id read back`);
     };
     const workload = (async () => {
       for (let i = 0; opsAfterRestart < 15 && i < 10_000; i++) {

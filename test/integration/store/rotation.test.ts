@@ -1,74 +1,16 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secret } from '../../../operator/lib/secret.ts';
-import {
-  type PublicKey,
-  parsePrivateKey,
-  parsePublicKey,
-  samePublicKey,
-} from '../../../operator/ssh/keys.ts';
-import {
-  ROTATION_FAULT_POINTS,
-  type RotationRemote,
-  type RotationSession,
-  rotateSshKey,
-} from '../../../operator/ssh/rotation.ts';
+import { parsePrivateKey, parsePublicKey } from '../../../operator/ssh/keys.ts';
+import { ROTATION_FAULT_POINTS, rotateSshKey } from '../../../operator/ssh/rotation.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
 import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { createTestDatabase, type TestDatabase } from '../../rig/postgres.ts';
+import { ModelServer } from '../../unit/ssh/model-server.ts';
+import { ed25519TestPair } from '../../unit/ssh/test-keys.ts';
 
 class Crash extends Error {}
-
-/**
- * ssh2's generateKeyPairSync('ed25519') drops a leading zero byte of the public key about once
- * in 256 keys, producing a key nothing can parse; a test key must be a valid one.
- */
-function ed25519Pair(): { private: string; public: string } {
-  for (;;) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
-    try {
-      parsePrivateKey(Secret.of(pair.private));
-      parsePublicKey(pair.public);
-      return pair;
-    } catch {
-      // try again
-    }
-  }
-}
-
-/** A server modelled as its authorized_keys and keygen folder (the real-sshd version lives in test/integration/ssh). */
-class ModelServer implements RotationRemote {
-  authorized: PublicKey[] = [];
-  keygenFiles = new Map<string, Secret>();
-
-  async login(key: Secret): Promise<RotationSession | 'refused'> {
-    const pub = parsePrivateKey(key).publicKey;
-    if (!this.authorized.some((k) => samePublicKey(k, pub))) return 'refused';
-    const server = this;
-    return {
-      async generateKey(id) {
-        const pair = ed25519Pair();
-        const privateKey = Secret.of(pair.private);
-        server.keygenFiles.set(id, privateKey);
-        return { privateKey, publicKey: parsePublicKey(pair.public) };
-      },
-      async wipeKeygen() {
-        server.keygenFiles.clear();
-      },
-      async authorizeKey(k) {
-        if (!server.authorized.some((a) => samePublicKey(a, k))) server.authorized.push(k);
-      },
-      async revokeKeys(remove, keep) {
-        server.authorized = server.authorized.filter(
-          (a) => samePublicKey(a, keep) || !remove.some((r) => samePublicKey(r, a)),
-        );
-      },
-      close() {},
-    };
-  }
-}
 
 const HOST_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostHostHostHostHostHostHostHostHostHost root@os';
 
@@ -93,7 +35,7 @@ describe('the rotation protocol and the Vps controller port on the Postgres stor
     const ports = controllerStore(store);
     await ports.upsertVps({ uid, namespace: 'default', name: `v-${uid.slice(0, 6)}` });
     await ports.setServer(uid, 1001, '198.18.0.20');
-    const pair = ed25519Pair();
+    const pair = ed25519TestPair();
     const server = new ModelServer();
     server.authorized.push(parsePublicKey(pair.public));
     const rescueKey = Secret.of(pair.private);
@@ -134,7 +76,7 @@ describe('the rotation protocol and the Vps controller port on the Postgres stor
     await ports.saveRescueResult(uid, HOST_KEY, { publicKey: pub, privateKey: rescueKey });
     const first = (await ports.getVps(uid))?.activeKey?.id;
     expect((await store.listKeys(uid)).map((k) => k.id)).toEqual([first]);
-    const again = ed25519Pair();
+    const again = ed25519TestPair();
     await ports.saveRescueResult(uid, HOST_KEY, {
       publicKey: parsePublicKey(again.public).line,
       privateKey: Secret.of(again.private),

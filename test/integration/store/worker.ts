@@ -3,8 +3,8 @@
  *   node worker.ts migrate <url> <keys-file> <start-at-ms>
  *       waits until start-at (so several processes race), runs the migrations, prints the report.
  *   node worker.ts churn <url> <keys-file> <run-id> <stop-file>
- *       until stop-file exists: rotates SSH keys of the existing Vps rows, replaces cloud tokens,
- *       reads everything back and checks each value against the formula it was written with.
+ *       until stop-file exists: rotates the SSH keys of the existing Vps rows, reads each active
+ *       key back and checks it against the formula it was written with.
  *       Writes its op count to <stop-file>.ops after each op; prints {ops, errors, errorReasons} as JSON on exit.
  */
 import { existsSync, writeFileSync } from 'node:fs';
@@ -17,8 +17,6 @@ import { PostgresStore } from '../../../operator/store/postgres.ts';
 
 export const privateKeyFor = (runId: string, uid: string, keyId: string): string =>
   `-----BEGIN OPENSSH PRIVATE KEY-----\ncanary-${runId}-${uid}-${keyId}\n-----END OPENSSH PRIVATE KEY-----\n`;
-export const tokenFor = (runId: string, uid: string, n: number): string =>
-  `token-canary-${runId}-${uid}-${n}`;
 export const FAKE_PUBLIC_KEY =
   'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFake test';
 
@@ -56,20 +54,14 @@ async function main(argv: string[]): Promise<number> {
         if (!active) throw new Error(`no active key for ${uid}`);
         if ((await active.privateKey()).reveal() !== privateKeyFor(runId, uid, active.id))
           throw new Error('wrong plaintext');
-        if (i % 2 === 0) {
-          const id = crypto.randomUUID();
-          await store.insertPendingKey(uid, {
-            id,
-            publicKey: FAKE_PUBLIC_KEY,
-            privateKey: Secret.of(privateKeyFor(runId, uid, id)),
-          });
-          await store.promotePendingKey(uid, id);
-          await store.deleteRetiredKeys(uid);
-        } else {
-          await store.putCloudToken(uid, Secret.of(tokenFor(runId, uid, i)), 3600);
-          const t = await store.getCloudToken(uid);
-          if (t?.reveal() !== tokenFor(runId, uid, i)) throw new Error('wrong token');
-        }
+        const id = crypto.randomUUID();
+        await store.insertPendingKey(uid, {
+          id,
+          publicKey: FAKE_PUBLIC_KEY,
+          privateKey: Secret.of(privateKeyFor(runId, uid, id)),
+        });
+        await store.promotePendingKey(uid, id);
+        await store.deleteRetiredKeys(uid);
         ops++;
         writeFileSync(`${arg5}.ops`, String(ops));
       } catch (err) {

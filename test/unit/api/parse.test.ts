@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseModelKey, parseVps } from '../../../operator/api/parse.ts';
+import { modelKeyManifest, vpsManifest } from '../../lib/manifests.ts';
 
 const meta = { name: 'agent', namespace: 'ns', uid: 'u-1', resourceVersion: '7', generation: 2 };
 const condition = {
@@ -14,10 +15,7 @@ const condition = {
 describe('parsing objects at the boundary', () => {
   it('fills the defaults of a minimal Vps and keeps conditions with date-time fields', () => {
     const v = parseVps({
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'Vps',
-      metadata: meta,
-      spec: { serverType: 'cx23', location: 'fsn1', cloudTokenSecretRef: { name: 'h', key: 'token' } },
+      ...vpsManifest(meta.namespace, meta.name, {}, meta),
       status: { ready: true, conditions: [condition] },
     });
     expect(v.spec).toMatchObject({
@@ -31,13 +29,30 @@ describe('parsing objects at the boundary', () => {
     expect(v.status.conditions).toHaveLength(1);
   });
 
+  it('rejects a ModelKey whose spec breaks the schema, naming the field', () => {
+    expect(() =>
+      parseModelKey(modelKeyManifest(meta.namespace, meta.name, { provider: 'acme' }, meta)),
+    ).toThrow(/provider/);
+  });
+
+  it('rejects a non-boolean status field and a bad condition time', () => {
+    const base = modelKeyManifest(meta.namespace, meta.name, { provider: 'openai' }, meta);
+    expect(parseModelKey({ ...base, status: { hasKey: true, conditions: [condition] } }).status.hasKey).toBe(
+      true,
+    );
+    expect(() => parseModelKey({ ...base, status: { hasKey: 'yes' } })).toThrow(/hasKey/);
+    expect(() =>
+      parseModelKey({ ...base, status: { conditions: [{ ...condition, lastTransitionTime: 'yesterday' }] } }),
+    ).toThrow(/lastTransitionTime/);
+  });
+
   it('fills spec.tailnet defaults (hostname from the Vps name, Tailscale login server) and refuses http', () => {
     const vps = (tailnet: unknown, name = 'my.agent') =>
       parseVps({
         apiVersion: 'cannes.dev/v1alpha1',
         kind: 'Vps',
         metadata: { ...meta, name },
-        spec: { serverType: 'cx22', location: 'fsn1', cloudTokenSecretRef: { name: 'h', key: 't' }, tailnet },
+        spec: { serverType: 'cx23', location: 'fsn1', cloudTokenSecretRef: { name: 'h', key: 't' }, tailnet },
         status: {},
       });
     expect(vps({ authKeySecretRef: { name: 'ts', key: 'authkey' } }).spec.tailnet).toEqual({
@@ -53,32 +68,5 @@ describe('parsing objects at the boundary', () => {
     expect(() => vps({ authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['cannes'] })).toThrow(/tags/);
     expect(() => vps({ authKeySecretRef: { name: 'ts', key: 'k' }, hostname: 'a.b' })).toThrow(/hostname/);
     expect(vps(undefined).spec.tailnet).toBeUndefined();
-  });
-
-  it('rejects a ModelKey whose spec breaks the schema, naming the field', () => {
-    expect(() =>
-      parseModelKey({
-        apiVersion: 'cannes.dev/v1alpha1',
-        kind: 'ModelKey',
-        metadata: meta,
-        spec: { vpsRef: { name: 'agent' }, provider: 'acme', secretRef: { name: 's', key: 'k' } },
-      }),
-    ).toThrow(/provider/);
-  });
-
-  it('rejects a non-boolean status field and a bad condition time', () => {
-    const base = {
-      apiVersion: 'cannes.dev/v1alpha1',
-      kind: 'ModelKey',
-      metadata: meta,
-      spec: { vpsRef: { name: 'agent' }, provider: 'openai', secretRef: { name: 's', key: 'k' } },
-    };
-    expect(parseModelKey({ ...base, status: { hasKey: true, conditions: [condition] } }).status.hasKey).toBe(
-      true,
-    );
-    expect(() => parseModelKey({ ...base, status: { hasKey: 'yes' } })).toThrow(/hasKey/);
-    expect(() =>
-      parseModelKey({ ...base, status: { conditions: [{ ...condition, lastTransitionTime: 'yesterday' }] } }),
-    ).toThrow(/lastTransitionTime/);
   });
 });

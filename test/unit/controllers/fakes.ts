@@ -2,6 +2,7 @@
  * In-memory fakes of the controller ports (unit tests only: integration tests use the rig's
  * real API server, Postgres, simulator and simulated servers).
  */
+import { parseVps } from '../../../operator/api/parse.ts';
 import type { ModelKeySpec, ModelKeyStatus, SecretUsage, VpsStatus } from '../../../operator/api/schema.ts';
 import type {
   ActiveKey,
@@ -25,6 +26,7 @@ import type {
 } from '../../../operator/controllers/ports.ts';
 import { TerminalError } from '../../../operator/lib/errors.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
+import { vpsManifest } from '../../lib/manifests.ts';
 
 export type Calls = string[];
 
@@ -57,19 +59,12 @@ export function meta(name: string, uid: string, extra: Partial<ObjectMeta> = {})
   };
 }
 
+/** The minimal test Vps (test/lib/manifests.ts) with the API's defaults filled in, as the operator sees it. */
 export function vpsSpec(extra: Partial<ResolvedVpsSpec> = {}): ResolvedVpsSpec {
-  return {
-    serverType: 'cx23',
-    location: 'fsn1',
-    image: 'docker-ce',
-    cloudTokenSecretRef: { name: 'hcloud', key: 'token' },
-    gateway: { image: 'ghcr.io/openclaw/openclaw:2026.9.6', port: 18789 },
-    sshKeyRotation: { interval: '720h' },
-    access: { sshAuthorizedKeys: [] },
-    purgeCloudTokenAfterSetup: true,
-    deletionPolicy: 'Delete',
-    ...extra,
-  };
+  const parsed = parseVps(
+    vpsManifest('ns', 'agent', {}, { uid: 'uid-spec', resourceVersion: '1', generation: 1 }),
+  );
+  return { ...parsed.spec, ...extra };
 }
 
 /** Updates an object's metadata like the API server: resourceVersion precondition, GC on no finalizers. */

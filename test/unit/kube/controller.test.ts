@@ -14,15 +14,9 @@ import { Informer } from '../../../operator/kube/informer.ts';
 import { ExponentialFailureRateLimiter } from '../../../operator/kube/ratelimit.ts';
 import { TerminalError } from '../../../operator/lib/errors.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
-import { FakeApi, flush, ManualClock, parseTestObject, type TestObject, until } from './fakes.ts';
+import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps.ts';
+import { FakeApi, flush, ManualClock, until } from './fakes.ts';
 
-const CONFIGMAPS = {
-  group: '',
-  version: 'v1',
-  plural: 'configmaps',
-  kind: 'ConfigMap',
-  namespaced: true,
-} as const;
 const logger = createLogger('test', { level: 'silent' });
 
 function setup(
@@ -31,10 +25,10 @@ function setup(
 ) {
   const api = new FakeApi();
   const registry = new Registry();
-  const informer = new Informer<TestObject>({
+  const informer = new Informer<ConfigMap>({
     api,
     resource: CONFIGMAPS,
-    parse: parseTestObject,
+    parse: parseConfigMap,
     resyncMs: 0,
   });
   const controller = new Controller({
@@ -266,10 +260,10 @@ describe('Controller', () => {
       return done();
     });
     const other = new FakeApi();
-    const secondary = new Informer<TestObject>({
+    const secondary = new Informer<ConfigMap>({
       api: other,
       resource: CONFIGMAPS,
-      parse: parseTestObject,
+      parse: parseConfigMap,
       resyncMs: 0,
     });
     t.controller.watch(secondary, (o) => (o.data['owner'] ? [`ns/${o.data['owner']}`] : []));

@@ -3,9 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { statusError } from '../../../operator/kube/client.ts';
 import { EventRecorder } from '../../../operator/kube/events.ts';
 import { isRecord } from '../../../operator/kube/object.ts';
-import { FakeApi, parseTestObject } from './fakes.ts';
+import { parseConfigMap } from '../../lib/configmaps.ts';
+import { FakeApi } from './fakes.ts';
 
-const regarding = parseTestObject({
+const regarding = parseConfigMap({
   apiVersion: 'cannes.dev/v1alpha1',
   kind: 'Vps',
   metadata: { name: 'my-vps', namespace: 'team', uid: 'uid-1', resourceVersion: '9' },

@@ -5,7 +5,8 @@ import {
   type WatchEvent,
 } from '../../../operator/kube/client.ts';
 import type { Clock, Timer } from '../../../operator/kube/clock.ts';
-import { isRecord, type KubeObject, parseKubeObject } from '../../../operator/kube/object.ts';
+import { isRecord } from '../../../operator/kube/object.ts';
+import { waitUntil } from '../../lib/wait.ts';
 
 /** A clock that only moves when a test advances it; timers fire in due order. */
 export class ManualClock implements Clock {
@@ -49,13 +50,12 @@ export async function flush(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
-/** Waits (real time, bounded) until `cond` holds; fails the test with `what` otherwise. */
-export async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+/**
+ * Waits (real time, bounded) until `cond` holds; fails the test with `what` otherwise. The
+ * fakes answer in-process, so it polls every few milliseconds and a throwing `cond` fails at once.
+ */
+export function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  return waitUntil(what, cond, timeoutMs, { intervalMs: 5, failOnError: true });
 }
 
 export interface FakeWatch {
@@ -64,18 +64,6 @@ export interface FakeWatch {
   /** Ends the stream: null = clean close. */
   end(err: unknown): void;
   aborted: boolean;
-}
-
-/** Parses a ConfigMap-like object: metadata plus `data`. */
-export interface TestObject extends KubeObject {
-  data: Record<string, string>;
-}
-export function parseTestObject(raw: unknown): TestObject {
-  const base = parseKubeObject(raw);
-  const data = isRecord(raw) && isRecord(raw['data']) ? raw['data'] : {};
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(data)) if (typeof v === 'string') out[k] = v;
-  return { ...base, data: out };
 }
 
 /**

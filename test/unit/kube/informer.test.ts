@@ -2,25 +2,18 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { statusError } from '../../../operator/kube/client.ts';
 import { Informer, type InformerEvent } from '../../../operator/kube/informer.ts';
-import { FakeApi, flush, ManualClock, parseTestObject, type TestObject } from './fakes.ts';
-
-const CONFIGMAPS = {
-  group: '',
-  version: 'v1',
-  plural: 'configmaps',
-  kind: 'ConfigMap',
-  namespaced: true,
-} as const;
+import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps.ts';
+import { FakeApi, flush, ManualClock } from './fakes.ts';
 
 function setup(opts: { resyncMs?: number; staleMs?: number } = {}) {
   const api = new FakeApi();
   const clock = new ManualClock();
   const registry = new Registry();
-  const informer = new Informer<TestObject>({
+  const informer = new Informer<ConfigMap>({
     api,
     resource: CONFIGMAPS,
     namespace: 'ns',
-    parse: parseTestObject,
+    parse: parseConfigMap,
     clock,
     registry,
     resyncMs: opts.resyncMs ?? 0,
@@ -28,7 +21,7 @@ function setup(opts: { resyncMs?: number; staleMs?: number } = {}) {
     backoffInitialMs: 1000,
   });
   const events: string[] = [];
-  informer.on((ev: InformerEvent<TestObject>) => events.push(`${ev.type}:${ev.object.metadata.name}`));
+  informer.on((ev: InformerEvent<ConfigMap>) => events.push(`${ev.type}:${ev.object.metadata.name}`));
   return { api, clock, registry, informer, events };
 }
 

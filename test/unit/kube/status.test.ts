@@ -4,15 +4,8 @@ import { statusError } from '../../../operator/kube/client.ts';
 import { addFinalizer, removeFinalizer } from '../../../operator/kube/finalizers.ts';
 import { isRecord } from '../../../operator/kube/object.ts';
 import { updateStatus } from '../../../operator/kube/status.ts';
-import { FakeApi, parseTestObject } from './fakes.ts';
-
-const CONFIGMAPS = {
-  group: '',
-  version: 'v1',
-  plural: 'configmaps',
-  kind: 'ConfigMap',
-  namespaced: true,
-} as const;
+import { CONFIGMAPS, parseConfigMap } from '../../lib/configmaps.ts';
+import { FakeApi } from './fakes.ts';
 
 describe('updateStatus', () => {
   it('re-reads and retries after a 409 Conflict, computing status from the fresh object', async () => {
@@ -41,7 +34,7 @@ describe('updateStatus', () => {
       CONFIGMAPS,
       { namespace: 'ns', name: 'a' },
       {
-        parse: parseTestObject,
+        parse: parseConfigMap,
         mutate: (fresh) => ({ seen: fresh.data['v'] }),
         registry,
       },
@@ -68,7 +61,7 @@ describe('updateStatus', () => {
         api,
         CONFIGMAPS,
         { namespace: 'ns', name: 'a' },
-        { parse: parseTestObject, mutate: () => ({ n: 1 }), attempts: 3 },
+        { parse: parseConfigMap, mutate: () => ({ n: 1 }), attempts: 3 },
       ),
     ).rejects.toMatchObject({ code: 409 });
     expect(api.calls.filter((c) => c.method === 'PUT')).toHaveLength(3);
@@ -91,14 +84,14 @@ describe('updateStatus', () => {
       api,
       CONFIGMAPS,
       { namespace: 'ns', name: 'a' },
-      { parse: parseTestObject, mutate: () => ({ a: [1], b: 1 }) },
+      { parse: parseConfigMap, mutate: () => ({ a: [1], b: 1 }) },
     );
     expect(api.calls.map((c) => c.method)).toEqual(['GET']);
   });
 });
 
 describe('finalizers', () => {
-  const obj = parseTestObject({
+  const obj = parseConfigMap({
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: { name: 'a', namespace: 'ns', uid: 'u', resourceVersion: '7', finalizers: ['other.io/x'] },

@@ -1,58 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { Secret } from '../../../operator/lib/secret.ts';
-import {
-  type PublicKey,
-  parsePrivateKey,
-  parsePublicKey,
-  samePublicKey,
-} from '../../../operator/ssh/keys.ts';
+import { parsePublicKey } from '../../../operator/ssh/keys.ts';
 import {
   ROTATION_FAULT_POINTS,
   type RotationFaultPoint,
-  type RotationRemote,
-  type RotationSession,
   rotateSshKey,
 } from '../../../operator/ssh/rotation.ts';
 import { MemoryRotationStore } from './memory-rotation-store.ts';
+import { ModelServer } from './model-server.ts';
 import { ed25519TestPair } from './test-keys.ts';
 
 class Crash extends Error {}
 
-/** A server modelled as its authorized_keys and its keygen folder. */
-class FakeServer implements RotationRemote {
-  authorized: PublicKey[] = [];
-  keygenFiles = new Map<string, Secret>();
-
-  async login(key: Secret): Promise<RotationSession | 'refused'> {
-    const pub = parsePrivateKey(key).publicKey;
-    if (!this.authorized.some((k) => samePublicKey(k, pub))) return 'refused';
-    const server = this;
-    return {
-      async generateKey(id) {
-        const pair = ed25519TestPair();
-        const privateKey = Secret.of(pair.private);
-        server.keygenFiles.set(id, privateKey);
-        return { privateKey, publicKey: parsePublicKey(pair.public) };
-      },
-      async wipeKeygen() {
-        server.keygenFiles.clear();
-      },
-      async authorizeKey(k) {
-        if (!server.authorized.some((a) => samePublicKey(a, k))) server.authorized.push(k);
-      },
-      async revokeKeys(remove, keep) {
-        server.authorized = server.authorized.filter(
-          (a) => samePublicKey(a, keep) || !remove.some((r) => samePublicKey(r, a)),
-        );
-      },
-      close() {},
-    };
-  }
-}
-
-function initial(): { server: FakeServer; rows: MemoryRotationStore['rows']; firstKey: Secret } {
+function initial(): { server: ModelServer; rows: MemoryRotationStore['rows']; firstKey: Secret } {
   const pair = ed25519TestPair();
-  const server = new FakeServer();
+  const server = new ModelServer();
   const pub = parsePublicKey(pair.public);
   server.authorized.push(pub);
   const store = new MemoryRotationStore();
@@ -61,7 +23,7 @@ function initial(): { server: FakeServer; rows: MemoryRotationStore['rows']; fir
   return { server, rows: store.rows, firstKey };
 }
 
-async function activeLogsIn(store: MemoryRotationStore, server: FakeServer): Promise<boolean> {
+async function activeLogsIn(store: MemoryRotationStore, server: ModelServer): Promise<boolean> {
   const active = (await store.listKeys('vps-1')).filter((k) => k.state === 'active');
   if (active.length !== 1) return false;
   const s = await server.login(active[0]!.privateKey);

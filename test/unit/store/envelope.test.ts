@@ -104,10 +104,10 @@ describe('envelope (JWE dir + A256GCM, row-bound)', () => {
     const kr = await testKeyring();
     const env = await encryptSecret(kr, Secret.of(canary), row1);
     expect(await reasonOf(decryptSecret(kr, env, row2))).toBe('EnvelopeBindingMismatch');
-    expect(await reasonOf(decryptSecret(kr, env, { ...row1, column: 'token_enc' }))).toBe(
+    expect(await reasonOf(decryptSecret(kr, env, { ...row1, column: 'public_key' }))).toBe(
       'EnvelopeBindingMismatch',
     );
-    expect(await reasonOf(decryptSecret(kr, env, { ...row1, table: 'cannes_cloud_token' }))).toBe(
+    expect(await reasonOf(decryptSecret(kr, env, { ...row1, table: 'cannes_vps' }))).toBe(
       'EnvelopeBindingMismatch',
     );
   });
