@@ -75,7 +75,7 @@ describe('upgrading the CRDs with the chart', () => {
     await rig.helm(['upgrade', release, CHART_DIR, '-n', ns]);
     expect(await vpsColumns()).toContain('Gateway');
     const got = await rig.kubectl(['get', 'vps', 'agent', '-n', userNs, '-o', 'jsonpath={.spec.serverType}']);
-    expect(got.stdout).toBe('cx22');
+    expect(got.stdout).toBe('cx23');
 
     // Again on an up-to-date cluster: nothing to change, nothing fails.
     const again = await rig.kubectl(UPGRADE_STEP);
