@@ -20,7 +20,7 @@ import { type AddressInfo, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PROXY_ENVIRONMENT, PROXY_NODE_FLAGS, PROXY_THREADS } from '../operator/remote/proxy-unit.ts';
+import { PROXY_ENVIRONMENT, PROXY_NODE_FLAGS, PROXY_THREADS } from '../operator/host/proxy-unit.ts';
 import { KeyScrubber, type ScrubState } from '../proxy/scrub.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));

@@ -9,12 +9,12 @@
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { controllerStore } from '../operator/adapters/store.ts';
 import { Secret } from '../operator/lib/secret.ts';
 import { sshKeyBinding } from '../operator/store/bindings.ts';
 import { decryptSecret, encryptSecret } from '../operator/store/envelope.ts';
 import { parseKeyring } from '../operator/store/keyring.ts';
 import { PostgresStore } from '../operator/store/postgres.ts';
-import { controllerStore } from '../operator/wiring/store.ts';
 import { createTestDatabase } from '../test/rig/postgres.ts';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 2);

@@ -19,6 +19,6 @@ openclaw: $(OPENCLAW_STAMP) ## install the pinned OpenClaw gateway (npm package)
 
 TEST_PREREQS += openclaw
 
-# nftables: test/integration/remote loads the generated host firewall in network namespaces.
+# nftables: test/integration/host loads the generated host firewall in network namespaces.
 # openssh-server: `sshd -t/-T` checks the sshd hardening snippet.
 APT_PACKAGES += nftables openssh-server iproute2

@@ -7,6 +7,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
+import { bundleVersion, makeBundle } from './adapters/bundle.ts';
+import { HcloudPort } from './adapters/hcloud.ts';
+import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './adapters/kube.ts';
+import { RemotePort } from './adapters/ssh.ts';
+import { controllerStore, rotationStore } from './adapters/store.ts';
 import { parseModelKey, parseVps } from './api/parse.ts';
 import { parseRunConfig, type RunConfig } from './config.ts';
 import { reconcileModelKey } from './controllers/modelkey.ts';
@@ -27,11 +32,6 @@ import { createLogger, type Logger } from './lib/log.ts';
 import { notReadySince, OperatorMetrics } from './metrics/metrics.ts';
 import { createStoreMetrics, loadKeyringFile, PostgresStore } from './store/index.ts';
 import { OPERATOR_VERSION } from './version.ts';
-import { bundleVersion, makeBundle } from './wiring/bundle.ts';
-import { HcloudPort } from './wiring/hcloud.ts';
-import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './wiring/kube.ts';
-import { RemotePort } from './wiring/remote.ts';
-import { controllerStore, rotationStore } from './wiring/store.ts';
 
 /** The proxy bundle shipped to every server: next to the compiled operator, or $CANNES_PROXY_BUNDLE. */
 export function readProxyBundle(env: NodeJS.ProcessEnv): string {

@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ANNOTATION_GATEWAY_URL } from '../operator/api/schema.ts';
-import { OWNER_USER } from '../operator/remote/owner-access.ts';
+import { OWNER_USER } from '../operator/host/owner-access.ts';
 import { REPO, type System, startSystem, TAILNET_AUTH_KEY_LABELS } from '../test/lib/system.ts';
 import { freePort } from '../test/rig/controlplane.ts';
 import { type Laptop, startLaptop } from '../test/tailnet/node.ts';

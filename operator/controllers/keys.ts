@@ -7,14 +7,14 @@
 
 import type { ProviderName } from '../../proxy/providers.ts';
 import type { ModelEntry } from '../api/schema.ts';
+import { isValidApiKey } from '../host/key-file.ts';
 import { isRecord } from '../kube/object.ts';
 import { Secret } from '../lib/secret.ts';
-import { isValidApiKey } from '../remote/key-file.ts';
 import type { Kube, ModelKeyObject, OsTarget, Remote, VpsObject } from './ports.ts';
 
 export const DELIVERED_ANNOTATION = 'cannes.dev/delivered-keys';
 
-import { HOST } from '../remote/layout.ts';
+import { HOST } from '../host/layout.ts';
 
 /** The proxy's key file on the host (one definition: the host layout). */
 export const KEY_FILE_PATH = HOST.keyFile.path;

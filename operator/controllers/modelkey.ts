@@ -6,9 +6,9 @@
  */
 import type { ModelKeyStatus } from '../api/schema.ts';
 import { FINALIZER } from '../api/schema.ts';
+import { isValidApiKey } from '../host/key-file.ts';
 import { type Condition, setCondition } from '../kube/conditions.ts';
 import { done, type Result } from '../kube/controller.ts';
-import { isValidApiKey } from '../remote/key-file.ts';
 import { deliveredKeysOf, isDelivered } from './keys.ts';
 import type { Kube, ModelKeyObject } from './ports.ts';
 

@@ -1,6 +1,6 @@
 /**
  * The narrow interfaces the controllers talk to. Each is what a controller
- * needs, not what a library offers: `operator/wiring/` adapts the real Hetzner client, SSH
+ * needs, not what a library offers: `operator/adapters/` adapts the real Hetzner client, SSH
  * layer, Postgres store and Kubernetes API to them; unit tests use in-memory fakes.
  */
 

@@ -19,11 +19,11 @@ import {
   LABEL_VPS_UID,
   type VpsStatus,
 } from '../api/schema.ts';
+import { tailnetGatewayUrl } from '../host/tailnet.ts';
 import { parseGoDuration } from '../lib/duration.ts';
 import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Secret } from '../lib/secret.ts';
-import { tailnetGatewayUrl } from '../remote/tailnet.ts';
 import { collectKeys, DELIVERED_ANNOTATION, type DeliveredKey, type KeySet } from './keys.ts';
 import type {
   ActiveKey,
@@ -48,7 +48,7 @@ export interface VpsDeps {
   readonly hcloud: Hcloud;
   readonly remote: Remote;
   readonly store: Store;
-  /** Renders what goes onto the server (operator/remote templates + the proxy bundle). */
+  /** Renders what goes onto the server (operator/host templates + the proxy bundle). */
   readonly bundle: (
     vps: VpsObject,
     keys: readonly DeliveredKey[],

@@ -1,8 +1,8 @@
 import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Secret } from '../lib/secret.ts';
 import { type PublicKey, parsePrivateKey, parsePublicKey } from './keys.ts';
-import { runScript, runScriptOk, shq } from './remote.ts';
 import type { SshSession } from './session.ts';
+import { runScript, runScriptOk, shq } from './shell.ts';
 
 export interface RescueKeygenResult {
   /** The new root key of the installed OS. Born in the rescue system; wiped there before we return. */

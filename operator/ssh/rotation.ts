@@ -10,9 +10,9 @@ import {
   renderAuthorizedKeys,
   samePublicKey,
 } from './keys.ts';
-import { readRemoteFile, runScriptOk, writeFileAtomic } from './remote.ts';
 import { wipeDir } from './rescue.ts';
 import { type ConnectOptions, connectPinned, type SshSession, type SshTarget } from './session.ts';
+import { readRemoteFile, runScriptOk, writeFileAtomic } from './shell.ts';
 
 /**
  * Crash-safe SSH key rotation (docs/design.md promise 5). The order of the steps is the whole

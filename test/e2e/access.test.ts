@@ -11,12 +11,12 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RemotePort } from '../../operator/adapters/ssh.ts';
+import { rotationStore } from '../../operator/adapters/store.ts';
 import { ANNOTATION_SSH_HOST_KEY } from '../../operator/api/schema.ts';
-import { PROXY_PORT } from '../../operator/remote/index.ts';
-import { OWNER_USER } from '../../operator/remote/owner-access.ts';
+import { PROXY_PORT } from '../../operator/host/index.ts';
+import { OWNER_USER } from '../../operator/host/owner-access.ts';
 import { loadKeyringFile, PostgresStore } from '../../operator/store/index.ts';
-import { RemotePort } from '../../operator/wiring/remote.ts';
-import { rotationStore } from '../../operator/wiring/store.ts';
 import { exampleManifests, type OperatorProcess, type System, startSystem, waitFor } from '../lib/system.ts';
 import { freePort } from '../rig/controlplane.ts';
 

@@ -10,7 +10,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MODELS, providerId } from '../../operator/remote/gateway-config.ts';
+import { ACTIVATE } from '../../operator/adapters/bundle.ts';
+import { DEFAULT_MODELS, providerId } from '../../operator/host/gateway-config.ts';
 import {
   BRIDGE_ADDRESS,
   DEPLOY_LOCK,
@@ -18,10 +19,9 @@ import {
   PROXY_PORT,
   PROXY_UNIT_NAME,
   runtimeNode,
-} from '../../operator/remote/index.ts';
-import { scriptCommand } from '../../operator/ssh/remote.ts';
+} from '../../operator/host/index.ts';
+import { scriptCommand } from '../../operator/ssh/shell.ts';
 import { loadKeyringFile, PostgresStore } from '../../operator/store/index.ts';
-import { ACTIVATE } from '../../operator/wiring/bundle.ts';
 import { SERVER_ROOT_PATH } from '../hosts/real-host-provider.ts';
 import { tarballPath } from '../lib/node-mirror.ts';
 import { endStdin } from '../lib/stdin.ts';

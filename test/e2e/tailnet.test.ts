@@ -11,8 +11,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ANNOTATION_GATEWAY_URL } from '../../operator/api/schema.ts';
-import { DEFAULT_MODELS, providerId } from '../../operator/remote/gateway-config.ts';
-import { PROXY_PORT } from '../../operator/remote/index.ts';
+import { DEFAULT_MODELS, providerId } from '../../operator/host/gateway-config.ts';
+import { PROXY_PORT } from '../../operator/host/index.ts';
 import { operatorRequests } from '../integration/operator/robust.ts';
 import {
   exampleManifests,

@@ -24,7 +24,7 @@ import {
 import { createServer, type Server } from 'node:http';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NODE_RUNTIME_VERSION, type NodeArch, runtimeName } from '../../operator/remote/runtime.ts';
+import { NODE_RUNTIME_VERSION, type NodeArch, runtimeName } from '../../operator/host/runtime.ts';
 
 export interface NodeMirror {
   /** `--node-dist-url` for the operator. */

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_GATEWAY_IMAGE } from '../../operator/api/schema.ts';
-import { imageVersion } from '../../operator/remote/compose.ts';
+import { imageVersion } from '../../operator/host/compose.ts';
 
 /**
  * The real OpenClaw gateway for tests, installed by `make openclaw` (mk/openclaw.mk) into

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Secret } from '../../../operator/lib/secret.ts';
-import { runScriptOk } from '../../../operator/ssh/remote.ts';
 import { type RescueKeygenResult, rescueKeygen } from '../../../operator/ssh/rescue.ts';
 import { connectPinned, connectRescueAcceptingUnknownHostKey } from '../../../operator/ssh/session.ts';
+import { runScriptOk } from '../../../operator/ssh/shell.ts';
 import { type Simulator, startSimulator } from '../../hcloud-sim/simulator.ts';
 import { footprint, type HostFootprint, leftovers } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';

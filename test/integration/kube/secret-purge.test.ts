@@ -1,10 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from '../../../operator/adapters/kube.ts';
 import { parseModelKey, parseVps } from '../../../operator/api/parse.ts';
 import type { KubeClient } from '../../../operator/kube/client.ts';
 import { EventRecorder } from '../../../operator/kube/events.ts';
 import { Informer } from '../../../operator/kube/informer.ts';
-import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from '../../../operator/wiring/kube.ts';
 import { vpsManifest } from '../../lib/manifests.ts';
 import { useRig } from '../../rig/shared.ts';
 import { adminClient, tempNamespace } from './helpers.ts';

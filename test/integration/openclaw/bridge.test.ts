@@ -7,7 +7,6 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { DEFAULT_GATEWAY_IMAGE, DEFAULT_GATEWAY_PORT } from '../../../operator/api/schema.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import {
   COMPOSE_SERVICE,
   CONTAINER_CONFIG_DIR,
@@ -23,7 +22,8 @@ import {
   nftablesRules,
   PROXY_NODE_FLAGS,
   proxyUnit,
-} from '../../../operator/remote/index.ts';
+} from '../../../operator/host/index.ts';
+import { Secret } from '../../../operator/lib/secret.ts';
 import { openclawDir } from '../../lib/openclaw.ts';
 import { waitFor } from '../../lib/wait.ts';
 import { chatFixture, type RunningGateway, readIfPresent, startGateway, walk } from './run.ts';

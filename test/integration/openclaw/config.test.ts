@@ -6,7 +6,7 @@ import {
   type GatewayModelKey,
   GOOGLE_TRUSTED_ORIGINS_ENV,
   gatewayConfig,
-} from '../../../operator/remote/index.ts';
+} from '../../../operator/host/index.ts';
 import { PROVIDER_NAMES } from '../../../proxy/providers.ts';
 import { openclawPackageDir } from '../../lib/openclaw.ts';
 import { type OpenClawEnv, validateConfig } from './run.ts';

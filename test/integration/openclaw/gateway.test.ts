@@ -6,14 +6,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { DEFAULT_GATEWAY_IMAGE } from '../../../operator/api/schema.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import {
   COMPOSE_SERVICE,
   composeFile,
   gatewayConfig,
   gatewayEnvFile,
   keyFile,
-} from '../../../operator/remote/index.ts';
+} from '../../../operator/host/index.ts';
+import { Secret } from '../../../operator/lib/secret.ts';
 import { waitUntil } from '../../lib/wait.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../../upstreams/index.ts';
 import {

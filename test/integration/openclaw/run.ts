@@ -5,7 +5,7 @@ import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { GatewayModelKey } from '../../../operator/remote/index.ts';
+import type { GatewayModelKey } from '../../../operator/host/index.ts';
 import { openclawEntry, openclawPackageDir } from '../../lib/openclaw.ts';
 
 /** Helpers to run the real OpenClaw CLI and gateway from the cache install (test/lib/openclaw.ts). */

@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CannesError } from '../../../operator/lib/errors.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
-import { readRemoteFile, runScriptOk, statRemote } from '../../../operator/ssh/remote.ts';
 import { rescueKeygen } from '../../../operator/ssh/rescue.ts';
 import {
   connectPinned,
   connectRescueAcceptingUnknownHostKey,
   type SshSession,
 } from '../../../operator/ssh/session.ts';
+import { readRemoteFile, runScriptOk, statRemote } from '../../../operator/ssh/shell.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
 

@@ -3,11 +3,11 @@
 // finally blocks, no clean disconnect. Input on stdin (JSON, holds the test keyring):
 // { url, keyring, vpsId, ipv4, hostKey }. Prints the result JSON on success.
 import { text } from 'node:stream/consumers';
+import { rotationStore } from '../../../operator/adapters/store.ts';
 import { parsePublicKey } from '../../../operator/ssh/keys.ts';
 import { type RotationFaultPoint, rotateSshKey, sshRotationRemote } from '../../../operator/ssh/rotation.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
-import { rotationStore } from '../../../operator/wiring/store.ts';
 
 const input: unknown = JSON.parse(await text(process.stdin));
 if (typeof input !== 'object' || input === null) throw new Error('bad input');

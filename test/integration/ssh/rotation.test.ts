@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { controllerStore, rotationStore } from '../../../operator/adapters/store.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
 import type { PublicKey } from '../../../operator/ssh/keys.ts';
 import { parseAuthorizedKeys } from '../../../operator/ssh/keys.ts';
-import { readRemoteFile, runScriptOk } from '../../../operator/ssh/remote.ts';
 import { rescueKeygen } from '../../../operator/ssh/rescue.ts';
 import {
   KEYGEN_DIR,
@@ -14,9 +14,9 @@ import {
   sshRotationRemote,
 } from '../../../operator/ssh/rotation.ts';
 import { connectPinned, connectRescueAcceptingUnknownHostKey } from '../../../operator/ssh/session.ts';
+import { readRemoteFile, runScriptOk } from '../../../operator/ssh/shell.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
-import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
 import { endStdin } from '../../lib/stdin.ts';

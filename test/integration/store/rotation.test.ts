@@ -1,11 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { controllerStore, rotationStore } from '../../../operator/adapters/store.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
 import { parsePrivateKey, parsePublicKey } from '../../../operator/ssh/keys.ts';
 import { ROTATION_FAULT_POINTS, rotateSshKey } from '../../../operator/ssh/rotation.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
-import { controllerStore, rotationStore } from '../../../operator/wiring/store.ts';
 import { createTestDatabase, type TestDatabase } from '../../rig/postgres.ts';
 import { ModelServer } from '../../unit/ssh/model-server.ts';
 import { ed25519TestPair } from '../../unit/ssh/test-keys.ts';

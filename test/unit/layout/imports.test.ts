@@ -14,9 +14,9 @@ const LAYERS: readonly (readonly string[])[] = [
   ['operator/lib'],
   ['proxy', 'operator/kube', 'operator/hcloud', 'operator/ssh', 'operator/store'],
   ['operator/api', 'operator/metrics'],
-  ['operator/remote'],
+  ['operator/host'],
   ['operator/controllers'],
-  ['operator/wiring', 'operator/cli', 'operator/http'],
+  ['operator/adapters', 'operator/cli', 'operator/http'],
   ['operator'],
 ];
 

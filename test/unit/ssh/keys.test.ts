@@ -9,7 +9,7 @@ import {
   renderAuthorizedKeys,
   samePublicKey,
 } from '../../../operator/ssh/keys.ts';
-import { scriptCommand, shq } from '../../../operator/ssh/remote.ts';
+import { scriptCommand, shq } from '../../../operator/ssh/shell.ts';
 import { ed25519TestPair } from './test-keys.ts';
 
 // A public test vector (its private half was discarded); fingerprint as printed by `ssh-keygen -lf`.
@@ -90,7 +90,7 @@ describe('shell quoting', () => {
 
 describe('writeFileAtomic', () => {
   it('sends the content over stdin only: the command line never holds it', async () => {
-    const { writeFileAtomic } = await import('../../../operator/ssh/remote.ts');
+    const { writeFileAtomic } = await import('../../../operator/ssh/shell.ts');
     const canary = `canary-${Date.now()}-${Math.random()}`;
     const calls: { command: string; stdin: unknown }[] = [];
     const shell = {

@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ownerAuthorizedKeys, parseOwnerKey } from '../../../operator/remote/owner-access.ts';
+import { ownerAuthorizedKeys, parseOwnerKey } from '../../../operator/host/owner-access.ts';
 
 /** A fresh ed25519 public key as an OpenSSH line (made here: no key material in the repo). */
 function ed25519Line(comment = 'owner@laptop'): string {

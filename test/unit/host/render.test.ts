@@ -1,18 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { makeBundle } from '../../../operator/adapters/bundle.ts';
 import { DEFAULT_GATEWAY_IMAGE } from '../../../operator/api/schema.ts';
 import type { DeliveredKey } from '../../../operator/controllers/keys.ts';
+import { HOST } from '../../../operator/host/index.ts';
+import { OWNER_AUTHORIZED_KEYS } from '../../../operator/host/owner-access.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
-import { HOST } from '../../../operator/remote/index.ts';
-import { OWNER_AUTHORIZED_KEYS } from '../../../operator/remote/owner-access.ts';
-import { makeBundle } from '../../../operator/wiring/bundle.ts';
 import { parseKeyFile } from '../../../proxy/keys.ts';
 import { vpsSpec } from '../controllers/fakes.ts';
 
 const canary = (what: string) => `${what}-canary-${randomBytes(18).toString('base64url')}`;
 
-// The one renderer of the host files: the deploy bundle (operator/wiring/bundle.ts).
+// The one renderer of the host files: the deploy bundle (operator/adapters/bundle.ts).
 describe('the deploy bundle', () => {
   const keys: DeliveredKey[] = [
     { name: 'claude', provider: 'anthropic', apiKey: new Secret(canary('a')), models: [], default: true },

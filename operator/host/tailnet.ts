@@ -2,7 +2,7 @@
  * The server's side of the owner's way in over Tailscale (issue 18): install the package, join
  * with an auth key that never touches a command line, put `tailscale serve` in front of the
  * gateway's loopback port. The scripts here run over the operator's SSH session
- * (operator/wiring/remote.ts); their arguments are never secret, the key arrives on stdin.
+ * (operator/adapters/ssh.ts); their arguments are never secret, the key arrives on stdin.
  *
  * Verified against tailscale v1.102.5 in the rig (test/tailnet/README.md): `--auth-key=file:`
  * reads and trims the file; `up` on a joined node needs every non-default flag again, so a

@@ -11,22 +11,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeBundle } from '../../../operator/adapters/bundle.ts';
+import { RemotePort } from '../../../operator/adapters/ssh.ts';
 import type { VpsObject } from '../../../operator/controllers/ports.ts';
-import { CannesError } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import {
   HOST,
   NODE_RUNTIME_VERSION,
   type NodeArch,
   RUNTIME_MARKER,
   runtimeDir,
-} from '../../../operator/remote/index.ts';
+} from '../../../operator/host/index.ts';
+import { CannesError } from '../../../operator/lib/errors.ts';
+import { Secret } from '../../../operator/lib/secret.ts';
 import { parsePublicKey } from '../../../operator/ssh/keys.ts';
-import { runScript } from '../../../operator/ssh/remote.ts';
 import type { RotationStore } from '../../../operator/ssh/rotation.ts';
 import { connectPinned, type SshSession } from '../../../operator/ssh/session.ts';
-import { makeBundle } from '../../../operator/wiring/bundle.ts';
-import { RemotePort } from '../../../operator/wiring/remote.ts';
+import { runScript } from '../../../operator/ssh/shell.ts';
 import { randomTestIpv4 } from '../../hosts/leftovers.ts';
 import { RealHostProvider } from '../../hosts/real-host-provider.ts';
 import {

@@ -1,6 +1,6 @@
 /**
- * What the deploy step puts on a server: the files of operator/remote's templates at the
- * places operator/remote/layout.ts names, the commands that start them, and the health
+ * What the deploy step puts on a server: the files of operator/host's templates at the
+ * places operator/host/layout.ts names, the commands that start them, and the health
  * check. Pure apart from the proxy bundle's bytes, which are read once at start-up.
  */
 import { createHash } from 'node:crypto';
@@ -8,7 +8,6 @@ import type { ProviderName } from '../../proxy/providers.ts';
 import { ANNOTATION_GATEWAY_URL, DEFAULT_GATEWAY_IMAGE } from '../api/schema.ts';
 import type { DeliveredKey } from '../controllers/keys.ts';
 import type { DeployBundle, VpsObject } from '../controllers/ports.ts';
-import { Secret } from '../lib/secret.ts';
 import {
   BRIDGE_ADDRESS,
   COMPOSE_PROJECT,
@@ -30,8 +29,9 @@ import {
   runtimeInstallScript,
   runtimeNode,
   sshdHardening,
-} from '../remote/index.ts';
-import { ENSURE_OWNER_USER, OWNER_AUTHORIZED_KEYS, ownerAuthorizedKeys } from '../remote/owner-access.ts';
+} from '../host/index.ts';
+import { ENSURE_OWNER_USER, OWNER_AUTHORIZED_KEYS, ownerAuthorizedKeys } from '../host/owner-access.ts';
+import { Secret } from '../lib/secret.ts';
 
 export interface BundleOptions {
   /** dist/proxy/cannes-proxy.mjs, as built. */

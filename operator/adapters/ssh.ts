@@ -11,8 +11,6 @@ import type {
   TailnetJoinRequest,
   TailnetJoinResult,
 } from '../controllers/ports.ts';
-import { CannesError, TerminalError } from '../lib/errors.ts';
-import type { Secret } from '../lib/secret.ts';
 import {
   JOIN_EXIT,
   parseTailnetStatus,
@@ -25,9 +23,10 @@ import {
   TAILSCALE_SOURCES_LIST,
   tailnetGatewayUrl,
   tailscaleSourcesList,
-} from '../remote/tailnet.ts';
+} from '../host/tailnet.ts';
+import { CannesError, TerminalError } from '../lib/errors.ts';
+import type { Secret } from '../lib/secret.ts';
 import { parsePublicKey } from '../ssh/keys.ts';
-import { runScript, runScriptOk, shq, writeFileAtomic } from '../ssh/remote.ts';
 import { rescueKeygen } from '../ssh/rescue.ts';
 import { type RotationStore, rotateSshKey, sshRotationRemote } from '../ssh/rotation.ts';
 import {
@@ -37,6 +36,7 @@ import {
   type SshSession,
   type SshTarget,
 } from '../ssh/session.ts';
+import { runScript, runScriptOk, shq, writeFileAtomic } from '../ssh/shell.ts';
 
 export interface RemotePortOptions {
   readonly rotationStore: RotationStore;

@@ -4,8 +4,6 @@ import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { DEFAULT_GATEWAY_IMAGE } from '../../../operator/api/schema.ts';
-import { isTerminal, reasonOf } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import {
   COMPOSE_SERVICE,
   composeFile,
@@ -20,7 +18,9 @@ import {
   nftablesRules,
   proxyUnit,
   sshdHardening,
-} from '../../../operator/remote/index.ts';
+} from '../../../operator/host/index.ts';
+import { isTerminal, reasonOf } from '../../../operator/lib/errors.ts';
+import { Secret } from '../../../operator/lib/secret.ts';
 import { parseKeyFile } from '../../../proxy/keys.ts';
 import { PROVIDER_NAMES, PROVIDERS } from '../../../proxy/providers.ts';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { bundleVersion, makeBundle } from '../../../operator/adapters/bundle.ts';
 import { parseRunConfig } from '../../../operator/config.ts';
 import type { VpsObject } from '../../../operator/controllers/ports.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import {
   HOST,
   NODE_RUNTIME_VERSION,
@@ -10,8 +10,8 @@ import {
   runtimeInstallScript,
   runtimeNode,
   runtimeUrl,
-} from '../../../operator/remote/index.ts';
-import { bundleVersion, makeBundle } from '../../../operator/wiring/bundle.ts';
+} from '../../../operator/host/index.ts';
+import { Secret } from '../../../operator/lib/secret.ts';
 
 const HEX = (c: string) => c.repeat(64);
 

@@ -3,8 +3,8 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEPLOY_LOCK } from '../../../operator/remote/index.ts';
-import { ACTIVATE } from '../../../operator/wiring/bundle.ts';
+import { ACTIVATE } from '../../../operator/adapters/bundle.ts';
+import { DEPLOY_LOCK } from '../../../operator/host/index.ts';
 
 /**
  * The deploy's start-up script, run by the real bash against stand-in commands that only

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { gatewayConfig } from '../../../operator/remote/gateway-config.ts';
-import { nftablesRules } from '../../../operator/remote/nftables.ts';
+import { gatewayConfig } from '../../../operator/host/gateway-config.ts';
+import { nftablesRules } from '../../../operator/host/nftables.ts';
 import {
   parseTailnetStatus,
   redactTailnetKeys,
   TAILNET_JOIN,
   tailnetGatewayUrl,
-} from '../../../operator/remote/tailnet.ts';
+} from '../../../operator/host/tailnet.ts';
 
 describe('the tailnet on the server', () => {
   it('drops everything that arrives on tailscale0 before any accept but loopback', () => {

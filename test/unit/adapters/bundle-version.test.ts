@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { HOST } from '../../../operator/remote/index.ts';
-import { bundleVersion, makeBundle } from '../../../operator/wiring/bundle.ts';
+import { bundleVersion, makeBundle } from '../../../operator/adapters/bundle.ts';
+import { HOST } from '../../../operator/host/index.ts';
 
 /**
  * The deploy fingerprint's operator part: a release that changes what lands on a server (any

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { firewallUnit, nftablesRules, proxyUnit, sshdHardening } from '../../../operator/remote/index.ts';
+import { firewallUnit, nftablesRules, proxyUnit, sshdHardening } from '../../../operator/host/index.ts';
 
 /**
  * The host hardening templates against the real tools: nftables in network namespaces that
