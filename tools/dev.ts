@@ -353,29 +353,25 @@ try {
     operator metrics: curl ${op.metricsUrl}
     operator log:     ${join(s.dir, 'operator-1.log')}
 
-  Chat with the agent (paste into a root shell on this machine; the gateway listens on the
-  server's loopback, and the proxy on the server injects the real key):
+  Chat with the agent over your tailnet, as Cannes' owners reach their VPS (paste into a root
+  shell on this machine: the laptop is a network namespace with its own tailscaled; the URL is
+  the Vps's ${ANNOTATION_GATEWAY_URL} annotation; the rig's tailnet has no certificates, so Serve
+  speaks HTTP inside WireGuard; the proxy on the server injects the real key):
     TOKEN=$(${kubectl} -n ${NS} get secret ${vpsName}-gateway -o jsonpath='{.data.token}' | base64 -d)
-    ip netns exec ${netns} curl -sS --fail-with-body http://127.0.0.1:${gatewayPort}/v1/chat/completions \\
-      -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
-      -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
-
-  Over your tailnet, as Cannes' owners reach their VPS (from the laptop's namespace; the URL is
-  the Vps's ${ANNOTATION_GATEWAY_URL} annotation; the rig's tailnet has no certificates, so
-  Serve speaks HTTP inside WireGuard):
     ip netns exec ${laptop.ns.name} curl -sS --fail-with-body ${gatewayUrl}v1/chat/completions \\
       -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
       -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'
     # the Control UI: ip netns exec ${laptop.ns.name} curl -sS ${gatewayUrl}
 
   Or with your own SSH key, as an owner without a tailnet does: write the published host key
-  to known_hosts (no trust on first use), open a tunnel to the gateway, chat through it. The
-  key gets this one forward and nothing else: no shell, no other port.
+  to known_hosts (no trust on first use), open a tunnel to the gateway, ask it through the
+  tunnel. The key gets this one forward and nothing else: no shell, no other port. (With the
+  tailnet on, as here, the gateway trusts Serve as its proxy and takes chats only through it:
+  OpenClaw refuses authenticated requests from that address that carry no forwarded client.
+  Without spec.tailnet the tunnel carries chats too: test/e2e/access.test.ts.)
     ${kubectl} -n ${NS} get vps ${vpsName} -o jsonpath='{.metadata.annotations.cannes\\.dev/ssh-host-key}' | awk '{print "${ipv4} " $1 " " $2}' > ${knownHosts}
     ssh -N -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${knownHosts} -o ExitOnForwardFailure=yes -i ${ownerKey} -L 127.0.0.1:${tunnelPort}:127.0.0.1:${gatewayPort} ${OWNER_USER}@${ipv4} & sleep 3
-    curl -sS --fail-with-body http://127.0.0.1:${tunnelPort}/v1/chat/completions \\
-      -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
-      -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'; kill $!
+    curl -sS --fail-with-body http://127.0.0.1:${tunnelPort}/healthz; echo; kill $!
 
   The operator's own SSH key is only in Postgres, encrypted: no person holds it.
   Ctrl-C tears everything down.
