@@ -90,7 +90,7 @@ describe('make dev', () => {
     expect(r.out).toMatch(/tearing down/);
   }, 300_000);
 
-  it('goes to Ready with examples/ as they are, prints chat commands (server, tailnet laptop, SSH tunnel) that work, and Ctrl-C leaves nothing behind', async () => {
+  it('goes to Ready with examples/ as they are, prints a chat from a laptop on the tailnet and an SSH tunnel that work, and Ctrl-C leaves nothing behind', async () => {
     const netnsBefore = new Set(await netnsList());
     const mountsBefore = new Set(mounts());
     dev = spawn(process.execPath, [join(REPO, 'tools', 'dev.ts')], {
