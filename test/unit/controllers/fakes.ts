@@ -24,7 +24,9 @@ import type {
   VpsObject,
   VpsRecord,
 } from '../../../operator/controllers/ports.ts';
+import type { VpsDeps } from '../../../operator/controllers/vps-steps.ts';
 import { TerminalError } from '../../../operator/lib/errors.ts';
+import { createLogger } from '../../../operator/lib/log.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
 import { vpsManifest } from '../../lib/manifests.ts';
 
@@ -441,4 +443,13 @@ export class FakeRemote implements Remote {
   #check(target: OsTarget): void {
     if (target.hostKey !== this.hostKey) throw new Error('host key mismatch');
   }
+}
+
+/** The Vps controller's dependencies on the fakes above (unit tests of the reconcile and its steps). */
+export function fakeVpsDeps(
+  parts: { kube: FakeKube; hcloud: FakeHcloud; remote: FakeRemote; store: FakeStore },
+  bundle: VpsDeps['bundle'],
+  now: () => Date,
+): VpsDeps {
+  return { ...parts, bundle, bundleVersion: 'v1', now, log: createLogger('test', { level: 'silent' }) };
 }

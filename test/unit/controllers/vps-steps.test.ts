@@ -14,8 +14,7 @@ import {
   type VpsDeps,
   type VpsStep,
 } from '../../../operator/controllers/vps-steps.ts';
-import { createLogger } from '../../../operator/lib/log.ts';
-import { FakeHcloud, FakeKube, FakeRemote, FakeStore, Faults } from './fakes.ts';
+import { FakeHcloud, FakeKube, FakeRemote, FakeStore, Faults, fakeVpsDeps } from './fakes.ts';
 
 const now = new Date('2026-11-25T10:00:00Z');
 const canary = (what: string) => `${what}${crypto.randomUUID().replace(/-/g, '')}`;
@@ -44,16 +43,7 @@ beforeEach(() => {
     secretRef: { name: 'llm', key: 'anthropic' },
     purgeSecretAfterDelivery: false,
   });
-  deps = {
-    kube,
-    hcloud,
-    remote,
-    store,
-    bundle,
-    bundleVersion: 'v1',
-    now: () => now,
-    log: createLogger('test', { level: 'silent' }),
-  };
+  deps = fakeVpsDeps({ kube, hcloud, remote, store }, bundle, () => now);
   facts = { record: null, activeKey: null };
   faultsHit.length = 0;
 });

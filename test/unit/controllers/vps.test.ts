@@ -13,9 +13,8 @@ import {
 import { reconcileModelKey } from '../../../operator/controllers/modelkey.ts';
 import type { DeployBundle, VpsObject } from '../../../operator/controllers/ports.ts';
 import { DEPLOYED_ANNOTATION, reconcileVps, type VpsDeps } from '../../../operator/controllers/vps.ts';
-import { createLogger } from '../../../operator/lib/log.ts';
 import { Secret } from '../../../operator/lib/secret.ts';
-import { FakeHcloud, FakeKube, FakeRemote, FakeStore, Faults, vpsSpec } from './fakes.ts';
+import { FakeHcloud, FakeKube, FakeRemote, FakeStore, Faults, fakeVpsDeps, vpsSpec } from './fakes.ts';
 
 const HOUR = 3_600_000;
 let now = new Date('2026-11-25T10:00:00Z');
@@ -83,16 +82,7 @@ beforeEach(() => {
     secretRef: { name: 'llm', key: 'openai' },
     purgeSecretAfterDelivery: true,
   });
-  deps = {
-    kube,
-    hcloud,
-    remote,
-    store,
-    bundle,
-    bundleVersion: 'v1',
-    now: clock,
-    log: createLogger('test', { level: 'silent' }),
-  };
+  deps = fakeVpsDeps({ kube, hcloud, remote, store }, bundle, clock);
 });
 
 /** Reconciles until done or the same error repeats, like the queue would (crash = fresh process). */
