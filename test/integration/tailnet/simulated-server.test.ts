@@ -58,7 +58,9 @@ createServer((req, res) => res.end(JSON.stringify({ canary: ${JSON.stringify(can
   );
   writeFileSync(
     join(disk, 'etc/systemd/system/gw.service'),
-    '[Service]\nExecStart=/usr/local/sbin/node /opt/gw.mjs\nRestart=always\n[Install]\nWantedBy=multi-user.target\n',
+    // A stand-in service run by the rig's own Node (read-only at /run/cannes/node: the simulated
+    // OS has no node on any PATH, as the real image has none).
+    '[Service]\nExecStart=/run/cannes/node/bin/node /opt/gw.mjs\nRestart=always\n[Install]\nWantedBy=multi-user.target\n',
   );
   await provider.boot(serverId, { kind: 'os' });
   laptop = await startLaptop(control, { prefix: 'tailnet-slap', binDir: bin });
