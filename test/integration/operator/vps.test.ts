@@ -46,16 +46,24 @@ function serverOf(v: Obj) {
 }
 
 describe('a Vps with two ModelKeys', () => {
-  it('goes to Ready, with one server and booleans-only status', async () => {
+  it('goes to Ready, with one server and booleans-only status, showing its conditions as it goes', async () => {
+    // What a person watching `kubectl get vps` sees before Ready (polled every 500 ms).
+    const trueBeforeReady = new Set<string>();
     const ready = await waitFor(
       'Vps agent Ready',
       async () => {
         const v = await vps();
+        if (v.status?.['ready'] !== true) {
+          const conditions = (v.status?.['conditions'] ?? []) as { type: string; status: string }[];
+          for (const c of conditions) if (c.status === 'True') trueBeforeReady.add(c.type);
+        }
         return v.status?.['ready'] === true ? v : undefined;
       },
       900_000,
       diag,
     );
+    // A first provisioning writes its conditions after each step, not only at the end.
+    expect([...trueBeforeReady]).toEqual(expect.arrayContaining(['ServerCreated', 'HasSshKey']));
     for (const [k, v] of Object.entries(ready.status ?? {})) {
       if (k === 'conditions' || k === 'observedGeneration') continue;
       expect(typeof v, `status.${k}`).toBe('boolean');
