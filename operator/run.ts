@@ -58,7 +58,12 @@ export async function runOperator(argv: readonly string[], env: NodeJS.ProcessEn
   } catch (err) {
     // Our own errors carry safe messages; anything else is summarised, never dumped.
     const message = err instanceof CannesError ? `${err.reason}: ${err.message}` : 'unexpected error';
-    log.error({ reason: err instanceof CannesError ? err.reason : 'Unexpected' }, message);
+    // A system error's code (EADDRINUSE, ECONNREFUSED, ...) says what failed and carries no secret.
+    const code = err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+    log.error(
+      { reason: err instanceof CannesError ? err.reason : 'Unexpected', ...(code ? { code } : {}) },
+      message,
+    );
     if (!(err instanceof CannesError))
       log.debug({ stack: err instanceof Error ? err.stack : undefined }, 'stack');
     return 1;
@@ -189,9 +194,14 @@ async function run(
       .map((mk) => objectKey(mk.metadata)),
   );
 
-  const metricsServer = await startMetricsServer({ registry, ...cfg.metrics });
   let elector: LeaderElector | undefined;
   let leading = !cfg.leaderElect;
+  const metricsServer = await startMetricsServer({ registry, ...cfg.metrics }).catch(async (err: unknown) => {
+    await store.close();
+    throw err;
+  });
+  // A start-up that fails here (the port is taken) closes what it opened, so the process
+  // exits instead of idling with a metrics server and no controllers.
   const probes = await startProbeServer({
     ...cfg.probes,
     // Unhealthy when the elector's renew loop is stuck (a leader that cannot renew must be
@@ -201,6 +211,9 @@ async function run(
       { name: 'informer-vps', check: () => vpses.hasSynced },
       { name: 'informer-modelkey', check: () => modelKeys.hasSynced },
     ],
+  }).catch(async (err: unknown) => {
+    await Promise.allSettled([metricsServer.close(), store.close()]);
+    throw err;
   });
   log.info(
     {

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -28,18 +29,23 @@ export type StartOptions = {
 };
 
 /** A free TCP port on 127.0.0.1 (bind to 0, read it, close). The caller retries if it races away. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+export async function freePort(): Promise<number> {
+  // Outside the kernel's ephemeral range (32768-60999 by default): any process's outgoing
+  // connection may take an ephemeral port between this check and the listen that needs it
+  // (an operator started by a test then failed at start with EADDRINUSE, once in a full run).
+  for (let i = 0; i < 100; i++) {
+    const port = 20_000 + randomInt(10_000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('no free port on 127.0.0.1 in 20000-29999');
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => {
-        if (addr && typeof addr === 'object') resolve(addr.port);
-        else reject(new Error('no port'));
-      });
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
