@@ -28,15 +28,8 @@ import {
 
 export { DEPLOYED_ANNOTATION, serverName, VPS_STEPS, type VpsDeps } from './vps-steps.ts';
 
-const T = {
-  ServerCreated: 'ServerCreated',
-  HasSshKey: 'HasSshKey',
-  GatewayDeployed: 'GatewayDeployed',
-  KeyRotated: 'KeyRotated',
-  CloudTokenPurged: 'CloudTokenPurged',
-  Deleting: 'Deleting',
-  Ready: 'Ready',
-} as const;
+// The conditions the runner sets itself; each step's own condition is in the step table.
+const T = { Deleting: 'Deleting', Ready: 'Ready' } as const;
 
 /** Collects status booleans and conditions during one reconcile; written once at the end. */
 class StatusDraft {
