@@ -7,6 +7,7 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY common ./common
 COPY operator ./operator
 COPY proxy ./proxy
 COPY tools/bundle-proxy.ts ./tools/bundle-proxy.ts

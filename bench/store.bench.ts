@@ -9,8 +9,8 @@
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Secret } from '../common/secret.ts';
 import { controllerStore } from '../operator/adapters/store.ts';
-import { Secret } from '../operator/lib/secret.ts';
 import { sshKeyBinding } from '../operator/store/bindings.ts';
 import { decryptSecret, encryptSecret } from '../operator/store/envelope.ts';
 import { parseKeyring } from '../operator/store/keyring.ts';

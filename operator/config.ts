@@ -4,10 +4,10 @@
  * when the value could be a secret (DATABASE_URL carries a password).
  */
 import { parseArgs } from 'node:util';
-import { isProviderName, type ProviderName } from '../proxy/providers.ts';
+import { CannesError, TerminalError } from '../common/errors.ts';
+import { isProviderName, type ProviderName } from '../common/providers.ts';
+import { Secret } from '../common/secret.ts';
 import { parseGoDuration } from './lib/duration.ts';
-import { CannesError, TerminalError } from './lib/errors.ts';
-import { Secret } from './lib/secret.ts';
 
 export interface ListenAddress {
   readonly host: string;

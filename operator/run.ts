@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
+import { CannesError } from '../common/errors.ts';
 import { bundleVersion, makeBundle } from './adapters/bundle.ts';
 import { HcloudPort } from './adapters/hcloud.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './adapters/kube.ts';
@@ -27,7 +28,6 @@ import { LeaderElector } from './kube/leader.ts';
 import { createRegistry } from './kube/metrics.ts';
 import { objectKey } from './kube/object.ts';
 import { parseGoDuration } from './lib/duration.ts';
-import { CannesError } from './lib/errors.ts';
 import { createLogger, type Logger } from './lib/log.ts';
 import { notReadySince, OperatorMetrics } from './metrics/metrics.ts';
 import { createStoreMetrics, loadKeyringFile, PostgresStore } from './store/index.ts';

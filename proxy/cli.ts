@@ -1,4 +1,4 @@
-import { CannesError } from '../operator/lib/errors.ts';
+import { CannesError } from '../common/errors.ts';
 import { validPathPrefix } from './endpoints.ts';
 import { isLogLevel, type LogLevel } from './log.ts';
 import { DEFAULT_ALLOW, DEFAULT_PORT, type HostPort, isUnspecified, parseHostPort } from './net.ts';

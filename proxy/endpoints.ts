@@ -1,4 +1,4 @@
-import { PROVIDERS, type ProviderInfo, type ProviderName } from './providers.ts';
+import { PROVIDERS, type ProviderInfo, type ProviderName } from '../common/providers.ts';
 
 /**
  * Which methods and paths a route may reach upstream (issue 19, items 10 and 11). The key the

@@ -1,4 +1,4 @@
-import { CREDENTIAL_HEADERS } from './providers.ts';
+import { CREDENTIAL_HEADERS } from '../common/providers.ts';
 
 /**
  * Header policy, precomputed once. Requests: a denylist (hop-by-hop, credentials, anything

@@ -1,6 +1,6 @@
 import { type FSWatcher, unwatchFile, watch, watchFile } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { CannesError } from '../operator/lib/errors.ts';
+import { CannesError } from '../common/errors.ts';
 import { type KeyFileContents, type Route, readKeyFile } from './keys.ts';
 import type { Logger } from './log.ts';
 import type { ProxyMetrics } from './metrics.ts';

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { inspect } from 'node:util';
-import { CannesError } from '../operator/lib/errors.ts';
-import { Secret } from '../operator/lib/secret.ts';
-import { isProviderName, PROVIDERS, type ProviderName } from './providers.ts';
+import { CannesError } from '../common/errors.ts';
+import { isProviderName, PROVIDERS, type ProviderName } from '../common/providers.ts';
+import { Secret } from '../common/secret.ts';
 import { KeyScrubber } from './scrub.ts';
 
 /**

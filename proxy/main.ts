@@ -2,7 +2,7 @@
 import { createServer } from 'node:http';
 import { isMainThread, workerData } from 'node:worker_threads';
 import { Registry } from 'prom-client';
-import { CannesError } from '../operator/lib/errors.ts';
+import { CannesError } from '../common/errors.ts';
 import { parseArgs, USAGE } from './cli.ts';
 import { KeyFileWatcher } from './keyfile-watch.ts';
 import { createLogger } from './log.ts';

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { PROVIDER_NAMES, type ProviderName } from './providers.ts';
+import { PROVIDER_NAMES, type ProviderName } from '../common/providers.ts';
 
 /**
  * Every metric of the proxy, on its own registry (served on the `--metrics` listener only).

@@ -1,6 +1,6 @@
 import { BlockList, isIP, isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { CannesError } from '../operator/lib/errors.ts';
+import { CannesError } from '../common/errors.ts';
 
 export interface HostPort {
   readonly host: string;

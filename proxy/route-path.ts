@@ -1,4 +1,4 @@
-import { CREDENTIAL_QUERY_PARAMS } from './providers.ts';
+import { CREDENTIAL_QUERY_PARAMS } from '../common/providers.ts';
 
 /**
  * Splitting `/proxy/<id>/<path>?<query>` without a URL parser (hot path): the id is looked

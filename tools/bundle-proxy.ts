@@ -32,8 +32,8 @@ const result = await build({
   logLevel: 'warning',
 });
 
-// The proxy must not drag operator code along: only proxy/ and pure shared modules.
-const ALLOWED_LOCAL = /^(proxy\/|operator\/lib\/(errors|secret)\.ts$|node_modules\/)/;
+// The proxy must not drag operator code along: only proxy/ and common/.
+const ALLOWED_LOCAL = /^(proxy\/|common\/|node_modules\/)/;
 for (const input of Object.keys(result.metafile.inputs)) {
   if (!ALLOWED_LOCAL.test(input))
     throw new Error(`proxy bundle pulls in ${input}: keep proxy/ self-contained`);

@@ -4,7 +4,8 @@
  * check. Pure apart from the proxy bundle's bytes, which are read once at start-up.
  */
 import { createHash } from 'node:crypto';
-import type { ProviderName } from '../../proxy/providers.ts';
+import type { ProviderName } from '../../common/providers.ts';
+import { Secret } from '../../common/secret.ts';
 import { ANNOTATION_GATEWAY_URL, DEFAULT_GATEWAY_IMAGE } from '../api/schema.ts';
 import type { DeliveredKey } from '../controllers/keys.ts';
 import type { DeployBundle, VpsObject } from '../controllers/ports.ts';
@@ -31,7 +32,6 @@ import {
   sshdHardening,
 } from '../host/index.ts';
 import { ENSURE_OWNER_USER, OWNER_AUTHORIZED_KEYS, ownerAuthorizedKeys } from '../host/owner-access.ts';
-import { Secret } from '../lib/secret.ts';
 
 export interface BundleOptions {
   /** dist/proxy/cannes-proxy.mjs, as built. */

@@ -3,13 +3,13 @@
  * its action, so a step's result is final when the port returns.
  */
 
+import { CannesError } from '../../common/errors.ts';
+import type { Secret } from '../../common/secret.ts';
 import { LABEL_VPS_UID } from '../api/schema.ts';
 import type { CloudServer, Hcloud } from '../controllers/ports.ts';
 import type { HcloudClient } from '../hcloud/client.ts';
 import { isHcloudError } from '../hcloud/errors.ts';
 import type { Server } from '../hcloud/types.ts';
-import { CannesError } from '../lib/errors.ts';
-import type { Secret } from '../lib/secret.ts';
 
 const toCloud = (s: Server): CloudServer => ({
   id: s.id,

@@ -6,6 +6,8 @@
  * the next event of its Vps/ModelKey or on the informers' periodic resync.
  */
 import { randomBytes } from 'node:crypto';
+import { CannesError, TerminalError } from '../../common/errors.ts';
+import { Secret } from '../../common/secret.ts';
 import { parseModelKey, parseVps } from '../api/parse.ts';
 import { API_VERSION, FINALIZER, LABEL_SECRET_USAGE, type SecretUsage } from '../api/schema.ts';
 import type { Kube, ModelKeyObject, ObjectMeta, SecretValue, VpsObject } from '../controllers/ports.ts';
@@ -22,8 +24,6 @@ import { addFinalizer, removeFinalizer } from '../kube/finalizers.ts';
 import type { Informer } from '../kube/informer.ts';
 import { isRecord, type KubeObject, objectKey, ownerReference } from '../kube/object.ts';
 import { updateStatus } from '../kube/status.ts';
-import { CannesError, TerminalError } from '../lib/errors.ts';
-import { Secret } from '../lib/secret.ts';
 
 export const VPS_RESOURCE: ResourceType = {
   group: 'cannes.dev',

@@ -3,6 +3,8 @@
  * one step, closed at its end; every session but the rescue one verifies the pinned host key.
  */
 import { posix } from 'node:path';
+import { CannesError, TerminalError } from '../../common/errors.ts';
+import type { Secret } from '../../common/secret.ts';
 import type {
   DeployBundle,
   OsTarget,
@@ -24,8 +26,6 @@ import {
   tailnetGatewayUrl,
   tailscaleSourcesList,
 } from '../host/tailnet.ts';
-import { CannesError, TerminalError } from '../lib/errors.ts';
-import type { Secret } from '../lib/secret.ts';
 import { parsePublicKey } from '../ssh/keys.ts';
 import { rescueKeygen } from '../ssh/rescue.ts';
 import { type RotationStore, rotateSshKey, sshRotationRemote } from '../ssh/rotation.ts';
@@ -136,13 +136,11 @@ export class RemotePort implements Remote {
 
   async joinTailnet(target: OsTarget, req: TailnetJoinRequest): Promise<TailnetJoinResult> {
     return this.#withOs(target, async (s) => {
-      if (TAILSCALE_REPO_KEY_ASC !== '') {
-        await runScriptOk(s, 'install -d -m 0755 /etc/apt/keyrings /etc/apt/sources.list.d', {
-          what: 'creating apt folders',
-        });
-        await writeFileAtomic(s, TAILSCALE_KEYRING, TAILSCALE_REPO_KEY_ASC, 0o644, '0:0');
-        await writeFileAtomic(s, TAILSCALE_SOURCES_LIST, tailscaleSourcesList(), 0o644, '0:0');
-      }
+      await runScriptOk(s, 'install -d -m 0755 /etc/apt/keyrings /etc/apt/sources.list.d', {
+        what: 'creating apt folders',
+      });
+      await writeFileAtomic(s, TAILSCALE_KEYRING, TAILSCALE_REPO_KEY_ASC, 0o644, '0:0');
+      await writeFileAtomic(s, TAILSCALE_SOURCES_LIST, tailscaleSourcesList(), 0o644, '0:0');
       const key = req.authKey;
       const r = await runScript(s, TAILNET_JOIN, {
         args: [req.loginServer, req.hostname, req.tags.join(','), key ? '1' : '0'],

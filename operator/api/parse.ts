@@ -6,8 +6,8 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { TerminalError } from '../../common/errors.ts';
 import { isRecord, parseKubeObject } from '../kube/object.ts';
-import { TerminalError } from '../lib/errors.ts';
 import { DEFAULT_TAILNET_LOGIN_SERVER, ModelKeySpec, ModelKeyStatus, VpsSpec, VpsStatus } from './schema.ts';
 import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from './types.ts';
 

@@ -9,7 +9,7 @@
  * emit JSON Schema and loses Kubernetes extensions on the way.
  */
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
-import { PROVIDER_NAMES } from '../../proxy/providers.ts';
+import { PROVIDER_NAMES } from '../../common/providers.ts';
 
 export const GROUP = 'cannes.dev';
 export const VERSION = 'v1alpha1';

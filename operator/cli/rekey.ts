@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { CannesError } from '../lib/errors.ts';
+import { CannesError } from '../../common/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { countByKid, openStoreFromEnv, rekey } from '../store/index.ts';
 

@@ -5,11 +5,11 @@
  * writes it after a deploy, the ModelKey controller reads it to report `delivered`.
  */
 
-import type { ProviderName } from '../../proxy/providers.ts';
+import type { ProviderName } from '../../common/providers.ts';
+import { Secret } from '../../common/secret.ts';
 import type { ModelEntry } from '../api/schema.ts';
 import { isValidApiKey } from '../host/key-file.ts';
 import { isRecord } from '../kube/object.ts';
-import { Secret } from '../lib/secret.ts';
 import type { Kube, ModelKeyObject, OsTarget, Remote, VpsObject } from './ports.ts';
 
 export const DELIVERED_ANNOTATION = 'cannes.dev/delivered-keys';

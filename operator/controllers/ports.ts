@@ -4,12 +4,12 @@
  * layer, Postgres store and Kubernetes API to them; unit tests use in-memory fakes.
  */
 
-import type { ProviderName } from '../../proxy/providers.ts';
+import type { ProviderName } from '../../common/providers.ts';
+import type { Secret } from '../../common/secret.ts';
 import type { ModelKeyStatus, SecretUsage, VpsSpec, VpsStatus } from '../api/schema.ts';
 import type { ModelKeyObject, ResolvedVpsSpec, VpsObject } from '../api/types.ts';
 import type { Condition } from '../kube/conditions.ts';
 import type { ObjectMeta } from '../kube/object.ts';
-import type { Secret } from '../lib/secret.ts';
 
 // ------------------------------------------------------------------ Kubernetes objects
 

@@ -9,6 +9,8 @@
  * the runner fails it rather than let an idle Vps repeat work on every resync.
  */
 import { createHash } from 'node:crypto';
+import { CannesError, TerminalError } from '../../common/errors.ts';
+import type { Secret } from '../../common/secret.ts';
 import {
   ANNOTATION_ARCHITECTURE,
   ANNOTATION_GATEWAY_URL,
@@ -21,9 +23,7 @@ import {
 } from '../api/schema.ts';
 import { tailnetGatewayUrl } from '../host/tailnet.ts';
 import { parseGoDuration } from '../lib/duration.ts';
-import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
-import type { Secret } from '../lib/secret.ts';
 import { collectKeys, DELIVERED_ANNOTATION, type DeliveredKey, type KeySet } from './keys.ts';
 import type {
   ActiveKey,

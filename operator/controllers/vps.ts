@@ -6,14 +6,15 @@
  * (Postgres row, annotation) only after the step succeeded, and re-running a step whose result
  * was lost is harmless (see the comment on each step).
  */
+
+import { CannesError, reasonOf } from '../../common/errors.ts';
+import type { Secret } from '../../common/secret.ts';
 import type { VpsStatus } from '../api/schema.ts';
 import { ANNOTATION_SERVER_ID, FINALIZER } from '../api/schema.ts';
 import { type Condition, setCondition } from '../kube/conditions.ts';
 import { done, type Result, requeueAfter } from '../kube/controller.ts';
 import { withCancel } from '../lib/cancel.ts';
-import { CannesError, reasonOf } from '../lib/errors.ts';
 import { faultPoint } from '../lib/faults.ts';
-import type { Secret } from '../lib/secret.ts';
 import type { VpsObject } from './ports.ts';
 import {
   type Assessment,

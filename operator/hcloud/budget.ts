@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Secret } from '../lib/secret.ts';
+import type { Secret } from '../../common/secret.ts';
 
 /**
  * A client-side model of Hetzner's rate limit (a token bucket: `limit` requests, refilling

@@ -13,10 +13,10 @@
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { Registry } from 'prom-client';
+import { TerminalError } from '../../common/errors.ts';
+import { Secret } from '../../common/secret.ts';
 import { cancelSignal, onCancel } from '../lib/cancel.ts';
-import { TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
-import { Secret } from '../lib/secret.ts';
 import { type BudgetOptions, BudgetRegistry } from './budget.ts';
 import { HcloudError } from './errors.ts';
 import { createHcloudMetrics, type HcloudMetrics } from './metrics.ts';

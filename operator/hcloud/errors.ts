@@ -1,4 +1,4 @@
-import { CannesError } from '../lib/errors.ts';
+import { CannesError } from '../../common/errors.ts';
 
 /**
  * Every Hetzner error code we know, and what it means for us. This table is the ONE place

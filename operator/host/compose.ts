@@ -1,7 +1,7 @@
 import { stringify } from 'yaml';
-import type { ProviderName } from '../../proxy/providers.ts';
-import { TerminalError } from '../lib/errors.ts';
-import { Secret } from '../lib/secret.ts';
+import { TerminalError } from '../../common/errors.ts';
+import type { ProviderName } from '../../common/providers.ts';
+import { Secret } from '../../common/secret.ts';
 import { DEFAULT_BRIDGE_ORIGIN, usesBridgeLiteral } from './gateway-config.ts';
 import {
   CONTAINER_CONFIG_DIR,

@@ -1,6 +1,6 @@
-import { PROVIDERS, type ProviderName } from '../../proxy/providers.ts';
+import { TerminalError } from '../../common/errors.ts';
+import { PROVIDERS, type ProviderName } from '../../common/providers.ts';
 import type { ModelEntry } from '../api/schema.ts';
-import { TerminalError } from '../lib/errors.ts';
 import { BRIDGE_ADDRESS, PROXY_PORT } from './layout.ts';
 
 /**

@@ -1,6 +1,6 @@
-import { PROVIDERS, type ProviderName } from '../../proxy/providers.ts';
-import { TerminalError } from '../lib/errors.ts';
-import { Secret } from '../lib/secret.ts';
+import { TerminalError } from '../../common/errors.ts';
+import { PROVIDERS, type ProviderName } from '../../common/providers.ts';
+import { Secret } from '../../common/secret.ts';
 
 /**
  * `/root/.model-keys.json`, the proxy's key file (docs/design.md §6):

@@ -1,5 +1,5 @@
+import { TerminalError } from '../../common/errors.ts';
 import { SSH_PUBLIC_KEY_TYPES } from '../api/schema.ts';
-import { TerminalError } from '../lib/errors.ts';
 
 /**
  * The owner's own SSH way in (`Vps.spec.access.sshAuthorizedKeys`): the unprivileged user

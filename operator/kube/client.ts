@@ -8,7 +8,7 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
-import { CannesError } from '../lib/errors.ts';
+import { CannesError } from '../../common/errors.ts';
 import { type CoreMetrics, coreMetrics } from './metrics.ts';
 import { isRecord } from './object.ts';
 

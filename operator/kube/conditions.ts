@@ -1,4 +1,4 @@
-import { TerminalError } from '../lib/errors.ts';
+import { TerminalError } from '../../common/errors.ts';
 import { isRecord } from './object.ts';
 
 /** metav1.Condition. */

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Registry } from 'prom-client';
-import { isTerminal, reasonOf } from '../lib/errors.ts';
+import { isTerminal, reasonOf } from '../../common/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { type Clock, realClock } from './clock.ts';
 import type { Informer, InformerEvent } from './informer.ts';

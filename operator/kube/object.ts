@@ -1,4 +1,4 @@
-import { TerminalError } from '../lib/errors.ts';
+import { TerminalError } from '../../common/errors.ts';
 
 /**
  * The parts of `metav1.ObjectMeta` the controller core relies on, parsed from wire JSON.

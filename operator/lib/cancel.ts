@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { CannesError } from './errors.ts';
+import { CannesError } from '../../common/errors.ts';
 
 /**
  * The reconcile's cancellation, carried to every Hetzner request, SSH command and store query

@@ -1,4 +1,4 @@
-import { TerminalError } from './errors.ts';
+import { TerminalError } from '../../common/errors.ts';
 
 const UNITS: Record<string, number> = {
   ns: 1e-6,

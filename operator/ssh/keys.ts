@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import ssh2 from 'ssh2';
-import { CannesError } from '../lib/errors.ts';
-import { Secret } from '../lib/secret.ts';
+import { CannesError } from '../../common/errors.ts';
+import { Secret } from '../../common/secret.ts';
 
 /**
  * SSH key material parsed at the boundary. Everything that comes back from a server

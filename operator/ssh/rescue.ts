@@ -1,5 +1,5 @@
-import { CannesError, TerminalError } from '../lib/errors.ts';
-import type { Secret } from '../lib/secret.ts';
+import { CannesError, TerminalError } from '../../common/errors.ts';
+import type { Secret } from '../../common/secret.ts';
 import { type PublicKey, parsePrivateKey, parsePublicKey } from './keys.ts';
 import type { SshSession } from './session.ts';
 import { runScript, runScriptOk, shq } from './shell.ts';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { CannesError } from '../lib/errors.ts';
-import type { Secret } from '../lib/secret.ts';
+import { CannesError } from '../../common/errors.ts';
+import type { Secret } from '../../common/secret.ts';
 import {
   type AuthorizedKeysLine,
   type PublicKey,

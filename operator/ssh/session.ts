@@ -1,8 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import ssh2, { type ConnectConfig, type ServerHostKeyAlgorithm } from 'ssh2';
+import { CannesError, TerminalError } from '../../common/errors.ts';
+import { isSecret, Secret } from '../../common/secret.ts';
 import { cancelled, cancelSignal } from '../lib/cancel.ts';
-import { CannesError, TerminalError } from '../lib/errors.ts';
-import { isSecret, Secret } from '../lib/secret.ts';
 import { fingerprintOf, type PublicKey } from './keys.ts';
 
 /**

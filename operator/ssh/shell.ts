@@ -1,5 +1,5 @@
-import { CannesError } from '../lib/errors.ts';
-import { isSecret, type Secret } from '../lib/secret.ts';
+import { CannesError } from '../../common/errors.ts';
+import { isSecret, type Secret } from '../../common/secret.ts';
 import type { ExecOptions, ExecResult } from './session.ts';
 
 /** What remote steps need from a session (SshSession has it; unit tests record it). */

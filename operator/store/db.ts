@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { CannesError, TerminalError } from '../../common/errors.ts';
 import { throwIfCancelled } from '../lib/cancel.ts';
-import { CannesError, TerminalError } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { StoreMetrics } from './metrics.ts';
 

@@ -1,6 +1,6 @@
 import { CompactEncrypt, compactDecrypt, errors as joseErrors } from 'jose';
-import { CannesError } from '../lib/errors.ts';
-import { Secret } from '../lib/secret.ts';
+import { CannesError } from '../../common/errors.ts';
+import { Secret } from '../../common/secret.ts';
 import type { Keyring } from './keyring.ts';
 
 /**

@@ -1,4 +1,4 @@
-import { TerminalError } from '../lib/errors.ts';
+import { TerminalError } from '../../common/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import { type Keyring, loadKeyringFile } from './keyring.ts';
 import type { StoreMetrics } from './metrics.ts';

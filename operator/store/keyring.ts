@@ -1,6 +1,6 @@
 import { webcrypto } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { TerminalError } from '../lib/errors.ts';
+import { TerminalError } from '../../common/errors.ts';
 
 /**
  * Master keys for the envelope. A keyring is an ordered list of `kid` + 32 random bytes:

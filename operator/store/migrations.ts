@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { TerminalError } from '../lib/errors.ts';
+import { TerminalError } from '../../common/errors.ts';
 import type { Db } from './db.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { isIPv4 } from 'node:net';
-import { CannesError, TerminalError } from '../lib/errors.ts';
-import type { Secret } from '../lib/secret.ts';
+import { CannesError, TerminalError } from '../../common/errors.ts';
+import type { Secret } from '../../common/secret.ts';
 import { sshKeyBinding } from './bindings.ts';
 import { Db, type DbOptions } from './db.ts';
 import { type Binding, decryptSecret, EnvelopeError, encryptSecret } from './envelope.ts';

@@ -1,4 +1,4 @@
-import { CannesError } from '../lib/errors.ts';
+import { CannesError } from '../../common/errors.ts';
 
 /** Reads typed fields out of a pg row (parse at the boundary, no casts). */
 export class RowReader {

@@ -1,4 +1,4 @@
-import type { Secret } from '../lib/secret.ts';
+import type { Secret } from '../../common/secret.ts';
 
 /**
  * What the controllers need from the system of record (docs/design.md §4). One Vps row per

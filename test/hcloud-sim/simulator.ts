@@ -13,7 +13,7 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import { Secret } from '../../operator/lib/secret.ts';
+import { Secret } from '../../common/secret.ts';
 import {
   DATACENTERS,
   type DatacenterJson,

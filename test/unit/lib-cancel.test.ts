@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { Secret } from '../../common/secret.ts';
 import { HcloudClient } from '../../operator/hcloud/client.ts';
 import { withCancel } from '../../operator/lib/cancel.ts';
-import { Secret } from '../../operator/lib/secret.ts';
 
 /** A reconcile's cancellation reaches the calls made on its behalf (operator/lib/cancel.ts). */
 describe('a cancelled reconcile', () => {

@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { Secret } from '../../operator/lib/secret.ts';
+import { Secret } from '../../common/secret.ts';
 
 describe('Secret', () => {
   const canary = `canary-${crypto.randomUUID()}`;

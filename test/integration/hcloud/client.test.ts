@@ -1,8 +1,8 @@
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Secret } from '../../../common/secret.ts';
 import { HcloudClient, type HcloudClientOptions } from '../../../operator/hcloud/client.ts';
 import { HCLOUD_ERROR_CODES, HcloudError, isHcloudError } from '../../../operator/hcloud/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { randomToken, type Simulator, startSimulator } from '../../hcloud-sim/simulator.ts';
 import { StateOnlyProvider } from '../../hcloud-sim/state-only-provider.ts';
 

@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CannesError } from '../../../common/errors.ts';
+import { Secret } from '../../../common/secret.ts';
 import { makeBundle } from '../../../operator/adapters/bundle.ts';
 import { RemotePort } from '../../../operator/adapters/ssh.ts';
 import type { VpsObject } from '../../../operator/controllers/ports.ts';
@@ -21,8 +23,6 @@ import {
   RUNTIME_MARKER,
   runtimeDir,
 } from '../../../operator/host/index.ts';
-import { CannesError } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { parsePublicKey } from '../../../operator/ssh/keys.ts';
 import type { RotationStore } from '../../../operator/ssh/rotation.ts';
 import { connectPinned, type SshSession } from '../../../operator/ssh/session.ts';

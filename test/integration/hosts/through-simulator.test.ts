@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { Secret } from '../../../common/secret.ts';
 import { type RescueKeygenResult, rescueKeygen } from '../../../operator/ssh/rescue.ts';
 import { connectPinned, connectRescueAcceptingUnknownHostKey } from '../../../operator/ssh/session.ts';
 import { runScriptOk } from '../../../operator/ssh/shell.ts';

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { Secret } from '../../../common/secret.ts';
 import { DEFAULT_GATEWAY_IMAGE, DEFAULT_GATEWAY_PORT } from '../../../operator/api/schema.ts';
 import {
   COMPOSE_SERVICE,
@@ -23,7 +24,6 @@ import {
   PROXY_NODE_FLAGS,
   proxyUnit,
 } from '../../../operator/host/index.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { openclawDir } from '../../lib/openclaw.ts';
 import { waitFor } from '../../lib/wait.ts';
 import { chatFixture, type RunningGateway, readIfPresent, startGateway, walk } from './run.ts';

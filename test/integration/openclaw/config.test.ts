@@ -2,12 +2,12 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROVIDER_NAMES } from '../../../common/providers.ts';
 import {
   type GatewayModelKey,
   GOOGLE_TRUSTED_ORIGINS_ENV,
   gatewayConfig,
 } from '../../../operator/host/index.ts';
-import { PROVIDER_NAMES } from '../../../proxy/providers.ts';
 import { openclawPackageDir } from '../../lib/openclaw.ts';
 import { type OpenClawEnv, validateConfig } from './run.ts';
 

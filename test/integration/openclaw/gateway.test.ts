@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { Secret } from '../../../common/secret.ts';
 import { DEFAULT_GATEWAY_IMAGE } from '../../../operator/api/schema.ts';
 import {
   COMPOSE_SERVICE,
@@ -13,7 +14,6 @@ import {
   gatewayEnvFile,
   keyFile,
 } from '../../../operator/host/index.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { waitUntil } from '../../lib/wait.ts';
 import { anthropic, gemini, openai, type RunningUpstream } from '../../upstreams/index.ts';
 import {

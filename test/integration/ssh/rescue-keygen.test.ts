@@ -2,8 +2,8 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CannesError } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { CannesError } from '../../../common/errors.ts';
+import { Secret } from '../../../common/secret.ts';
 import { rescueKeygen } from '../../../operator/ssh/rescue.ts';
 import {
   connectPinned,

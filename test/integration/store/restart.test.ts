@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { reasonOf } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { reasonOf } from '../../../common/errors.ts';
+import { Secret } from '../../../common/secret.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';
 import {

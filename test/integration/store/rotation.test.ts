@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Secret } from '../../../common/secret.ts';
 import { controllerStore, rotationStore } from '../../../operator/adapters/store.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { parsePrivateKey, parsePublicKey } from '../../../operator/ssh/keys.ts';
 import { ROTATION_FAULT_POINTS, rotateSshKey } from '../../../operator/ssh/rotation.ts';
 import { parseKeyring } from '../../../operator/store/keyring.ts';

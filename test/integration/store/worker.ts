@@ -9,8 +9,8 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { reasonOf } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { reasonOf } from '../../../common/errors.ts';
+import { Secret } from '../../../common/secret.ts';
 import { loadKeyringFile } from '../../../operator/store/keyring.ts';
 import { migrate } from '../../../operator/store/migrations.ts';
 import { PostgresStore } from '../../../operator/store/postgres.ts';

@@ -2,6 +2,9 @@
  * In-memory fakes of the controller ports (unit tests only: integration tests use the rig's
  * real API server, Postgres, simulator and simulated servers).
  */
+
+import { TerminalError } from '../../../common/errors.ts';
+import { Secret } from '../../../common/secret.ts';
 import { parseVps } from '../../../operator/api/parse.ts';
 import type { ModelKeySpec, ModelKeyStatus, SecretUsage, VpsStatus } from '../../../operator/api/schema.ts';
 import type {
@@ -25,9 +28,7 @@ import type {
   VpsRecord,
 } from '../../../operator/controllers/ports.ts';
 import type { VpsDeps } from '../../../operator/controllers/vps-steps.ts';
-import { TerminalError } from '../../../operator/lib/errors.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { vpsManifest } from '../../lib/manifests.ts';
 
 export type Calls = string[];

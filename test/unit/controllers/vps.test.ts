@@ -1,4 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest';
+import { Secret } from '../../../common/secret.ts';
 import {
   ANNOTATION_ARCHITECTURE,
   ANNOTATION_IPV4,
@@ -13,7 +14,6 @@ import {
 import { reconcileModelKey } from '../../../operator/controllers/modelkey.ts';
 import type { DeployBundle, VpsObject } from '../../../operator/controllers/ports.ts';
 import { DEPLOYED_ANNOTATION, reconcileVps, type VpsDeps } from '../../../operator/controllers/vps.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { FakeHcloud, FakeKube, FakeRemote, FakeStore, Faults, fakeVpsDeps, vpsSpec } from './fakes.ts';
 
 const HOUR = 3_600_000;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { Secret } from '../../../common/secret.ts';
 import { BudgetRegistry, TokenBudget, tokenId } from '../../../operator/hcloud/budget.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 
 /** A fake clock: sleeping advances it, so nothing here waits for real time. */
 function clock() {

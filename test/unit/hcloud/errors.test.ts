@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { CannesError } from '../../../common/errors.ts';
 import { backoff, checkEndpoint } from '../../../operator/hcloud/client.ts';
 import { HCLOUD_ERROR_CODES, HcloudError } from '../../../operator/hcloud/errors.ts';
-import { CannesError } from '../../../operator/lib/errors.ts';
 
 describe('Hetzner error classification', () => {
   it('gives every known code a CamelCase reason starting with Hcloud', () => {

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { Secret } from '../../../common/secret.ts';
 import { makeBundle } from '../../../operator/adapters/bundle.ts';
 import { DEFAULT_GATEWAY_IMAGE } from '../../../operator/api/schema.ts';
 import type { DeliveredKey } from '../../../operator/controllers/keys.ts';
 import { HOST } from '../../../operator/host/index.ts';
 import { OWNER_AUTHORIZED_KEYS } from '../../../operator/host/owner-access.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { parseKeyFile } from '../../../proxy/keys.ts';
 import { vpsSpec } from '../controllers/fakes.ts';
 

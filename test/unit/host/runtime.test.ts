@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { Secret } from '../../../common/secret.ts';
 import { bundleVersion, makeBundle } from '../../../operator/adapters/bundle.ts';
 import { parseRunConfig } from '../../../operator/config.ts';
 import type { VpsObject } from '../../../operator/controllers/ports.ts';
@@ -11,7 +12,6 @@ import {
   runtimeNode,
   runtimeUrl,
 } from '../../../operator/host/index.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 
 const HEX = (c: string) => c.repeat(64);
 

@@ -3,6 +3,9 @@ import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { isTerminal, reasonOf } from '../../../common/errors.ts';
+import { PROVIDER_NAMES, PROVIDERS } from '../../../common/providers.ts';
+import { Secret } from '../../../common/secret.ts';
 import { DEFAULT_GATEWAY_IMAGE } from '../../../operator/api/schema.ts';
 import {
   COMPOSE_SERVICE,
@@ -19,10 +22,7 @@ import {
   proxyUnit,
   sshdHardening,
 } from '../../../operator/host/index.ts';
-import { isTerminal, reasonOf } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
 import { parseKeyFile } from '../../../proxy/keys.ts';
-import { PROVIDER_NAMES, PROVIDERS } from '../../../proxy/providers.ts';
 
 const canary = (what: string) => `${what}-canary-${randomBytes(18).toString('base64url')}`;
 

@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { TerminalError } from '../../../common/errors.ts';
 import type { Clock } from '../../../operator/kube/clock.ts';
 import {
   Controller,
@@ -12,7 +13,6 @@ import {
 } from '../../../operator/kube/controller.ts';
 import { Informer } from '../../../operator/kube/informer.ts';
 import { ExponentialFailureRateLimiter } from '../../../operator/kube/ratelimit.ts';
-import { TerminalError } from '../../../operator/lib/errors.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
 import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps.ts';
 import { FakeApi, flush, ManualClock, until } from './fakes.ts';

@@ -11,6 +11,7 @@ const REPO = join(import.meta.dirname, '..', '..', '..');
 
 /** Lowest first. A folder may import its own layer and the layers before it. */
 const LAYERS: readonly (readonly string[])[] = [
+  ['common'],
   ['operator/lib'],
   ['proxy', 'operator/kube', 'operator/hcloud', 'operator/ssh', 'operator/store'],
   ['operator/api', 'operator/metrics'],
@@ -33,7 +34,7 @@ function sources(dir: string): string[] {
 /** Folder → the folders its files import (relative imports only; packages are not layers). */
 function folderGraph(): Map<string, Set<string>> {
   const graph = new Map<string, Set<string>>();
-  for (const file of [...sources('operator'), ...sources('proxy')]) {
+  for (const file of [...sources('common'), ...sources('operator'), ...sources('proxy')]) {
     const from = dirname(file);
     const text = readFileSync(join(REPO, file), 'utf8');
     for (const m of text.matchAll(/(?:import|export)\s[^'"]*?from\s+'(\.[^']+)'/g)) {
@@ -52,7 +53,7 @@ const layerOf = (folder: string) => LAYERS.findIndex((l) => l.includes(folder));
 describe('the import graph', () => {
   const graph = folderGraph();
 
-  it('puts every folder of operator/ and proxy/ in a layer', () => {
+  it('puts every folder of common/, operator/ and proxy/ in a layer', () => {
     const folders = new Set([...graph.keys(), ...[...graph.values()].flatMap((s) => [...s])]);
     expect([...folders].filter((f) => layerOf(f) === -1)).toEqual([]);
   });
@@ -62,6 +63,17 @@ describe('the import graph', () => {
     for (const [from, tos] of graph)
       for (const to of tos) if (layerOf(to) > layerOf(from)) upward.push(`${from} -> ${to}`);
     expect(upward).toEqual([]);
+  });
+
+  it('keeps the proxy and the operator apart: what both use is in common/', () => {
+    const crossing: string[] = [];
+    for (const [from, tos] of graph)
+      for (const to of tos) {
+        const a = from.split('/')[0];
+        const b = to.split('/')[0];
+        if (a !== b && b !== 'common') crossing.push(`${from} -> ${to}`);
+      }
+    expect(crossing).toEqual([]);
   });
 
   it('has no folder-level cycle', () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { Secret } from '../../../common/secret.ts';
 import { parseArgs } from '../../../proxy/cli.ts';
 import { REQUEST_DROP, responseHeaderAllowed } from '../../../proxy/headers.ts';
 import { createLogger } from '../../../proxy/log.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import type { ProviderName } from '../../../common/providers.ts';
 import { EndpointPolicy, validPathPrefix } from '../../../proxy/endpoints.ts';
-import type { ProviderName } from '../../../proxy/providers.ts';
 
 const policy = new EndpointPolicy();
 const ok = (p: ProviderName, m: string, path: string) => policy.check(p, m, path);

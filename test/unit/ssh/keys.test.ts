@@ -1,7 +1,7 @@
 import ssh2 from 'ssh2';
 import { describe, expect, it } from 'vitest';
-import { CannesError } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { CannesError } from '../../../common/errors.ts';
+import { Secret } from '../../../common/secret.ts';
 import {
   parseAuthorizedKeys,
   parsePrivateKey,

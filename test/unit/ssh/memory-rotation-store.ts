@@ -1,4 +1,4 @@
-import type { Secret } from '../../../operator/lib/secret.ts';
+import type { Secret } from '../../../common/secret.ts';
 import type { RotationStore, StoredSshKey } from '../../../operator/ssh/rotation.ts';
 
 /**

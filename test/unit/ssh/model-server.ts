@@ -1,4 +1,4 @@
-import { Secret } from '../../../operator/lib/secret.ts';
+import { Secret } from '../../../common/secret.ts';
 import {
   type PublicKey,
   parsePrivateKey,

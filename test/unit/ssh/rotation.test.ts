@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { Secret } from '../../../common/secret.ts';
 import { parsePublicKey } from '../../../operator/ssh/keys.ts';
 import {
   ROTATION_FAULT_POINTS,

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TerminalError } from '../../../operator/lib/errors.ts';
+import { TerminalError } from '../../../common/errors.ts';
 import { isConnectionError, poolConfig } from '../../../operator/store/db.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'cannes-db-unit-'));

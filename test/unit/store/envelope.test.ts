@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { CompactEncrypt } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { CannesError } from '../../../operator/lib/errors.ts';
-import { Secret } from '../../../operator/lib/secret.ts';
+import { CannesError } from '../../../common/errors.ts';
+import { Secret } from '../../../common/secret.ts';
 import {
   type Binding,
   decryptBytes,

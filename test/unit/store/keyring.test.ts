@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { TerminalError } from '../../../operator/lib/errors.ts';
+import { TerminalError } from '../../../common/errors.ts';
 import { loadKeyringFile, parseKeyring, parseKeyringSecretData } from '../../../operator/store/keyring.ts';
 
 const b64 = (n: number): string => randomBytes(n).toString('base64');
