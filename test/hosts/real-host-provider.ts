@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import type { BootMode, HostProvider, HostSpec } from '../hcloud-sim/host-provider.ts';
 import { endStdin } from '../lib/stdin.ts';
+import { waitFor, waitUntil } from '../lib/wait.ts';
 
 const run = promisify(execFile);
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -346,7 +347,12 @@ export class RealHostProvider implements HostProvider {
     // pid 1 of the server dies with unshare; the kernel then kills the rest. Wait until no
     // process is left in that pid namespace, so the next boot starts on a clean slate.
     if (pidNs !== undefined)
-      await waitUntil(async () => (await pidsInNamespace('pid', pidNs)).length === 0, 30_000);
+      await waitUntil(
+        'a server to stop',
+        async () => (await pidsInNamespace('pid', pidNs)).length === 0,
+        30_000,
+        { intervalMs: 50 },
+      );
     // Every process of the server also sits in its network namespace (which outlives the boot):
     // when none is left there, nothing holds port 22 and the next sshd can bind it.
     const netNs = await stat(`/run/netns/${host.netns}`).then(
@@ -354,7 +360,12 @@ export class RealHostProvider implements HostProvider {
       () => undefined,
     );
     if (netNs !== undefined)
-      await waitUntil(async () => (await pidsInNamespace('net', netNs)).length === 0, 30_000);
+      await waitUntil(
+        'a server to stop',
+        async () => (await pidsInNamespace('net', netNs)).length === 0,
+        30_000,
+        { intervalMs: 50 },
+      );
   }
 
   async #teardown(host: Host): Promise<void> {
@@ -389,9 +400,12 @@ async function sweepStale(parent: string, log: (line: string) => void): Promise<
           const pidNs = await nsInode(pid, 'pid', true);
           process.kill(pid, 'SIGKILL');
           if (pidNs !== undefined) {
-            await waitUntil(async () => (await pidsInNamespace('pid', pidNs)).length === 0, 10_000).catch(
-              () => undefined,
-            );
+            await waitUntil(
+              'a server to stop',
+              async () => (await pidsInNamespace('pid', pidNs)).length === 0,
+              10_000,
+              { intervalMs: 50 },
+            ).catch(() => undefined);
           }
         }
       }
@@ -529,13 +543,15 @@ async function waitForSsh(ipv4: string, timeoutMs: number, exited: Promise<void>
   void exited.then(() => {
     dead = true;
   });
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (dead) throw new Error('the server init exited');
-    if (await bannerSeen(ipv4)) return;
-    if (Date.now() > deadline) throw new Error(`no SSH banner from ${ipv4}:22 within ${timeoutMs} ms`);
-    await sleep(100);
-  }
+  await waitFor(
+    `an SSH banner from ${ipv4}:22`,
+    async () => ((await bannerSeen(ipv4)) ? true : undefined),
+    timeoutMs,
+    {
+      intervalMs: 100,
+      giveUp: () => (dead ? 'the server init exited' : undefined),
+    },
+  );
 }
 
 /** True once something on ipv4:22 speaks SSH. */
@@ -550,18 +566,6 @@ function bannerSeen(ipv4: string): Promise<boolean> {
     s.once('error', () => done(false));
     s.once('data', (c: Buffer) => done(c.toString('latin1').startsWith('SSH-')));
   });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error('timed out waiting for a server to stop');
-    await sleep(50);
-  }
 }
 
 /** The inode of /proc/<pid>/ns/<kind>; with `ofChild`, of its first child (unshare --fork's pid 1). */

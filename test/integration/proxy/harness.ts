@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { endStdin, writeStdin } from '../../lib/stdin.ts';
+import { waitFor } from '../../lib/wait.ts';
 
 /**
  * The proxy test rig: real network namespaces and veth pairs (a 172.x "bridge" address for
@@ -168,28 +169,32 @@ export class ProxyProcess {
   }
 
   async waitForLine(pred: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = this.lines.find(pred);
-      if (hit) return hit;
-      if (this.child.exitCode !== null) {
-        throw new Error(`proxy exited (${this.child.exitCode}): ${this.stderr.slice(0, 500)}`);
-      }
-      if (Date.now() > until) throw new Error('proxy log line not seen in time');
-      await sleep(25);
-    }
+    return waitFor('a proxy log line', () => this.lines.find(pred), timeoutMs, this.#untilExit());
   }
 
   /** Ports the proxy reports after binding (`listening` lines), by address. */
   async listening(count: number): Promise<Map<string, number>> {
-    const until = Date.now() + 15_000;
-    for (;;) {
-      const ls = this.lines.filter((l) => l.msg === 'listening');
-      if (ls.length >= count) return new Map(ls.map((l) => [String(l['address']), Number(l['port'])]));
-      if (this.child.exitCode !== null) throw new Error(`proxy exited: ${this.stderr.slice(0, 500)}`);
-      if (Date.now() > until) throw new Error('proxy did not report listening');
-      await sleep(25);
-    }
+    const ls = await waitFor(
+      `${count} listening lines from the proxy`,
+      () => {
+        const got = this.lines.filter((l) => l.msg === 'listening');
+        return got.length >= count ? got : undefined;
+      },
+      15_000,
+      this.#untilExit(),
+    );
+    return new Map(ls.map((l) => [String(l['address']), Number(l['port'])]));
+  }
+
+  /** Polls every 25 ms and stops at once when the proxy has exited, naming its stderr. */
+  #untilExit() {
+    return {
+      intervalMs: 25,
+      giveUp: () =>
+        this.child.exitCode !== null
+          ? `proxy exited (${this.child.exitCode}): ${this.stderr.slice(0, 500)}`
+          : undefined,
+    };
   }
 
   async metricsPort(): Promise<number> {
@@ -336,18 +341,16 @@ export class NsClient {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** `waitFor` for a truthy value, polled every 20 ms (the proxy tests' in-process checks). */
 export async function until<T>(
   fn: () => T | undefined | false | Promise<T | undefined | false>,
   what: string,
   timeoutMs = 10_000,
 ): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
+  return waitFor(what, async () => (await fn()) || undefined, timeoutMs, {
+    intervalMs: 20,
+    failOnError: true,
+  });
 }
 
 export function header(headers: string[], name: string): string | undefined {
