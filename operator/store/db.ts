@@ -46,6 +46,52 @@ export const DEFAULT_RETRY: RetryPolicy = { maxElapsedMillis: 30_000, baseMillis
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
 
+/**
+ * pg's `ssl` option from libpq's sslmode: plaintext only on loopback or a Unix socket, and a
+ * verified TLS connection (with the given CA file, else the system's) everywhere else.
+ */
+function tlsOptions(
+  url: URL,
+  sslmode: string | undefined,
+  rootCertPath: string | undefined,
+): pg.PoolConfig['ssl'] {
+  const host = url.hostname;
+  const socketHost = host === '' || url.searchParams.has('host');
+  const mode = sslmode ?? (socketHost || LOOPBACK.has(host) ? 'disable' : 'verify-full');
+  switch (mode) {
+    case 'disable':
+    case 'allow':
+    case 'prefer':
+      // libpq's prefer/allow silently fall back to plaintext; we only honour them on loopback.
+      if (!LOOPBACK.has(host) && !socketHost && mode !== 'disable') {
+        throw new TerminalError(
+          'DatabaseTlsRequired',
+          `sslmode=${mode} may fall back to plaintext; use sslmode=verify-full for ${host}`,
+        );
+      }
+      return false;
+    case 'require':
+    case 'verify-ca':
+    case 'verify-full': {
+      let ca: string | undefined;
+      if (rootCertPath !== undefined && rootCertPath !== '' && rootCertPath !== 'system') {
+        try {
+          ca = readFileSync(rootCertPath, 'utf8');
+        } catch {
+          throw new TerminalError('DatabaseCaUnreadable', `cannot read the database CA file ${rootCertPath}`);
+        }
+      }
+      return {
+        rejectUnauthorized: true,
+        ...(isIP(host) === 0 ? { servername: host } : {}),
+        ...(ca === undefined ? {} : { ca }),
+      };
+    }
+    default:
+      throw new TerminalError('DatabaseUrlInvalid', `unknown sslmode ${mode}`);
+  }
+}
+
 /** Turns DATABASE_URL into pg options. sslmode/sslrootcert are stripped from the URL because pg lets URL values override `ssl`. */
 export function poolConfig(opts: DbOptions): pg.PoolConfig {
   let url: URL;
@@ -80,44 +126,7 @@ export function poolConfig(opts: DbOptions): pg.PoolConfig {
   ]) {
     url.searchParams.delete(p);
   }
-  const host = url.hostname;
-  const socketHost = host === '' || url.searchParams.has('host');
-  let ssl: pg.PoolConfig['ssl'];
-  const mode = sslmode ?? (socketHost || LOOPBACK.has(host) ? 'disable' : 'verify-full');
-  switch (mode) {
-    case 'disable':
-    case 'allow':
-    case 'prefer':
-      // libpq's prefer/allow silently fall back to plaintext; we only honour them on loopback.
-      if (!LOOPBACK.has(host) && !socketHost && mode !== 'disable') {
-        throw new TerminalError(
-          'DatabaseTlsRequired',
-          `sslmode=${mode} may fall back to plaintext; use sslmode=verify-full for ${host}`,
-        );
-      }
-      ssl = false;
-      break;
-    case 'require':
-    case 'verify-ca':
-    case 'verify-full': {
-      let ca: string | undefined;
-      if (rootCertPath !== undefined && rootCertPath !== '' && rootCertPath !== 'system') {
-        try {
-          ca = readFileSync(rootCertPath, 'utf8');
-        } catch {
-          throw new TerminalError('DatabaseCaUnreadable', `cannot read the database CA file ${rootCertPath}`);
-        }
-      }
-      ssl = {
-        rejectUnauthorized: true,
-        ...(isIP(host) === 0 ? { servername: host } : {}),
-        ...(ca === undefined ? {} : { ca }),
-      };
-      break;
-    }
-    default:
-      throw new TerminalError('DatabaseUrlInvalid', `unknown sslmode ${mode}`);
-  }
+  const ssl = tlsOptions(url, sslmode, rootCertPath);
   return {
     connectionString: url.toString(),
     ssl,
