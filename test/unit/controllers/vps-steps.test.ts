@@ -132,6 +132,20 @@ describe('the Vps step table', () => {
     // The runner's assess after the key step published the pinned host key (upTo skips it).
     expect(await step('rescue_keygen').assess(ctx(step('rescue_keygen')))).toMatchObject({ state: 'done' });
     expect(kube.vps('agent').metadata.annotations['cannes.dev/ssh-host-key']).toBeDefined();
+    // The runner recorded the purge in status (so a token put back later is left alone).
+    const v = kube.vps('agent');
+    await kube.patchVpsStatus(v.metadata, {
+      ...v.status,
+      conditions: [
+        {
+          type: 'CloudTokenPurged',
+          status: 'True',
+          reason: 'TokenPurged',
+          message: '',
+          lastTransitionTime: now.toISOString(),
+        },
+      ],
+    });
     kube.putSecret('hcloud', { token: canary('tok').slice(0, 64) }, 'cloud-token');
     await store.deleteVps(kube.vps('agent').metadata.uid);
     facts = { record: null, activeKey: null };
