@@ -106,6 +106,8 @@ async function putTokenAsDocumented(token: string): Promise<void> {
     {
       PATH: `${dirname(s.rig.binaries.kubectl)}:${process.env['PATH'] ?? '/usr/bin:/bin'}`,
       KUBECONFIG: s.rig.kubeconfigPath,
+      // kubectl's discovery cache goes under $HOME/.kube: the system's folder, not the checkout.
+      HOME: s.dir,
     },
     token,
   );
