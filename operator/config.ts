@@ -149,42 +149,38 @@ function watchNamespace(v: string | undefined): string | undefined {
   return v;
 }
 
-export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv): RunConfig {
-  let values: Record<string, string | boolean | string[] | undefined>;
+type FlagValues = Record<string, string | boolean | string[] | undefined>;
+
+const RUN_OPTIONS = {
+  'metrics-bind-address': { type: 'string' },
+  'health-probe-bind-address': { type: 'string' },
+  'leader-elect': { type: 'boolean' },
+  'leader-election-id': { type: 'string' },
+  'leader-election-namespace': { type: 'string' },
+  workers: { type: 'string' },
+  resync: { type: 'string' },
+  'provider-origin': { type: 'string', multiple: true },
+  'node-dist-url': { type: 'string' },
+  'node-sha256': { type: 'string', multiple: true },
+  'ssh-port': { type: 'string' },
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  'watch-namespace': { type: 'string' },
+} as const;
+
+function parseRunFlags(argv: readonly string[]): FlagValues {
   try {
-    ({ values } = parseArgs({
-      args: [...argv],
-      options: {
-        'metrics-bind-address': { type: 'string' },
-        'health-probe-bind-address': { type: 'string' },
-        'leader-elect': { type: 'boolean' },
-        'leader-election-id': { type: 'string' },
-        'leader-election-namespace': { type: 'string' },
-        workers: { type: 'string' },
-        resync: { type: 'string' },
-        'provider-origin': { type: 'string', multiple: true },
-        'node-dist-url': { type: 'string' },
-        'node-sha256': { type: 'string', multiple: true },
-        'ssh-port': { type: 'string' },
-        'log-level': { type: 'string' },
-        'log-format': { type: 'string' },
-        'watch-namespace': { type: 'string' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    return parseArgs({ args: [...argv], options: RUN_OPTIONS, strict: true, allowPositionals: false })
+      .values as FlagValues;
   } catch (err) {
     // node's message goes on about positionals after `--`; its first sentence is the point.
     const first = err instanceof Error ? (err.message.split('. ')[0] ?? 'invalid') : 'invalid';
     bad('flags', `${first} (see cannes-operator run --help)`);
   }
-  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+}
 
-  const dbUrl = env['DATABASE_URL'];
-  if (!dbUrl) bad('DATABASE_URL', 'not set (a postgres:// URL; for Neon add sslmode=verify-full)');
-  if (!/^postgres(ql)?:\/\//.test(dbUrl)) bad('DATABASE_URL', 'must start with postgres:// or postgresql://');
-  const keysFile = env['CANNES_MASTER_KEYS_FILE'];
-  if (!keysFile) bad('CANNES_MASTER_KEYS_FILE', 'not set (a file of lines "kid base64-of-32-bytes")');
+/** HCLOUD_ENDPOINT (default the real API), checked to be an http(s) URL, without a trailing slash. */
+export function hcloudEndpointFromEnv(env: NodeJS.ProcessEnv): string {
   const endpoint = env['HCLOUD_ENDPOINT'] ?? 'https://api.hetzner.cloud/v1';
   try {
     const u = new URL(endpoint);
@@ -192,22 +188,43 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
   } catch {
     bad('HCLOUD_ENDPOINT', 'must be an http(s) URL');
   }
+  return endpoint.replace(/\/+$/, '');
+}
 
+/** What the environment must provide: the database, the master keys, the Hetzner endpoint. */
+function requiredEnv(env: NodeJS.ProcessEnv) {
+  const dbUrl = env['DATABASE_URL'];
+  if (!dbUrl) bad('DATABASE_URL', 'not set (a postgres:// URL; for Neon add sslmode=verify-full)');
+  if (!/^postgres(ql)?:\/\//.test(dbUrl)) bad('DATABASE_URL', 'must start with postgres:// or postgresql://');
+  const keysFile = env['CANNES_MASTER_KEYS_FILE'];
+  if (!keysFile) bad('CANNES_MASTER_KEYS_FILE', 'not set (a file of lines "kid base64-of-32-bytes")');
+  return {
+    databaseUrl: Secret.of(dbUrl),
+    masterKeysFile: keysFile,
+    hcloudEndpoint: hcloudEndpointFromEnv(env),
+  };
+}
+
+const PLAIN_URL = /^https?:\/\/[A-Za-z0-9.:[\]-]+(\/[A-Za-z0-9._~/-]*)?$/;
+
+function providerOrigins(flags: readonly string[]): Partial<Record<ProviderName, string>> {
   const origins: Partial<Record<ProviderName, string>> = {};
-  const originFlags = Array.isArray(values['provider-origin']) ? values['provider-origin'] : [];
-  for (const o of originFlags) {
+  for (const o of flags) {
     const eq = o.indexOf('=');
     const name = o.slice(0, eq);
     const url = o.slice(eq + 1);
     if (eq < 1 || !isProviderName(name))
       bad('--provider-origin', `expected PROVIDER=URL with a known provider`);
-    if (!/^https?:\/\/[A-Za-z0-9.:[\]-]+(\/[A-Za-z0-9._~/-]*)?$/.test(url))
-      bad('--provider-origin', 'bad URL');
+    if (!PLAIN_URL.test(url)) bad('--provider-origin', 'bad URL');
     origins[name] = url.replace(/\/+$/, '');
   }
+  return origins;
+}
 
-  const nodeDistUrl = str('node-dist-url');
-  if (nodeDistUrl !== undefined && !/^https?:\/\/[A-Za-z0-9.:[\]-]+(\/[A-Za-z0-9._~/-]*)?$/.test(nodeDistUrl))
+/** `--node-dist-url` and `--node-sha256`: where the servers fetch Node, and its checksums. */
+function nodeSettings(values: FlagValues): Pick<RunConfig, 'nodeDistUrl' | 'nodeSha256'> {
+  const nodeDistUrl = typeof values['node-dist-url'] === 'string' ? values['node-dist-url'] : undefined;
+  if (nodeDistUrl !== undefined && !PLAIN_URL.test(nodeDistUrl))
     bad('--node-dist-url', 'expected a plain http(s) URL');
   const nodeSha256: Partial<Record<'x64' | 'arm64', string>> = {};
   for (const v of Array.isArray(values['node-sha256']) ? values['node-sha256'] : []) {
@@ -215,24 +232,15 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
     if (!m) bad('--node-sha256', 'expected x64=<64 hex digits> or arm64=<64 hex digits>');
     nodeSha256[m[1] as 'x64' | 'arm64'] = m[2]!.toLowerCase();
   }
+  return { nodeDistUrl: nodeDistUrl?.replace(/\/+$/, ''), nodeSha256 };
+}
 
-  const podName = env['POD_NAME'] ?? `local-${process.pid}`;
+/** `--log-level`/`LOG_LEVEL` and `--log-format`/`LOG_FORMAT` (the flag wins, the error names the one used). */
+function logSettings(
+  str: (k: string) => string | undefined,
+  env: NodeJS.ProcessEnv,
+): Pick<RunConfig, 'logLevel' | 'logFormat'> {
   return {
-    databaseUrl: Secret.of(dbUrl),
-    masterKeysFile: keysFile,
-    hcloudEndpoint: endpoint.replace(/\/+$/, ''),
-    metrics: parseListen('--metrics-bind-address', str('metrics-bind-address') ?? ':8080'),
-    probes: parseListen('--health-probe-bind-address', str('health-probe-bind-address') ?? ':8081'),
-    leaderElect: values['leader-elect'] === true,
-    leaseNamespace: str('leader-election-namespace') ?? env['POD_NAMESPACE'] ?? 'cannes-system',
-    leaseName: leaseName(str('leader-election-id')),
-    identity: `${podName}_${crypto.randomUUID().slice(0, 8)}`,
-    workers: intFlag('--workers', str('workers'), 4, 1, 64),
-    resyncMs: resyncMs(str('resync')),
-    providerOrigins: origins,
-    nodeDistUrl: nodeDistUrl?.replace(/\/+$/, ''),
-    nodeSha256,
-    sshPort: str('ssh-port') === undefined ? undefined : intFlag('--ssh-port', str('ssh-port'), 22, 1, 65535),
     logLevel: oneOf(
       str('log-level') === undefined ? 'LOG_LEVEL' : '--log-level',
       str('log-level') ?? (env['LOG_LEVEL'] || 'info'),
@@ -243,6 +251,30 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
       str('log-format') ?? (env['LOG_FORMAT'] || 'json'),
       LOG_FORMATS,
     ),
+  };
+}
+
+export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv): RunConfig {
+  const values = parseRunFlags(argv);
+  const str = (k: string) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+  const required = requiredEnv(env);
+  const origins = providerOrigins(Array.isArray(values['provider-origin']) ? values['provider-origin'] : []);
+  const node = nodeSettings(values);
+  const podName = env['POD_NAME'] ?? `local-${process.pid}`;
+  return {
+    ...required,
+    metrics: parseListen('--metrics-bind-address', str('metrics-bind-address') ?? ':8080'),
+    probes: parseListen('--health-probe-bind-address', str('health-probe-bind-address') ?? ':8081'),
+    leaderElect: values['leader-elect'] === true,
+    leaseNamespace: str('leader-election-namespace') ?? env['POD_NAMESPACE'] ?? 'cannes-system',
+    leaseName: leaseName(str('leader-election-id')),
+    identity: `${podName}_${crypto.randomUUID().slice(0, 8)}`,
+    workers: intFlag('--workers', str('workers'), 4, 1, 64),
+    resyncMs: resyncMs(str('resync')),
+    providerOrigins: origins,
+    ...node,
+    sshPort: str('ssh-port') === undefined ? undefined : intFlag('--ssh-port', str('ssh-port'), 22, 1, 65535),
+    ...logSettings(str, env),
     watchNamespace: watchNamespace(str('watch-namespace') ?? env['WATCH_NAMESPACE']),
   };
 }

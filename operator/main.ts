@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // cannes-operator: `run` (default) reconciles Vps and ModelKey resources; `rekey`
-// re-encrypts every stored secret to the active master key.
+// re-encrypts every stored secret to the active master key; `recover` regains a server whose
+// SSH key the store lost, through Hetzner's rescue system.
+import { recoverCommand } from './cli/recover.ts';
 import { rekeyCommand } from './cli/rekey.ts';
 import { configErrorLine, ENVIRONMENT, RUN_USAGE } from './config.ts';
 import { runOperator } from './run.ts';
@@ -8,11 +10,13 @@ import { OPERATOR_VERSION } from './version.ts';
 
 const USAGE = `cannes-operator ${OPERATOR_VERSION}: provisions OpenClaw gateways on Hetzner Cloud, keeping secrets where they belong
 
-usage: cannes-operator [run|rekey] [flags]
+usage: cannes-operator [run|rekey|recover] [flags]
        cannes-operator --version | --help
 
   run      reconcile Vps and ModelKey resources (default; flags: cannes-operator run --help)
   rekey    re-encrypt every stored secret to the active (first) master key (cannes-operator rekey --help)
+  recover  <namespace>/<vps>: regain a server whose SSH key the store lost, through Hetzner's
+           rescue system with a fresh token (cannes-operator recover --help)
 
 ${ENVIRONMENT}`;
 
@@ -41,6 +45,8 @@ async function main(): Promise<number> {
       return runOperator(rest, process.env);
     case 'rekey':
       return rekeyCommand(rest, process.env);
+    case 'recover':
+      return recoverCommand(rest, process.env);
     default:
       process.stderr.write(
         `cannes-operator: unknown command '${command.slice(0, 64)}' (see cannes-operator --help)\n`,

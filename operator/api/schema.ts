@@ -58,6 +58,13 @@ export const SECRET_USAGES = ['cloud-token', 'llm-key', 'tailnet-auth-key'] as c
 export type SecretUsage = (typeof SECRET_USAGES)[number];
 /** The pinned OS host key of the server (public), for the owner's known_hosts. */
 export const ANNOTATION_SSH_HOST_KEY = 'cannes.dev/ssh-host-key';
+/**
+ * A recovery intent (`cannes-operator recover`): the id of the one Hetzner server carrying this
+ * Vps's uid label, which the reconcile may reset into rescue to make a new SSH key although the
+ * Vps was provisioned before and the store lost its key (docs/operations.md). Removed when the
+ * recovery finished.
+ */
+export const ANNOTATION_RECOVER = 'cannes.dev/recover';
 /** The gateway's URL on the owner's tailnet (`https://<name>.<tailnet>.ts.net/`), once joined. */
 export const ANNOTATION_GATEWAY_URL = 'cannes.dev/gateway-url';
 /** Tailscale's own coordination server: the default `spec.tailnet.loginServer`. */

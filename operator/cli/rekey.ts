@@ -26,8 +26,15 @@ CANNES_MASTER_KEYS_FILE.
 Exit status: 0 all rows on the active key; 1 rows failed or remain; 2 usage or setup error.
 `;
 
-/** `cannes-operator rekey`: prints a report to stdout, returns the exit status. */
-export async function rekeyCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+interface RekeyArgs {
+  readonly batchSize: number;
+  readonly keysFile: string | undefined;
+  readonly dryRun: boolean;
+  readonly help: boolean;
+}
+
+/** The command line, or the exit status 2 after a one-line message on stderr. */
+function parseRekeyArgs(argv: string[]): RekeyArgs | number {
   let values: {
     'batch-size'?: string | undefined;
     'keys-file'?: string | undefined;
@@ -52,17 +59,28 @@ export async function rekeyCommand(argv: string[], env: NodeJS.ProcessEnv): Prom
     process.stderr.write(`cannes-operator rekey: ${first} (see cannes-operator rekey --help)\n`);
     return 2;
   }
-  if (values.help === true) {
-    process.stdout.write(HELP);
-    return 0;
-  }
   const batchSize = values['batch-size'] === undefined ? 200 : Number(values['batch-size']);
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
+  if (values.help !== true && (!Number.isSafeInteger(batchSize) || batchSize < 1 || batchSize > 10_000)) {
     process.stderr.write('rekey: --batch-size must be an integer between 1 and 10000\n');
     return 2;
   }
-  const effectiveEnv =
-    values['keys-file'] === undefined ? env : { ...env, CANNES_MASTER_KEYS_FILE: values['keys-file'] };
+  return {
+    batchSize,
+    keysFile: values['keys-file'],
+    dryRun: values['dry-run'] === true,
+    help: values.help === true,
+  };
+}
+
+/** `cannes-operator rekey`: prints a report to stdout, returns the exit status. */
+export async function rekeyCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const args = parseRekeyArgs(argv);
+  if (typeof args === 'number') return args;
+  if (args.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const effectiveEnv = args.keysFile === undefined ? env : { ...env, CANNES_MASTER_KEYS_FILE: args.keysFile };
   const logger = createLogger('rekey', { destination: process.stderr });
   let opened: Awaited<ReturnType<typeof openStoreFromEnv>>;
   try {
@@ -73,7 +91,7 @@ export async function rekeyCommand(argv: string[], env: NodeJS.ProcessEnv): Prom
   }
   const { store, keyring } = opened;
   try {
-    if (values['dry-run'] === true) {
+    if (args.dryRun) {
       const counts = await countByKid(store.db);
       process.stdout.write(`active key: ${keyring.activeKid}\n`);
       for (const [kid, n] of Object.entries(counts)) {
@@ -82,37 +100,41 @@ export async function rekeyCommand(argv: string[], env: NodeJS.ProcessEnv): Prom
       return 0;
     }
     const report = await rekey(store.db, keyring, {
-      batchSize,
+      batchSize: args.batchSize,
       onBatch: (p) => logger.info({ table: p.table, scanned: p.scanned, rekeyed: p.rekeyed }, 'rekey batch'),
     });
-    process.stdout.write(`active key: ${report.activeKid}\n`);
-    let remaining = 0;
-    let failed = 0;
-    for (const c of report.columns) {
-      remaining += c.remaining;
-      failed += c.failed;
-      process.stdout.write(
-        `${c.table}.${c.column}: scanned ${c.scanned}, rekeyed ${c.rekeyed}, skipped ${c.skipped} (changed concurrently), ` +
-          `failed ${c.failed}, remaining ${c.remaining}\n`,
-      );
-    }
-    for (const f of report.failures)
-      process.stdout.write(`  failed: ${f.table} row ${f.rowId}: ${f.reason}\n`);
-    process.stdout.write(`rows per key: ${JSON.stringify(report.kidCounts)}\n`);
-    process.stdout.write(`total: remaining ${remaining}, failed ${failed}\n`);
-    if (remaining === 0 && failed === 0) {
-      const old = keyring.kids.filter((k) => k !== keyring.activeKid);
-      if (old.length > 0)
-        process.stdout.write(`done: old key(s) ${old.join(', ')} can now be removed from the keyring\n`);
-      return 0;
-    }
-    return 1;
+    return printReport(
+      report,
+      keyring.kids.filter((k) => k !== keyring.activeKid),
+    );
   } catch (err) {
     process.stderr.write(`rekey: ${describe(err)}\n`);
     return 1;
   } finally {
     await store.close();
   }
+}
+
+/** The report on stdout; 0 when every row is on the active key and none failed, else 1. */
+function printReport(report: Awaited<ReturnType<typeof rekey>>, old: readonly string[]): number {
+  process.stdout.write(`active key: ${report.activeKid}\n`);
+  let remaining = 0;
+  let failed = 0;
+  for (const c of report.columns) {
+    remaining += c.remaining;
+    failed += c.failed;
+    process.stdout.write(
+      `${c.table}.${c.column}: scanned ${c.scanned}, rekeyed ${c.rekeyed}, skipped ${c.skipped} (changed concurrently), ` +
+        `failed ${c.failed}, remaining ${c.remaining}\n`,
+    );
+  }
+  for (const f of report.failures) process.stdout.write(`  failed: ${f.table} row ${f.rowId}: ${f.reason}\n`);
+  process.stdout.write(`rows per key: ${JSON.stringify(report.kidCounts)}\n`);
+  process.stdout.write(`total: remaining ${remaining}, failed ${failed}\n`);
+  if (remaining !== 0 || failed !== 0) return 1;
+  if (old.length > 0)
+    process.stdout.write(`done: old key(s) ${old.join(', ')} can now be removed from the keyring\n`);
+  return 0;
 }
 
 function describe(err: unknown): string {

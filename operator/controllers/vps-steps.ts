@@ -15,6 +15,7 @@ import {
   ANNOTATION_ARCHITECTURE,
   ANNOTATION_GATEWAY_URL,
   ANNOTATION_IPV4,
+  ANNOTATION_RECOVER,
   ANNOTATION_SERVER_ID,
   ANNOTATION_SSH_HOST_KEY,
   FINALIZER,
@@ -92,6 +93,8 @@ export interface Facts {
   deployed?: string;
   tokenPurged?: boolean;
   tailnet?: { url: string; fingerprint: string; keyPurged?: boolean };
+  /** The purge step removed the recovery intent (the cache copy still shows it). */
+  recoveryClosed?: boolean;
 }
 
 export interface StepContext {
@@ -149,7 +152,8 @@ export interface VpsStep {
 
 const ns = (m: ObjectMeta): string => m.namespace ?? 'default';
 
-export async function cloudToken(vps: VpsObject, d: VpsDeps, purpose: string): Promise<Secret> {
+/** The Vps's Hetzner token from its `cloud-token` Secret (the reconcile and `recover` read it). */
+export async function cloudToken(vps: VpsObject, d: Pick<VpsDeps, 'kube'>, purpose: string): Promise<Secret> {
   const ref = vps.spec.cloudTokenSecretRef;
   const { value, notLabelled } = await d.kube.readSecretKey(
     ns(vps.metadata),
@@ -232,6 +236,29 @@ async function reloadFacts(ctx: StepContext): Promise<void> {
   const fresh = await ctx.d.store.getVps(ctx.vps.metadata.uid);
   ctx.facts.record = fresh?.record ?? null;
   ctx.facts.activeKey = fresh?.activeKey ?? null;
+}
+
+/**
+ * A Vps that had a key (its pinned host key is published) but whose store row has none lost its
+ * database or row: resetting its running server into rescue takes the owner's say-so, a recovery
+ * intent for exactly the server carrying its uid label (`cannes-operator recover`). Without
+ * it the step waits, naming the command; a first provisioning (no host key published) runs.
+ */
+function recoveryGate(ctx: StepContext): Assessment | undefined {
+  const m = ctx.vps.metadata;
+  if (m.annotations[ANNOTATION_SSH_HOST_KEY] === undefined) return undefined;
+  const intent = m.annotations[ANNOTATION_RECOVER];
+  const serverId = ctx.facts.record?.serverId;
+  if (intent !== undefined && serverId != null && intent === String(serverId)) return undefined;
+  const command = `cannes-operator recover ${ns(m)}/${m.name}`;
+  return {
+    state: 'wait',
+    reason: 'RecoveryRequired',
+    message:
+      intent === undefined
+        ? `the store holds no SSH key for this provisioned server (database or row lost): put a fresh Hetzner token in Secret ${ctx.vps.spec.cloudTokenSecretRef.name} and run "${command}" (docs/operations.md)`
+        : `recovery was requested for Hetzner server ${intent.slice(0, 20)}, but this Vps's server is ${serverId ?? 'not recorded'}: run "${command}" again`,
+  };
 }
 
 const WAITING_FOR_MODEL_KEYS = {
@@ -354,7 +381,7 @@ const sshKey: VpsStep = {
   faultPoints: ['rescue_keygen:keygen', 'rescue_keygen:rebooted', 'rescue_keygen:stored'],
   async assess(ctx) {
     const hostKey = ctx.facts.record?.hostKey;
-    if (!ctx.facts.activeKey || !hostKey) return { state: 'run' };
+    if (!ctx.facts.activeKey || !hostKey) return recoveryGate(ctx) ?? { state: 'run' };
     // The pinned host key (public) for the owner's known_hosts: their first SSH connection
     // verifies it too, instead of trusting on first use.
     const m = ctx.vps.metadata;
@@ -371,6 +398,13 @@ const sshKey: VpsStep = {
     const { serverId, ipv4 } = serverOf(ctx);
     const token = await cloudToken(vps, d, 'boot the rescue system');
     ctx.signal.throwIfAborted();
+    if (vps.metadata.annotations[ANNOTATION_RECOVER] !== undefined) {
+      // A recovery redeploys once the new key is stored: the deploy proves the key works and
+      // brings back what the rescue reboot stopped. Removed first, so a crash anywhere after
+      // this still redeploys; the cache copy of this reconcile does not show it yet.
+      await d.kube.setAnnotations('Vps', vps.metadata, { [DEPLOYED_ANNOTATION]: null });
+      ctx.facts.deployed = '';
+    }
     // The rescue password lives in this closure only: never stored, never logged.
     const password = await d.hcloud.enableRescue(token, serverId);
     // enable_rescue does not change the power state the server step saw.
@@ -621,6 +655,7 @@ const purgeToken: VpsStep = {
   faultPoints: ['purge_token:purged'],
   async assess(ctx) {
     const { vps, d } = ctx;
+    if (recovering(ctx)) return assessRecoveryEnd(ctx);
     const ref = vps.spec.cloudTokenSecretRef;
     const { value, notLabelled } = await d.kube.readSecretKey(
       ns(vps.metadata),
@@ -646,17 +681,7 @@ const purgeToken: VpsStep = {
       message: 'this Vps purged the token after setup; it was put back since and is left for its new use',
     } as const;
     if (purgedBefore(vps)) return resupplied;
-    const waiting = d.kube
-      .listVpses(ns(vps.metadata))
-      .filter(
-        (o) =>
-          o.metadata.uid !== vps.metadata.uid &&
-          !o.metadata.deletionTimestamp &&
-          o.spec.cloudTokenSecretRef.name === ref.name &&
-          o.spec.cloudTokenSecretRef.key === ref.key &&
-          o.status.ready !== true,
-      )
-      .map((o) => o.metadata.name);
+    const waiting = othersWaitingForToken(ctx);
     if (waiting.length > 0)
       return {
         state: 'wait',
@@ -670,6 +695,7 @@ const purgeToken: VpsStep = {
     return { state: 'run' };
   },
   async run(ctx) {
+    if (recovering(ctx)) return endRecovery(ctx);
     const ref = ctx.vps.spec.cloudTokenSecretRef;
     await ctx.d.kube.removeSecretKey(ns(ctx.vps.metadata), ref.name, ref.key, 'cloud-token');
     ctx.fault('purged');
@@ -677,6 +703,58 @@ const purgeToken: VpsStep = {
     return `removed key "${ref.key}" from Secret ${ref.name}`;
   },
 };
+
+/** Other Vps of the namespace that use the same token Secret key and are not Ready yet. */
+function othersWaitingForToken(ctx: StepContext): string[] {
+  const { vps, d } = ctx;
+  const ref = vps.spec.cloudTokenSecretRef;
+  return d.kube
+    .listVpses(ns(vps.metadata))
+    .filter(
+      (o) =>
+        o.metadata.uid !== vps.metadata.uid &&
+        !o.metadata.deletionTimestamp &&
+        o.spec.cloudTokenSecretRef.name === ref.name &&
+        o.spec.cloudTokenSecretRef.key === ref.key &&
+        o.status.ready !== true,
+    )
+    .map((o) => o.metadata.name);
+}
+
+/** A recovery intent is on the Vps and this reconcile has not removed it yet. */
+const recovering = (ctx: StepContext): boolean =>
+  ctx.vps.metadata.annotations[ANNOTATION_RECOVER] !== undefined && ctx.facts.recoveryClosed !== true;
+
+/**
+ * The end of a recovery (every earlier step is done: a new key, redeployed, rotated): the token
+ * given for it is purged again (as after a first setup, once no other Vps waits for it), and
+ * the intent is removed, so a later loss of the store needs a new `recover`.
+ */
+async function assessRecoveryEnd(ctx: StepContext): Promise<Assessment> {
+  const waiting = ctx.vps.spec.purgeCloudTokenAfterSetup ? othersWaitingForToken(ctx) : [];
+  if (waiting.length > 0)
+    return {
+      state: 'wait',
+      reason: 'WaitingForOtherVps',
+      message: `recovered; the token is still needed by: ${waiting.sort().join(', ')}`,
+    };
+  return { state: 'run' };
+}
+
+async function endRecovery(ctx: StepContext): Promise<string> {
+  const { vps, d } = ctx;
+  const ref = vps.spec.cloudTokenSecretRef;
+  let note = 'recovery finished';
+  if (vps.spec.purgeCloudTokenAfterSetup) {
+    await d.kube.removeSecretKey(ns(vps.metadata), ref.name, ref.key, 'cloud-token');
+    ctx.fault('purged');
+    ctx.facts.tokenPurged = true;
+    note += `: removed key "${ref.key}" from Secret ${ref.name}; ${TOKEN_PURGED}`;
+  }
+  await d.kube.setAnnotations('Vps', vps.metadata, { [ANNOTATION_RECOVER]: null });
+  ctx.facts.recoveryClosed = true;
+  return note;
+}
 
 /** The provisioning, in order. The crash test enumerates `faultPoints` of every step. */
 export const VPS_STEPS: readonly VpsStep[] = [finalizer, server, sshKey, deploy, tailnet, rotate, purgeToken];

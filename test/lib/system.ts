@@ -100,6 +100,8 @@ export async function startSystem(
     namespace?: string;
     /** Start the rig's tailnet control server and trust its CA on every simulated server. */
     tailnet?: boolean;
+    /** Further tokens of the simulated project (a fresh token for `recover`). */
+    extraTokens?: string[];
   } = {},
 ): Promise<System> {
   const dir = mkdtempSync(join(tmpdir(), 'cannes-system-'));
@@ -154,7 +156,11 @@ export async function startSystem(
       hosts.trustCa(readFileSync(control.caFile, 'utf8'));
     }
     const tailnetKeys: string[] = [];
-    const sim = await startSimulator({ provider: hosts, actionDurationMs: opts.actionMs ?? 200 });
+    const sim = await startSimulator({
+      provider: hosts,
+      actionDurationMs: opts.actionMs ?? 200,
+      ...(opts.extraTokens ? { extraTokens: opts.extraTokens } : {}),
+    });
     cleanups.push(() => sim.close());
 
     const masterKey = randomBytes(32).toString('base64');

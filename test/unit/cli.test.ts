@@ -77,6 +77,25 @@ describe('cannes-operator configuration errors', () => {
     );
   });
 
+  it('a recover without exactly one <namespace>/<vps>', () => {
+    // Few spawns: each is a Node start, and the unit timeout is 20 s on a shared machine.
+    for (const args of [
+      ['recover', 'agent'],
+      ['recover', 'a/b', 'c/d'],
+    ]) {
+      const res = cli(args, env);
+      expect(res.code, args.join(' ')).toBe(2);
+      expect(res.stderr).toBe(
+        'cannes-operator recover: expected one argument <namespace>/<vps> (see cannes-operator recover --help)\n',
+      );
+      expect(res.stdout).toBe('');
+    }
+    const res = cli(['recover', '--force', 'a/b'], env);
+    expect(res.stderr).toBe(
+      "cannes-operator recover: Unknown option '--force' (see cannes-operator recover --help)\n",
+    );
+  });
+
   it('an unknown command', () => {
     expectOneLineError(cli(['frobnicate']), /unknown command 'frobnicate'/);
   });
@@ -115,6 +134,24 @@ describe('cannes-operator --version and --help', () => {
       const res = cli(['--version'], {}, 'dist/operator/main.js');
       expect(res.stdout).toBe(`cannes-operator ${PKG_VERSION}\n`);
     }
+  });
+
+  it('names every command in --help, and recover --help says what it checks and what it does', () => {
+    const top = cli(['--help']);
+    expect(top.stdout).toMatch(/usage: cannes-operator \[run\|rekey\|recover\]/);
+    expect(top.stdout).toMatch(/^ {2}recover {2}<namespace>\/<vps>: /m);
+    const res = cli(['recover', '--help']);
+    expect(res.code).toBe(0);
+    expect(res.stderr).toBe('');
+    for (const text of [
+      'Usage: cannes-operator recover <namespace>/<vps>',
+      'cannes.dev/usage=cloud-token',
+      'cannes.dev/vps-uid=<the Vps',
+      'cannes.dev/recover=<server id>',
+      'CANNES_MASTER_KEYS_FILE',
+      'Exit status: 0 recovery requested; 1 an API failed (run it again); 2 usage error or refusal.',
+    ])
+      expect(res.stdout).toContain(text);
   });
 
   it('lists every flag run accepts and every environment variable the operator reads', () => {

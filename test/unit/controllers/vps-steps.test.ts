@@ -125,6 +125,66 @@ describe('the Vps step table', () => {
     expect(facts.record?.hostKey).toBe(remote.hostKey);
   });
 
+  /** Provisions to the end, then loses the store row (database lost): a fresh reconcile's facts. */
+  async function provisionedThenStoreLost() {
+    await upTo('purge_token');
+    await runStep('purge_token');
+    // The runner's assess after the key step published the pinned host key (upTo skips it).
+    expect(await step('rescue_keygen').assess(ctx(step('rescue_keygen')))).toMatchObject({ state: 'done' });
+    expect(kube.vps('agent').metadata.annotations['cannes.dev/ssh-host-key']).toBeDefined();
+    // The runner recorded the purge in status (so a token put back later is left alone).
+    const v = kube.vps('agent');
+    await kube.patchVpsStatus(v.metadata, {
+      ...v.status,
+      conditions: [
+        {
+          type: 'CloudTokenPurged',
+          status: 'True',
+          reason: 'TokenPurged',
+          message: '',
+          lastTransitionTime: now.toISOString(),
+        },
+      ],
+    });
+    kube.putSecret('hcloud', { token: canary('tok').slice(0, 64) }, 'cloud-token');
+    await store.deleteVps(kube.vps('agent').metadata.uid);
+    facts = { record: null, activeKey: null };
+    faultsHit.length = 0;
+    await upTo('rescue_keygen');
+  }
+
+  it('rescue_keygen: a provisioned Vps whose store lost its key waits for recover, touching nothing', async () => {
+    await provisionedThenStoreLost();
+    const calls = [...hcloud.calls];
+    const a = await step('rescue_keygen').assess(ctx(step('rescue_keygen')));
+    expect(a).toMatchObject({ state: 'wait', reason: 'RecoveryRequired' });
+    expect(a.state === 'wait' && a.message).toMatch(/cannes-operator recover ns\/agent/);
+    expect(hcloud.calls).toEqual(calls);
+    // An intent for another server does not unlock it.
+    await kube.setAnnotations('Vps', kube.vps('agent').metadata, { 'cannes.dev/recover': '999999' });
+    expect(await step('rescue_keygen').assess(ctx(step('rescue_keygen')))).toMatchObject({
+      state: 'wait',
+      reason: 'RecoveryRequired',
+    });
+  });
+
+  it('recovery: with the intent for its server, a new rescue key, a redeploy, then the token purged and the intent removed', async () => {
+    await provisionedThenStoreLost();
+    const serverId = String(facts.record?.serverId);
+    await kube.setAnnotations('Vps', kube.vps('agent').metadata, { 'cannes.dev/recover': serverId });
+    expect(await runStep('rescue_keygen')).toMatchObject({ state: 'done', reason: 'KeyStored' });
+    expect(hcloud.calls.filter((c) => c === 'enableRescue')).toHaveLength(2);
+    // The deploy runs again (the recorded fingerprint was dropped).
+    expect(kube.vps('agent').metadata.annotations['cannes.dev/deployed']).toBeUndefined();
+    expect(await runStep('deploy')).toMatchObject({ state: 'done', reason: 'Deployed' });
+    await runStep('tailnet').catch(() => {});
+    await runStep('rotate');
+    // This Vps purged its token before: only the recovery makes it purge the fresh one.
+    expect(await runStep('purge_token')).toMatchObject({ state: 'done', reason: 'TokenPurged' });
+    expect(kube.secrets.get('ns/hcloud')?.data.has('token')).toBe(false);
+    expect(kube.vps('agent').metadata.annotations['cannes.dev/recover']).toBeUndefined();
+  });
+
   it('deploy: waits for a ModelKey, then deploys once and records the fingerprint', async () => {
     kube.markDeleting('ModelKey', 'claude');
     await upTo('deploy');
