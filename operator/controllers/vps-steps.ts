@@ -15,6 +15,8 @@ import {
   ANNOTATION_ARCHITECTURE,
   ANNOTATION_GATEWAY_URL,
   ANNOTATION_IPV4,
+  ANNOTATION_RECREATE_SERVER,
+  ANNOTATION_SERVER_GONE,
   ANNOTATION_SERVER_ID,
   ANNOTATION_SSH_HOST_KEY,
   FINALIZER,
@@ -36,6 +38,7 @@ import type {
   VpsObject,
   VpsRecord,
 } from './ports.ts';
+import { confirmServer, forgetGoneServer, reaching, serverGoneMessage } from './server-check.ts';
 
 /** Fingerprint of the tailnet settings the server last joined and served with (never the key). */
 export const TAILNET_ANNOTATION = 'cannes.dev/tailnet-joined';
@@ -92,6 +95,8 @@ export interface Facts {
   deployed?: string;
   tokenPurged?: boolean;
   tailnet?: { url: string; fingerprint: string; keyPurged?: boolean };
+  /** The gone server this reconcile replaced (its annotations in the cache are stale: stop here). */
+  recreated?: number;
 }
 
 export interface StepContext {
@@ -171,6 +176,22 @@ export async function cloudToken(vps: VpsObject, d: VpsDeps, purpose: string): P
     );
   }
   return value;
+}
+
+/** The token when it is there to read (it is purged after setup); never an error. */
+async function tokenIfAny(vps: VpsObject, d: VpsDeps): Promise<Secret | undefined> {
+  try {
+    return await cloudToken(vps, d, 'check the server');
+  } catch (err) {
+    if (err instanceof CannesError) return undefined;
+    throw err;
+  }
+}
+
+/** An SSH step's work; an unreachable server makes it ask Hetzner whether the server is gone. */
+function reachingServer<R>(ctx: StepContext, fn: () => Promise<R>): Promise<R> {
+  const { vps, d } = ctx;
+  return reaching(d, vps, () => tokenIfAny(vps, d), serverOf(ctx).serverId, fn);
 }
 
 /** Hetzner names are unique per project: namespace, name and a piece of the uid. */
@@ -285,7 +306,19 @@ const server: VpsStep = {
   faultPoints: ['create_server:created', 'create_server:recorded'],
   async assess(ctx) {
     const r = recordOf(ctx);
+    if (ctx.facts.recreated !== undefined)
+      return {
+        state: 'wait',
+        reason: 'ServerRecreated',
+        message: `server ${ctx.facts.recreated} was gone: created server ${r.serverId} in its place`,
+      };
     if (r.serverId === null || r.ipv4 === null) return { state: 'run' };
+    // Gone (Hetzner 404, recorded by server-check.ts): wait for the owner's consent to a new one.
+    const gone = ctx.vps.metadata.annotations[ANNOTATION_SERVER_GONE];
+    if (gone === String(r.serverId))
+      return ctx.vps.metadata.annotations[ANNOTATION_RECREATE_SERVER] === gone
+        ? { state: 'run' }
+        : { state: 'wait', reason: 'ServerGone', message: serverGoneMessage(ctx.vps, r.serverId) };
     // The annotations are a copy for people (docs/design.md §1 promise 4); the store is the record.
     const m = ctx.vps.metadata;
     // The architecture is recorded at create (annotation), so an idle Vps asks Hetzner nothing;
@@ -319,6 +352,15 @@ const server: VpsStep = {
     const m = vps.metadata;
     const token = await cloudToken(vps, d, 'create the server');
     ctx.signal.throwIfAborted();
+    const goneId = recordOf(ctx).serverId;
+    const gone = m.annotations[ANNOTATION_SERVER_GONE];
+    if (goneId !== null && gone === String(goneId) && m.annotations[ANNOTATION_RECREATE_SERVER] === gone) {
+      // Only reached with the owner's consent (assess): the recorded server is gone.
+      await forgetGoneServer(d, vps, token, goneId, [DEPLOYED_ANNOTATION, TAILNET_ANNOTATION]);
+      ctx.facts.record = { ...recordOf(ctx), serverId: null, ipv4: null, hostKey: null };
+      ctx.facts.activeKey = null;
+      ctx.facts.recreated = goneId;
+    }
     let s = await d.hcloud.findServerByVpsUid(token, m.uid);
     if (!s) {
       s = await d.hcloud.createServer(token, {
@@ -431,12 +473,16 @@ const deploy: VpsStep = {
     const keys = facts.keys ?? (await collectKeys(vps, d.kube));
     const gw = facts.gateway ?? (await d.kube.ensureGatewayToken(vps));
     const target = { ipv4, hostKey: key.hostKey, privateKey: key.privateKey };
+    // Hetzner (when the token is there to ask) still has the server at the recorded address.
+    await confirmServer(d, vps, await tokenIfAny(vps, d), serverOf(ctx));
     ctx.signal.throwIfAborted();
-    const values = await keys.resolve(target, d.remote);
     const architecture = facts.architecture;
     if (architecture === undefined)
       throw new CannesError('StoreInconsistent', 'server architecture not known');
-    await d.remote.deploy(target, d.bundle(vps, values, gw.token, { architecture }));
+    await reachingServer(ctx, async () => {
+      const values = await keys.resolve(target, d.remote);
+      await d.remote.deploy(target, d.bundle(vps, values, gw.token, { architecture }));
+    });
     ctx.fault('deployed');
     const fingerprint = deployFingerprint(vps, keys, gw.resourceVersion, d.bundleVersion);
     await d.kube.setAnnotations('Vps', vps.metadata, {
@@ -594,7 +640,7 @@ const rotate: VpsStep = {
     const { ipv4, hostKey } = serverOf(ctx);
     if (hostKey === null) throw new CannesError('StoreInconsistent', 'no pinned host key');
     ctx.signal.throwIfAborted();
-    await ctx.d.remote.rotate(ctx.vps.metadata.uid, { ipv4, hostKey });
+    await reachingServer(ctx, () => ctx.d.remote.rotate(ctx.vps.metadata.uid, { ipv4, hostKey }));
     ctx.fault('rotated');
     await reloadFacts(ctx);
     if (!ctx.facts.activeKey) throw new CannesError('StoreInconsistent', 'no active key after rotation');

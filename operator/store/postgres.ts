@@ -253,6 +253,20 @@ export class PostgresStore implements Store {
     });
   }
 
+  async forgetServer(uid: string, serverId: number): Promise<boolean> {
+    checkUid(uid);
+    return this.db.transaction(async (q) => {
+      const res = await q.query(
+        `UPDATE cannes_vps SET server_id = NULL, ipv4 = NULL, host_public_key = NULL, routing_mac = NULL,
+           routing_kid = NULL, updated_at = now() WHERE uid = $1 AND server_id = $2 RETURNING uid`,
+        [uid, serverId],
+      );
+      if (res.rowCount === 0) return false;
+      await q.query('DELETE FROM cannes_ssh_key WHERE vps_uid = $1', [uid]);
+      return true;
+    });
+  }
+
   async deleteVps(uid: string): Promise<boolean> {
     checkUid(uid);
     const res = await this.db.query('DELETE FROM cannes_vps WHERE uid = $1', [uid]);
