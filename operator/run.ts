@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { CannesError } from '../common/errors.ts';
-import { bundleVersion, makeBundle } from './adapters/bundle.ts';
+import { bundleVersion, hardeningBundle, makeBundle } from './adapters/bundle.ts';
 import { HcloudPort } from './adapters/hcloud.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './adapters/kube.ts';
 import { RemotePort } from './adapters/ssh.ts';
@@ -151,6 +151,7 @@ async function run(
     store: storePort,
     bundle: makeBundle(bundleOpts),
     bundleVersion: bundleVersion(bundleOpts),
+    hardening: hardeningBundle,
     now: () => new Date(),
     log,
     observe: ours.observeStep,

@@ -43,6 +43,9 @@ import { confirmServer, forgetGoneServer, reaching, serverGoneMessage } from './
 /** Fingerprint of the tailnet settings the server last joined and served with (never the key). */
 export const TAILNET_ANNOTATION = 'cannes.dev/tailnet-joined';
 
+/** Fingerprint of the hardening put on a server that had no ModelKey yet (the `harden` step). */
+export const HARDENED_ANNOTATION = 'cannes.dev/hardened';
+
 /** Fingerprint of what was last deployed; equal fingerprints mean no SSH connection at all. */
 export const DEPLOYED_ANNOTATION = 'cannes.dev/deployed';
 
@@ -60,6 +63,11 @@ export interface VpsDeps {
   ) => DeployBundle;
   /** Changes when the proxy bundle or the templates change, so a new operator redeploys. */
   readonly bundleVersion: string;
+  /**
+   * The firewall, sshd hardening and root password lock alone (operator/adapters/bundle.ts),
+   * for a server with no ModelKey yet; absent: the `harden` step does not apply.
+   */
+  readonly hardening?: () => DeployBundle;
   readonly now: () => Date;
   readonly log: Logger;
   /** Step timings; optional so unit tests can omit them. */
@@ -93,6 +101,7 @@ export interface Facts {
   // Set by a step's run for what the informer cache cannot show yet in this reconcile.
   finalizerAdded?: boolean;
   deployed?: string;
+  hardened?: string;
   tokenPurged?: boolean;
   tailnet?: { url: string; fingerprint: string; keyPurged?: boolean };
   /** The gone server this reconcile replaced (its annotations in the cache are stale: stop here). */
@@ -356,7 +365,11 @@ const server: VpsStep = {
     const gone = m.annotations[ANNOTATION_SERVER_GONE];
     if (goneId !== null && gone === String(goneId) && m.annotations[ANNOTATION_RECREATE_SERVER] === gone) {
       // Only reached with the owner's consent (assess): the recorded server is gone.
-      await forgetGoneServer(d, vps, token, goneId, [DEPLOYED_ANNOTATION, TAILNET_ANNOTATION]);
+      await forgetGoneServer(d, vps, token, goneId, [
+        DEPLOYED_ANNOTATION,
+        TAILNET_ANNOTATION,
+        HARDENED_ANNOTATION,
+      ]);
       ctx.facts.record = { ...recordOf(ctx), serverId: null, ipv4: null, hostKey: null };
       ctx.facts.activeKey = null;
       ctx.facts.recreated = goneId;
@@ -429,6 +442,58 @@ const sshKey: VpsStep = {
     if (!ctx.facts.activeKey || !ctx.facts.record?.hostKey)
       throw new CannesError('StoreInconsistent', 'stored SSH key is not readable back');
     return 'SSH key generated in rescue, stored encrypted';
+  },
+};
+
+function bundleFingerprint(b: DeployBundle): string {
+  const h = createHash('sha256');
+  for (const f of b.files) {
+    const content = typeof f.content === 'string' ? f.content : f.content.reveal();
+    h.update(JSON.stringify([f.path, f.mode, f.owner, content]));
+  }
+  return h
+    .update(JSON.stringify([b.prepare ?? '', b.activate, b.verify]))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/**
+ * 4b. Hardening while there is nothing to deploy yet: the host firewall, sshd's hardening and
+ *     the root password's end do not wait for a ModelKey. Not needed once a deploy ran (every
+ *     deploy brings them) or while there are keys to deploy (the deploy comes right after).
+ */
+const harden: VpsStep = {
+  name: 'harden',
+  event: 'HostHardened',
+  gatesReady: true,
+  faultPoints: ['harden:hardened'],
+  async assess(ctx) {
+    const { vps, d, facts } = ctx;
+    const absent = { state: 'done', absent: true, reason: 'DeployHardens', message: '' } as const;
+    if (!d.hardening || (facts.deployed ?? vps.metadata.annotations[DEPLOYED_ANNOTATION]) !== undefined)
+      return absent;
+    facts.keys ??= await collectKeys(vps, d.kube);
+    if (facts.keys.fingerprintParts.length > 0) return absent;
+    const want = bundleFingerprint(d.hardening());
+    return (facts.hardened ?? vps.metadata.annotations[HARDENED_ANNOTATION]) === want
+      ? absent
+      : { state: 'run' };
+  },
+  async run(ctx) {
+    const { vps, d } = ctx;
+    const bundle = d.hardening?.();
+    if (!bundle) throw new CannesError('StepNotApplicable', 'no hardening bundle');
+    const { ipv4 } = serverOf(ctx);
+    const key = activeKeyOf(ctx);
+    ctx.signal.throwIfAborted();
+    await reachingServer(ctx, () =>
+      d.remote.deploy({ ipv4, hostKey: key.hostKey, privateKey: key.privateKey }, bundle),
+    );
+    ctx.fault('hardened');
+    const fingerprint = bundleFingerprint(bundle);
+    await d.kube.setAnnotations('Vps', vps.metadata, { [HARDENED_ANNOTATION]: fingerprint });
+    ctx.facts.hardened = fingerprint;
+    return 'host firewall loaded, sshd hardened, root password removed (no ModelKey yet)';
   },
 };
 
@@ -725,7 +790,16 @@ const purgeToken: VpsStep = {
 };
 
 /** The provisioning, in order. The crash test enumerates `faultPoints` of every step. */
-export const VPS_STEPS: readonly VpsStep[] = [finalizer, server, sshKey, deploy, tailnet, rotate, purgeToken];
+export const VPS_STEPS: readonly VpsStep[] = [
+  finalizer,
+  server,
+  sshKey,
+  harden,
+  deploy,
+  tailnet,
+  rotate,
+  purgeToken,
+];
 
 /** When the next rotation is due (the reconcile requeues for it). */
 export function nextRotationInMs(ctx: StepContext): number {

@@ -338,6 +338,37 @@ describe('Vps reconcile', () => {
     expect(kube.vps('agent').status.ready).toBe(true);
   });
 
+  it('hardens the host while it waits for a ModelKey: once, then no SSH; the deploy takes over', async () => {
+    kube.modelKeys.clear();
+    const hardening: DeployBundle = {
+      files: [
+        { path: '/etc/cannes/nftables.conf', content: 'table inet cannes {}', mode: 0o600, owner: '0:0' },
+      ],
+      activate: 'nft -f /etc/cannes/nftables.conf; usermod -p "*" root',
+      verify: 'true',
+    };
+    deps = { ...deps, hardening: () => hardening };
+    expect(await converge()).toEqual({ type: 'done' });
+    expect(remote.deployed).toEqual([hardening]);
+    expect(kube.events.some((e) => e.reason === 'HostHardened')).toBe(true);
+    const c = kube.vps('agent').status.conditions?.find((x) => x.type === 'GatewayDeployed');
+    expect(c).toMatchObject({ status: 'False', reason: 'WaitingForModelKeys' });
+    const r = remote.calls.length;
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(remote.calls.length).toBe(r);
+    // A changed hardening template reaches a server still waiting, once.
+    const changed = { ...hardening, activate: `${hardening.activate}; true` };
+    deps = { ...deps, hardening: () => changed };
+    await reconcileVps(kube.vps('agent'), deps);
+    await reconcileVps(kube.vps('agent'), deps);
+    expect(remote.deployed).toEqual([hardening, changed]);
+    addAnthropicKey('claude', 'agent');
+    await converge();
+    expect(kube.vps('agent').status.ready).toBe(true);
+    expect(remote.deployed).toHaveLength(3);
+    expect(remote.deployed.at(-1)).not.toBe(changed);
+  });
+
   it('takes every key off the server when the last ModelKey goes, and releases its finalizer', async () => {
     await converge();
     for (const name of ['claude', 'gpt']) {
