@@ -709,6 +709,21 @@ export function storeSuite(mode: Mode): void {
         }
         child.kill('SIGKILL');
         await exited;
+        // The statement the killed process had sent still runs to its end in its backend: wait
+        // until no other session of this database is active before counting.
+        await waitUntil(
+          "the killed rekey's last statement finished",
+          async () =>
+            Number(
+              (
+                await s1.db.query(
+                  "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'",
+                )
+              ).rows[0]?.['n'],
+            ) === 0,
+          30_000,
+          { intervalMs: 20 },
+        );
         const afterKill = await onNew();
         expect(afterKill).toBeGreaterThan(0);
         expect(afterKill).toBeLessThan(total);
