@@ -458,9 +458,9 @@ function bundleFingerprint(b: DeployBundle): string {
 }
 
 /**
- * 4b. Hardening while there is nothing to deploy yet: the host firewall, sshd's hardening and
- *     the root password's end do not wait for a ModelKey. Not needed once a deploy ran (every
- *     deploy brings them) or while there are keys to deploy (the deploy comes right after).
+ * 4b. Hardening first, before anything is deployed: the host firewall, sshd's hardening and the
+ *     root password's end do not wait for a ModelKey (or for a deploy that may fail). Once a
+ *     deploy ran, every deploy brings them and this step no longer applies.
  */
 const harden: VpsStep = {
   name: 'harden',
@@ -472,8 +472,6 @@ const harden: VpsStep = {
     const absent = { state: 'done', absent: true, reason: 'DeployHardens', message: '' } as const;
     if (!d.hardening || (facts.deployed ?? vps.metadata.annotations[DEPLOYED_ANNOTATION]) !== undefined)
       return absent;
-    facts.keys ??= await collectKeys(vps, d.kube);
-    if (facts.keys.fingerprintParts.length > 0) return absent;
     const want = bundleFingerprint(d.hardening());
     return (facts.hardened ?? vps.metadata.annotations[HARDENED_ANNOTATION]) === want
       ? absent

@@ -369,6 +369,19 @@ describe('Vps reconcile', () => {
     expect(remote.deployed.at(-1)).not.toBe(changed);
   });
 
+  it('hardens a new server before its first deploy, then leaves it to the deploys', async () => {
+    const hardening: DeployBundle = { files: [], activate: 'usermod -p "*" root', verify: 'true' };
+    deps = { ...deps, hardening: () => hardening };
+    await converge();
+    expect(kube.vps('agent').status.ready).toBe(true);
+    expect(remote.deployed[0]).toBe(hardening);
+    expect(remote.deployed).toHaveLength(2);
+    deps = { ...deps, hardening: () => ({ ...hardening, activate: 'changed' }), bundleVersion: 'v2' };
+    await converge();
+    expect(remote.deployed).toHaveLength(3);
+    expect(remote.deployed.at(-1)?.activate).not.toBe('changed');
+  });
+
   it('takes every key off the server when the last ModelKey goes, and releases its finalizer', async () => {
     await converge();
     for (const name of ['claude', 'gpt']) {
