@@ -249,7 +249,7 @@ describe('a Vps with two ModelKeys', () => {
       ['apply', '-f', '-'],
       JSON.stringify(cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken)),
     );
-    await s.kubectl(['delete', 'modelkey', 'agent-google']);
+    await s.kubectl(['delete', 'modelkey', 'agent-google', '--wait=false']);
     const gone = await waitFor(
       'ServerCreated=False ServerGone',
       async () => {
