@@ -183,6 +183,32 @@ if (process.argv[2] === '--role' && process.argv[3] === 'upstream') {
   // tail is wrong.
   const [seconds, ...urls] = [Number(process.argv[4]), ...process.argv.slice(5).map((u) => new URL(u))];
   process.stdout.write(`${JSON.stringify(await interleavedLatency(urls, seconds))}\n`);
+} else if (process.argv[2] === '--scrub-only') {
+  // The key scrub's own cost, in this process (no other process's noise reaches it): for a
+  // machine too loaded for the full run. Prints the load, the rows and the committed run's
+  // SSE row beside them; bench/results is left alone.
+  const loadBefore = loadAverage();
+  const runs = Array.from({ length: 5 }, () => ({
+    sse: scrubNs(Buffer.from(SSE_EVENT), 2e6),
+    sseKeyStart: scrubNs(Buffer.from(`${SSE_EVENT}s`), 2e6),
+    chunk64k: scrubNs(Buffer.alloc(65536, 'a'), 2e4),
+  }));
+  const med = (k: keyof (typeof runs)[number]) => median(runs.map((r) => r[k]));
+  process.stdout.write(
+    `${JSON.stringify(
+      {
+        load_before: loadBefore,
+        load_after: loadAverage(),
+        scrub_ns_per_sse_chunk: med('sse'),
+        scrub_ns_per_sse_chunk_ending_with_key_start: med('sseKeyStart'),
+        scrub_ns_per_64k_chunk: med('chunk64k'),
+        runs,
+        previous: previousRun(),
+      },
+      null,
+      2,
+    )}\n`,
+  );
 } else {
   await main();
 }

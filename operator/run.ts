@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
 import { CannesError } from '../common/errors.ts';
-import { bundleVersion, makeBundle } from './adapters/bundle.ts';
+import { bundleVersion, hardeningBundle, makeBundle } from './adapters/bundle.ts';
 import { HcloudPort } from './adapters/hcloud.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from './adapters/kube.ts';
 import { RemotePort } from './adapters/ssh.ts';
@@ -19,7 +19,7 @@ import { reconcileModelKey } from './controllers/modelkey.ts';
 import type { ModelKeyObject, VpsObject } from './controllers/ports.ts';
 import { reconcileVps } from './controllers/vps.ts';
 import { HcloudClient } from './hcloud/client.ts';
-import { startMetricsServer, startProbeServer } from './http/server.ts';
+import { type Check, startMetricsServer, startProbeServer } from './http/server.ts';
 import { KubeClient } from './kube/client.ts';
 import { Controller, done } from './kube/controller.ts';
 import { EventRecorder } from './kube/events.ts';
@@ -45,6 +45,25 @@ export function readProxyBundle(env: NodeJS.ProcessEnv): string {
     'ProxyBundleMissing',
     'dist/proxy/cannes-proxy.mjs not found: run `make build` first',
   );
+}
+
+/**
+ * The operator's probes. `/healthz` is the elector's health: unhealthy while this replica
+ * believes it leads but its renew loop is stuck (a leader that cannot renew must be restarted,
+ * not left thinking it leads); `/readyz` waits for the informers' first list.
+ */
+export function operatorProbes(parts: {
+  elector: () => { healthy(): boolean } | undefined;
+  vpses: { readonly hasSynced: boolean };
+  modelKeys: { readonly hasSynced: boolean };
+}): { healthz: Check[]; readyz: Check[] } {
+  return {
+    healthz: [{ name: 'leader-election', check: () => parts.elector()?.healthy() ?? true }],
+    readyz: [
+      { name: 'informer-vps', check: () => parts.vpses.hasSynced },
+      { name: 'informer-modelkey', check: () => parts.modelKeys.hasSynced },
+    ],
+  };
 }
 
 export async function runOperator(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -132,6 +151,7 @@ async function run(
     store: storePort,
     bundle: makeBundle(bundleOpts),
     bundleVersion: bundleVersion(bundleOpts),
+    hardening: hardeningBundle,
     now: () => new Date(),
     log,
     observe: ours.observeStep,
@@ -204,13 +224,7 @@ async function run(
   // exits instead of idling with a metrics server and no controllers.
   const probes = await startProbeServer({
     ...cfg.probes,
-    // Unhealthy when the elector's renew loop is stuck (a leader that cannot renew must be
-    // restarted, not left thinking it leads).
-    healthz: [{ name: 'leader-election', check: () => elector?.healthy() ?? true }],
-    readyz: [
-      { name: 'informer-vps', check: () => vpses.hasSynced },
-      { name: 'informer-modelkey', check: () => modelKeys.hasSynced },
-    ],
+    ...operatorProbes({ elector: () => elector, vpses, modelKeys }),
   }).catch(async (err: unknown) => {
     await Promise.allSettled([metricsServer.close(), store.close()]);
     throw err;

@@ -14,6 +14,8 @@ usage: node cannes-proxy.mjs --keys FILE [--listen HOST:PORT ...] [--allow CIDR 
   --port N                        port for the bridge addresses found without --listen (default ${DEFAULT_PORT})
   --allow CIDR                    client source range (repeatable, default ${DEFAULT_ALLOW}); checked on
                                   every connection, IPv4-mapped IPv6 included
+  --bridges-only                  narrow --allow to the subnets of the Docker bridges present (docker0, br-*),
+                                  re-read (at most once a second) when a source is in none of them
   --metrics HOST:PORT|off         Prometheus listener (default 127.0.0.1:9464)
   --max-body-bytes N              request body cap, larger → 413 (default 67108864 = 64 MiB)
   --upstream-headers-timeout S    seconds to wait for upstream response headers (default 900)
@@ -40,6 +42,8 @@ export interface CliOptions {
   readonly listen: readonly HostPort[];
   readonly port: number;
   readonly allow: readonly string[];
+  /** `--bridges-only`: `allow` narrowed to the Docker bridges present. */
+  readonly bridgesOnly: boolean;
   readonly metrics: HostPort | null;
   readonly maxBodyBytes: number;
   readonly upstreamHeadersTimeoutMs: number;
@@ -77,7 +81,7 @@ const VALUE_FLAGS = new Set([
   '--watch-key-file',
   '--allow-path-prefix',
 ]);
-const BOOLEAN_FLAGS = new Set(['--allow-any-path']);
+const BOOLEAN_FLAGS = new Set(['--allow-any-path', '--bridges-only']);
 
 function usageError(message: string): CannesError {
   return new CannesError('InvalidArgument', message, { terminal: true });
@@ -149,6 +153,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     listen,
     port: integer(one('--port'), '--port', DEFAULT_PORT, 1, 65535),
     allow: values.get('--allow') ?? [DEFAULT_ALLOW],
+    bridgesOnly: values.has('--bridges-only'),
     metrics,
     maxBodyBytes: integer(
       one('--max-body-bytes'),

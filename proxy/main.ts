@@ -7,7 +7,7 @@ import { parseArgs, USAGE } from './cli.ts';
 import { KeyFileWatcher } from './keyfile-watch.ts';
 import { createLogger } from './log.ts';
 import { ProxyMetrics } from './metrics.ts';
-import { Allowlist, findBridgeAddresses, type HostPort } from './net.ts';
+import { Allowlist, BridgeAllowlist, findBridgeAddresses, type HostPort, type SourceCheck } from './net.ts';
 import { ProxyServer } from './server.ts';
 import { ProxyThreads, runThread, type ServerLimits, type ThreadConfig, toWire } from './threads.ts';
 
@@ -28,24 +28,28 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger({ level: args.logLevel });
-  let allow: Allowlist;
+  let outer: Allowlist;
   try {
-    allow = new Allowlist(args.allow);
+    outer = new Allowlist(args.allow);
   } catch (err) {
     fail(err instanceof CannesError ? err.message : 'invalid --allow');
   }
+  const bridges = args.bridgesOnly ? new BridgeAllowlist(outer) : undefined;
+  const allow: SourceCheck = bridges ?? outer;
+  if (bridges)
+    logger.info('sources: the Docker bridges present, within --allow', { subnets: bridges.subnets });
 
   let listen: readonly HostPort[] = args.listen;
   if (listen.length === 0) {
-    const bridges = findBridgeAddresses();
-    if (bridges.length === 0) {
+    const found = findBridgeAddresses();
+    if (found.length === 0) {
       fail(
         'no Docker bridge address found (docker0, br-*): give --listen HOST:PORT; never listening on 0.0.0.0',
       );
     }
-    listen = bridges.map((b) => ({ host: b.address, port: args.port }));
-    for (const b of bridges) {
-      if (!allow.allows(b.address, 'IPv4')) {
+    listen = found.map((b) => ({ host: b.address, port: args.port }));
+    for (const b of found) {
+      if (!outer.allows(b.address, 'IPv4')) {
         logger.warn('bridge address outside the allowed source ranges', {
           iface: b.iface,
           address: b.address,
@@ -109,6 +113,7 @@ async function main(): Promise<void> {
         thread,
         listen: bound.map((a) => ({ host: a.address, port: a.port })),
         allow: args.allow,
+        bridgesOnly: args.bridgesOnly,
         logLevel: args.logLevel,
         limits,
         routes: toWire(started),

@@ -98,6 +98,79 @@ export class Allowlist {
   }
 }
 
+/** What the server asks of a connection's source (an `Allowlist`, or a `BridgeAllowlist`). */
+export interface SourceCheck {
+  allows(address: string | undefined, family: string | undefined): boolean;
+}
+
+/** The IPv4 subnets of the Docker bridges present (docker0, br-*), as network CIDRs. */
+export function bridgeSubnets(
+  interfaces: ReturnType<typeof networkInterfaces> = networkInterfaces(),
+): string[] {
+  const out = new Set<string>();
+  for (const [name, addrs] of Object.entries(interfaces)) {
+    if (name !== 'docker0' && !name.startsWith('br-')) continue;
+    for (const a of addrs ?? []) {
+      if (a.family !== 'IPv4' || a.internal || !a.cidr) continue;
+      const prefix = Number(a.cidr.slice(a.cidr.indexOf('/') + 1));
+      if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32) continue;
+      const ip = a.address.split('.').reduce((n, o) => ((n << 8) | Number(o)) >>> 0, 0);
+      const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+      const net = (ip & mask) >>> 0;
+      out.add(`${[24, 16, 8, 0].map((sh) => (net >>> sh) & 255).join('.')}/${prefix}`);
+    }
+  }
+  return [...out].sort();
+}
+
+/**
+ * `--bridges-only`: a source must be inside `--allow` AND inside the subnet of a Docker bridge
+ * present on the host (docker0, br-*), not merely somewhere in 172.16.0.0/12 (Hetzner's own
+ * gateway lies in that range). Bridges come after the proxy (compose makes its `br-*`
+ * network later): a source outside every known bridge re-reads the interfaces, at most once
+ * a second, before it is refused.
+ */
+export class BridgeAllowlist implements SourceCheck {
+  readonly #outer: Allowlist;
+  readonly #read: () => ReturnType<typeof networkInterfaces>;
+  readonly #now: () => number;
+  #subnets: Allowlist = new Allowlist([]);
+  #readAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    outer: Allowlist,
+    read: () => ReturnType<typeof networkInterfaces> = networkInterfaces,
+    now: () => number = () => performance.now(),
+  ) {
+    this.#outer = outer;
+    this.#read = read;
+    this.#now = now;
+    this.#refresh();
+  }
+
+  /** The bridge subnets as last read. */
+  get subnets(): readonly string[] {
+    return this.#subnets.cidrs;
+  }
+
+  #refresh(): void {
+    this.#readAt = this.#now();
+    try {
+      this.#subnets = new Allowlist(bridgeSubnets(this.#read()));
+    } catch {
+      this.#subnets = new Allowlist([]);
+    }
+  }
+
+  allows(address: string | undefined, family: string | undefined): boolean {
+    if (!this.#outer.allows(address, family)) return false;
+    if (this.#subnets.allows(address, family)) return true;
+    if (this.#now() - this.#readAt < 1000) return false;
+    this.#refresh();
+    return this.#subnets.allows(address, family);
+  }
+}
+
 export interface BridgeAddress {
   readonly iface: string;
   readonly address: string;

@@ -12,13 +12,13 @@ import type { Route } from './keys.ts';
 import type { Logger } from './log.ts';
 import type { ProxyMetrics, RefusalReason, UpstreamErrorKind } from './metrics.ts';
 import { statusClass } from './metrics.ts';
-import type { Allowlist, HostPort } from './net.ts';
+import type { HostPort, SourceCheck } from './net.ts';
 import { parseTarget } from './route-path.ts';
 import type { ScrubState } from './scrub.ts';
 
 export interface ProxyServerOptions {
   readonly listen: readonly HostPort[];
-  readonly allow: Allowlist;
+  readonly allow: SourceCheck;
   readonly logger: Logger;
   readonly metrics: ProxyMetrics;
   /** Request bodies above this are refused with 413. */

@@ -3,7 +3,7 @@ import { Registry } from 'prom-client';
 import { Route, type RouteWire } from './keys.ts';
 import { createLogger, type Logger, type LogLevel } from './log.ts';
 import { type MetricsSnapshot, ProxyMetrics } from './metrics.ts';
-import { Allowlist, type HostPort } from './net.ts';
+import { Allowlist, BridgeAllowlist, type HostPort } from './net.ts';
 import { ProxyServer, type ProxyServerOptions } from './server.ts';
 
 /**
@@ -28,6 +28,8 @@ export interface ThreadConfig {
   /** The addresses with the ports the main thread bound (port 0 resolved). */
   readonly listen: readonly HostPort[];
   readonly allow: readonly string[];
+  /** `--bridges-only`: `allow` narrowed to the Docker bridges present. */
+  readonly bridgesOnly?: boolean;
   readonly logLevel: LogLevel;
   readonly limits: ServerLimits;
   readonly routes: readonly RouteWire[];
@@ -179,7 +181,9 @@ export async function runThread(config: ThreadConfig): Promise<void> {
   const proxy = new ProxyServer({
     ...config.limits,
     listen: config.listen,
-    allow: new Allowlist(config.allow),
+    allow: config.bridgesOnly
+      ? new BridgeAllowlist(new Allowlist(config.allow))
+      : new Allowlist(config.allow),
     logger,
     metrics,
     reusePort: true,

@@ -263,3 +263,50 @@ curl -fsS --max-time 5 http://127.0.0.1:${port}/healthz >/dev/null
     return { prepare: underDeployLock(runtimeInstallScript(runtime)), files, activate: ACTIVATE, verify };
   };
 }
+
+/**
+ * What the `harden` step puts on a server before it has anything to run (no ModelKey yet):
+ * the host firewall, sshd's hardening and the root password's end, the same files and
+ * commands as in every full deploy, so a server never waits for a ModelKey to be locked down.
+ */
+export const HARDEN = `
+set -e
+exec 9>${DEPLOY_LOCK}
+flock -w ${DEPLOY_LOCK_WAIT_S} 9 || { echo "an earlier deploy still holds ${DEPLOY_LOCK} after ${DEPLOY_LOCK_WAIT_S} s" >&2; exit 1; }
+{
+systemctl daemon-reload
+command -v nft >/dev/null 2>&1 || { echo "nft is missing on this server: the host firewall cannot be loaded" >&2; exit 1; }
+nft -f ${HOST.nftables.path}
+systemctl enable ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || true
+usermod -p '*' root
+if command -v sshd >/dev/null 2>&1 && sshd -t >/dev/null 2>&1; then systemctl reload ssh >/dev/null 2>&1 || systemctl reload sshd >/dev/null 2>&1 || true; fi
+} 9>&-
+`;
+
+export function hardeningBundle(): DeployBundle {
+  return {
+    files: [
+      {
+        path: HOST.nftables.path,
+        content: nftablesRules(),
+        mode: HOST.nftables.mode,
+        owner: owner(HOST.nftables),
+      },
+      {
+        path: `/etc/systemd/system/${FIREWALL_UNIT_NAME}`,
+        content: firewallUnit(),
+        mode: 0o644,
+        owner: '0:0',
+      },
+      {
+        path: HOST.sshdHardening.path,
+        content: sshdHardening(),
+        mode: HOST.sshdHardening.mode,
+        owner: owner(HOST.sshdHardening),
+      },
+    ],
+    activate: HARDEN,
+    // The firewall is loaded and root has no password.
+    verify: `set -e\nnft list table inet cannes >/dev/null\ntest "$(getent shadow root | cut -d: -f2)" = '*'\n`,
+  };
+}

@@ -46,6 +46,9 @@ export function controllerStore(store: PostgresStore): ControllerStore {
     async saveRescueResult(uid, hostKey, key) {
       await store.saveRescueResult(uid, hostKey, { publicKey: key.publicKey, privateKey: key.privateKey });
     },
+    async forgetServer(uid, serverId) {
+      await store.forgetServer(uid, serverId);
+    },
     async deleteVps(uid) {
       await store.deleteVps(uid);
     },

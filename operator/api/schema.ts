@@ -65,6 +65,14 @@ export const ANNOTATION_SSH_HOST_KEY = 'cannes.dev/ssh-host-key';
  * recovery finished.
  */
 export const ANNOTATION_RECOVER = 'cannes.dev/recover';
+/**
+ * A Vps whose server vanished (docs/security.md, "A server that vanished"). The operator
+ * records the id Hetzner answered 404 for in `server-gone` and waits; the owner consents to a
+ * new server by setting `recreate-server` to that same id (a stale value never recreates a
+ * later server).
+ */
+export const ANNOTATION_SERVER_GONE = 'cannes.dev/server-gone';
+export const ANNOTATION_RECREATE_SERVER = 'cannes.dev/recreate-server';
 /** The gateway's URL on the owner's tailnet (`https://<name>.<tailnet>.ts.net/`), once joined. */
 export const ANNOTATION_GATEWAY_URL = 'cannes.dev/gateway-url';
 /** Tailscale's own coordination server: the default `spec.tailnet.loginServer`. */

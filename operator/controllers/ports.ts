@@ -196,6 +196,8 @@ export interface Store {
   setServer(uid: string, serverId: number, ipv4: string | null): Promise<void>;
   /** Stores the OS host key and the rescue-born key (encrypted, active) in one transaction. */
   saveRescueResult(uid: string, hostKey: string, key: KeyPair): Promise<void>;
+  /** The recorded server is gone and a new one was asked for: clears server, address, host key and keys. */
+  forgetServer(uid: string, serverId: number): Promise<void>;
   deleteVps(uid: string): Promise<void>;
 }
 

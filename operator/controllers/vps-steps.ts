@@ -16,6 +16,8 @@ import {
   ANNOTATION_GATEWAY_URL,
   ANNOTATION_IPV4,
   ANNOTATION_RECOVER,
+  ANNOTATION_RECREATE_SERVER,
+  ANNOTATION_SERVER_GONE,
   ANNOTATION_SERVER_ID,
   ANNOTATION_SSH_HOST_KEY,
   FINALIZER,
@@ -37,9 +39,13 @@ import type {
   VpsObject,
   VpsRecord,
 } from './ports.ts';
+import { confirmServer, forgetGoneServer, reaching, serverGoneMessage } from './server-check.ts';
 
 /** Fingerprint of the tailnet settings the server last joined and served with (never the key). */
 export const TAILNET_ANNOTATION = 'cannes.dev/tailnet-joined';
+
+/** Fingerprint of the hardening put on a server that had no ModelKey yet (the `harden` step). */
+export const HARDENED_ANNOTATION = 'cannes.dev/hardened';
 
 /** Fingerprint of what was last deployed; equal fingerprints mean no SSH connection at all. */
 export const DEPLOYED_ANNOTATION = 'cannes.dev/deployed';
@@ -58,6 +64,11 @@ export interface VpsDeps {
   ) => DeployBundle;
   /** Changes when the proxy bundle or the templates change, so a new operator redeploys. */
   readonly bundleVersion: string;
+  /**
+   * The firewall, sshd hardening and root password lock alone (operator/adapters/bundle.ts),
+   * for a server with no ModelKey yet; absent: the `harden` step does not apply.
+   */
+  readonly hardening?: () => DeployBundle;
   readonly now: () => Date;
   readonly log: Logger;
   /** Step timings; optional so unit tests can omit them. */
@@ -91,10 +102,13 @@ export interface Facts {
   // Set by a step's run for what the informer cache cannot show yet in this reconcile.
   finalizerAdded?: boolean;
   deployed?: string;
+  hardened?: string;
   tokenPurged?: boolean;
   tailnet?: { url: string; fingerprint: string; keyPurged?: boolean };
   /** The purge step removed the recovery intent (the cache copy still shows it). */
   recoveryClosed?: boolean;
+  /** The gone server this reconcile replaced (its annotations in the cache are stale: stop here). */
+  recreated?: number;
 }
 
 export interface StepContext {
@@ -175,6 +189,22 @@ export async function cloudToken(vps: VpsObject, d: Pick<VpsDeps, 'kube'>, purpo
     );
   }
   return value;
+}
+
+/** The token when it is there to read (it is purged after setup); never an error. */
+async function tokenIfAny(vps: VpsObject, d: VpsDeps): Promise<Secret | undefined> {
+  try {
+    return await cloudToken(vps, d, 'check the server');
+  } catch (err) {
+    if (err instanceof CannesError) return undefined;
+    throw err;
+  }
+}
+
+/** An SSH step's work; an unreachable server makes it ask Hetzner whether the server is gone. */
+function reachingServer<R>(ctx: StepContext, fn: () => Promise<R>): Promise<R> {
+  const { vps, d } = ctx;
+  return reaching(d, vps, () => tokenIfAny(vps, d), serverOf(ctx).serverId, fn);
 }
 
 /** Hetzner names are unique per project: namespace, name and a piece of the uid. */
@@ -312,7 +342,19 @@ const server: VpsStep = {
   faultPoints: ['create_server:created', 'create_server:recorded'],
   async assess(ctx) {
     const r = recordOf(ctx);
+    if (ctx.facts.recreated !== undefined)
+      return {
+        state: 'wait',
+        reason: 'ServerRecreated',
+        message: `server ${ctx.facts.recreated} was gone: created server ${r.serverId} in its place`,
+      };
     if (r.serverId === null || r.ipv4 === null) return { state: 'run' };
+    // Gone (Hetzner 404, recorded by server-check.ts): wait for the owner's consent to a new one.
+    const gone = ctx.vps.metadata.annotations[ANNOTATION_SERVER_GONE];
+    if (gone === String(r.serverId))
+      return ctx.vps.metadata.annotations[ANNOTATION_RECREATE_SERVER] === gone
+        ? { state: 'run' }
+        : { state: 'wait', reason: 'ServerGone', message: serverGoneMessage(ctx.vps, r.serverId) };
     // The annotations are a copy for people (docs/design.md §1 promise 4); the store is the record.
     const m = ctx.vps.metadata;
     // The architecture is recorded at create (annotation), so an idle Vps asks Hetzner nothing;
@@ -346,6 +388,19 @@ const server: VpsStep = {
     const m = vps.metadata;
     const token = await cloudToken(vps, d, 'create the server');
     ctx.signal.throwIfAborted();
+    const goneId = recordOf(ctx).serverId;
+    const gone = m.annotations[ANNOTATION_SERVER_GONE];
+    if (goneId !== null && gone === String(goneId) && m.annotations[ANNOTATION_RECREATE_SERVER] === gone) {
+      // Only reached with the owner's consent (assess): the recorded server is gone.
+      await forgetGoneServer(d, vps, token, goneId, [
+        DEPLOYED_ANNOTATION,
+        TAILNET_ANNOTATION,
+        HARDENED_ANNOTATION,
+      ]);
+      ctx.facts.record = { ...recordOf(ctx), serverId: null, ipv4: null, hostKey: null };
+      ctx.facts.activeKey = null;
+      ctx.facts.recreated = goneId;
+    }
     let s = await d.hcloud.findServerByVpsUid(token, m.uid);
     if (!s) {
       s = await d.hcloud.createServer(token, {
@@ -424,6 +479,56 @@ const sshKey: VpsStep = {
   },
 };
 
+function bundleFingerprint(b: DeployBundle): string {
+  const h = createHash('sha256');
+  for (const f of b.files) {
+    const content = typeof f.content === 'string' ? f.content : f.content.reveal();
+    h.update(JSON.stringify([f.path, f.mode, f.owner, content]));
+  }
+  return h
+    .update(JSON.stringify([b.prepare ?? '', b.activate, b.verify]))
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/**
+ * 4b. Hardening first, before anything is deployed: the host firewall, sshd's hardening and the
+ *     root password's end do not wait for a ModelKey (or for a deploy that may fail). Once a
+ *     deploy ran, every deploy brings them and this step no longer applies.
+ */
+const harden: VpsStep = {
+  name: 'harden',
+  event: 'HostHardened',
+  gatesReady: true,
+  faultPoints: ['harden:hardened'],
+  async assess(ctx) {
+    const { vps, d, facts } = ctx;
+    const absent = { state: 'done', absent: true, reason: 'DeployHardens', message: '' } as const;
+    if (!d.hardening || (facts.deployed ?? vps.metadata.annotations[DEPLOYED_ANNOTATION]) !== undefined)
+      return absent;
+    const want = bundleFingerprint(d.hardening());
+    return (facts.hardened ?? vps.metadata.annotations[HARDENED_ANNOTATION]) === want
+      ? absent
+      : { state: 'run' };
+  },
+  async run(ctx) {
+    const { vps, d } = ctx;
+    const bundle = d.hardening?.();
+    if (!bundle) throw new CannesError('StepNotApplicable', 'no hardening bundle');
+    const { ipv4 } = serverOf(ctx);
+    const key = activeKeyOf(ctx);
+    ctx.signal.throwIfAborted();
+    await reachingServer(ctx, () =>
+      d.remote.deploy({ ipv4, hostKey: key.hostKey, privateKey: key.privateKey }, bundle),
+    );
+    ctx.fault('hardened');
+    const fingerprint = bundleFingerprint(bundle);
+    await d.kube.setAnnotations('Vps', vps.metadata, { [HARDENED_ANNOTATION]: fingerprint });
+    ctx.facts.hardened = fingerprint;
+    return 'host firewall loaded, sshd hardened, root password removed (no ModelKey yet)';
+  },
+};
+
 /** 5. Deploy: only when what should be on the server differs from what was put there. */
 const deploy: VpsStep = {
   name: 'deploy',
@@ -465,12 +570,16 @@ const deploy: VpsStep = {
     const keys = facts.keys ?? (await collectKeys(vps, d.kube));
     const gw = facts.gateway ?? (await d.kube.ensureGatewayToken(vps));
     const target = { ipv4, hostKey: key.hostKey, privateKey: key.privateKey };
+    // Hetzner (when the token is there to ask) still has the server at the recorded address.
+    await confirmServer(d, vps, await tokenIfAny(vps, d), serverOf(ctx));
     ctx.signal.throwIfAborted();
-    const values = await keys.resolve(target, d.remote);
     const architecture = facts.architecture;
     if (architecture === undefined)
       throw new CannesError('StoreInconsistent', 'server architecture not known');
-    await d.remote.deploy(target, d.bundle(vps, values, gw.token, { architecture }));
+    await reachingServer(ctx, async () => {
+      const values = await keys.resolve(target, d.remote);
+      await d.remote.deploy(target, d.bundle(vps, values, gw.token, { architecture }));
+    });
     ctx.fault('deployed');
     const fingerprint = deployFingerprint(vps, keys, gw.resourceVersion, d.bundleVersion);
     await d.kube.setAnnotations('Vps', vps.metadata, {
@@ -628,7 +737,7 @@ const rotate: VpsStep = {
     const { ipv4, hostKey } = serverOf(ctx);
     if (hostKey === null) throw new CannesError('StoreInconsistent', 'no pinned host key');
     ctx.signal.throwIfAborted();
-    await ctx.d.remote.rotate(ctx.vps.metadata.uid, { ipv4, hostKey });
+    await reachingServer(ctx, () => ctx.d.remote.rotate(ctx.vps.metadata.uid, { ipv4, hostKey }));
     ctx.fault('rotated');
     await reloadFacts(ctx);
     if (!ctx.facts.activeKey) throw new CannesError('StoreInconsistent', 'no active key after rotation');
@@ -757,7 +866,16 @@ async function endRecovery(ctx: StepContext): Promise<string> {
 }
 
 /** The provisioning, in order. The crash test enumerates `faultPoints` of every step. */
-export const VPS_STEPS: readonly VpsStep[] = [finalizer, server, sshKey, deploy, tailnet, rotate, purgeToken];
+export const VPS_STEPS: readonly VpsStep[] = [
+  finalizer,
+  server,
+  sshKey,
+  harden,
+  deploy,
+  tailnet,
+  rotate,
+  purgeToken,
+];
 
 /** When the next rotation is due (the reconcile requeues for it). */
 export function nextRotationInMs(ctx: StepContext): number {

@@ -215,7 +215,12 @@ function report(draft: StatusDraft, step: VpsStep, a: Assessment): void {
 async function finalize(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise<Result> {
   const m = vps.metadata;
   if (!m.finalizers.includes(FINALIZER)) return done();
-  const state = await d.store.getVps(m.uid);
+  // Deletion finds its server by label, never by the row: a row refused for its routing MAC
+  // (RoutingFieldsUnauthenticated) does not keep the Vps from going away.
+  const state = await d.store.getVps(m.uid).catch((err: unknown) => {
+    if (reasonOf(err) === 'RoutingFieldsUnauthenticated') return null;
+    throw err;
+  });
   if (vps.spec.deletionPolicy === 'Delete') {
     let token: Secret;
     try {

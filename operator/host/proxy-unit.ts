@@ -52,6 +52,10 @@ export const PROXY_ENVIRONMENT: Readonly<Record<string, string>> = {
  */
 export const PROXY_NODE_FLAGS: readonly string[] = ['--no-concurrent-recompilation'];
 
+/**
+ * `--bridges-only`: the proxy admits a source only inside the subnet of a Docker bridge present
+ * on the server (docker0, br-*), within its default 172.16.0.0/12, not anywhere in that range.
+ */
 export function proxyUnit(input: ProxyUnitInput = {}): string {
   const node = input.node ?? 'node';
   const listen = input.listen ?? `${BRIDGE_ADDRESS}:${PROXY_PORT}`;
@@ -81,7 +85,7 @@ Type=simple
 User=root
 Group=root
 ${environment}
-ExecStart=${node} ${PROXY_NODE_FLAGS.join(' ')} ${HOST.proxyBundle.path} --keys ${HOST.keyFile.path} --listen ${listen} --metrics ${metrics} --threads ${PROXY_THREADS}
+ExecStart=${node} ${PROXY_NODE_FLAGS.join(' ')} ${HOST.proxyBundle.path} --keys ${HOST.keyFile.path} --listen ${listen} --metrics ${metrics} --threads ${PROXY_THREADS} --bridges-only
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=2

@@ -29,12 +29,25 @@ export interface KeyringEntry {
   readonly key: webcrypto.CryptoKey;
 }
 
+/**
+ * HKDF-SHA-256 `info` of the MAC key derived from each master key for the routing fields
+ * (operator/store/routing.ts). A separate key per use: the AES key never MACs, the MAC key
+ * never encrypts.
+ */
+export const ROUTING_MAC_INFO = 'cannes.dev/v1 routing-mac';
+
 export class Keyring {
   readonly #entries: ReadonlyMap<string, webcrypto.CryptoKey>;
+  readonly #macKeys: ReadonlyMap<string, webcrypto.CryptoKey>;
   readonly #activeKid: string;
 
-  private constructor(entries: Map<string, webcrypto.CryptoKey>, activeKid: string) {
+  private constructor(
+    entries: Map<string, webcrypto.CryptoKey>,
+    macKeys: Map<string, webcrypto.CryptoKey>,
+    activeKid: string,
+  ) {
     this.#entries = entries;
+    this.#macKeys = macKeys;
     this.#activeKid = activeKid;
   }
 
@@ -42,6 +55,7 @@ export class Keyring {
   static async fromRaw(raw: ReadonlyArray<{ kid: string; bytes: Uint8Array }>): Promise<Keyring> {
     if (raw.length === 0) throw new TerminalError('KeyringEmpty', 'the master keyring has no keys');
     const entries = new Map<string, webcrypto.CryptoKey>();
+    const macKeys = new Map<string, webcrypto.CryptoKey>();
     try {
       for (const { kid, bytes } of raw) {
         if (!KID_PATTERN.test(kid))
@@ -62,12 +76,13 @@ export class Keyring {
           'decrypt',
         ]);
         entries.set(kid, key);
+        macKeys.set(kid, await deriveMacKey(bytes));
       }
     } finally {
       for (const { bytes } of raw) bytes.fill(0);
     }
     const first = raw[0]!.kid;
-    return new Keyring(entries, first);
+    return new Keyring(entries, macKeys, first);
   }
 
   /** The kid new ciphertexts are written with. */
@@ -87,6 +102,11 @@ export class Keyring {
     return this.#entries.get(kid);
   }
 
+  /** The HMAC-SHA-256 key derived (HKDF) from master key `kid`, for the routing fields. */
+  macKey(kid: string): webcrypto.CryptoKey | undefined {
+    return this.#macKeys.get(kid);
+  }
+
   has(kid: string): boolean {
     return this.#entries.has(kid);
   }
@@ -98,6 +118,23 @@ export class Keyring {
   toJSON(): { activeKid: string; kids: readonly string[] } {
     return { activeKid: this.#activeKid, kids: this.kids };
   }
+}
+
+/** HKDF-SHA-256 (empty salt, `ROUTING_MAC_INFO`) from a master key to a non-extractable HMAC key. */
+async function deriveMacKey(bytes: Uint8Array): Promise<webcrypto.CryptoKey> {
+  const ikm = await webcrypto.subtle.importKey('raw', bytes, 'HKDF', false, ['deriveKey']);
+  return webcrypto.subtle.deriveKey(
+    {
+      name: 'HKDF',
+      hash: 'SHA-256',
+      salt: new Uint8Array(0),
+      info: new TextEncoder().encode(ROUTING_MAC_INFO),
+    },
+    ikm,
+    { name: 'HMAC', hash: 'SHA-256', length: 256 },
+    false,
+    ['sign', 'verify'],
+  );
 }
 
 /**

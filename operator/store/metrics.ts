@@ -22,6 +22,7 @@ export const DECRYPT_FAILURE_REASONS = [
   'EnvelopeTampered',
   'EnvelopeUnknownKey',
   'EnvelopeUnsupported',
+  'RoutingFieldsUnauthenticated',
 ] as const;
 
 export function createStoreMetrics(registry: Registry): StoreMetrics {
@@ -51,7 +52,7 @@ export function createStoreMetrics(registry: Registry): StoreMetrics {
     }),
     decryptFailures: new Counter({
       name: 'cannes_store_decrypt_failures_total',
-      help: 'Stored secrets that failed to decrypt, by reason (EnvelopeTampered / EnvelopeBindingMismatch mean someone changed the database)',
+      help: 'Stored secrets that failed to decrypt, by reason (EnvelopeTampered / EnvelopeBindingMismatch / RoutingFieldsUnauthenticated mean someone changed the database)',
       labelNames: ['reason'] as const,
       registers,
     }),

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { TerminalError } from '../../common/errors.ts';
-import type { Db } from './db.ts';
+import type { Db, Queryable } from './db.ts';
+import type { Keyring } from './keyring.ts';
+import { routingMac } from './routing.ts';
+import { RowReader } from './rows.ts';
 
 /**
  * Ordered, append-only schema migrations. Never edit a released migration: add a new one
@@ -18,6 +21,12 @@ export interface Migration {
   readonly id: number;
   readonly name: string;
   readonly sql: string;
+  /**
+   * Runs after `sql`, in the same transaction, with the keyring (values only the master key
+   * can compute). Not part of the checksum. A migration that finds rows to fill and has no
+   * keyring refuses (`MigrationNeedsKeyring`).
+   */
+  readonly fill?: (q: Queryable, keyring: Keyring | undefined) => Promise<void>;
 }
 
 // Arbitrary constant: "cannes" in ASCII, the advisory-lock key for schema changes.
@@ -83,7 +92,50 @@ ALTER TABLE cannes_ssh_key
 DROP TABLE IF EXISTS cannes_cloud_token;
 `,
   },
+  {
+    id: 4,
+    name: 'routing MAC: server id, address and host key bound to the master key',
+    // Decision (docs/security.md, "Routing fields"): existing rows are MACed HERE, once, by the
+    // first operator (or rekey) of this version, under the migration lock and in the same
+    // transaction as the ALTER. That is the one moment a row's routing fields are taken as they
+    // are. It cannot be replayed: deleting this migration's record makes the ALTER fail (the
+    // columns exist), so the operator refuses to start rather than adopt rows again. After it, a
+    // row with routing fields and no valid MAC is refused on every read.
+    sql: `
+ALTER TABLE cannes_vps ADD COLUMN routing_mac text, ADD COLUMN routing_kid text;
+CREATE INDEX cannes_vps_routing_kid ON cannes_vps (routing_kid);
+`,
+    fill: fillRoutingMacs,
+  },
 ];
+
+async function fillRoutingMacs(q: Queryable, keyring: Keyring | undefined): Promise<void> {
+  const rows = await q.query(
+    `SELECT uid, server_id, ipv4, host_public_key FROM cannes_vps
+     WHERE server_id IS NOT NULL OR ipv4 IS NOT NULL OR host_public_key IS NOT NULL`,
+  );
+  if (rows.rows.length === 0) return;
+  if (keyring === undefined)
+    throw new TerminalError(
+      'MigrationNeedsKeyring',
+      `migration 4 must MAC ${rows.rows.length} existing row(s) and was run without the master keys`,
+    );
+  for (const row of rows.rows) {
+    const r = new RowReader(row, 'cannes_vps');
+    const f = {
+      uid: r.str('uid'),
+      serverId: r.intOrNull('server_id'),
+      ipv4: r.strOrNull('ipv4'),
+      hostPublicKey: r.strOrNull('host_public_key'),
+    };
+    const { kid, mac } = await routingMac(keyring, f);
+    await q.query('UPDATE cannes_vps SET routing_mac = $2, routing_kid = $3 WHERE uid = $1', [
+      f.uid,
+      mac,
+      kid,
+    ]);
+  }
+}
 
 export interface MigrationReport {
   applied: number[];
@@ -97,6 +149,7 @@ export function checksum(m: Migration): string {
 export async function migrate(
   db: Db,
   migrations: readonly Migration[] = MIGRATIONS,
+  opts: { keyring?: Keyring } = {},
 ): Promise<MigrationReport> {
   const report: MigrationReport = { applied: [], alreadyApplied: [] };
   for (const m of [...migrations].sort((a, b) => a.id - b.id)) {
@@ -123,6 +176,7 @@ export async function migrate(
         return false;
       }
       await q.query(m.sql);
+      await m.fill?.(q, opts.keyring);
       await q.query('INSERT INTO cannes_schema_migrations (id, name, checksum) VALUES ($1, $2, $3)', [
         m.id,
         m.name,

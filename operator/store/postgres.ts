@@ -3,10 +3,11 @@ import { isIPv4 } from 'node:net';
 import { CannesError, TerminalError } from '../../common/errors.ts';
 import type { Secret } from '../../common/secret.ts';
 import { sshKeyBinding } from './bindings.ts';
-import { Db, type DbOptions } from './db.ts';
+import { Db, type DbOptions, type Queryable } from './db.ts';
 import { type Binding, decryptSecret, EnvelopeError, encryptSecret } from './envelope.ts';
 import type { Keyring } from './keyring.ts';
 import { type MigrationReport, migrate } from './migrations.ts';
+import { ROUTING_UNAUTHENTICATED, type RoutingFields, routingMac, verifyRouting } from './routing.ts';
 import { RowReader } from './rows.ts';
 import type {
   NewSshKey,
@@ -26,7 +27,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PUBLIC_KEY = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( [^\r\n]*)?$/;
 
 const VPS_COLS =
-  'v.uid, v.namespace, v.name, v.server_id, v.ipv4, v.host_public_key, v.created_at, v.updated_at';
+  'v.uid, v.namespace, v.name, v.server_id, v.ipv4, v.host_public_key, v.created_at, v.updated_at, ' +
+  'v.routing_mac, v.routing_kid';
 const KEY_COLS =
   'k.id, k.vps_uid, k.state, k.origin, k.public_key, k.private_key_enc, k.kid, k.created_at, k.rotated_at, k.retired_at';
 // The same key columns under a prefix, for the one-query join in getVpsState.
@@ -69,6 +71,15 @@ function readVps(r: RowReader): VpsRow {
   };
 }
 
+function routingOf(r: RowReader): RoutingFields {
+  return {
+    uid: r.str('uid'),
+    serverId: r.intOrNull('server_id'),
+    ipv4: r.strOrNull('ipv4'),
+    hostPublicKey: r.strOrNull('host_public_key'),
+  };
+}
+
 function readOrigin(v: string): SshKeyOrigin {
   if (v === 'rescue' || v === 'rotation') return v;
   throw new CannesError('StoreCorrupt', `unknown ssh key origin ${JSON.stringify(v)}`);
@@ -98,7 +109,7 @@ export class PostgresStore implements Store {
   ): Promise<{ store: PostgresStore; migrations: MigrationReport }> {
     const store = new PostgresStore(opts);
     try {
-      const migrations = await migrate(store.db);
+      const migrations = await migrate(store.db, undefined, { keyring: opts.keyring });
       const applied = [...migrations.applied, ...migrations.alreadyApplied];
       if (applied.length > 0) store.db.metrics?.schemaVersion.set(Math.max(...applied));
       return { store, migrations };
@@ -131,6 +142,41 @@ export class PostgresStore implements Store {
     };
   }
 
+  /** A Vps row, its routing fields checked against their MAC (routing.ts): refused if they fail. */
+  async #readVps(r: RowReader): Promise<VpsRow> {
+    const vps = readVps(r);
+    try {
+      await verifyRouting(this.#keyring, routingOf(r), {
+        kid: r.strOrNull('routing_kid'),
+        mac: r.strOrNull('routing_mac'),
+      });
+    } catch (err) {
+      if (err instanceof CannesError && err.reason === ROUTING_UNAUTHENTICATED)
+        this.db.metrics?.decryptFailures.inc({ reason: err.reason });
+      throw err;
+    }
+    return vps;
+  }
+
+  /** Locks the row and checks its routing fields: a write never launders a field changed behind our back. */
+  async #lockRouting(q: Queryable, uid: string): Promise<RoutingFields> {
+    const res = await q.query(`SELECT ${VPS_COLS} FROM cannes_vps v WHERE v.uid = $1 FOR UPDATE`, [uid]);
+    if (res.rows[0] === undefined) throw new CannesError('VpsRowMissing', `no store row for Vps ${uid}`);
+    const r = new RowReader(res.rows[0], 'cannes_vps');
+    await this.#readVps(r);
+    return routingOf(r);
+  }
+
+  /** Writes the routing fields with their MAC under the active master key. */
+  async #writeRouting(q: Queryable, f: RoutingFields): Promise<void> {
+    const { kid, mac } = await routingMac(this.#keyring, f);
+    await q.query(
+      `UPDATE cannes_vps SET server_id = $2, ipv4 = $3, host_public_key = $4, routing_mac = $5,
+         routing_kid = $6, updated_at = now() WHERE uid = $1`,
+      [f.uid, f.serverId, f.ipv4, f.hostPublicKey, mac, kid],
+    );
+  }
+
   /** Decrypts, counting failures by reason (tampering must be visible to an SRE, not only in a log). */
   async #open(envelope: string, binding: Binding): Promise<Secret<string>> {
     try {
@@ -150,7 +196,7 @@ export class PostgresStore implements Store {
        RETURNING ${VPS_COLS}`,
       [id.uid, id.namespace, id.name],
     );
-    return readVps(new RowReader(res.rows[0], 'cannes_vps'));
+    return this.#readVps(new RowReader(res.rows[0], 'cannes_vps'));
   }
 
   async getVpsState(uid: string): Promise<VpsState | null> {
@@ -175,7 +221,7 @@ export class PostgresStore implements Store {
       if (key.state === 'active') activeKey = key;
       else pendingKey = key;
     }
-    return { vps: readVps(r0), activeKey, pendingKey };
+    return { vps: await this.#readVps(r0), activeKey, pendingKey };
   }
 
   async recordServer(uid: string, facts: ServerFacts): Promise<void> {
@@ -184,42 +230,47 @@ export class PostgresStore implements Store {
       throw new TerminalError('InvalidServerId', 'server id must be a positive integer');
     if (facts.ipv4 !== null && !isIPv4(facts.ipv4))
       throw new TerminalError('InvalidIpv4', 'ipv4 is not an IPv4 address');
-    const res = await this.db.query(
-      `UPDATE cannes_vps SET server_id = $2, ipv4 = $3, updated_at = now()
-       WHERE uid = $1 AND (server_id IS DISTINCT FROM $2 OR ipv4 IS DISTINCT FROM $3) RETURNING uid`,
-      [uid, facts.serverId, facts.ipv4],
-    );
-    if (res.rowCount === 0) await this.#mustExist(uid);
+    await this.db.transaction(async (q) => {
+      const f = await this.#lockRouting(q, uid);
+      if (f.serverId === facts.serverId && f.ipv4 === facts.ipv4) return;
+      await this.#writeRouting(q, { ...f, serverId: facts.serverId, ipv4: facts.ipv4 });
+    });
   }
 
   async pinHostKey(uid: string, hostPublicKey: string, opts: { replace?: boolean } = {}): Promise<void> {
     checkUid(uid);
     checkPublicKey(hostPublicKey, 'host key');
     const key = hostPublicKey.trim();
-    const res = await this.db.query(
-      `UPDATE cannes_vps SET host_public_key = $2, updated_at = now()
-       WHERE uid = $1 AND (host_public_key IS NULL OR host_public_key = $2 OR $3::boolean)
-       RETURNING uid`,
-      [uid, key, opts.replace === true],
-    );
-    if (res.rowCount === 0) {
-      await this.#mustExist(uid);
-      throw new TerminalError(
-        'HostKeyAlreadyPinned',
-        `Vps ${uid} already has a different pinned host key; refusing to replace it`,
+    await this.db.transaction(async (q) => {
+      const f = await this.#lockRouting(q, uid);
+      if (f.hostPublicKey === key) return;
+      if (f.hostPublicKey !== null && opts.replace !== true)
+        throw new TerminalError(
+          'HostKeyAlreadyPinned',
+          `Vps ${uid} already has a different pinned host key; refusing to replace it`,
+        );
+      await this.#writeRouting(q, { ...f, hostPublicKey: key });
+    });
+  }
+
+  async forgetServer(uid: string, serverId: number): Promise<boolean> {
+    checkUid(uid);
+    return this.db.transaction(async (q) => {
+      const res = await q.query(
+        `UPDATE cannes_vps SET server_id = NULL, ipv4 = NULL, host_public_key = NULL, routing_mac = NULL,
+           routing_kid = NULL, updated_at = now() WHERE uid = $1 AND server_id = $2 RETURNING uid`,
+        [uid, serverId],
       );
-    }
+      if (res.rowCount === 0) return false;
+      await q.query('DELETE FROM cannes_ssh_key WHERE vps_uid = $1', [uid]);
+      return true;
+    });
   }
 
   async deleteVps(uid: string): Promise<boolean> {
     checkUid(uid);
     const res = await this.db.query('DELETE FROM cannes_vps WHERE uid = $1', [uid]);
     return (res.rowCount ?? 0) > 0;
-  }
-
-  async #mustExist(uid: string): Promise<void> {
-    const res = await this.db.query('SELECT 1 FROM cannes_vps WHERE uid = $1', [uid]);
-    if (res.rowCount === 0) throw new CannesError('VpsRowMissing', `no store row for Vps ${uid}`);
   }
 
   async insertPendingKey(uid: string, key: NewSshKey): Promise<SshKeyInfo> {
@@ -357,11 +408,9 @@ export class PostgresStore implements Store {
     const envelope = await encryptSecret(this.#keyring, key.privateKey, sshKeyBinding(uid, id));
     return this.db.transaction(async (q) => {
       // Rescue is the one trusted path to the OS host key (promise 8): it may replace a pin.
-      const vps = await q.query(
-        'UPDATE cannes_vps SET host_public_key = $2, updated_at = now() WHERE uid = $1 RETURNING uid',
-        [uid, hostPublicKey.trim()],
-      );
-      if (vps.rowCount === 0) throw new CannesError('VpsRowMissing', `no store row for Vps ${uid}`);
+      const f = await this.#lockRouting(q, uid);
+      if (f.hostPublicKey !== hostPublicKey.trim())
+        await this.#writeRouting(q, { ...f, hostPublicKey: hostPublicKey.trim() });
       const current = await q.query(
         `SELECT ${KEY_COLS} FROM cannes_ssh_key k WHERE k.vps_uid = $1 AND k.state = 'active'`,
         [uid],

@@ -1,7 +1,9 @@
+import { CannesError } from '../../common/errors.ts';
 import { ENCRYPTED_COLUMNS, type EncryptedColumn } from './bindings.ts';
 import type { Db } from './db.ts';
 import { decryptBytes, EnvelopeError, encryptBytes } from './envelope.ts';
 import type { Keyring } from './keyring.ts';
+import { type RoutingFields, routingMac, verifyRouting } from './routing.ts';
 import { RowReader } from './rows.ts';
 
 /**
@@ -60,6 +62,15 @@ export async function countByKid(db: Db): Promise<Record<string, number>> {
       counts[kid] = (counts[kid] ?? 0) + r.int('n');
     }
   }
+  // The routing MACs' keys are derived from a master key too: it stays until none uses it.
+  const macs = await db.query(
+    'SELECT routing_kid AS kid, count(*)::bigint AS n FROM cannes_vps WHERE routing_kid IS NOT NULL GROUP BY routing_kid',
+  );
+  for (const row of macs.rows) {
+    const r = new RowReader(row, 'cannes_vps');
+    const kid = r.str('kid');
+    counts[kid] = (counts[kid] ?? 0) + r.int('n');
+  }
   return counts;
 }
 
@@ -71,6 +82,7 @@ export async function rekey(db: Db, keyring: Keyring, opts: RekeyOptions = {}): 
   for (const col of ENCRYPTED_COLUMNS) {
     columns.push(await rekeyColumn(db, keyring, col, batchSize, failures, maxListed, opts.onBatch));
   }
+  columns.push(await remacRouting(db, keyring, batchSize, failures, maxListed, opts.onBatch));
   return { activeKid: keyring.activeKid, columns, failures, kidCounts: await countByKid(db) };
 }
 
@@ -145,5 +157,78 @@ async function rekeyColumn(
   }
   const left = await db.query(`SELECT count(*)::bigint AS n FROM ${col.table} WHERE kid <> $1`, [active]);
   report.remaining = new RowReader(left.rows[0], col.table).int('n');
+  return report;
+}
+
+/**
+ * Moves every routing MAC (operator/store/routing.ts) to the active key. A MAC is recomputed
+ * only after it verified under its old key: a row whose fields were changed without the master
+ * key stays refused (counted as failed, `RoutingFieldsUnauthenticated`), never laundered.
+ * Compare-and-set on the old MAC and the fields, as for the ciphertexts.
+ */
+async function remacRouting(
+  db: Db,
+  keyring: Keyring,
+  batchSize: number,
+  failures: RekeyFailure[],
+  maxListed: number,
+  onBatch: RekeyOptions['onBatch'],
+): Promise<RekeyColumnReport> {
+  const report: RekeyColumnReport = {
+    table: 'cannes_vps',
+    column: 'routing_mac',
+    scanned: 0,
+    rekeyed: 0,
+    skipped: 0,
+    failed: 0,
+    remaining: 0,
+  };
+  const active = keyring.activeKid;
+  let cursor: string | null = null;
+  for (;;) {
+    const page = await db.query(
+      `SELECT uid, server_id, ipv4, host_public_key, routing_mac, routing_kid FROM cannes_vps
+       WHERE routing_kid IS DISTINCT FROM $1
+         AND (routing_mac IS NOT NULL OR server_id IS NOT NULL OR ipv4 IS NOT NULL OR host_public_key IS NOT NULL)
+         AND ($2::text IS NULL OR uid > $2) ORDER BY uid LIMIT $3`,
+      [active, cursor, batchSize],
+    );
+    if (page.rows.length === 0) break;
+    for (const row of page.rows) {
+      const r = new RowReader(row, 'cannes_vps');
+      const f: RoutingFields = {
+        uid: r.str('uid'),
+        serverId: r.intOrNull('server_id'),
+        ipv4: r.strOrNull('ipv4'),
+        hostPublicKey: r.strOrNull('host_public_key'),
+      };
+      cursor = f.uid;
+      report.scanned++;
+      const old = { kid: r.strOrNull('routing_kid'), mac: r.strOrNull('routing_mac') };
+      try {
+        await verifyRouting(keyring, f, old);
+      } catch (err) {
+        if (!(err instanceof CannesError)) throw err;
+        report.failed++;
+        if (failures.length < maxListed)
+          failures.push({ table: 'cannes_vps', rowId: f.uid, reason: err.reason });
+        continue;
+      }
+      const next = await routingMac(keyring, f);
+      const upd = await db.query(
+        `UPDATE cannes_vps SET routing_mac = $2, routing_kid = $3 WHERE uid = $1 AND routing_mac = $4
+           AND server_id IS NOT DISTINCT FROM $5 AND ipv4 IS NOT DISTINCT FROM $6 AND host_public_key IS NOT DISTINCT FROM $7`,
+        [f.uid, next.mac, next.kid, old.mac, f.serverId, f.ipv4, f.hostPublicKey],
+      );
+      if ((upd.rowCount ?? 0) > 0) report.rekeyed++;
+      else report.skipped++;
+    }
+    onBatch?.({ ...report });
+  }
+  const left = await db.query(
+    'SELECT count(*)::bigint AS n FROM cannes_vps WHERE routing_kid IS NOT NULL AND routing_kid <> $1',
+    [active],
+  );
+  report.remaining = new RowReader(left.rows[0], 'cannes_vps').int('n');
   return report;
 }

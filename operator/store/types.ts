@@ -83,6 +83,12 @@ export interface Store {
    * (HostKeyAlreadyPinned) unless `replace` is set (a rebuild the operator initiated).
    */
   pinHostKey(uid: string, hostPublicKey: string, opts?: { replace?: boolean }): Promise<void>;
+  /**
+   * The recorded server is gone (Hetzner 404) and the owner asked for a new one: in ONE
+   * transaction, clears server id, address and host key and deletes every SSH key of the Vps
+   * (they log in nowhere any more). Only when the row still records `serverId`.
+   */
+  forgetServer(uid: string, serverId: number): Promise<boolean>;
   /** Drops the row and everything hanging off it (its keys). */
   deleteVps(uid: string): Promise<boolean>;
 

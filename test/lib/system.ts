@@ -44,6 +44,8 @@ export interface Canaries {
 export interface OperatorProcess {
   readonly proc: ChildProcess;
   readonly metricsUrl: string;
+  /** `http://127.0.0.1:<port>`: its /healthz and /readyz. */
+  readonly probesUrl: string;
   readonly logs: string[];
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
@@ -258,6 +260,7 @@ export async function startSystem(
         const op: OperatorProcess = {
           proc,
           metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`,
+          probesUrl: `http://127.0.0.1:${probePort}`,
           logs,
           async stop(signal = 'SIGTERM') {
             if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);

@@ -60,6 +60,12 @@ describe('two operator replicas with leader election', () => {
       spec: { holderIdentity?: string };
     };
     expect(lease.spec.holderIdentity).toMatch(leader === a ? /^replica-a_/ : /^replica-b_/);
+    // /healthz is the elector's health (its failing case: test/unit/run-probes.test.ts).
+    for (const op of [leader, follower]) {
+      const res = await fetch(`${op.probesUrl}/healthz?verbose`);
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain('[+]leader-election ok');
+    }
   }, 180_000);
 
   it('reconciles on the leader only', async () => {

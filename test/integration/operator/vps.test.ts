@@ -4,10 +4,11 @@
  * OpenClaw gateway and the real proxy bundle), and fake LLM upstreams.
  */
 import { readFileSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cloudTokenSecret } from '../../lib/manifests.ts';
+import { cloudTokenSecret, modelKeyManifest } from '../../lib/manifests.ts';
 import {
   exampleManifests,
   metricSum,
@@ -16,7 +17,7 @@ import {
   startSystem,
   waitFor,
 } from '../../lib/system.ts';
-import { operatorRequests } from './robust.ts';
+import { operatorRequests, TEST_HEADER } from './robust.ts';
 
 let s: System;
 let op: OperatorProcess;
@@ -154,6 +155,146 @@ describe('a Vps with two ModelKeys', () => {
     // 1 ms and spun the reconcile); a resync (every 30 s here) may fall inside the window.
     expect((await reconciles()) - before.reconciles).toBeLessThanOrEqual(4);
   }, 60_000);
+
+  type Cond = { type: string; status: string; reason: string; message?: string };
+  const condition = async (type: string): Promise<Cond | undefined> =>
+    (((await vps()).status?.['conditions'] ?? []) as Cond[]).find((c) => c.type === type);
+  const warnings = async (reason: string): Promise<string[]> => {
+    const out = await s.kubectl([
+      'get',
+      'events',
+      '--field-selector',
+      `involvedObject.name=agent,type=Warning,reason=${reason}`,
+      '-o',
+      'jsonpath={.items[*].message}',
+    ]);
+    return out.trim() === '' ? [] : [out.trim()];
+  };
+
+  it('refuses a row whose address was changed in Postgres alone: no SSH connection to the new address', async () => {
+    // Where a database-only attacker would send the next deploy: a loopback address whose port 22
+    // counts every connection (the root namespace reaches it; nothing else listens there).
+    const trap = '127.77.0.1';
+    let connections = 0;
+    const listener: Server = createServer((sock) => {
+      connections++;
+      sock.destroy();
+    });
+    await new Promise<void>((r) => listener.listen(22, trap, r));
+    const client = new pg.Client({ connectionString: s.db.url });
+    await client.connect();
+    try {
+      const before = (await client.query('SELECT uid, ipv4 FROM cannes_vps')).rows[0];
+      await client.query('UPDATE cannes_vps SET ipv4 = $1 WHERE uid = $2', [trap, before.uid]);
+      // A third ModelKey: the next deploy is due, and would go to the recorded address.
+      await s.kubectl(
+        ['apply', '-f', '-'],
+        JSON.stringify(
+          modelKeyManifest(s.namespace, 'agent-google', {
+            vpsRef: { name: 'agent' },
+            provider: 'google',
+            secretRef: { name: 'llm-keys', key: 'google' },
+            purgeSecretAfterDelivery: false,
+          }),
+        ),
+      );
+      const refused = await waitFor(
+        'Ready=False RoutingFieldsUnauthenticated',
+        async () => {
+          const c = await condition('Ready');
+          return c?.reason === 'RoutingFieldsUnauthenticated' ? c : undefined;
+        },
+        120_000,
+        diag,
+      );
+      expect(refused.status).toBe('False');
+      expect(refused.message).not.toContain(trap);
+      expect((await warnings('RoutingFieldsUnauthenticated')).length).toBeGreaterThan(0);
+      expect(connections).toBe(0);
+      // Put the address back (what the operator wrote, still under its MAC): the deploy goes on.
+      await client.query('UPDATE cannes_vps SET ipv4 = $1 WHERE uid = $2', [before.ipv4, before.uid]);
+      await waitFor(
+        'Vps agent Ready again with three keys',
+        async () => {
+          const v = await vps();
+          const file = JSON.parse(readFileSync(join(serverOf(v).diskDir, 'root/.model-keys.json'), 'utf8'));
+          return v.status?.['ready'] === true && file.keys['agent-google'] ? true : undefined;
+        },
+        300_000,
+        diag,
+      );
+      expect(connections).toBe(0);
+    } finally {
+      await client.end();
+      await new Promise((r) => listener.close(r));
+    }
+  }, 480_000);
+
+  it("notices a server deleted outside Cannes (ServerGone), waits, and recreates it only on the owner's word", async () => {
+    const old = serverOf(await vps());
+    const createsBefore = operatorRequests(s).filter((r) => r.method === 'POST' && r.route === '/servers');
+    // Someone deletes the server in the Hetzner Console.
+    const del = await fetch(`${s.sim.endpoint}/servers/${old.serverId}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${s.canaries.hcloudToken}`, [TEST_HEADER]: '1' },
+    });
+    expect(del.status).toBeLessThan(300);
+    await waitFor(
+      'the simulated host gone',
+      async () => (s.hosts.info(old.serverId) ? undefined : true),
+      60_000,
+    );
+    // The token back (the operator can ask Hetzner), and a change that needs a deploy.
+    await s.kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify(cloudTokenSecret(s.namespace, 'hcloud-token', s.canaries.hcloudToken)),
+    );
+    await s.kubectl(['delete', 'modelkey', 'agent-google', '--wait=false']);
+    const gone = await waitFor(
+      'ServerCreated=False ServerGone',
+      async () => {
+        const c = await condition('ServerCreated');
+        return c?.reason === 'ServerGone' ? c : undefined;
+      },
+      180_000,
+      diag,
+    );
+    expect(gone.status).toBe('False');
+    expect(gone.message).toContain(`cannes.dev/recreate-server=${old.serverId}`);
+    expect((await condition('Ready'))?.reason).toBe('ServerGone');
+    expect((await vps()).metadata.annotations?.['cannes.dev/server-gone']).toBe(String(old.serverId));
+    // It waits: no new server until the owner names the gone one.
+    const creates = () => operatorRequests(s).filter((r) => r.method === 'POST' && r.route === '/servers');
+    await new Promise((r) => setTimeout(r, 5_000));
+    expect(creates()).toHaveLength(createsBefore.length);
+    await s.kubectl(['annotate', 'vps', 'agent', `cannes.dev/recreate-server=${old.serverId}`]);
+    const ready = await waitFor(
+      'Vps agent Ready on a new server',
+      async () => {
+        const v = await vps();
+        return v.status?.['ready'] === true &&
+          v.metadata.annotations?.['cannes.dev/server-id'] !== String(old.serverId)
+          ? v
+          : undefined;
+      },
+      900_000,
+      diag,
+    );
+    expect(creates()).toHaveLength(createsBefore.length + 1);
+    const fresh = serverOf(ready);
+    const file = JSON.parse(readFileSync(join(fresh.diskDir, 'root/.model-keys.json'), 'utf8'));
+    expect(Object.keys(file.keys).sort()).toEqual(['agent-anthropic', 'agent-openai']);
+    expect(ready.metadata.annotations?.['cannes.dev/server-gone']).toBeUndefined();
+    // The token was put back for this: take it away again (the next test starts without it).
+    await s.kubectl([
+      'patch',
+      'secret',
+      'hcloud-token',
+      '--type=json',
+      '-p',
+      '[{"op":"remove","path":"/data/token"}]',
+    ]);
+  }, 1_200_000);
 
   it('waits for a token to delete the server, then deletes it and the row', async () => {
     const host = serverOf(await vps());

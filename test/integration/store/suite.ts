@@ -170,14 +170,18 @@ export function storeSuite(mode: Mode): void {
           MIGRATIONS.filter((m) => m.id < 3),
         );
         const uid = randomUUID();
-        await s2.ensureVps({ uid, namespace: 'default', name: 'from-an-older-version' });
+        // The row as that version wrote it (today's ensureVps needs migration 4's columns).
+        await s2.db.query(
+          "INSERT INTO cannes_vps (uid, namespace, name) VALUES ($1, 'default', 'from-an-older-version')",
+          [uid],
+        );
         const canary = `token-envelope-canary-${randomBytes(16).toString('hex')}`;
         await s2.db.query(
           "INSERT INTO cannes_cloud_token (vps_uid, token_enc, kid, expires_at) VALUES ($1, $2, 'k-old', now() + interval '1 hour')",
           [uid, canary],
         );
         expect(await pgDump(fresh.url)).toContain(canary);
-        expect((await migrate(s2.db)).applied).toEqual([3]);
+        expect((await migrate(s2.db)).applied).toEqual([3, 4]);
         const table = await s2.db.query("SELECT to_regclass('cannes_cloud_token') AS t");
         expect(table.rows[0]?.['t']).toBeNull();
         expect(await pgDump(fresh.url)).not.toContain(canary);
@@ -375,6 +379,134 @@ export function storeSuite(mode: Mode): void {
       expect(await reason(store.recordServer(randomUUID(), { serverId: 1, ipv4: null }))).toBe(
         'VpsRowMissing',
       );
+    });
+
+    it('binds server id, address and host key to the master key: a change by SQL alone is refused on read and write', async () => {
+      const uid = await newVps();
+      await withActiveKey(uid);
+      await store.recordServer(uid, { serverId: 4243, ipv4: '198.18.0.8' });
+      await store.pinHostKey(uid, FAKE_PUBLIC_KEY);
+      expect((await store.getVpsState(uid))?.vps.ipv4).toBe('198.18.0.8');
+      const mac = await store.db.query('SELECT routing_mac, routing_kid FROM cannes_vps WHERE uid = $1', [
+        uid,
+      ]);
+      expect(mac.rows[0]?.['routing_kid']).toBe('k-old');
+      const evil = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEvilEvilEvilEvilEvilEvilEvilEvilEvilEvil evil';
+      const tamper = async (sql: string, values: unknown[]): Promise<void> => {
+        await store.db.query(sql, [uid, ...values]);
+      };
+      const restore = (): Promise<void> =>
+        tamper(
+          "UPDATE cannes_vps SET server_id = 4243, ipv4 = '198.18.0.8', host_public_key = $2, routing_mac = $3, routing_kid = $4 WHERE uid = $1",
+          [FAKE_PUBLIC_KEY, mac.rows[0]?.['routing_mac'], mac.rows[0]?.['routing_kid']],
+        );
+      const refused = async (): Promise<void> => {
+        expect(await reason(store.getVpsState(uid))).toBe('RoutingFieldsUnauthenticated');
+        // A write of another field does not launder the changed one.
+        expect(await reason(store.recordServer(uid, { serverId: 4243, ipv4: '198.18.0.9' }))).toBe(
+          'RoutingFieldsUnauthenticated',
+        );
+        expect(await reason(store.pinHostKey(uid, evil, { replace: true }))).toBe(
+          'RoutingFieldsUnauthenticated',
+        );
+        await restore();
+        expect((await store.getVpsState(uid))?.vps.ipv4).toBe('198.18.0.8');
+      };
+      await tamper("UPDATE cannes_vps SET ipv4 = '198.18.66.6' WHERE uid = $1", []);
+      await refused();
+      await tamper('UPDATE cannes_vps SET host_public_key = $2 WHERE uid = $1', [evil]);
+      await refused();
+      await tamper('UPDATE cannes_vps SET server_id = 1 WHERE uid = $1', []);
+      await refused();
+      await tamper('UPDATE cannes_vps SET routing_mac = NULL, routing_kid = NULL WHERE uid = $1', []);
+      await refused();
+      // Another row's valid MAC does not fit (the uid is under the MAC).
+      const other = await newVps();
+      await store.recordServer(other, { serverId: 4243, ipv4: '198.18.66.6' });
+      await store.pinHostKey(other, FAKE_PUBLIC_KEY);
+      await tamper(
+        "UPDATE cannes_vps SET ipv4 = '198.18.66.6', (routing_mac, routing_kid) = (SELECT routing_mac, routing_kid FROM cannes_vps WHERE uid = $2) WHERE uid = $1",
+        [other],
+      );
+      await refused();
+      // A MAC by a key outside the keyring (an attacker's own keyring) is refused too.
+      const foreign = await parseKeyring(keyLines(['k-old']), 'attacker');
+      const theirs = await PostgresStore.open({ connectionString: url, keyring: foreign });
+      try {
+        await tamper(
+          'UPDATE cannes_vps SET ipv4 = NULL, server_id = NULL, host_public_key = NULL, routing_mac = NULL WHERE uid = $1',
+          [],
+        );
+        await theirs.store.recordServer(uid, { serverId: 4243, ipv4: '198.18.66.6' });
+      } finally {
+        await theirs.store.close();
+      }
+      expect(await reason(store.getVpsState(uid))).toBe('RoutingFieldsUnauthenticated');
+      await restore();
+    });
+
+    it('MACs the rows of an older version once, in migration 4, and never adopts a row again', async () => {
+      const fresh = await createTestDatabase();
+      dbs.push(fresh);
+      const s2 = new PostgresStore({ connectionString: target.connect(fresh), keyring });
+      try {
+        await migrate(
+          s2.db,
+          MIGRATIONS.filter((m) => m.id < 4),
+        );
+        const uid = randomUUID();
+        await s2.db.query(
+          "INSERT INTO cannes_vps (uid, namespace, name, server_id, ipv4, host_public_key) VALUES ($1, 'default', 'old', 77, '198.18.0.77', $2)",
+          [uid, FAKE_PUBLIC_KEY],
+        );
+        expect(await reason(migrate(s2.db))).toBe('MigrationNeedsKeyring');
+        expect((await migrate(s2.db, MIGRATIONS, { keyring })).applied).toEqual([4]);
+        expect((await s2.getVpsState(uid))?.vps.ipv4).toBe('198.18.0.77');
+        await s2.db.query("UPDATE cannes_vps SET ipv4 = '198.18.66.6' WHERE uid = $1", [uid]);
+        expect(await reason(s2.getVpsState(uid))).toBe('RoutingFieldsUnauthenticated');
+        // Replaying the adoption by deleting the migration's record: the operator refuses to start.
+        await s2.db.query('DELETE FROM cannes_schema_migrations WHERE id = 4');
+        await expect(migrate(s2.db, MIGRATIONS, { keyring })).rejects.toThrow(/already exists/);
+        expect(await reason(s2.getVpsState(uid))).toBe('RoutingFieldsUnauthenticated');
+      } finally {
+        await s2.close();
+      }
+    });
+
+    it('rekey moves routing MACs to the active key after checking them, and leaves a changed row refused', async () => {
+      const rdb = await createTestDatabase();
+      dbs.push(rdb);
+      const rurl = target.connect(rdb);
+      const { store: s1 } = await PostgresStore.open({ connectionString: rurl, keyring });
+      const good = randomUUID();
+      const bad = randomUUID();
+      try {
+        for (const uid of [good, bad]) {
+          await s1.ensureVps({ uid, namespace: 'default', name: uid.slice(0, 8) });
+          await s1.recordServer(uid, { serverId: 9, ipv4: '198.18.0.9' });
+        }
+        await s1.db.query("UPDATE cannes_vps SET ipv4 = '198.18.66.6' WHERE uid = $1", [bad]);
+      } finally {
+        await s1.close();
+      }
+      const newLine = keyLines(['k-mac']);
+      writeFileSync(join(dir, 'keys-mac'), newLine + keysOld, { mode: 0o600 });
+      const out = await rekeyCli([], rurl, join(dir, 'keys-mac'));
+      expect(out.code, out.out).toBe(1);
+      expect(out.out).toMatch(
+        /cannes_vps\.routing_mac: scanned 2, rekeyed 1, skipped 0 \(changed concurrently\), failed 1, remaining 1/,
+      );
+      expect(out.out).toContain(`failed: cannes_vps row ${bad}: RoutingFieldsUnauthenticated`);
+      const newOnly = new PostgresStore({
+        connectionString: rurl,
+        keyring: await parseKeyring(newLine, 'test'),
+      });
+      try {
+        expect((await newOnly.getVpsState(good))?.vps.ipv4).toBe('198.18.0.9');
+        expect(await reason(newOnly.getVpsState(bad))).toBe('RoutingFieldsUnauthenticated');
+      } finally {
+        await newOnly.close();
+      }
     });
 
     it('reruns a transaction whose connection is killed between statements, without crashing', async () => {
@@ -577,6 +709,21 @@ export function storeSuite(mode: Mode): void {
         }
         child.kill('SIGKILL');
         await exited;
+        // The statement the killed process had sent still runs to its end in its backend: wait
+        // until no other session of this database is active before counting.
+        await waitUntil(
+          "the killed rekey's last statement finished",
+          async () =>
+            Number(
+              (
+                await s1.db.query(
+                  "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'",
+                )
+              ).rows[0]?.['n'],
+            ) === 0,
+          30_000,
+          { intervalMs: 20 },
+        );
         const afterKill = await onNew();
         expect(afterKill).toBeGreaterThan(0);
         expect(afterKill).toBeLessThan(total);
@@ -609,7 +756,8 @@ export function storeSuite(mode: Mode): void {
         expect(second.out).toMatch(/total: remaining 1, failed 1/);
         const dry = await rekeyCli(['--dry-run'], rurl, keysFile);
         expect(dry.code, dry.out).toBe(0);
-        expect(dry.out).toContain(`k-resume: ${total} row(s)`);
+        // Each Vps: its SSH key's ciphertext and its routing MAC (operator/store/routing.ts).
+        expect(dry.out).toContain(`k-resume: ${2 * total} row(s)`);
         expect(dry.out).toContain('k-gone: 1 row(s) (NOT IN KEYRING)');
         const still = await s1.db.query('SELECT private_key_enc FROM cannes_ssh_key WHERE id = $1', [
           strangerId,

@@ -35,12 +35,16 @@ export type Calls = string[];
 
 /** Throws once at the named call, then behaves: a crash at that line. */
 export class Faults {
-  readonly #armed = new Set<string>();
-  arm(point: string): void {
-    this.#armed.add(point);
+  readonly #armed = new Map<string, Error | undefined>();
+  /** `error`: what the call throws (default: a plain Error naming the point). */
+  arm(point: string, error?: Error): void {
+    this.#armed.set(point, error);
   }
   hit(point: string): void {
-    if (this.#armed.delete(point)) throw new Error(`fault injected at ${point}`);
+    if (!this.#armed.has(point)) return;
+    const error = this.#armed.get(point);
+    this.#armed.delete(point);
+    throw error ?? new Error(`fault injected at ${point}`);
   }
 }
 
@@ -354,6 +358,12 @@ export class FakeStore implements Store {
     }));
     list.push({ id: crypto.randomUUID(), key, state: 'active', createdAt: this.now(), bornInRescue: true });
     this.keys.set(uid, list);
+  }
+  async forgetServer(uid: string, serverId: number) {
+    const r = this.rows.get(uid);
+    if (r?.serverId !== serverId) return;
+    this.rows.set(uid, { ...r, serverId: null, ipv4: null, hostKey: null });
+    this.keys.delete(uid);
   }
   async deleteVps(uid: string) {
     this.rows.delete(uid);

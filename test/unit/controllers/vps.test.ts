@@ -1,8 +1,11 @@
 import { beforeEach, describe, expect, it } from 'vitest';
+import { CannesError, reasonOf } from '../../../common/errors.ts';
 import { Secret } from '../../../common/secret.ts';
 import {
   ANNOTATION_ARCHITECTURE,
   ANNOTATION_IPV4,
+  ANNOTATION_RECREATE_SERVER,
+  ANNOTATION_SERVER_GONE,
   ANNOTATION_SERVER_ID,
   FINALIZER,
 } from '../../../operator/api/schema.ts';
@@ -171,7 +174,8 @@ describe('Vps reconcile', () => {
     const gets = () => hcloud.calls.filter((c) => c === 'get').length;
     const before = gets();
     await converge();
-    expect(gets()).toBe(before + 1);
+    // Once for the architecture, once before the deploy (the address check, the token being back).
+    expect(gets()).toBe(before + 2);
     expect(kube.vps('agent').metadata.annotations[ANNOTATION_ARCHITECTURE]).toBe('x86');
     expect(bundledFor.at(-1)).toBe('x86');
     const h = hcloud.calls.length;
@@ -179,6 +183,85 @@ describe('Vps reconcile', () => {
     for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
     expect(hcloud.calls.length).toBe(h);
     expect(remote.calls.length).toBe(r);
+  });
+
+  it('does not deploy to an address Hetzner no longer reports for the server: a Warning, no SSH', async () => {
+    await converge();
+    kube.putSecret('hcloud', { token }, 'cloud-token');
+    const server = [...hcloud.servers.values()][0]!;
+    hcloud.servers.set(server.id, { ...server, ipv4: '198.18.77.7' });
+    deps = { ...deps, bundleVersion: 'v2' };
+    const r = remote.calls.length;
+    const err = await reconcileVps(kube.vps('agent'), deps).catch((e: unknown) => e);
+    expect(reasonOf(err)).toBe('AddressMismatch');
+    expect(remote.calls.length).toBe(r);
+    const warning = kube.events.find((e) => e.type === 'Warning' && e.reason === 'AddressMismatch');
+    expect(warning?.note).toContain('198.18.77.7');
+    const ready = kube.vps('agent').status.conditions?.find((c) => c.type === 'Ready');
+    expect([ready?.status, ready?.reason]).toEqual(['False', 'AddressMismatch']);
+  });
+
+  it('says ServerGone for a server Hetzner lost, waits, and recreates only for the id the owner names', async () => {
+    await converge();
+    const uid = kube.vps('agent').metadata.uid;
+    const old = [...hcloud.servers.values()][0]!;
+    const oldKey = store.keys.get(uid)?.find((k) => k.state === 'active')?.id;
+    hcloud.servers.delete(old.id);
+    // Noticed when the operator next connects (here a redeploy), the token being back to ask.
+    kube.putSecret('hcloud', { token }, 'cloud-token');
+    deps = { ...deps, bundleVersion: 'v2' };
+    const err = await reconcileVps(kube.vps('agent'), deps).catch((e: unknown) => e);
+    expect(reasonOf(err)).toBe('ServerGone');
+    expect((err as CannesError).message).toContain(`${ANNOTATION_RECREATE_SERVER}=${old.id}`);
+    expect(kube.vps('agent').metadata.annotations[ANNOTATION_SERVER_GONE]).toBe(String(old.id));
+    // It waits: no create, no SSH, however often it is reconciled, and a stale id changes nothing.
+    await kube.setAnnotations('Vps', kube.vps('agent').metadata, { [ANNOTATION_RECREATE_SERVER]: '1' });
+    const h = hcloud.calls.length;
+    const r = remote.calls.length;
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(hcloud.calls.length).toBe(h);
+    expect(remote.calls.length).toBe(r);
+    const cond = (type: string) => kube.vps('agent').status.conditions?.find((c) => c.type === type);
+    expect([cond('ServerCreated')?.status, cond('ServerCreated')?.reason]).toEqual(['False', 'ServerGone']);
+    expect([cond('Ready')?.status, cond('Ready')?.reason]).toEqual(['False', 'ServerGone']);
+    // The owner consents for that server: a new one, a new rescue-born key, the old key forgotten.
+    await kube.setAnnotations('Vps', kube.vps('agent').metadata, {
+      [ANNOTATION_RECREATE_SERVER]: String(old.id),
+    });
+    await converge();
+    await converge();
+    const vps = kube.vps('agent');
+    expect(vps.status.ready).toBe(true);
+    expect(hcloud.servers.size).toBe(1);
+    const fresh = [...hcloud.servers.values()][0]!;
+    expect(fresh.id).not.toBe(old.id);
+    expect(vps.metadata.annotations[ANNOTATION_SERVER_ID]).toBe(String(fresh.id));
+    expect(vps.metadata.annotations[ANNOTATION_SERVER_GONE]).toBeUndefined();
+    expect(vps.metadata.annotations[ANNOTATION_RECREATE_SERVER]).toBeUndefined();
+    expect(remote.calls.filter((c) => c === 'rescueKeygen')).toHaveLength(2);
+    expect(store.keys.get(uid)?.some((k) => k.id === oldKey)).toBe(false);
+  });
+
+  it('asks Hetzner whether an unreachable server is gone (with the token), never recreating it', async () => {
+    await converge();
+    const old = [...hcloud.servers.values()][0]!;
+    hcloud.servers.delete(old.id);
+    now = new Date(now.getTime() + 721 * HOUR); // a rotation is due: SSH, no address check first
+    const unreachable = () => new CannesError('SshUnreachable', 'cannot reach 198.18.0.10:22: EHOSTUNREACH');
+    faults.arm('remote.rotate', unreachable());
+    // Token purged: the error says how to let the operator check.
+    let err = await reconcileVps(kube.vps('agent'), deps).catch((e: unknown) => e);
+    expect(reasonOf(err)).toBe('SshUnreachable');
+    expect((err as CannesError).message).toContain('put the Hetzner token back');
+    kube.putSecret('hcloud', { token }, 'cloud-token');
+    faults.arm('remote.rotate', unreachable());
+    err = await reconcileVps(kube.vps('agent'), deps).catch((e: unknown) => e);
+    expect(reasonOf(err)).toBe('ServerGone');
+    expect(kube.vps('agent').metadata.annotations[ANNOTATION_SERVER_GONE]).toBe(String(old.id));
+    await reconcileVps(kube.vps('agent'), deps);
+    const cond = kube.vps('agent').status.conditions?.find((c) => c.type === 'ServerCreated');
+    expect(cond?.reason).toBe('ServerGone');
+    expect(hcloud.calls.filter((c) => c === 'create')).toHaveLength(1);
   });
 
   it('never creates a second server after a crash between create and recording the id', async () => {
@@ -253,6 +336,50 @@ describe('Vps reconcile', () => {
     addAnthropicKey('claude', 'agent');
     await converge();
     expect(kube.vps('agent').status.ready).toBe(true);
+  });
+
+  it('hardens the host while it waits for a ModelKey: once, then no SSH; the deploy takes over', async () => {
+    kube.modelKeys.clear();
+    const hardening: DeployBundle = {
+      files: [
+        { path: '/etc/cannes/nftables.conf', content: 'table inet cannes {}', mode: 0o600, owner: '0:0' },
+      ],
+      activate: 'nft -f /etc/cannes/nftables.conf; usermod -p "*" root',
+      verify: 'true',
+    };
+    deps = { ...deps, hardening: () => hardening };
+    expect(await converge()).toEqual({ type: 'done' });
+    expect(remote.deployed).toEqual([hardening]);
+    expect(kube.events.some((e) => e.reason === 'HostHardened')).toBe(true);
+    const c = kube.vps('agent').status.conditions?.find((x) => x.type === 'GatewayDeployed');
+    expect(c).toMatchObject({ status: 'False', reason: 'WaitingForModelKeys' });
+    const r = remote.calls.length;
+    for (let i = 0; i < 3; i++) await reconcileVps(kube.vps('agent'), deps);
+    expect(remote.calls.length).toBe(r);
+    // A changed hardening template reaches a server still waiting, once.
+    const changed = { ...hardening, activate: `${hardening.activate}; true` };
+    deps = { ...deps, hardening: () => changed };
+    await reconcileVps(kube.vps('agent'), deps);
+    await reconcileVps(kube.vps('agent'), deps);
+    expect(remote.deployed).toEqual([hardening, changed]);
+    addAnthropicKey('claude', 'agent');
+    await converge();
+    expect(kube.vps('agent').status.ready).toBe(true);
+    expect(remote.deployed).toHaveLength(3);
+    expect(remote.deployed.at(-1)).not.toBe(changed);
+  });
+
+  it('hardens a new server before its first deploy, then leaves it to the deploys', async () => {
+    const hardening: DeployBundle = { files: [], activate: 'usermod -p "*" root', verify: 'true' };
+    deps = { ...deps, hardening: () => hardening };
+    await converge();
+    expect(kube.vps('agent').status.ready).toBe(true);
+    expect(remote.deployed[0]).toBe(hardening);
+    expect(remote.deployed).toHaveLength(2);
+    deps = { ...deps, hardening: () => ({ ...hardening, activate: 'changed' }), bundleVersion: 'v2' };
+    await converge();
+    expect(remote.deployed).toHaveLength(3);
+    expect(remote.deployed.at(-1)?.activate).not.toBe('changed');
   });
 
   it('takes every key off the server when the last ModelKey goes, and releases its finalizer', async () => {
