@@ -78,6 +78,7 @@ async function main(): Promise<void> {
   let threads: ProxyThreads | null = null;
   const watcher = new KeyFileWatcher({
     path: args.keys,
+    directPath: args.directKeys,
     uid,
     logger,
     metrics,

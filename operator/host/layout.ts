@@ -75,6 +75,14 @@ export const HOST = {
     secret: true,
     why: 'keyFile(): the real LLM keys; the proxy refuses it unless mode 600 and owned by its uid (root)',
   },
+  directKeyFile: {
+    path: '/root/.model-keys.direct.json',
+    kind: 'file',
+    mode: 0o600,
+    ...root,
+    secret: true,
+    why: 'the keys of Direct ModelKeys, from the owner over the tailnet; written only by the key intake, never by the operator',
+  },
   gatewayDir: {
     path: '/opt/cannes/gateway',
     kind: 'dir',

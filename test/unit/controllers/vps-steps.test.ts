@@ -162,6 +162,7 @@ describe('the Vps step table', () => {
         tags: [],
         loginServer: 'https://controlplane.tailscale.com',
         purgeAuthKeyAfterJoin: true,
+        owners: [],
       },
     });
     await upTo('tailnet');

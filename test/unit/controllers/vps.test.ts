@@ -2,6 +2,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { Secret } from '../../../common/secret.ts';
 import {
   ANNOTATION_ARCHITECTURE,
+  ANNOTATION_DIRECT_KEYS,
   ANNOTATION_IPV4,
   ANNOTATION_SERVER_ID,
   FINALIZER,
@@ -33,7 +34,7 @@ function bundle(
   bundledFor.push(host.architecture);
   const file = {
     version: 1,
-    keys: Object.fromEntries(keys.map((k) => [k.name, { provider: k.provider, apiKey: k.apiKey.reveal() }])),
+    keys: Object.fromEntries(keys.map((k) => [k.name, { provider: k.provider, apiKey: k.apiKey?.reveal() }])),
   };
   return {
     files: [
@@ -421,6 +422,7 @@ describe('Vps on a tailnet (spec.tailnet)', () => {
     tags: ['tag:cannes-vps'],
     loginServer: 'https://controlplane.tailscale.com',
     purgeAuthKeyAfterJoin: true,
+    owners: [] as string[],
   };
   let authKey: string;
   beforeEach(() => {
@@ -557,6 +559,45 @@ describe('ModelKey reconcile', () => {
     expect(Object.keys(JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}').keys)).toEqual(['gpt']);
     await reconcileModelKey(kube.mk('claude'), mkDeps());
     expect(kube.modelKeys.has('ns/claude')).toBe(false);
+  });
+});
+
+describe('Direct ModelKey (the key never in the cluster)', () => {
+  const mkDeps = () => ({ kube, now: clock });
+  beforeEach(() => {
+    kube.addModelKey('mine', {
+      vpsRef: { name: 'agent' },
+      provider: 'anthropic',
+      delivery: 'Direct',
+      purgeSecretAfterDelivery: false,
+    });
+  });
+
+  it('deploys the route with no key, reads no Secret and nothing back from the server for it', async () => {
+    await converge();
+    const file = JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}');
+    expect(file.keys.mine).toEqual({ provider: 'anthropic' });
+    expect(JSON.parse(kube.vps('agent').metadata.annotations[DELIVERED_ANNOTATION] ?? '{}').mine).toBe(
+      'mine:1:direct',
+    );
+    expect(remote.calls).not.toContain('readFile');
+  });
+
+  it('waits for the owner until the server reports a key, then is delivered and Ready', async () => {
+    await converge();
+    await reconcileModelKey(kube.mk('mine'), mkDeps());
+    const mk = kube.mk('mine');
+    expect(mk.status).toMatchObject({ hasKey: false, delivered: false });
+    const hasKey = mk.status.conditions?.find((c) => c.type === 'HasKey');
+    expect(hasKey).toMatchObject({ status: 'False', reason: 'AwaitingOwnerKey' });
+    expect(hasKey?.message).toContain('key set ns/mine --from-stdin');
+    expect(mk.status.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('AwaitingOwnerKey');
+    await kube.setAnnotations('Vps', kube.vps('agent').metadata, {
+      [ANNOTATION_DIRECT_KEYS]: JSON.stringify({ mine: true }),
+    });
+    await reconcileModelKey(kube.mk('mine'), mkDeps());
+    expect(kube.mk('mine').status).toMatchObject({ hasKey: true, delivered: true });
+    expect(kube.mk('mine').status.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
   });
 });
 
