@@ -7,7 +7,7 @@
 
 import type { ProviderName } from '../../common/providers.ts';
 import { Secret } from '../../common/secret.ts';
-import type { ModelEntry } from '../api/schema.ts';
+import { ANNOTATION_DIRECT_KEYS, type ModelEntry } from '../api/schema.ts';
 import { isValidApiKey } from '../host/key-file.ts';
 import { isRecord } from '../kube/object.ts';
 import type { Kube, ModelKeyObject, OsTarget, Remote, VpsObject } from './ports.ts';
@@ -151,4 +151,20 @@ export function parseKeyFileKeys(file: Secret | undefined): Record<string, Secre
     if (isRecord(entry) && typeof entry['apiKey'] === 'string') out[id] = Secret.of(entry['apiKey']);
   }
   return out;
+}
+
+/** The Vps annotation cannes.dev/direct-keys: `{"keys":{"<ModelKey>":bool},"stamp":"…"}`. */
+export function parseDirectKeys(annotations: Readonly<Record<string, string>>): {
+  keys: Record<string, boolean>;
+  stamp: string | undefined;
+} {
+  try {
+    const v: unknown = JSON.parse(annotations[ANNOTATION_DIRECT_KEYS] ?? '');
+    if (!isRecord(v)) return { keys: {}, stamp: undefined };
+    const keys: Record<string, boolean> = {};
+    if (isRecord(v['keys'])) for (const [k, b] of Object.entries(v['keys'])) if (b === true) keys[k] = true;
+    return { keys, stamp: typeof v['stamp'] === 'string' ? v['stamp'] : undefined };
+  } catch {
+    return { keys: {}, stamp: undefined };
+  }
 }

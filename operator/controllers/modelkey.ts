@@ -9,12 +9,11 @@
  * booleans only), never anything read from the key itself.
  */
 import type { ModelKeyStatus } from '../api/schema.ts';
-import { ANNOTATION_DIRECT_KEYS, FINALIZER } from '../api/schema.ts';
+import { FINALIZER } from '../api/schema.ts';
 import { isValidApiKey } from '../host/key-file.ts';
 import { type Condition, setCondition } from '../kube/conditions.ts';
 import { done, type Result } from '../kube/controller.ts';
-import { isRecord } from '../kube/object.ts';
-import { deliveredKeysOf, isDelivered } from './keys.ts';
+import { deliveredKeysOf, isDelivered, parseDirectKeys } from './keys.ts';
 import type { Kube, ModelKeyObject, VpsObject } from './ports.ts';
 
 export interface ModelKeyDeps {
@@ -111,14 +110,7 @@ async function secretFacts(
 
 /** What the server last reported for this Direct route (the Vps annotation; booleans only). */
 export function directKeyReported(vps: VpsObject | undefined, name: string): boolean {
-  const raw = vps?.metadata.annotations[ANNOTATION_DIRECT_KEYS];
-  if (!raw) return false;
-  try {
-    const v: unknown = JSON.parse(raw);
-    return isRecord(v) && v[name] === true;
-  } catch {
-    return false;
-  }
+  return vps ? parseDirectKeys(vps.metadata.annotations).keys[name] === true : false;
 }
 
 function directFacts(mk: ModelKeyObject, vps: VpsObject | undefined): KeyFacts {

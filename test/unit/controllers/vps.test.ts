@@ -4,6 +4,7 @@ import {
   ANNOTATION_ARCHITECTURE,
   ANNOTATION_DIRECT_KEYS,
   ANNOTATION_IPV4,
+  ANNOTATION_KEY_SET,
   ANNOTATION_SERVER_ID,
   FINALIZER,
 } from '../../../operator/api/schema.ts';
@@ -583,8 +584,9 @@ describe('Direct ModelKey (the key never in the cluster)', () => {
     expect(remote.calls).not.toContain('readFile');
   });
 
-  it('waits for the owner until the server reports a key, then is delivered and Ready', async () => {
+  it('waits for the owner until the server reports a key (asked once per deploy or key set, never when idle)', async () => {
     await converge();
+    expect(remote.calls.filter((c) => c === 'directKeyStatus')).toHaveLength(1);
     await reconcileModelKey(kube.mk('mine'), mkDeps());
     const mk = kube.mk('mine');
     expect(mk.status).toMatchObject({ hasKey: false, delivered: false });
@@ -592,12 +594,25 @@ describe('Direct ModelKey (the key never in the cluster)', () => {
     expect(hasKey).toMatchObject({ status: 'False', reason: 'AwaitingOwnerKey' });
     expect(hasKey?.message).toContain('key set ns/mine --from-stdin');
     expect(mk.status.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('AwaitingOwnerKey');
-    await kube.setAnnotations('Vps', kube.vps('agent').metadata, {
-      [ANNOTATION_DIRECT_KEYS]: JSON.stringify({ mine: true }),
+    // The owner hands the key over; an idle resync does not ask the server.
+    remote.directKeys = { mine: true };
+    const before = remote.calls.length;
+    await converge();
+    expect(remote.calls.length).toBe(before);
+    // `key set` annotates the ModelKey: one question, booleans back.
+    await kube.setAnnotations('ModelKey', kube.mk('mine').metadata, {
+      [ANNOTATION_KEY_SET]: '2026-11-25T10:01:00Z',
+    });
+    await converge();
+    expect(remote.calls.slice(before)).toEqual(['directKeyStatus']);
+    expect(JSON.parse(kube.vps('agent').metadata.annotations[ANNOTATION_DIRECT_KEYS] ?? '{}').keys).toEqual({
+      mine: true,
     });
     await reconcileModelKey(kube.mk('mine'), mkDeps());
     expect(kube.mk('mine').status).toMatchObject({ hasKey: true, delivered: true });
     expect(kube.mk('mine').status.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+    await converge();
+    expect(remote.calls.slice(before)).toEqual(['directKeyStatus']);
   });
 });
 
