@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // cannes-operator: `run` (default) reconciles Vps and ModelKey resources; `rekey`
 // re-encrypts every stored secret to the active master key.
+import { keyCommand } from './cli/key.ts';
 import { rekeyCommand } from './cli/rekey.ts';
 import { configErrorLine, ENVIRONMENT, RUN_USAGE } from './config.ts';
 import { runOperator } from './run.ts';
@@ -8,11 +9,12 @@ import { OPERATOR_VERSION } from './version.ts';
 
 const USAGE = `cannes-operator ${OPERATOR_VERSION}: provisions OpenClaw gateways on Hetzner Cloud, keeping secrets where they belong
 
-usage: cannes-operator [run|rekey] [flags]
+usage: cannes-operator [run|rekey|key] [flags]
        cannes-operator --version | --help
 
   run      reconcile Vps and ModelKey resources (default; flags: cannes-operator run --help)
   rekey    re-encrypt every stored secret to the active (first) master key (cannes-operator rekey --help)
+  key      hand a Direct ModelKey's LLM key to its server over the tailnet (cannes-operator key --help)
 
 ${ENVIRONMENT}`;
 
@@ -41,6 +43,8 @@ async function main(): Promise<number> {
       return runOperator(rest, process.env);
     case 'rekey':
       return rekeyCommand(rest, process.env);
+    case 'key':
+      return keyCommand(rest);
     default:
       process.stderr.write(
         `cannes-operator: unknown command '${command.slice(0, 64)}' (see cannes-operator --help)\n`,

@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { CannesError } from '../common/errors.ts';
-import { declaredDirect, INTAKE_PREFIX, KeyIntake, type PeerIdentity, readDirectKeys } from './intake.ts';
+import {
+  declaredDirect,
+  INTAKE_PREFIX,
+  KeyIntake,
+  type PeerIdentity,
+  readDirectKeys,
+  writeDirectKeys,
+} from './intake.ts';
 import { createLogger } from './log.ts';
 import { parseHostPort } from './net.ts';
 
@@ -9,13 +16,14 @@ import { parseHostPort } from './net.ts';
  * The bundle's two other commands (the proxy's own stays `cannes-proxy.mjs --keys ...`):
  *
  *   intake --keys FILE --direct-keys FILE --owners FILE [--listen 127.0.0.1:3102] [--tailscaled-socket PATH]
- *   direct-status --keys FILE --direct-keys FILE
+ *   direct-status --keys FILE --direct-keys FILE [--prune 1]
  *
  * `direct-status` is the root-only helper the operator runs over SSH: one JSON line,
- * `{"<ModelKey>":true|false}` for each Direct route declared, never a key.
+ * `{"<ModelKey>":true|false}` for each Direct route declared, never a key. With `--prune 1`
+ * (every deploy) keys of routes no longer declared are removed from the Direct keys file first.
  */
 export const INTAKE_USAGE = `usage: node cannes-proxy.mjs intake --keys FILE --direct-keys FILE --owners FILE [--listen 127.0.0.1:3102] [--tailscaled-socket PATH]
-       node cannes-proxy.mjs direct-status --keys FILE --direct-keys FILE
+       node cannes-proxy.mjs direct-status --keys FILE --direct-keys FILE [--prune 1]
 `;
 
 function flags(argv: readonly string[]): Map<string, string> {
@@ -127,7 +135,13 @@ export function directStatusCommand(argv: readonly string[]): void {
     if (err instanceof CannesError && err.reason === 'KeyFileMissing') declared = new Set();
     else throw err;
   }
-  const have = readDirectKeys(need(m, '--direct-keys'), uid);
+  const directPath = need(m, '--direct-keys');
+  const have = readDirectKeys(directPath, uid);
+  if (m.get('--prune') === '1' && [...have.keys()].some((id) => !declared.has(id))) {
+    // A ModelKey deleted: its route left the key file, its key leaves the server too.
+    for (const id of [...have.keys()]) if (!declared.has(id)) have.delete(id);
+    writeDirectKeys(directPath, have);
+  }
   const out: Record<string, boolean> = {};
   for (const id of [...declared].sort()) out[id] = have.has(id);
   process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -31,6 +31,7 @@ import {
   nodeRuntime,
   PROXY_PORT,
   PROXY_UNIT_NAME,
+  PRUNE_DIRECT_KEYS,
   proxyUnit,
   runtimeInstallScript,
   runtimeNode,
@@ -144,6 +145,7 @@ systemctl enable ${PROXY_UNIT_NAME} >/dev/null 2>&1 || true
 systemctl restart ${PROXY_UNIT_NAME}
 systemctl enable ${INTAKE_UNIT_NAME} >/dev/null 2>&1 || true
 systemctl restart ${INTAKE_UNIT_NAME}
+${PRUNE_DIRECT_KEYS}
 if command -v sshd >/dev/null 2>&1 && sshd -t >/dev/null 2>&1; then systemctl reload ssh >/dev/null 2>&1 || systemctl reload sshd >/dev/null 2>&1 || true; fi
 docker compose -p ${COMPOSE_PROJECT} -f ${HOST.composeFile.path} up -d --force-recreate
 } 9>&-
@@ -176,7 +178,7 @@ export function makeBundle(o: BundleOptions) {
             owner: owner(HOST.keyFile),
           },
         ],
-        activate: 'true',
+        activate: PRUNE_DIRECT_KEYS,
         verify: `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null`,
       };
     }

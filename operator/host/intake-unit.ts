@@ -74,3 +74,10 @@ node=$(sed -n 's/^ExecStart=\\([^ ]*\\) .*/\\1/p' ${HOST.proxyUnit.path} | head 
 [ -x "$node" ] || { echo "the proxy's node is not installed" >&2; exit 1; }
 exec "$node" ${HOST.proxyBundle.path} direct-status --keys ${HOST.keyFile.path} --direct-keys ${HOST.directKeyFile.path}
 `;
+
+/**
+ * Run by every deploy after the key file is written: the key of a route no longer declared
+ * (its ModelKey deleted) leaves the server with it. No proxy installed yet: nothing to prune.
+ */
+export const PRUNE_DIRECT_KEYS = `node=$(sed -n 's/^ExecStart=\\([^ ]*\\) .*/\\1/p' ${HOST.proxyUnit.path} 2>/dev/null | head -n 1)
+if [ -x "$node" ] && [ -e ${HOST.directKeyFile.path} ]; then "$node" ${HOST.proxyBundle.path} direct-status --keys ${HOST.keyFile.path} --direct-keys ${HOST.directKeyFile.path} --prune 1 >/dev/null; fi`;

@@ -209,3 +209,36 @@ describe('key intake', () => {
     expect(parseWhois({})).toBeUndefined();
   });
 });
+
+describe('direct-status, the root-only helper the operator runs over SSH', () => {
+  it('prints one line of booleans per declared Direct route, never a key; --prune 1 drops keys of removed routes', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const key = canary();
+    const stale = canary();
+    writeFileSync(
+      directPath,
+      JSON.stringify({ version: 1, keys: { mine: { apiKey: key }, gone: { apiKey: stale } } }),
+      {
+        mode: 0o600,
+      },
+    );
+    const main = new URL('../../../proxy/main.ts', import.meta.url).pathname;
+    const run = (...extra: string[]) =>
+      execFileSync(
+        process.execPath,
+        [main, 'direct-status', '--keys', keysPath, '--direct-keys', directPath, ...extra],
+        {
+          encoding: 'utf8',
+        },
+      );
+    const out = run();
+    expect(out).toBe('{"mine":true}\n');
+    expect(readFileSync(directPath, 'utf8')).toContain(stale);
+    expect(run('--prune', '1')).toBe('{"mine":true}\n');
+    const after = readFileSync(directPath, 'utf8');
+    expect(after).not.toContain(stale);
+    expect(after).toContain(key);
+    expect(statSync(directPath).mode & 0o777).toBe(0o600);
+    expect(out).not.toContain(key);
+  });
+});
