@@ -64,13 +64,21 @@ WantedBy=multi-user.target
 `;
 }
 
+/** Sets $node to the proxy unit's node (shell builtins only: the first word of ExecStart). */
+const PROXY_NODE = `node=
+if [ -r ${HOST.proxyUnit.path} ]; then
+  while IFS= read -r line; do
+    case $line in ExecStart=*) line=\${line#ExecStart=}; node=\${line%% *}; break ;; esac
+  done <${HOST.proxyUnit.path}
+fi`;
+
 /**
  * The root-only helper the Vps controller runs over its SSH session: one JSON line of booleans,
  * `{"<ModelKey>":true|false}` per Direct route (never a key). Node comes from the proxy unit.
  */
 export const DIRECT_STATUS = `
 set -e
-node=$(sed -n 's/^ExecStart=\\([^ ]*\\) .*/\\1/p' ${HOST.proxyUnit.path} | head -n 1)
+${PROXY_NODE}
 [ -x "$node" ] || { echo "the proxy's node is not installed" >&2; exit 1; }
 exec "$node" ${HOST.proxyBundle.path} direct-status --keys ${HOST.keyFile.path} --direct-keys ${HOST.directKeyFile.path}
 `;
@@ -79,5 +87,5 @@ exec "$node" ${HOST.proxyBundle.path} direct-status --keys ${HOST.keyFile.path} 
  * Run by every deploy after the key file is written: the key of a route no longer declared
  * (its ModelKey deleted) leaves the server with it. No proxy installed yet: nothing to prune.
  */
-export const PRUNE_DIRECT_KEYS = `node=$(sed -n 's/^ExecStart=\\([^ ]*\\) .*/\\1/p' ${HOST.proxyUnit.path} 2>/dev/null | head -n 1)
+export const PRUNE_DIRECT_KEYS = `${PROXY_NODE}
 if [ -x "$node" ] && [ -e ${HOST.directKeyFile.path} ]; then "$node" ${HOST.proxyBundle.path} direct-status --keys ${HOST.keyFile.path} --direct-keys ${HOST.directKeyFile.path} --prune 1 >/dev/null; fi`;
