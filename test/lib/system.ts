@@ -280,7 +280,7 @@ export function exampleManifests(
     /** The owner's SSH public keys (spec.access.sshAuthorizedKeys). */
     ownerKeys?: string[];
     /** spec.tailnet on the rig tailnet, with this auth key in a labelled Secret `tailnet-auth`. */
-    tailnet?: { authKey: string; tags?: string[]; hostname?: string };
+    tailnet?: { authKey: string; tags?: string[]; hostname?: string; owners?: string[] };
   } = {},
 ) {
   const vps = opts.vps ?? 'agent';
@@ -307,6 +307,7 @@ export function exampleManifests(
             loginServer: s.tailnet?.url,
             tags: opts.tailnet.tags ?? [],
             ...(opts.tailnet.hostname ? { hostname: opts.tailnet.hostname } : {}),
+            ...(opts.tailnet.owners ? { owners: opts.tailnet.owners } : {}),
           }
         : undefined,
     }),
