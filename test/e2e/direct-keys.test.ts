@@ -371,9 +371,18 @@ describe('a Direct ModelKey', () => {
       pg_dump: await import('../rig/postgres.ts').then((m) => m.pgDump(s.db.url)),
     };
     for (const f of filesUnder(join(diskDir, 'opt/cannes/gateway'))) places[f] = readFileSync(f, 'latin1');
-    expect(Object.keys(places).length).toBeGreaterThan(6);
+    // etcd (every key, its value as stored) and the API server's audit log (every request and
+    // response body). The control: a Secret made now with a fresh canary shows in both.
+    const control = `control-canary-${randomBytes(12).toString('hex')}`;
+    await s.kubectl(['create', 'secret', 'generic', 'scan-control', `--from-literal=v=${control}`]);
+    places['etcd (every key)'] = await etcdDump();
+    places['API server audit log'] = readFileSync(s.rig.auditLogPath ?? '', 'latin1');
+    expect(places['etcd (every key)']).toContain(control);
+    expect(places['API server audit log']).toContain(Buffer.from(control).toString('base64'));
+    expect(Object.keys(places).length).toBeGreaterThan(8);
     for (const key of directKeys)
-      for (const [place, text] of Object.entries(places)) expect(text.includes(key), place).toBe(false);
+      for (const form of [key, Buffer.from(key).toString('base64')])
+        for (const [place, text] of Object.entries(places)) expect(text.includes(form), place).toBe(false);
     // The control: the key the proxy uses is on the server, in the owner's file.
     expect(readFileSync(directFile(), 'utf8')).toContain(directKeys[1]);
   }, 120_000);
@@ -392,6 +401,23 @@ describe('a Direct ModelKey', () => {
     );
   }, 320_000);
 });
+
+/** Every key of the rig's etcd with its value (etcd's JSON gateway, `/v3/kv/range` over all keys). */
+async function etcdDump(): Promise<string> {
+  const all = Buffer.from([0]).toString('base64');
+  const res = await fetch(`${s.rig.etcdUrl}/v3/kv/range`, {
+    method: 'POST',
+    body: JSON.stringify({ key: all, range_end: all }),
+  });
+  const body = (await res.json()) as { kvs?: { key: string; value?: string }[] };
+  expect((body.kvs ?? []).length).toBeGreaterThan(10);
+  return (body.kvs ?? [])
+    .map(
+      (kv) =>
+        `${Buffer.from(kv.key, 'base64').toString('latin1')}\n${Buffer.from(kv.value ?? '', 'base64').toString('latin1')}`,
+    )
+    .join('\n');
+}
 
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
