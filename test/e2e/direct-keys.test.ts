@@ -107,9 +107,12 @@ beforeAll(async () => {
     600_000,
     diag,
   );
-  const tagged = (tags: string[]) => ({ ...tailnet, mintKey: () => tailnet.mintKey({ tags }) });
-  owner = await startLaptop(tagged([OWNER_TAG]), { prefix: 'direct-owner', hostname: 'owner' });
-  stranger = await startLaptop(tagged(['tag:stranger']), { prefix: 'direct-other', hostname: 'stranger' });
+  owner = await startLaptop(tailnet, { prefix: 'direct-owner', hostname: 'owner', tags: [OWNER_TAG] });
+  stranger = await startLaptop(tailnet, {
+    prefix: 'direct-other',
+    hostname: 'stranger',
+    tags: ['tag:stranger'],
+  });
   for (const l of [owner, stranger]) await l.knowHost(host, tailnetIp);
 }, 1_500_000);
 
