@@ -55,6 +55,8 @@ export interface System {
   readonly sim: Simulator;
   readonly hosts: RealHostProvider;
   readonly upstreams: { anthropic: RunningUpstream; openai: RunningUpstream; gemini: RunningUpstream };
+  /** The keys each fake upstream accepts (checked per request): a test adds keys it hands over itself. */
+  readonly upstreamKeys: { anthropic: string[]; openai: string[]; google: string[] };
   /** Where the servers download the proxy's Node (the operator is started pointing at it). */
   readonly nodeMirror: NodeMirror;
   readonly canaries: Canaries;
@@ -133,10 +135,15 @@ export async function startSystem(
       openai: canary('sk-canary-'),
       google: canary('AIcanary'),
     };
+    const upstreamKeys = {
+      anthropic: [modelKeys.anthropic],
+      openai: [modelKeys.openai],
+      google: [modelKeys.google],
+    };
     const upstreams = {
-      anthropic: await anthropic.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.anthropic] }),
-      openai: await openai.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.openai] }),
-      gemini: await gemini.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.google] }),
+      anthropic: await anthropic.start({ host: UPSTREAM_IPV4, port: 0, keys: upstreamKeys.anthropic }),
+      openai: await openai.start({ host: UPSTREAM_IPV4, port: 0, keys: upstreamKeys.openai }),
+      gemini: await gemini.start({ host: UPSTREAM_IPV4, port: 0, keys: upstreamKeys.google }),
     };
     for (const u of Object.values(upstreams)) cleanups.push(() => u.close());
     // nodejs.org for the servers: the pinned Node from the npm registry, repacked (make node-mirror).
@@ -177,6 +184,7 @@ export async function startSystem(
       sim,
       hosts,
       upstreams,
+      upstreamKeys,
       nodeMirror,
       canaries,
       masterKeysFile,
