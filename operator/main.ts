@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // cannes-operator: `run` (default) reconciles Vps and ModelKey resources; `rekey`
 // re-encrypts every stored secret to the active master key; `recover` regains a server whose
-// SSH key the store lost, through Hetzner's rescue system.
+// SSH key the store lost, through Hetzner's rescue system; `key` hands a Direct ModelKey's LLM
+// key to its server over the tailnet.
+import { keyCommand } from './cli/key.ts';
 import { recoverCommand } from './cli/recover.ts';
 import { rekeyCommand } from './cli/rekey.ts';
 import { configErrorLine, ENVIRONMENT, RUN_USAGE } from './config.ts';
@@ -10,13 +12,14 @@ import { OPERATOR_VERSION } from './version.ts';
 
 const USAGE = `cannes-operator ${OPERATOR_VERSION}: provisions OpenClaw gateways on Hetzner Cloud, keeping secrets where they belong
 
-usage: cannes-operator [run|rekey|recover] [flags]
+usage: cannes-operator [run|rekey|recover|key] [flags]
        cannes-operator --version | --help
 
   run      reconcile Vps and ModelKey resources (default; flags: cannes-operator run --help)
   rekey    re-encrypt every stored secret to the active (first) master key (cannes-operator rekey --help)
   recover  <namespace>/<vps>: regain a server whose SSH key the store lost, through Hetzner's
            rescue system with a fresh token (cannes-operator recover --help)
+  key      hand a Direct ModelKey's LLM key to its server over the tailnet (cannes-operator key --help)
 
 ${ENVIRONMENT}`;
 
@@ -47,6 +50,8 @@ async function main(): Promise<number> {
       return rekeyCommand(rest, process.env);
     case 'recover':
       return recoverCommand(rest, process.env);
+    case 'key':
+      return keyCommand(rest);
     default:
       process.stderr.write(
         `cannes-operator: unknown command '${command.slice(0, 64)}' (see cannes-operator --help)\n`,

@@ -8,6 +8,8 @@ export const USAGE = `cannes-proxy: the host-side LLM proxy that injects real AP
 usage: node cannes-proxy.mjs --keys FILE [--listen HOST:PORT ...] [--allow CIDR ...] [--metrics HOST:PORT]
 
   --keys FILE                     key file (mode 600, owned by this user); reloaded on change and SIGHUP
+  --direct-keys FILE              the owner's keys for the key file's Direct routes (written by the key
+                                  intake; same checks; may be missing). Default: none (Direct routes refused)
   --listen HOST:PORT              address to listen on (repeatable). Default: every IPv4 address of the
                                   Docker bridges (docker0, br-*) on port --port; refuses to start if none.
                                   0.0.0.0 and :: are refused.
@@ -39,6 +41,8 @@ Routes: /proxy/<id>/<path> → <baseUrl of id>/<path>, for the provider's infere
 
 export interface CliOptions {
   readonly keys: string;
+  /** The Direct keys file (`--direct-keys`), or undefined. */
+  readonly directKeys: string | undefined;
   readonly listen: readonly HostPort[];
   readonly port: number;
   readonly allow: readonly string[];
@@ -65,6 +69,7 @@ export type ParsedArgs = { readonly help: true } | ({ readonly help: false } & C
 
 const VALUE_FLAGS = new Set([
   '--keys',
+  '--direct-keys',
   '--listen',
   '--port',
   '--allow',
@@ -150,6 +155,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     allowPathPrefixes,
     allowAnyPath: values.has('--allow-any-path'),
     keys,
+    directKeys: one('--direct-keys') || undefined,
     listen,
     port: integer(one('--port'), '--port', DEFAULT_PORT, 1, 65535),
     allow: values.get('--allow') ?? [DEFAULT_ALLOW],

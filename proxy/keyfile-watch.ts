@@ -7,6 +7,8 @@ import type { ProxyMetrics } from './metrics.ts';
 
 export interface KeyFileWatcherOptions {
   readonly path: string;
+  /** The Direct keys file (same folder as the key file), watched too. */
+  readonly directPath?: string | undefined;
   readonly uid: number | null;
   readonly logger: Logger;
   readonly metrics: ProxyMetrics;
@@ -90,26 +92,27 @@ export class KeyFileWatcher {
 
   start(): void {
     const dir = dirname(this.#o.path);
-    const name = basename(this.#o.path);
+    const names = [this.#o.path, this.#o.directPath].filter((p) => p !== undefined).map((p) => basename(p));
     try {
       this.#watcher = watch(dir, { persistent: false }, (_event, filename) => {
-        if (filename !== null && filename.toString() !== name) return;
+        if (filename !== null && !names.includes(filename.toString())) return;
         this.#schedule('watch');
       });
       this.#watcher.on('error', (err) => this.#o.logger.warn('key file watch failed; polling only', { err }));
     } catch (err) {
       this.#o.logger.warn('key file watch failed; polling only', { err });
     }
-    watchFile(this.#o.path, { persistent: false, interval: this.#o.pollIntervalMs ?? 5000 }, () =>
-      this.#schedule('poll'),
-    );
+    for (const p of this.#paths())
+      watchFile(p, { persistent: false, interval: this.#o.pollIntervalMs ?? 5000 }, () =>
+        this.#schedule('poll'),
+      );
     this.#polling = true;
   }
 
   stop(): void {
     this.#watcher?.close();
     this.#watcher = null;
-    if (this.#polling) unwatchFile(this.#o.path);
+    if (this.#polling) for (const p of this.#paths()) unwatchFile(p);
     this.#polling = false;
     if (this.#debounce) clearTimeout(this.#debounce);
   }
@@ -124,8 +127,16 @@ export class KeyFileWatcher {
     this.#debounce.unref();
   }
 
+  #paths(): string[] {
+    return this.#o.directPath === undefined ? [this.#o.path] : [this.#o.path, this.#o.directPath];
+  }
+
   #read(): KeyFileContents {
-    return readKeyFile(this.#o.path, { uid: this.#o.uid });
+    const direct = this.#o.directPath;
+    return readKeyFile(this.#o.path, {
+      uid: this.#o.uid,
+      ...(direct === undefined ? {} : { directPath: direct }),
+    });
   }
 
   #apply(contents: KeyFileContents, trigger: string): void {

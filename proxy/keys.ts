@@ -100,14 +100,41 @@ export interface KeyFileContents {
 export interface ReadOptions {
   /** The uid the file must belong to (the proxy's own); `null` skips the check (non-POSIX). */
   readonly uid: number | null;
+  /**
+   * The owner's file of Direct keys (written only by the key intake on the server):
+   * `{"version":1,"keys":{"<id>":{"apiKey":"…"}}}`. Missing is fine (no Direct key yet).
+   */
+  readonly directPath?: string;
 }
 
 /**
- * Reads and validates the key file. Checks run on the opened descriptor (no race between
- * check and read); a symlink is refused (O_NOFOLLOW) so the file is exactly the one the
- * operator wrote with mode 600.
+ * Reads and validates the key file (and the Direct keys file, when given). Checks run on the
+ * opened descriptor (no race between check and read); a symlink is refused (O_NOFOLLOW) so the
+ * file is exactly the one its writer wrote with mode 600.
  */
 export function readKeyFile(path: string, options: ReadOptions): KeyFileContents {
+  const bytes = readSecretFile(path, options.uid, 'key file');
+  let direct: Buffer | undefined;
+  try {
+    if (options.directPath !== undefined) {
+      try {
+        direct = readSecretFile(options.directPath, options.uid, 'direct key file');
+      } catch (err) {
+        if (!(err instanceof CannesError && err.reason === 'KeyFileMissing')) throw err;
+      }
+    }
+    const h = createHash('sha256').update(bytes);
+    if (direct) h.update('\0').update(direct);
+    const directKeys = direct ? parseDirectKeyFile(direct.toString('utf8')) : new Map<string, string>();
+    return { routes: parseKeyFile(bytes.toString('utf8'), directKeys), digest: h.digest('hex') };
+  } finally {
+    bytes.fill(0);
+    direct?.fill(0);
+  }
+}
+
+/** The bytes of a root-only secret file: regular, mode 600 or stricter, owned by `uid`, not a link. */
+export function readSecretFile(path: string, uid: number | null, what: string): Buffer {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -123,50 +150,77 @@ export function readKeyFile(path: string, options: ReadOptions): KeyFileContents
             : `cannot be opened (${code})`;
     throw new CannesError(
       code === 'ENOENT' ? 'KeyFileMissing' : 'KeyFileUnreadable',
-      `key file ${path} ${why}`,
+      `${what} ${path} ${why}`,
     );
   }
-  let bytes: Buffer;
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new CannesError('KeyFileNotRegular', `key file ${path} is not a regular file`);
+    if (!st.isFile()) throw new CannesError('KeyFileNotRegular', `${what} ${path} is not a regular file`);
     if ((st.mode & 0o077) !== 0) {
       const mode = (st.mode & 0o777).toString(8).padStart(3, '0');
       throw new CannesError(
         'KeyFileMode',
-        `key file ${path} has mode ${mode}: it must not be readable or writable by group or others (chmod 600)`,
+        `${what} ${path} has mode ${mode}: it must not be readable or writable by group or others (chmod 600)`,
       );
     }
-    if (options.uid !== null && st.uid !== options.uid) {
+    if (uid !== null && st.uid !== uid) {
       throw new CannesError(
         'KeyFileOwner',
-        `key file ${path} is owned by uid ${st.uid}, not by the proxy's user (uid ${options.uid})`,
+        `${what} ${path} is owned by uid ${st.uid}, not by the proxy's user (uid ${uid})`,
       );
     }
     if (st.size > MAX_KEY_FILE_BYTES) {
-      throw new CannesError('KeyFileTooLarge', `key file ${path} is larger than ${MAX_KEY_FILE_BYTES} bytes`);
+      throw new CannesError('KeyFileTooLarge', `${what} ${path} is larger than ${MAX_KEY_FILE_BYTES} bytes`);
     }
-    bytes = Buffer.alloc(st.size);
+    const bytes = Buffer.alloc(st.size);
     let off = 0;
     while (off < bytes.length) {
       const n = readSync(fd, bytes, off, bytes.length - off, off);
       if (n === 0) break;
       off += n;
     }
-    bytes = bytes.subarray(0, off);
+    return bytes.subarray(0, off);
   } finally {
     closeSync(fd);
   }
-  const digest = createHash('sha256').update(bytes).digest('hex');
+}
+
+/**
+ * The Direct keys file: `{"version":1,"keys":{"<id>":{"apiKey":"…"}}}`. Throws `CannesError`
+ * whose message never quotes the input. Entries for routes the key file does not declare are
+ * ignored by parseKeyFile (a caller cannot add a route, only fill one).
+ */
+export function parseDirectKeyFile(text: string): Map<string, string> {
+  let doc: unknown;
   try {
-    return { routes: parseKeyFile(bytes.toString('utf8')), digest };
-  } finally {
-    bytes.fill(0);
+    doc = JSON.parse(text);
+  } catch {
+    throw new CannesError('KeyFileInvalid', 'direct key file is not valid JSON');
   }
+  const bad = (what: string) => new CannesError('KeyFileInvalid', `direct key file is invalid: ${what}`);
+  if (!isObject(doc) || doc['version'] !== 1 || !isObject(doc['keys']))
+    throw bad('it must be {"version":1,"keys":{...}}');
+  const out = new Map<string, string>();
+  for (const [id, entry] of Object.entries(doc['keys'])) {
+    if (!isRouteId(id)) throw bad('an id is not a valid name (lower-case DNS name)');
+    const apiKey = isObject(entry) ? entry['apiKey'] : undefined;
+    if (typeof apiKey !== 'string' || !isApiKey(apiKey))
+      throw bad(`keys.${id}.apiKey must be a non-empty string of visible ASCII characters`);
+    out.set(id, apiKey);
+  }
+  return out;
+}
+
+/** The one rule for key text (the operator's writer and the intake use the same). */
+export function isApiKey(v: string): boolean {
+  return API_KEY_RE.test(v);
 }
 
 /** Parses the key file text. Throws `CannesError` whose message never quotes the input. */
-export function parseKeyFile(text: string): Map<string, Route> {
+export function parseKeyFile(
+  text: string,
+  directKeys: ReadonlyMap<string, string> = new Map(),
+): Map<string, Route> {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -187,7 +241,16 @@ export function parseKeyFile(text: string): Map<string, Route> {
     if (!isObject(entry)) throw invalid(`keys.${id} must be an object`);
     const provider = entry['provider'];
     if (!isProviderName(provider)) throw invalid(`keys.${id}.provider is not a known provider`);
-    const apiKey = entry['apiKey'];
+    let apiKey = entry['apiKey'];
+    if (entry['delivery'] === 'direct') {
+      // Declared by the operator with no key: served only once the owner's key is there
+      // (until then the route is unknown: fail closed).
+      if (apiKey !== undefined) throw invalid(`keys.${id} is a direct route and must not carry an apiKey`);
+      apiKey = directKeys.get(id);
+      if (apiKey === undefined) continue;
+    } else if (entry['delivery'] !== undefined) {
+      throw invalid(`keys.${id}.delivery must be "direct" or absent`);
+    }
     if (typeof apiKey !== 'string' || !API_KEY_RE.test(apiKey)) {
       throw invalid(`keys.${id}.apiKey must be a non-empty string of visible ASCII characters`);
     }

@@ -4,6 +4,7 @@ import { isMainThread, workerData } from 'node:worker_threads';
 import { Registry } from 'prom-client';
 import { CannesError } from '../common/errors.ts';
 import { parseArgs, USAGE } from './cli.ts';
+import { directStatusCommand, intakeCommand } from './intake-main.ts';
 import { KeyFileWatcher } from './keyfile-watch.ts';
 import { createLogger } from './log.ts';
 import { ProxyMetrics } from './metrics.ts';
@@ -82,6 +83,7 @@ async function main(): Promise<void> {
   let threads: ProxyThreads | null = null;
   const watcher = new KeyFileWatcher({
     path: args.keys,
+    directPath: args.directKeys,
     uid,
     logger,
     metrics,
@@ -195,5 +197,16 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-if (isMainThread) await main();
+async function command(): Promise<void> {
+  const [sub, ...rest] = process.argv.slice(2);
+  try {
+    if (sub === 'intake') return await intakeCommand(rest);
+    if (sub === 'direct-status') return directStatusCommand(rest);
+  } catch (err) {
+    fail(err instanceof CannesError ? err.message : 'failed');
+  }
+  await main();
+}
+
+if (isMainThread) await command();
 else await runThread(workerData as ThreadConfig);

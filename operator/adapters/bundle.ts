@@ -20,12 +20,18 @@ import {
   gatewayConfig,
   gatewayEnvFile,
   HOST,
+  INTAKE_PATH,
+  INTAKE_PORT,
+  INTAKE_UNIT_NAME,
+  intakeConfig,
+  intakeUnit,
   keyFile,
   type NodeArch,
   nftablesRules,
   nodeRuntime,
   PROXY_PORT,
   PROXY_UNIT_NAME,
+  PRUNE_DIRECT_KEYS,
   proxyUnit,
   runtimeInstallScript,
   runtimeNode,
@@ -137,6 +143,9 @@ systemctl enable ${FIREWALL_UNIT_NAME} >/dev/null 2>&1 || true
 usermod -p '*' root
 systemctl enable ${PROXY_UNIT_NAME} >/dev/null 2>&1 || true
 systemctl restart ${PROXY_UNIT_NAME}
+systemctl enable ${INTAKE_UNIT_NAME} >/dev/null 2>&1 || true
+systemctl restart ${INTAKE_UNIT_NAME}
+${PRUNE_DIRECT_KEYS}
 if command -v sshd >/dev/null 2>&1 && sshd -t >/dev/null 2>&1; then systemctl reload ssh >/dev/null 2>&1 || systemctl reload sshd >/dev/null 2>&1 || true; fi
 docker compose -p ${COMPOSE_PROJECT} -f ${HOST.composeFile.path} up -d --force-recreate
 } 9>&-
@@ -169,7 +178,7 @@ export function makeBundle(o: BundleOptions) {
             owner: owner(HOST.keyFile),
           },
         ],
-        activate: 'true',
+        activate: PRUNE_DIRECT_KEYS,
         verify: `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null`,
       };
     }
@@ -209,6 +218,18 @@ export function makeBundle(o: BundleOptions) {
         ),
         mode: HOST.keyFile.mode,
         owner: owner(HOST.keyFile),
+      },
+      {
+        path: HOST.intakeUnit.path,
+        content: intakeUnit({ node: runtimeNode(runtime) }),
+        mode: HOST.intakeUnit.mode,
+        owner: owner(HOST.intakeUnit),
+      },
+      {
+        path: HOST.intakeConfig.path,
+        content: intakeConfig(vps.spec.tailnet?.owners ?? []),
+        mode: HOST.intakeConfig.mode,
+        owner: owner(HOST.intakeConfig),
       },
       {
         path: HOST.composeFile.path,
@@ -259,6 +280,7 @@ export function makeBundle(o: BundleOptions) {
 set -e
 curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null
 curl -fsS --max-time 5 http://127.0.0.1:${port}/healthz >/dev/null
+curl -fsS --max-time 5 -o /dev/null http://127.0.0.1:${INTAKE_PORT}${INTAKE_PATH}/
 `;
     return { prepare: underDeployLock(runtimeInstallScript(runtime)), files, activate: ACTIVATE, verify };
   };

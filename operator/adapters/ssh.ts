@@ -13,6 +13,7 @@ import type {
   TailnetJoinRequest,
   TailnetJoinResult,
 } from '../controllers/ports.ts';
+import { DIRECT_STATUS } from '../host/intake-unit.ts';
 import {
   JOIN_EXIT,
   parseTailnetStatus,
@@ -193,6 +194,18 @@ export class RemotePort implements Remote {
     });
   }
 
+  async directKeyStatus(target: OsTarget): Promise<Record<string, boolean>> {
+    return this.#withOs(target, async (s) => {
+      const r = await runScript(s, DIRECT_STATUS, { timeoutMs: 60_000 });
+      if (r.exitCode !== 0)
+        throw new CannesError(
+          'DirectKeyStatusFailed',
+          `asking the server which Direct routes hold a key failed: ${r.stderr.trim().slice(-300)}`,
+        );
+      return parseDirectStatus(r.stdout);
+    });
+  }
+
   async rotate(vpsUid: string, target: Omit<OsTarget, 'privateKey'>): Promise<void> {
     await rotateSshKey({
       store: this.#o.rotationStore,
@@ -204,4 +217,26 @@ export class RemotePort implements Remote {
       vpsId: vpsUid,
     });
   }
+}
+
+/** The helper's one line, `{"<id>":true|false}`: anything else is refused, booleans only pass. */
+export function parseDirectStatus(stdout: string): Record<string, boolean> {
+  let v: unknown;
+  try {
+    v = JSON.parse(stdout.trim());
+  } catch {
+    throw new CannesError('DirectKeyStatusFailed', "the server's Direct key report is not JSON");
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new CannesError('DirectKeyStatusFailed', "the server's Direct key report is not an object");
+  const out: Record<string, boolean> = {};
+  for (const [k, b] of Object.entries(v)) {
+    if (typeof b !== 'boolean' || !/^[a-z0-9.-]{1,253}$/.test(k))
+      throw new CannesError(
+        'DirectKeyStatusFailed',
+        "the server's Direct key report holds something other than booleans",
+      );
+    out[k] = b;
+  }
+  return out;
 }

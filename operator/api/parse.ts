@@ -69,6 +69,7 @@ export function parseVps(raw: unknown): VpsObject {
             tags: spec.tailnet.tags ?? [],
             loginServer: spec.tailnet.loginServer ?? DEFAULT_TAILNET_LOGIN_SERVER,
             purgeAuthKeyAfterJoin: spec.tailnet.purgeAuthKeyAfterJoin ?? true,
+            owners: spec.tailnet.owners ?? [],
           },
         }
       : {}),

@@ -80,6 +80,18 @@ export const DEFAULT_TAILNET_LOGIN_SERVER = 'https://controlplane.tailscale.com'
 /** A tailnet hostname (one DNS label): what the node is called, `<hostname>.<tailnet>`. */
 export const TAILNET_HOSTNAME_PATTERN = '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$';
 export const TAILNET_TAG_PATTERN = '^tag:[a-z0-9-]+$';
+/** An owner on the tailnet: a login name (`alice@example.com`, `alice@github`) or an ACL tag. */
+export const TAILNET_OWNER_PATTERN = '^(tag:[a-z0-9-]+|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+)$';
+/** How a ModelKey's key reaches the server: from a Secret by the operator, or from the owner directly. */
+export const KEY_DELIVERIES = ['Secret', 'Direct'] as const;
+export type KeyDelivery = (typeof KEY_DELIVERIES)[number];
+/**
+ * Set by `key set` on a ModelKey after the server took a Direct key (a timestamp, no secret):
+ * the change makes the Vps controller ask the server, once, which routes hold a key.
+ */
+export const ANNOTATION_KEY_SET = 'cannes.dev/key-set';
+/** On a Vps: `{"<ModelKey>":true|false}`, which Direct routes hold a key, as the server said. */
+export const ANNOTATION_DIRECT_KEYS = 'cannes.dev/direct-keys';
 
 const str = (description: string, extra: Record<string, unknown> = {}) =>
   Type.String({ description, ...extra });
@@ -303,6 +315,21 @@ export const VpsSpec = Type.Object(
               default: true,
             }),
           ),
+          owners: Type.Optional(
+            Type.Array(
+              str('A tailnet login name (alice@example.com) or an ACL tag (tag:laptops).', {
+                maxLength: 320,
+                pattern: TAILNET_OWNER_PATTERN,
+              }),
+              {
+                description:
+                  'Who may hand LLM keys of Direct ModelKeys to the server, by tailnet identity (checked by the ' +
+                  "server's key intake with tailscale whois). Empty: nobody can.",
+                maxItems: 32,
+                default: [],
+              },
+            ),
+          ),
         },
         {
           description:
@@ -393,7 +420,15 @@ export const ModelKeySpec = Type.Object(
         pattern: '^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&()*+,;=:@%/-]*)?$',
       }),
     ),
-    secretRef: secretKeySelector('the LLM API key'),
+    delivery: Type.Optional(
+      str(
+        'Secret: the operator reads the key from secretRef and delivers it over SSH. Direct: the owner hands the ' +
+          "key to the server over the tailnet (`key set` or the intake's page); it never exists in the cluster, " +
+          'and secretRef is not allowed.',
+        { enum: [...KEY_DELIVERIES], default: 'Secret' },
+      ),
+    ),
+    secretRef: Type.Optional(secretKeySelector('the LLM API key')),
     models: Type.Optional(
       Type.Array(ModelEntry, {
         description: "Models offered through this key; empty means the provider's default model.",
@@ -426,6 +461,10 @@ export const ModelKeySpec = Type.Object(
         rule: "has(self.baseUrl) == (self.provider == 'custom')",
         message: 'baseUrl is required when provider is custom, and not allowed for other providers',
       },
+      {
+        rule: "(has(self.delivery) && self.delivery == 'Direct') != has(self.secretRef)",
+        message: 'secretRef is required with delivery Secret, and not allowed with delivery Direct',
+      },
       // Re-pointing a ModelKey would send the key it names to another provider or host.
       { rule: 'self.provider == oldSelf.provider', message: 'provider is immutable' },
       {
@@ -439,7 +478,11 @@ export const ModelKeySpec = Type.Object(
 export const ModelKeyStatus = Type.Object(
   {
     observedGeneration: Type.Optional(observedGeneration),
-    hasKey: Type.Optional(bool('The referenced Secret holds a well-formed key.')),
+    hasKey: Type.Optional(
+      bool(
+        'Secret: the referenced Secret holds a well-formed key. Direct: the server reports a key for the route.',
+      ),
+    ),
     delivered: Type.Optional(bool("The key is in the Vps's proxy key file and the gateway config.")),
     conditions: Type.Optional(conditions),
   },

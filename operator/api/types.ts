@@ -44,4 +44,6 @@ export interface ResolvedTailnetSpec {
   readonly tags: readonly string[];
   readonly loginServer: string;
   readonly purgeAuthKeyAfterJoin: boolean;
+  /** Tailnet login names or tags allowed to hand Direct keys to the server's intake. */
+  readonly owners: readonly string[];
 }

@@ -7,7 +7,7 @@
 
 import type { ProviderName } from '../../common/providers.ts';
 import { Secret } from '../../common/secret.ts';
-import type { ModelEntry } from '../api/schema.ts';
+import { ANNOTATION_DIRECT_KEYS, type ModelEntry } from '../api/schema.ts';
 import { isValidApiKey } from '../host/key-file.ts';
 import { isRecord } from '../kube/object.ts';
 import type { Kube, ModelKeyObject, OsTarget, Remote, VpsObject } from './ports.ts';
@@ -23,7 +23,8 @@ export interface DeliveredKey {
   readonly name: string;
   readonly provider: ProviderName;
   readonly baseUrl?: string | undefined;
-  readonly apiKey: Secret;
+  /** Undefined for a Direct ModelKey: the route goes to the server without a key. */
+  readonly apiKey: Secret | undefined;
   readonly models: readonly ModelEntry[];
   readonly default: boolean;
 }
@@ -66,6 +67,8 @@ interface Candidate {
   readonly part: string;
   /** Undefined: the Secret was purged after delivery; the value is on the server only. */
   readonly value: Secret | undefined;
+  /** A Direct ModelKey: never a value here, never read back from the server. */
+  readonly direct: boolean;
 }
 
 export interface KeySet {
@@ -80,14 +83,24 @@ export async function collectKeys(vps: VpsObject, kube: Kube): Promise<KeySet> {
   const candidates: Candidate[] = [];
   for (const mk of modelKeysFor(vps, kube)) {
     const ref = mk.spec.secretRef;
+    if (mk.spec.delivery === 'Direct' || !ref) {
+      // The route only: the key comes from the owner, straight to the server.
+      candidates.push({
+        mk,
+        part: `${mk.metadata.name}:${mk.metadata.generation ?? 0}:direct`,
+        value: undefined,
+        direct: true,
+      });
+      continue;
+    }
     const s = await kube.readSecretKey(mk.metadata.namespace ?? 'default', ref.name, ref.key, 'llm-key');
     if (s.value && isValidApiKey(s.value) && s.resourceVersion) {
-      candidates.push({ mk, part: deliveryPart(mk, s.resourceVersion), value: s.value });
+      candidates.push({ mk, part: deliveryPart(mk, s.resourceVersion), value: s.value, direct: false });
     } else {
       const prev = previously[mk.metadata.name];
       // Purged after delivery (purgeSecretAfterDelivery): keep what the server has.
       if (prev?.startsWith(`${mk.metadata.name}:${mk.metadata.generation ?? 0}:`)) {
-        candidates.push({ mk, part: prev, value: undefined });
+        candidates.push({ mk, part: prev, value: undefined, direct: false });
       }
     }
   }
@@ -101,7 +114,7 @@ export async function collectKeys(vps: VpsObject, kube: Kube): Promise<KeySet> {
       const out: DeliveredKey[] = [];
       for (const c of candidates) {
         let value = c.value;
-        if (!value) {
+        if (!value && !c.direct) {
           onServer ??= parseKeyFileKeys(await remote.readFile(target, KEY_FILE_PATH));
           value = onServer[c.mk.metadata.name];
           if (!value) {
@@ -138,4 +151,20 @@ export function parseKeyFileKeys(file: Secret | undefined): Record<string, Secre
     if (isRecord(entry) && typeof entry['apiKey'] === 'string') out[id] = Secret.of(entry['apiKey']);
   }
   return out;
+}
+
+/** The Vps annotation cannes.dev/direct-keys: `{"keys":{"<ModelKey>":bool},"stamp":"…"}`. */
+export function parseDirectKeys(annotations: Readonly<Record<string, string>>): {
+  keys: Record<string, boolean>;
+  stamp: string | undefined;
+} {
+  try {
+    const v: unknown = JSON.parse(annotations[ANNOTATION_DIRECT_KEYS] ?? '');
+    if (!isRecord(v)) return { keys: {}, stamp: undefined };
+    const keys: Record<string, boolean> = {};
+    if (isRecord(v['keys'])) for (const [k, b] of Object.entries(v['keys'])) if (b === true) keys[k] = true;
+    return { keys, stamp: typeof v['stamp'] === 'string' ? v['stamp'] : undefined };
+  } catch {
+    return { keys: {}, stamp: undefined };
+  }
 }

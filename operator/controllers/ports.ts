@@ -165,6 +165,11 @@ export interface Remote {
    * removed after `tailscale up`), serves the gateway's loopback port on the tailnet.
    */
   joinTailnet(target: OsTarget, req: TailnetJoinRequest): Promise<TailnetJoinResult>;
+  /**
+   * Runs the root-only helper that says which Direct routes hold the owner's key:
+   * `{"<ModelKey>":true|false}`. Only booleans cross the session; never a key.
+   */
+  directKeyStatus(target: OsTarget): Promise<Record<string, boolean>>;
   /** Runs the crash-safe rotation protocol (operator/ssh), store included. */
   rotate(vpsUid: string, target: Omit<OsTarget, 'privateKey'>): Promise<void>;
 }

@@ -13,8 +13,10 @@ import { CannesError, TerminalError } from '../../common/errors.ts';
 import type { Secret } from '../../common/secret.ts';
 import {
   ANNOTATION_ARCHITECTURE,
+  ANNOTATION_DIRECT_KEYS,
   ANNOTATION_GATEWAY_URL,
   ANNOTATION_IPV4,
+  ANNOTATION_KEY_SET,
   ANNOTATION_RECOVER,
   ANNOTATION_RECREATE_SERVER,
   ANNOTATION_SERVER_GONE,
@@ -27,7 +29,14 @@ import {
 import { tailnetGatewayUrl } from '../host/tailnet.ts';
 import { parseGoDuration } from '../lib/duration.ts';
 import type { Logger } from '../lib/log.ts';
-import { collectKeys, DELIVERED_ANNOTATION, type DeliveredKey, type KeySet } from './keys.ts';
+import {
+  collectKeys,
+  DELIVERED_ANNOTATION,
+  type DeliveredKey,
+  type KeySet,
+  modelKeysFor,
+  parseDirectKeys,
+} from './keys.ts';
 import type {
   ActiveKey,
   DeployBundle,
@@ -109,6 +118,7 @@ export interface Facts {
   recoveryClosed?: boolean;
   /** The gone server this reconcile replaced (its annotations in the cache are stale: stop here). */
   recreated?: number;
+  directStamp?: string;
 }
 
 export interface StepContext {
@@ -232,6 +242,8 @@ function deployFingerprint(
     JSON.stringify([
       vps.spec.gateway,
       vps.spec.access,
+      // The intake's owners file: a change of owners is a redeploy.
+      ...(vps.spec.tailnet?.owners.length ? [vps.spec.tailnet.owners] : []),
       [...keys.fingerprintParts].sort(),
       gatewayTokenVersion,
       bundleVersion,
@@ -596,10 +608,15 @@ const deploy: VpsStep = {
 function tailnetFingerprint(vps: VpsObject): string | undefined {
   const t = vps.spec.tailnet;
   if (!t) return undefined;
-  return createHash('sha256')
-    .update(JSON.stringify([t.loginServer, t.hostname, [...t.tags].sort(), vps.spec.gateway.port]))
-    .digest('hex')
-    .slice(0, 32);
+  return (
+    createHash('sha256')
+      // 'intake': Serve also maps the key intake's path (servers joined before serve it once more).
+      .update(
+        JSON.stringify([t.loginServer, t.hostname, [...t.tags].sort(), vps.spec.gateway.port, 'intake']),
+      )
+      .digest('hex')
+      .slice(0, 32)
+  );
 }
 
 async function tailnetAuthKey(vps: VpsObject, d: VpsDeps): Promise<Secret | undefined> {
@@ -745,6 +762,58 @@ const rotate: VpsStep = {
   },
 };
 
+/**
+ * 7a. Which Direct routes hold the owner's key (booleans only), asked of the server with the
+ *     root-only helper over SSH: after each deploy, and when `key set` annotated a ModelKey
+ *     (cannes.dev/key-set), never by polling. An idle Ready Vps costs no SSH here.
+ */
+const directKeys: VpsStep = {
+  name: 'direct_keys',
+  gatesReady: false,
+  // No crash point: a crash between the answer and the annotation asks once more (read only).
+  faultPoints: [],
+  async assess(ctx) {
+    const stamp = directKeysStamp(ctx);
+    if (stamp === undefined)
+      return { state: 'done', absent: true, reason: 'NoDirectKeys', message: 'no Direct ModelKey deployed' };
+    const recorded = ctx.facts.directStamp ?? parseDirectKeys(ctx.vps.metadata.annotations).stamp;
+    if (recorded !== stamp) return { state: 'run' };
+    return { state: 'done', reason: 'Reported', message: 'the server said which Direct routes hold a key' };
+  },
+  async run(ctx) {
+    const stamp = directKeysStamp(ctx) ?? '';
+    const { ipv4 } = serverOf(ctx);
+    const key = activeKeyOf(ctx);
+    ctx.signal.throwIfAborted();
+    const keys = await ctx.d.remote.directKeyStatus({
+      ipv4,
+      hostKey: key.hostKey,
+      privateKey: key.privateKey,
+    });
+    await ctx.d.kube.setAnnotations('Vps', ctx.vps.metadata, {
+      [ANNOTATION_DIRECT_KEYS]: JSON.stringify({ keys, stamp }),
+    });
+    ctx.facts.directStamp = stamp;
+    const n = Object.values(keys).filter(Boolean).length;
+    return `${n} of ${Object.keys(keys).length} Direct route(s) hold a key`;
+  },
+};
+
+/** Changes with each deploy and each `key set`; undefined when no Direct route is deployed. */
+function directKeysStamp(ctx: StepContext): string | undefined {
+  const { vps, d, facts } = ctx;
+  const deployed = facts.deployed ?? vps.metadata.annotations[DEPLOYED_ANNOTATION];
+  const direct = modelKeysFor(vps, d.kube).filter((mk) => mk.spec.delivery === 'Direct');
+  if (deployed === undefined || direct.length === 0) return undefined;
+  const parts = direct.map(
+    (mk) => `${mk.metadata.name}:${mk.metadata.annotations[ANNOTATION_KEY_SET] ?? ''}`,
+  );
+  return createHash('sha256')
+    .update(JSON.stringify([deployed, parts.sort()]))
+    .digest('hex')
+    .slice(0, 32);
+}
+
 const TOKEN_PURGED = 'revoke the token in the Hetzner Console too: Hetzner has no API for it';
 const purgedBefore = (o: VpsObject) =>
   (o.status.conditions ?? []).some((c) => c.type === 'CloudTokenPurged' && c.status === 'True');
@@ -873,6 +942,7 @@ export const VPS_STEPS: readonly VpsStep[] = [
   harden,
   deploy,
   tailnet,
+  directKeys,
   rotate,
   purgeToken,
 ];

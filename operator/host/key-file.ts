@@ -17,7 +17,11 @@ export interface KeyFileEntry {
   /** The ModelKey name: the route id (`/proxy/<id>/…`). */
   readonly id: string;
   readonly provider: ProviderName;
-  readonly apiKey: Secret;
+  /**
+   * Undefined: a Direct route (`"delivery":"direct"`, no key); the proxy takes its key from the
+   * owner's file (HOST.directKeyFile), written only by the key intake on the server.
+   */
+  readonly apiKey: Secret | undefined;
   /** Only for `custom` (and an operator override): the upstream base URL, https. */
   readonly baseUrl?: string;
 }
@@ -34,7 +38,8 @@ export function isValidApiKey(key: Secret): boolean {
 }
 
 export function keyFile(entries: readonly KeyFileEntry[]): Secret {
-  const keys: Record<string, { provider: string; apiKey: string; baseUrl?: string }> = {};
+  const keys: Record<string, { provider: string; apiKey?: string; delivery?: 'direct'; baseUrl?: string }> =
+    {};
   for (const e of entries) {
     if (!ID_RE.test(e.id) || e.id.includes('..')) {
       throw new TerminalError(
@@ -53,6 +58,14 @@ export function keyFile(entries: readonly KeyFileEntry[]): Secret {
       );
     }
     checkBaseUrl(e.id, baseUrl);
+    if (e.apiKey === undefined) {
+      keys[e.id] = {
+        provider: e.provider,
+        delivery: 'direct',
+        ...(e.baseUrl !== undefined ? { baseUrl: e.baseUrl } : {}),
+      };
+      continue;
+    }
     // The one place the key leaves its wrapper: into the JSON text that is itself wrapped.
     const apiKey = e.apiKey.reveal();
     if (!isValidApiKey(e.apiKey)) {

@@ -18,6 +18,9 @@ export const BRIDGE_ADDRESS = '172.17.0.1';
 /** Every Docker bridge network (default and user-defined) allocates from this range. */
 export const BRIDGE_CIDR = '172.16.0.0/12';
 export const PROXY_METRICS = '127.0.0.1:9464';
+/** The key intake, on loopback only: `tailscale serve` maps <gateway URL>/cannes-keys/ here. */
+export const INTAKE_PORT = 3102;
+export const INTAKE_PATH = '/cannes-keys';
 
 /**
  * Held (flock) by the deploy's start-up script for as long as it runs. An operator that dies
@@ -74,6 +77,30 @@ export const HOST = {
     ...root,
     secret: true,
     why: 'keyFile(): the real LLM keys; the proxy refuses it unless mode 600 and owned by its uid (root)',
+  },
+  directKeyFile: {
+    path: '/root/.model-keys.direct.json',
+    kind: 'file',
+    mode: 0o600,
+    ...root,
+    secret: true,
+    why: 'the keys of Direct ModelKeys, from the owner over the tailnet; written only by the key intake, never by the operator',
+  },
+  intakeUnit: {
+    path: '/etc/systemd/system/cannes-key-intake.service',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'intakeUnit(): the key intake on 127.0.0.1, reached only through tailscale serve',
+  },
+  intakeConfig: {
+    path: '/etc/cannes/intake.json',
+    kind: 'file',
+    mode: 0o644,
+    ...root,
+    secret: false,
+    why: 'intakeConfig(): the owners (tailnet logins and tags) the intake accepts keys from',
   },
   gatewayDir: {
     path: '/opt/cannes/gateway',

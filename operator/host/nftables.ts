@@ -1,5 +1,5 @@
 import { isIPv4 } from 'node:net';
-import { BRIDGE_ADDRESS, BRIDGE_CIDR, HOST, PROXY_PORT } from './layout.ts';
+import { BRIDGE_ADDRESS, BRIDGE_CIDR, HOST, INTAKE_PORT, PROXY_PORT } from './layout.ts';
 
 /**
  * Host firewall: a container on a Docker bridge reaches exactly one thing on the host, the
@@ -51,6 +51,8 @@ table inet ${NFT_TABLE} {
 		# Ahead of the distribution's and Docker's filters; a drop here is final.
 		type filter hook input priority filter - 10; policy accept;
 		iifname "lo" accept
+		# The key intake listens on loopback only; tailscale serve is its one way in.
+		tcp dport ${INTAKE_PORT} counter drop
 		# Nothing of the host answers the tailnet at kernel level (sshd, 3101, the gateway port):
 		# tailscale serve answers inside tailscaled, before this hook, so it still works.
 		iifname "tailscale0" counter drop

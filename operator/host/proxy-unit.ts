@@ -85,7 +85,7 @@ Type=simple
 User=root
 Group=root
 ${environment}
-ExecStart=${node} ${PROXY_NODE_FLAGS.join(' ')} ${HOST.proxyBundle.path} --keys ${HOST.keyFile.path} --listen ${listen} --metrics ${metrics} --threads ${PROXY_THREADS} --bridges-only
+ExecStart=${node} ${PROXY_NODE_FLAGS.join(' ')} ${HOST.proxyBundle.path} --keys ${HOST.keyFile.path} --direct-keys ${HOST.directKeyFile.path} --listen ${listen} --metrics ${metrics} --threads ${PROXY_THREADS} --bridges-only
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=2

@@ -9,6 +9,7 @@
  * joined node is left alone (`tailscale set --hostname` only); `serve` settings persist in
  * tailscaled's own state.
  */
+import { INTAKE_PATH, INTAKE_PORT } from './layout.ts';
 
 /**
  * Tailscale's package signing key (rsa4096, 2020-02-25, "Tailscale Inc. (Package repository
@@ -147,11 +148,10 @@ tailscale status --json
 /** Serve in front of the gateway: arguments port, 1 for HTTPS on 443 (else HTTP on 80). */
 export const TAILNET_SERVE = `
 port=$1 https=$2
-if [ "$https" = 1 ]; then
-  tailscale serve --bg --yes --https=443 "http://127.0.0.1:$port" >/dev/null
-else
-  tailscale serve --bg --yes --http=80 "http://127.0.0.1:$port" >/dev/null
-fi
+# The gateway at /, the key intake (loopback only) at ${INTAKE_PATH}/ of the same name.
+if [ "$https" = 1 ]; then listen=--https=443; else listen=--http=80; fi
+tailscale serve --bg --yes "$listen" "http://127.0.0.1:$port" >/dev/null
+tailscale serve --bg --yes "$listen" --set-path=${INTAKE_PATH} "http://127.0.0.1:${INTAKE_PORT}" >/dev/null
 `;
 
 /**

@@ -57,6 +57,8 @@ export interface System {
   readonly sim: Simulator;
   readonly hosts: RealHostProvider;
   readonly upstreams: { anthropic: RunningUpstream; openai: RunningUpstream; gemini: RunningUpstream };
+  /** The keys each fake upstream accepts (checked per request): a test adds keys it hands over itself. */
+  readonly upstreamKeys: { anthropic: string[]; openai: string[]; google: string[] };
   /** Where the servers download the proxy's Node (the operator is started pointing at it). */
   readonly nodeMirror: NodeMirror;
   readonly canaries: Canaries;
@@ -137,10 +139,15 @@ export async function startSystem(
       openai: canary('sk-canary-'),
       google: canary('AIcanary'),
     };
+    const upstreamKeys = {
+      anthropic: [modelKeys.anthropic],
+      openai: [modelKeys.openai],
+      google: [modelKeys.google],
+    };
     const upstreams = {
-      anthropic: await anthropic.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.anthropic] }),
-      openai: await openai.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.openai] }),
-      gemini: await gemini.start({ host: UPSTREAM_IPV4, port: 0, keys: [modelKeys.google] }),
+      anthropic: await anthropic.start({ host: UPSTREAM_IPV4, port: 0, keys: upstreamKeys.anthropic }),
+      openai: await openai.start({ host: UPSTREAM_IPV4, port: 0, keys: upstreamKeys.openai }),
+      gemini: await gemini.start({ host: UPSTREAM_IPV4, port: 0, keys: upstreamKeys.google }),
     };
     for (const u of Object.values(upstreams)) cleanups.push(() => u.close());
     // nodejs.org for the servers: the pinned Node from the npm registry, repacked (make node-mirror).
@@ -185,6 +192,7 @@ export async function startSystem(
       sim,
       hosts,
       upstreams,
+      upstreamKeys,
       nodeMirror,
       canaries,
       masterKeysFile,
@@ -289,7 +297,7 @@ export function exampleManifests(
     /** The owner's SSH public keys (spec.access.sshAuthorizedKeys). */
     ownerKeys?: string[];
     /** spec.tailnet on the rig tailnet, with this auth key in a labelled Secret `tailnet-auth`. */
-    tailnet?: { authKey: string; tags?: string[]; hostname?: string };
+    tailnet?: { authKey: string; tags?: string[]; hostname?: string; owners?: string[] };
   } = {},
 ) {
   const vps = opts.vps ?? 'agent';
@@ -316,6 +324,7 @@ export function exampleManifests(
             loginServer: s.tailnet?.url,
             tags: opts.tailnet.tags ?? [],
             ...(opts.tailnet.hostname ? { hostname: opts.tailnet.hostname } : {}),
+            ...(opts.tailnet.owners ? { owners: opts.tailnet.owners } : {}),
           }
         : undefined,
     }),

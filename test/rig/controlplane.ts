@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +122,15 @@ export async function startRig(opts: StartOptions = {}): Promise<StartedRig> {
       ['pki', 'etcd', 'home', 'kube-cache', 'logs'].map((d) => mkdir(join(dir, d), { mode: 0o700 })),
     );
     const pki = await generatePki(join(dir, 'pki'));
+    // Every request with its bodies, as a cluster that logs Secrets would: the Direct keys e2e
+    // scans it for keys that must never reach the API server.
+    const auditPolicy = join(dir, 'audit-policy.yaml');
+    await writeFile(
+      auditPolicy,
+      'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: RequestResponse\n',
+      { mode: 0o600 },
+    );
+    const auditLogPath = join(dir, 'logs', 'audit.log');
     log(`pki ready after ${Date.now() - started} ms`);
 
     // Ports are picked by binding :0 then released; another process can grab one in between, so a failed
@@ -172,6 +181,9 @@ export async function startRig(opts: StartOptions = {}): Promise<StartedRig> {
           '--profiling=false',
           // One test client at a time has no one to be fair to; skipping APF's bootstrap saves ~1 s of start.
           '--enable-priority-and-fairness=false',
+          `--audit-policy-file=${auditPolicy}`,
+          `--audit-log-path=${auditLogPath}`,
+          '--audit-log-maxbackup=1',
           '--v=1',
         ],
         apiLog,
@@ -186,6 +198,8 @@ export async function startRig(opts: StartOptions = {}): Promise<StartedRig> {
         adminKey: pki.adminKey,
         binaries,
         startMs: 0,
+        etcdUrl,
+        auditLogPath,
       };
       const rig = rigFrom(candidate);
       const ready = await waitReady(rig, [etcd, apiserver], 90_000);

@@ -24,6 +24,10 @@ export type RigInfo = {
   binaries: ControlPlaneBinaries;
   /** Milliseconds from spawn to /readyz ok, default ServiceAccount created. */
   startMs: number;
+  /** etcd's client URL (http, loopback): its JSON gateway dumps every key (`/v3/kv/range`). */
+  etcdUrl?: string;
+  /** The API server's audit log (policy: every request and response body, test/rig/controlplane.ts). */
+  auditLogPath?: string;
 };
 
 export type RunResult = { code: number; stdout: string; stderr: string };

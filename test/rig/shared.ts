@@ -42,7 +42,10 @@ export function parseRigInfo(text: string): RigInfo {
   const b = v['binaries'];
   const startMs = v['startMs'];
   if (typeof startMs !== 'number') throw new Error('rig info: startMs is not a number');
+  const opt = (k: string) => (typeof v[k] === 'string' && v[k] !== '' ? { [k]: v[k] as string } : {});
   return {
+    ...opt('etcdUrl'),
+    ...opt('auditLogPath'),
     dir: str(v, 'dir'),
     server: str(v, 'server'),
     kubeconfigPath: str(v, 'kubeconfigPath'),

@@ -403,18 +403,24 @@ export interface Laptop {
  * with a fresh untagged one-off key minted from `control`, and curl. For tests and `make dev`.
  */
 export async function startLaptop(
-  control: { url: string; caFile: string; mintKey(o?: { reusable?: boolean }): Promise<{ key: string }> },
-  opts: { prefix?: string; hostname?: string; binDir?: string } = {},
+  control: {
+    url: string;
+    caFile: string;
+    mintKey(o?: { reusable?: boolean; tags?: readonly string[] }): Promise<{ key: string }>;
+  },
+  /** `tags`: a tagged laptop (the key gives them, the node advertises them: testcontrol expires a node that drops them). */
+  opts: { prefix?: string; hostname?: string; binDir?: string; tags?: readonly string[] } = {},
 ): Promise<Laptop> {
   const ns = await createRigNamespace(opts.prefix ?? 'tailnet-laptop');
   let node: TailscaleNode | undefined;
   try {
     node = await TailscaleNode.start({ netns: ns.name, caFile: control.caFile, binDir: opts.binDir });
-    const key = await control.mintKey();
+    const key = await control.mintKey(opts.tags?.length ? { tags: opts.tags } : {});
     const up = await node.up({
       loginServer: control.url,
       authKey: key.key,
       hostname: opts.hostname ?? 'laptop',
+      ...(opts.tags?.length ? { advertiseTags: [...opts.tags] } : {}),
     });
     if (up.code !== 0) throw new Error(`laptop did not join: ${up.stderr.trim()}`);
   } catch (err) {

@@ -138,7 +138,8 @@ describe('cannes-operator --version and --help', () => {
 
   it('names every command in --help, and recover --help says what it checks and what it does', () => {
     const top = cli(['--help']);
-    expect(top.stdout).toMatch(/usage: cannes-operator \[run\|rekey\|recover\]/);
+    expect(top.stdout).toMatch(/usage: cannes-operator \[run\|rekey\|recover\|key\]/);
+    expect(top.stdout).toMatch(/^ {2}key {6}hand a Direct ModelKey/m);
     expect(top.stdout).toMatch(/^ {2}recover {2}<namespace>\/<vps>: /m);
     const res = cli(['recover', '--help']);
     expect(res.code).toBe(0);

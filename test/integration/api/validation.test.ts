@@ -35,9 +35,16 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
     expect((await create('vpses', vpsManifest(ns, 'ok'), true)).status).toBe(201);
     expect((await create('modelkeys', modelKeyManifest(ns, 'ok'), true)).status).toBe(201);
     const onTailnet = vpsManifest(ns, 'ok-tailnet', {
-      tailnet: { authKeySecretRef: { name: 'ts', key: 'k' }, tags: ['tag:cannes-vps'], hostname: 'agent-1' },
+      tailnet: {
+        authKeySecretRef: { name: 'ts', key: 'k' },
+        tags: ['tag:cannes-vps'],
+        hostname: 'agent-1',
+        owners: ['alice@example.com', 'tag:laptops'],
+      },
     });
     expect((await create('vpses', onTailnet, true)).status).toBe(201);
+    const direct = modelKeyManifest(ns, 'ok-direct', { delivery: 'Direct', secretRef: undefined });
+    expect((await create('modelkeys', direct, true)).status).toBe(201);
     const custom = modelKeyManifest(ns, 'ok-custom', {
       provider: 'custom',
       baseUrl: 'https://llm.example.test/v1',
@@ -159,7 +166,28 @@ describe('the API server rejects invalid cannes.dev objects with the reason', ()
       name: 'a ModelKey without secretRef',
       plural: 'modelkeys',
       obj: () => modelKeyManifest(ns, 'no-secret', { secretRef: undefined }),
-      reason: /spec\.secretRef: Required value/,
+      reason: /secretRef is required with delivery Secret/,
+    },
+    {
+      name: 'a Direct ModelKey with a secretRef (the key must never be in the cluster)',
+      plural: 'modelkeys',
+      obj: () => modelKeyManifest(ns, 'direct-with-secret', { delivery: 'Direct' }),
+      reason: /secretRef is required with delivery Secret, and not allowed with delivery Direct/,
+    },
+    {
+      name: 'a ModelKey with an unknown delivery',
+      plural: 'modelkeys',
+      obj: () => modelKeyManifest(ns, 'odd-delivery', { delivery: 'Email' }),
+      reason: /spec\.delivery: Unsupported value/,
+    },
+    {
+      name: 'a tailnet owner that is neither a login name nor a tag',
+      plural: 'vpses',
+      obj: () =>
+        vpsManifest(ns, 'bad-owner', {
+          tailnet: { authKeySecretRef: { name: 'ts', key: 'k' }, owners: ['alice; rm -rf /'] },
+        }),
+      reason: /spec\.tailnet\.owners\[0\]: Invalid value/,
     },
   ];
 

@@ -4,7 +4,14 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { firewallUnit, nftablesRules, proxyUnit, sshdHardening } from '../../../operator/host/index.ts';
+import {
+  firewallUnit,
+  INTAKE_PORT,
+  intakeUnit,
+  nftablesRules,
+  proxyUnit,
+  sshdHardening,
+} from '../../../operator/host/index.ts';
 
 /**
  * The host hardening templates against the real tools: nftables in network namespaces that
@@ -101,7 +108,9 @@ beforeAll(async () => {
   ip('-n', NS.host, 'route', 'add', `${METADATA}/32`, 'via', OUTSIDE);
   inNs(NS.host, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
   // The proxy on the bridge address; sshd and a metrics port on every address; the gateway in its container.
-  await serve(NS.host, '172.17.0.1:3101', '0.0.0.0:22', '0.0.0.0:9464');
+  // The key intake listens on loopback only; here it listens everywhere, so that the firewall
+  // alone has to keep it from containers and the internet.
+  await serve(NS.host, '172.17.0.1:3101', '0.0.0.0:22', '0.0.0.0:9464', `0.0.0.0:${INTAKE_PORT}`);
   await serve(NS.container, '172.17.0.2:18789');
   await serve(NS.outside, `${METADATA}:80`, `${OUTSIDE}:80`);
 });
@@ -117,6 +126,8 @@ describe('nftablesRules on a modelled VPS', () => {
     // Without the rules everything is open: the assertions below are the rules' doing.
     expect(probe(NS.container, '172.17.0.1', 22)).toBe('open');
     expect(probe(NS.outside, '172.17.0.1', 3101)).toBe('open');
+    expect(probe(NS.container, '172.17.0.1', INTAKE_PORT)).toBe('open');
+    expect(probe(NS.outside, PUBLIC, INTAKE_PORT)).toBe('open');
 
     loadRules();
 
@@ -128,6 +139,10 @@ describe('nftablesRules on a modelled VPS', () => {
     // The internet reaches sshd but never the proxy port.
     expect(probe(NS.outside, PUBLIC, 22)).toBe('open');
     expect(probe(NS.outside, '172.17.0.1', 3101)).toBe('closed');
+    // The key intake: neither the Docker bridge nor the public link, whatever address it binds.
+    expect(probe(NS.container, '172.17.0.1', INTAKE_PORT)).toBe('closed');
+    expect(probe(NS.outside, PUBLIC, INTAKE_PORT)).toBe('closed');
+    expect(probe(NS.host, '127.0.0.1', INTAKE_PORT)).toBe('open');
     // The host still reaches the gateway container (published port, SSH tunnel): replies pass.
     expect(probe(NS.host, '172.17.0.2', 18789)).toBe('open');
   });
@@ -202,9 +217,15 @@ describe('systemd units', () => {
     // verify needs an existing executable; production resolves `node` by systemd's search path.
     writeFileSync(join(d, 'cannes-proxy.service'), proxyUnit({ node: process.execPath }));
     writeFileSync(join(d, 'cannes-firewall.service'), firewallUnit());
+    writeFileSync(join(d, 'cannes-key-intake.service'), intakeUnit({ node: process.execPath }));
     const r = spawnSync(
       'systemd-analyze',
-      ['verify', join(d, 'cannes-proxy.service'), join(d, 'cannes-firewall.service')],
+      [
+        'verify',
+        join(d, 'cannes-proxy.service'),
+        join(d, 'cannes-firewall.service'),
+        join(d, 'cannes-key-intake.service'),
+      ],
       { encoding: 'utf8' },
     );
     expect(r.stderr).toBe('');

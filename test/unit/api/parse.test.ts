@@ -61,6 +61,7 @@ describe('parsing objects at the boundary', () => {
       tags: [],
       loginServer: 'https://controlplane.tailscale.com',
       purgeAuthKeyAfterJoin: true,
+      owners: [],
     });
     expect(() =>
       vps({ authKeySecretRef: { name: 'ts', key: 'k' }, loginServer: 'http://headscale.example' }),

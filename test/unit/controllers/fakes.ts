@@ -423,6 +423,13 @@ export class FakeRemote implements Remote {
       this.files.set(f.path, typeof f.content === 'string' ? f.content : f.content.reveal());
     this.deployed.push(bundle);
   }
+  /** What the fake server's helper says about Direct routes. */
+  directKeys: Record<string, boolean> = {};
+  async directKeyStatus(target: OsTarget): Promise<Record<string, boolean>> {
+    this.calls.push('directKeyStatus');
+    this.#check(target);
+    return { ...this.directKeys };
+  }
   /** The fake node's tailnet state: joined with which key, served on which port. */
   tailnet: { joinedWith: string; hostname: string; servedPort: number } | undefined;
   async joinTailnet(target: OsTarget, req: TailnetJoinRequest): Promise<TailnetJoinResult> {

@@ -222,6 +222,7 @@ describe('the Vps step table', () => {
         tags: [],
         loginServer: 'https://controlplane.tailscale.com',
         purgeAuthKeyAfterJoin: true,
+        owners: [],
       },
     });
     await upTo('tailnet');

@@ -3,7 +3,9 @@ import { CannesError, reasonOf } from '../../../common/errors.ts';
 import { Secret } from '../../../common/secret.ts';
 import {
   ANNOTATION_ARCHITECTURE,
+  ANNOTATION_DIRECT_KEYS,
   ANNOTATION_IPV4,
+  ANNOTATION_KEY_SET,
   ANNOTATION_RECREATE_SERVER,
   ANNOTATION_SERVER_GONE,
   ANNOTATION_SERVER_ID,
@@ -36,7 +38,7 @@ function bundle(
   bundledFor.push(host.architecture);
   const file = {
     version: 1,
-    keys: Object.fromEntries(keys.map((k) => [k.name, { provider: k.provider, apiKey: k.apiKey.reveal() }])),
+    keys: Object.fromEntries(keys.map((k) => [k.name, { provider: k.provider, apiKey: k.apiKey?.reveal() }])),
   };
   return {
     files: [
@@ -548,6 +550,7 @@ describe('Vps on a tailnet (spec.tailnet)', () => {
     tags: ['tag:cannes-vps'],
     loginServer: 'https://controlplane.tailscale.com',
     purgeAuthKeyAfterJoin: true,
+    owners: [] as string[],
   };
   let authKey: string;
   beforeEach(() => {
@@ -684,6 +687,59 @@ describe('ModelKey reconcile', () => {
     expect(Object.keys(JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}').keys)).toEqual(['gpt']);
     await reconcileModelKey(kube.mk('claude'), mkDeps());
     expect(kube.modelKeys.has('ns/claude')).toBe(false);
+  });
+});
+
+describe('Direct ModelKey (the key never in the cluster)', () => {
+  const mkDeps = () => ({ kube, now: clock });
+  beforeEach(() => {
+    kube.addModelKey('mine', {
+      vpsRef: { name: 'agent' },
+      provider: 'anthropic',
+      delivery: 'Direct',
+      purgeSecretAfterDelivery: false,
+    });
+  });
+
+  it('deploys the route with no key, reads no Secret and nothing back from the server for it', async () => {
+    await converge();
+    const file = JSON.parse(remote.files.get(KEY_FILE_PATH) ?? '{}');
+    expect(file.keys.mine).toEqual({ provider: 'anthropic' });
+    expect(JSON.parse(kube.vps('agent').metadata.annotations[DELIVERED_ANNOTATION] ?? '{}').mine).toBe(
+      'mine:1:direct',
+    );
+    expect(remote.calls).not.toContain('readFile');
+  });
+
+  it('waits for the owner until the server reports a key (asked once per deploy or key set, never when idle)', async () => {
+    await converge();
+    expect(remote.calls.filter((c) => c === 'directKeyStatus')).toHaveLength(1);
+    await reconcileModelKey(kube.mk('mine'), mkDeps());
+    const mk = kube.mk('mine');
+    expect(mk.status).toMatchObject({ hasKey: false, delivered: false });
+    const hasKey = mk.status.conditions?.find((c) => c.type === 'HasKey');
+    expect(hasKey).toMatchObject({ status: 'False', reason: 'AwaitingOwnerKey' });
+    expect(hasKey?.message).toContain('key set ns/mine --from-stdin');
+    expect(mk.status.conditions?.find((c) => c.type === 'Ready')?.reason).toBe('AwaitingOwnerKey');
+    // The owner hands the key over; an idle resync does not ask the server.
+    remote.directKeys = { mine: true };
+    const before = remote.calls.length;
+    await converge();
+    expect(remote.calls.length).toBe(before);
+    // `key set` annotates the ModelKey: one question, booleans back.
+    await kube.setAnnotations('ModelKey', kube.mk('mine').metadata, {
+      [ANNOTATION_KEY_SET]: '2026-11-25T10:01:00Z',
+    });
+    await converge();
+    expect(remote.calls.slice(before)).toEqual(['directKeyStatus']);
+    expect(JSON.parse(kube.vps('agent').metadata.annotations[ANNOTATION_DIRECT_KEYS] ?? '{}').keys).toEqual({
+      mine: true,
+    });
+    await reconcileModelKey(kube.mk('mine'), mkDeps());
+    expect(kube.mk('mine').status).toMatchObject({ hasKey: true, delivered: true });
+    expect(kube.mk('mine').status.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
+    await converge();
+    expect(remote.calls.slice(before)).toEqual(['directKeyStatus']);
   });
 });
 

@@ -54,15 +54,15 @@ describe('the deploy bundle', () => {
   const out = bundle.files;
   const byPath = new Map(out.map((f) => [f.path, f]));
 
-  it('writes every file of the host layout, and the owner keys', () => {
+  it('writes every file of the host layout but the Direct keys (the written by the intake alone), and the owner keys', () => {
     const layoutFiles = Object.values(HOST)
-      .filter((p) => p.kind === 'file')
+      .filter((p) => p.kind === 'file' && p.path !== HOST.directKeyFile.path)
       .map((p) => p.path);
     expect(new Set(byPath.keys())).toEqual(new Set([...layoutFiles, OWNER_AUTHORIZED_KEYS]));
   });
 
   it('gives every secret file as a Secret and no secret anywhere else', () => {
-    const secrets = [...keys.map((k) => k.apiKey.reveal()), token];
+    const secrets = [...keys.map((k) => k.apiKey?.reveal() ?? token), token];
     for (const f of out) {
       if (f.content instanceof Secret) {
         expect([HOST.keyFile.path, HOST.gatewayEnv.path]).toContain(f.path);

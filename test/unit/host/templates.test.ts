@@ -349,9 +349,9 @@ describe('layout', () => {
 describe('proxyUnit', () => {
   const unit = proxyUnit();
 
-  it('runs the proxy bundle on the bridge address with the root-only key file', () => {
+  it('runs the proxy bundle on the bridge address with the root-only key files', () => {
     expect(unit).toContain(
-      '\nExecStart=node --no-concurrent-recompilation /opt/cannes/cannes-proxy.mjs --keys /root/.model-keys.json --listen 172.17.0.1:3101 --metrics 127.0.0.1:9464 --threads 2 --bridges-only\n',
+      '\nExecStart=node --no-concurrent-recompilation /opt/cannes/cannes-proxy.mjs --keys /root/.model-keys.json --direct-keys /root/.model-keys.direct.json --listen 172.17.0.1:3101 --metrics 127.0.0.1:9464 --threads 2 --bridges-only\n',
     );
     expect(unit).toContain('\nUser=root\n');
     // Memory held down: young generation capped (RSS after a burst ~120-150 MB, not ~290 MB),

@@ -139,3 +139,59 @@ describe('key file checks', () => {
     expect(caught(() => readKeyFile(join(dir, 'missing.json'), { uid })).message).toMatch(/does not exist/);
   });
 });
+
+describe('Direct routes (declared by the operator, keyed by the owner)', () => {
+  const declared = JSON.stringify({
+    version: 1,
+    keys: {
+      sec: { provider: 'openai', apiKey: 'sk-fake-secret-route' },
+      mine: { provider: 'anthropic', delivery: 'direct' },
+    },
+  });
+
+  it('leaves a Direct route out (fail closed) until the direct key file holds its key', () => {
+    const p = write('declared.json', declared);
+    const missing = join(dir, 'no-direct.json');
+    expect([...readKeyFile(p, { uid, directPath: missing }).routes.keys()]).toEqual(['sec']);
+    // No direct file given at all: the same.
+    expect([...readKeyFile(p, { uid }).routes.keys()]).toEqual(['sec']);
+  });
+
+  it('serves a Direct route with the key from the direct file, and ignores keys of undeclared routes', () => {
+    const key = canary();
+    const p = write('declared2.json', declared);
+    const d = write(
+      'direct.json',
+      JSON.stringify({ version: 1, keys: { mine: { apiKey: key }, stray: { apiKey: canary() } } }),
+    );
+    const routes = readKeyFile(p, { uid, directPath: d }).routes;
+    expect([...routes.keys()].sort()).toEqual(['mine', 'sec']);
+    expect(routes.get('mine')?.toWire()).toMatchObject({ provider: 'anthropic', apiKey: key });
+  });
+
+  it('refuses a Direct entry carrying a key, and a direct file that is world-readable or bad, without quoting it', () => {
+    const key = canary();
+    const withKey = JSON.stringify({
+      version: 1,
+      keys: { mine: { provider: 'openai', delivery: 'direct', apiKey: key } },
+    });
+    const e1 = caught(() => parseKeyFile(withKey));
+    expect(e1.message).toMatch(/direct route and must not carry an apiKey/);
+    const p = write('declared3.json', declared);
+    const open = write(
+      'direct-open.json',
+      JSON.stringify({ version: 1, keys: { mine: { apiKey: key } } }),
+      0o644,
+    );
+    expect(caught(() => readKeyFile(p, { uid, directPath: open })).message).toMatch(
+      /direct key file .* mode 644/,
+    );
+    const bad = write(
+      'direct-bad.json',
+      JSON.stringify({ version: 1, keys: { mine: { apiKey: `${key} x` } } }),
+    );
+    const e2 = caught(() => readKeyFile(p, { uid, directPath: bad }));
+    expect(e2.message).toMatch(/keys\.mine\.apiKey must be/);
+    for (const e of [e1, e2]) expect(e.message).not.toContain(key);
+  });
+});
