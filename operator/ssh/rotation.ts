@@ -141,29 +141,56 @@ export async function rotateSshKey(options: RotateOptions): Promise<RotateResult
   } else {
     resumed = false;
     newId = (options.newKeyId ?? randomUUID)();
-    const session = await mustLogin(remote, current.privateKey, 'the active key');
-    try {
-      const generated = await session.generateKey(newId);
-      await fault('afterGenerate');
-      // Stored before the server changes: a key the server accepts is always a key we hold.
-      await store.addPending(vpsId, {
-        id: newId,
-        publicKey: generated.publicKey.line,
-        privateKey: generated.privateKey,
-      });
-      await fault('afterStorePending');
-      await session.wipeKeygen();
-      await fault('afterWipe');
-    } finally {
-      session.close();
-    }
+    await generatePending(options, current, newId, fault);
   }
 
+  await installPending(options, current, newId, fault);
+  await store.activate(vpsId, newId);
+  await fault('afterActivate');
+
+  const afterActivate = await store.listKeys(vpsId);
+  const nowActive = afterActivate.find((k) => k.id === newId && k.state === 'active');
+  if (!nowActive) throw new CannesError('SshKeyStateInvalid', 'activated SSH key is not active');
+  await cleanUp(
+    remote,
+    store,
+    vpsId,
+    nowActive,
+    afterActivate.filter((k) => k.state === 'retired'),
+    fault,
+  );
+  return { outcome: resumed ? 'resumed' : 'rotated', activeKeyId: newId };
+}
+
+type Fault = (point: RotationFaultPoint) => void | Promise<void>;
+
+/** Steps 1-3: the server makes a key, the store keeps it pending, the server forgets it. */
+async function generatePending(options: RotateOptions, current: StoredSshKey, newId: string, fault: Fault) {
+  const { store, remote, vpsId } = options;
+  const session = await mustLogin(remote, current.privateKey, 'the active key');
+  try {
+    const generated = await session.generateKey(newId);
+    await fault('afterGenerate');
+    // Stored before the server changes: a key the server accepts is always a key we hold.
+    await store.addPending(vpsId, {
+      id: newId,
+      publicKey: generated.publicKey.line,
+      privateKey: generated.privateKey,
+    });
+    await fault('afterStorePending');
+    await session.wipeKeygen();
+    await fault('afterWipe');
+  } finally {
+    session.close();
+  }
+}
+
+/** Steps 4-5: the pending key is authorised (unless it already logs in, after a crash) and tried. */
+async function installPending(options: RotateOptions, current: StoredSshKey, newId: string, fault: Fault) {
+  const { store, remote, vpsId } = options;
   const next = (await store.listKeys(vpsId)).find((k) => k.id === newId && k.state === 'pending');
   if (!next) throw new CannesError('SshKeyStateInvalid', 'pending SSH key vanished from the store');
   const nextPublic = parsePublicKey(next.publicKey);
-
-  // Install the pending key unless it already logs in (a crash after step 4).
   let probe = await remote.login(next.privateKey);
   if (probe === 'refused') {
     const session = await mustLogin(remote, current.privateKey, 'the active key');
@@ -180,22 +207,6 @@ export async function rotateSshKey(options: RotateOptions): Promise<RotateResult
   }
   probe.close();
   await fault('afterVerifyNew');
-
-  await store.activate(vpsId, newId);
-  await fault('afterActivate');
-
-  const afterActivate = await store.listKeys(vpsId);
-  const nowActive = afterActivate.find((k) => k.id === newId && k.state === 'active');
-  if (!nowActive) throw new CannesError('SshKeyStateInvalid', 'activated SSH key is not active');
-  await cleanUp(
-    remote,
-    store,
-    vpsId,
-    nowActive,
-    afterActivate.filter((k) => k.state === 'retired'),
-    fault,
-  );
-  return { outcome: resumed ? 'resumed' : 'rotated', activeKeyId: newId };
 }
 
 async function cleanUp(
