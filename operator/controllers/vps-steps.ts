@@ -24,6 +24,7 @@ import {
 import { tailnetGatewayUrl } from '../host/tailnet.ts';
 import { parseGoDuration } from '../lib/duration.ts';
 import type { Logger } from '../lib/log.ts';
+import type { InFlight } from './inflight.ts';
 import { collectKeys, DELIVERED_ANNOTATION, type DeliveredKey, type KeySet } from './keys.ts';
 import type {
   ActiveKey,
@@ -67,6 +68,11 @@ export interface VpsDeps {
     state: 'provisioning' | 'ready' | 'error' | 'deleting',
     keyBornAt: Date | null,
   ) => void;
+  /**
+   * Where steps marked `background` run, off the workers (inflight.ts). Absent (unit tests),
+   * they run on the worker like every other step.
+   */
+  readonly inflight?: InFlight;
 }
 
 /** The server type's `architecture`: which Node build the deploy installs. */
@@ -140,6 +146,11 @@ export interface VpsStep {
   readonly event?: string;
   /** Steps before Ready gate it; later steps (the token purge) report without unsetting it. */
   readonly gatesReady: boolean;
+  /**
+   * The step mostly waits (Hetzner actions, boots, a cold start): with `deps.inflight` it runs
+   * off the worker and the reconcile returns at once (vps.ts).
+   */
+  readonly background?: boolean;
   /** Crash points inside `run`, in the order they are reached (`<name>:<label>`). */
   readonly faultPoints: readonly string[];
   assess(ctx: StepContext): Promise<Assessment>;
@@ -282,6 +293,7 @@ const server: VpsStep = {
   status: 'serverCreated',
   event: 'ServerCreated',
   gatesReady: true,
+  background: true,
   faultPoints: ['create_server:created', 'create_server:recorded'],
   async assess(ctx) {
     const r = recordOf(ctx);
@@ -351,6 +363,7 @@ const sshKey: VpsStep = {
   status: 'hasSshKey',
   event: 'SshKeyStored',
   gatesReady: true,
+  background: true,
   faultPoints: ['rescue_keygen:keygen', 'rescue_keygen:rebooted', 'rescue_keygen:stored'],
   async assess(ctx) {
     const hostKey = ctx.facts.record?.hostKey;
@@ -397,6 +410,7 @@ const deploy: VpsStep = {
   status: 'gatewayDeployed',
   event: 'GatewayDeployed',
   gatesReady: true,
+  background: true,
   faultPoints: ['deploy:deployed', 'deploy:annotated'],
   async assess(ctx) {
     const { vps, d, facts } = ctx;
@@ -497,6 +511,7 @@ const tailnet: VpsStep = {
   status: 'tailnetJoined',
   event: 'TailnetJoined',
   gatesReady: true,
+  background: true,
   faultPoints: ['tailnet:joined', 'tailnet:annotated', 'tailnet:purged'],
   async assess(ctx) {
     const { vps, d, facts } = ctx;

@@ -8,7 +8,7 @@ import { StateOnlyProvider } from '../../hcloud-sim/state-only-provider.ts';
 
 const FAST: HcloudClientOptions = {
   retry: { baseMs: 5, capMs: 40 },
-  poll: { initialMs: 10, maxMs: 50, timeoutMs: 20_000 },
+  poll: { initialMs: 10, maxMs: 50, timeoutMs: 20_000, batchMs: 5 },
 };
 
 let sim: Simulator;
@@ -390,6 +390,27 @@ describe('actions and lookups', () => {
     const batch = await client.getActions(token, [r.action.id, r.nextActions[0]!.id]);
     expect(batch.map((a) => a.command).sort()).toEqual(['create_server', 'start_server']);
     expect(batch.every((a) => a.progress === 100 && a.finished !== null)).toBe(true);
+  });
+
+  it('polls the actions of every concurrent waiter (one token) in one GET /actions', async () => {
+    const created = await Promise.all(
+      [1, 2, 3, 4, 5].map((i) =>
+        client.createServer(token, { name: name(`batch${i}`), server_type: 'cx23', image: 'ubuntu-24.04' }),
+      ),
+    );
+    // The window is far longer than the actions: every waiter is served by the first poll.
+    const batching = new HcloudClient({
+      ...FAST,
+      poll: { ...FAST.poll, batchMs: 500 },
+      endpoint: sim.endpoint,
+    });
+    const before = sim.requests.length;
+    const done = await Promise.all(
+      created.map((r) => batching.waitForActions(token, [r.action, ...r.nextActions])),
+    );
+    expect(done.flat().every((a) => a.status === 'success')).toBe(true);
+    const polls = sim.requests.slice(before).filter((r) => r.method === 'GET' && r.route === '/actions');
+    expect(polls).toHaveLength(1);
   });
 
   it('surfaces the error code of an action that fails', async () => {
