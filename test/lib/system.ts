@@ -87,7 +87,10 @@ async function ip(args: string[]): Promise<void> {
 
 export async function startSystem(
   opts: {
-    actionMs?: number;
+    /** Hetzner action durations (one number, or per command: test/hcloud-sim/latencies.ts). */
+    actionMs?: number | Record<string, number>;
+    /** From a power-on/reset to sshd answering (simulator option bootToSshMs). Default 0. */
+    bootToSshMs?: { rescue: number; os: number };
     /** Superuser URL of the Postgres cluster to make the system's database in (default: the shared one). */
     adminDatabaseUrl?: string;
     /** Light servers (benchmarks): see RealHostProviderOptions.standInServices. */
@@ -154,7 +157,11 @@ export async function startSystem(
       hosts.trustCa(readFileSync(control.caFile, 'utf8'));
     }
     const tailnetKeys: string[] = [];
-    const sim = await startSimulator({ provider: hosts, actionDurationMs: opts.actionMs ?? 200 });
+    const sim = await startSimulator({
+      provider: hosts,
+      actionDurationMs: opts.actionMs ?? 200,
+      ...(opts.bootToSshMs ? { bootToSshMs: opts.bootToSshMs } : {}),
+    });
     cleanups.push(() => sim.close());
 
     const masterKey = randomBytes(32).toString('base64');
