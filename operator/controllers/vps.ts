@@ -218,6 +218,8 @@ function collect(vps: VpsObject, d: VpsDeps, step: VpsStep, facts: Facts): strin
   if (got.deployed !== undefined) facts.deployed = got.deployed;
   if (got.tailnet !== undefined) facts.tailnet = got.tailnet;
   if (got.architecture !== undefined) facts.architecture ??= got.architecture;
+  // The power state the create answer showed: the rescue step that follows needs no GET.
+  if (got.seenStatus !== undefined) facts.seenStatus ??= got.seenStatus;
   return settled.note;
 }
 

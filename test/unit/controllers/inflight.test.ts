@@ -108,6 +108,8 @@ describe('steps in flight, off the workers', () => {
     await untilReady();
     expect(kube.vps('agent').status).toMatchObject({ hasSshKey: true, gatewayDeployed: true, ready: true });
     expect(hcloud.calls.filter((c) => c === 'enableRescue')).toHaveLength(1);
+    // The power state came from the create answer, across the two steps: no GET of the server.
+    expect(hcloud.calls).not.toContain('get');
     expect(kube.events.filter((e) => e.reason === 'SshKeyStored')).toHaveLength(1);
   });
 
