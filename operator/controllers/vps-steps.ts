@@ -95,6 +95,12 @@ export interface Facts {
   gateway?: { token: Secret; resourceVersion: string };
   // Set by a step's run for what the informer cache cannot show yet in this reconcile.
   finalizerAdded?: boolean;
+  /**
+   * The store had no row for this Vps when this reconcile began, and the finalizer step made
+   * it: no server can carry its uid yet (a create is only ever sent after the row exists, and
+   * the row goes only after the server), so the create step need not look for one.
+   */
+  rowCreated?: boolean;
   deployed?: string;
   tokenPurged?: boolean;
   tailnet?: { url: string; fingerprint: string; keyPurged?: boolean };
@@ -270,7 +276,9 @@ const finalizer: VpsStep = {
       ctx.fault('added');
     }
     ctx.facts.finalizerAdded = true;
+    const fresh = ctx.facts.record === null;
     await ctx.d.store.upsertVps({ uid: m.uid, namespace: ns(m), name: m.name });
+    if (fresh) ctx.facts.rowCreated = true;
     ctx.facts.record = {
       uid: m.uid,
       namespace: ns(m),
@@ -285,7 +293,8 @@ const finalizer: VpsStep = {
 
 /**
  * 2. The server. Found by label before creating, so a crash between create and recording the
- *    id adopts the server instead of creating a second one.
+ *    id adopts the server instead of creating a second one (the first attempt, right after the
+ *    row was made, has nothing to find and asks nothing).
  */
 const server: VpsStep = {
   name: 'create_server',
@@ -331,7 +340,11 @@ const server: VpsStep = {
     const m = vps.metadata;
     const token = await cloudToken(vps, d, 'create the server');
     ctx.signal.throwIfAborted();
-    let s = await d.hcloud.findServerByVpsUid(token, m.uid);
+    // Found by label first, unless this very reconcile made the row (then none can exist):
+    // once only, so any second attempt looks.
+    const first = ctx.facts.rowCreated === true;
+    ctx.facts.rowCreated = false;
+    let s = first ? null : await d.hcloud.findServerByVpsUid(token, m.uid);
     if (!s) {
       s = await d.hcloud.createServer(token, {
         name: serverName(vps),
