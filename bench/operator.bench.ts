@@ -26,7 +26,7 @@
  * Writes bench/results/operator.json (every run) and bench/results/operator-memory.png (RSS
  * against N).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { HETZNER_LATENCIES, latencyFloorSeconds } from '../test/hcloud-sim/latencies.ts';
@@ -110,6 +110,29 @@ const round1 = (x: number) => Math.round(x * 10) / 10;
 const heapMiB = async (op: OperatorProcess) =>
   round1((await metricSum(op, 'nodejs_heap_size_used_bytes', '', Number.NaN)) / 2 ** 20);
 
+/**
+ * BENCH_HEAP_SNAPSHOT=1: a heap snapshot of the idle operator after each run, in
+ * bench/results/heap/ (not committed; summarise with tools/heap-summary.ts).
+ */
+const HEAP_SNAPSHOT = process.env['BENCH_HEAP_SNAPSHOT'] === '1';
+
+async function heapSnapshot(op: OperatorProcess, label: string): Promise<void> {
+  const before = new Set(readdirSync(REPO));
+  op.proc.kill('SIGUSR2');
+  const dir = join(REPO, 'bench', 'results', 'heap');
+  mkdirSync(dir, { recursive: true });
+  await waitUntil(
+    'the heap snapshot',
+    async () => readdirSync(REPO).some((f) => f.endsWith('.heapsnapshot') && !before.has(f)),
+    300_000,
+    { intervalMs: 1000 },
+  );
+  // Written in one go, but give the writer a moment to close it.
+  await sleep(5000);
+  const file = readdirSync(REPO).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+  if (file) renameSync(join(REPO, file), join(dir, `operator-${label}.heapsnapshot`));
+}
+
 /** The machine's 1-minute load average (other work on it slows every run). */
 const load1 = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 
@@ -121,7 +144,10 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
       : { actionMs: 0 }),
   });
   try {
-    const op = await s.startOperator(['--resync', String(RESYNC_S), '--workers', String(WORKERS)]);
+    const op = await s.startOperator(
+      ['--resync', String(RESYNC_S), '--workers', String(WORKERS)],
+      HEAP_SNAPSHOT ? { NODE_OPTIONS: '--heapsnapshot-signal=SIGUSR2' } : {},
+    );
     const vpsNames = names(light ? 'vps' : 'real', n);
     const start = performance.now();
     await s.kubectl(['apply', '-f', '-'], manifests(s, vpsNames));
@@ -173,6 +199,7 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
     // Idle memory: after a full GC if the operator exposes one (it does not), else as it is.
     const idleRss = rssMiB(op);
     const idleHeap = await heapMiB(op);
+    if (HEAP_SNAPSHOT) await heapSnapshot(op, `${latency}-${n}`);
     const idleCalls = operatorRequests(s).length - calls;
     const idleSsh = (await sshConnections(op)) - ssh;
     const idleReconciles = (await vpsReconciles(op)) - reconciles;
