@@ -413,6 +413,34 @@ describe('actions and lookups', () => {
     expect(polls).toHaveLength(1);
   });
 
+  it('with bootToSshMs, a power-on ends at power-on (running) and the system comes up after it', async () => {
+    const hosts = new StateOnlyProvider();
+    const slow = await startSimulator({
+      provider: hosts,
+      actionDurationMs: 20,
+      bootToSshMs: { rescue: 400, os: 400 },
+    });
+    try {
+      const c = new HcloudClient({ ...FAST, endpoint: slow.endpoint });
+      const r = await c.createServer(slow.token, {
+        name: name('boot'),
+        server_type: 'cx23',
+        image: 'ubuntu-24.04',
+        start_after_create: false,
+      });
+      await c.waitForActions(slow.token, [r.action]);
+      await c.waitForActions(slow.token, [await c.powerOn(slow.token, r.server.id)]);
+      expect((await c.getServer(slow.token, r.server.id)).status).toBe('running');
+      const booted = () => hosts.calls.filter((x) => x.op === 'boot').length;
+      expect(booted()).toBe(0);
+      // An action sent meanwhile waits for the boot, as on a real server.
+      await c.waitForActions(slow.token, [await c.reset(slow.token, r.server.id)]);
+      expect(booted()).toBe(1);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('surfaces the error code of an action that fails', async () => {
     sim.admin.setFaults({
       failActions: [{ command: 'start_server', code: 'action_failed', message: 'host on fire', count: 1 }],
