@@ -127,7 +127,7 @@ async function run(
     nodeSha256: cfg.nodeSha256,
   };
   // Long steps run off the workers; their end re-enqueues the Vps (vpsController, below).
-  const inflight = new InFlight((key) => vpsController.enqueue(key.split('#')[0] ?? ''));
+  const inflight = new InFlight((key) => vpsController.enqueue(key.split('#')[0] ?? ''), cfg.maxInFlight);
   const vpsDeps = {
     inflight,
     kube,

@@ -24,10 +24,48 @@ export type InFlightState =
 export class InFlight {
   readonly #entries = new Map<string, Entry>();
   readonly #onSettled: (key: string) => void;
+  readonly #limit: number;
+  #active = 0;
+  readonly #slots: (() => void)[] = [];
 
-  /** `onSettled(key)` re-enqueues the object `key` belongs to (its part before the first `#`). */
-  constructor(onSettled: (key: string) => void) {
+  /**
+   * `onSettled(key)` re-enqueues the object `key` belongs to (its part before the first `#`).
+   * At most `limit` steps run at once; the others wait for a slot, in order.
+   */
+  constructor(onSettled: (key: string) => void, limit = Number.POSITIVE_INFINITY) {
     this.#onSettled = onSettled;
+    this.#limit = limit;
+  }
+
+  /** Waits for a free slot; a cancelled waiter leaves the line at once. */
+  #waitForSlot(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const wake = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const i = this.#slots.indexOf(wake);
+        if (i >= 0) this.#slots.splice(i, 1);
+        reject(signal.reason);
+      };
+      this.#slots.push(wake);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  async #slot<R>(signal: AbortSignal, fn: () => Promise<R>): Promise<R> {
+    // A waiter woken by a step that ended takes over its slot (the count never passes the limit).
+    if (this.#active >= this.#limit) await this.#waitForSlot(signal);
+    else this.#active++;
+    try {
+      signal.throwIfAborted();
+      return await fn();
+    } finally {
+      const next = this.#slots.shift();
+      if (next) next();
+      else this.#active--;
+    }
   }
 
   /** How many steps are running now (for metrics and tests). */
@@ -70,7 +108,7 @@ export class InFlight {
       this.#entries.set(key, next);
       this.#onSettled(key);
     };
-    const promise = withCancel(both, fn).then(
+    const promise = withCancel(both, () => this.#slot(both, fn)).then(
       (note) => settle({ state: 'done', note, facts }),
       (error: unknown) => settle({ state: 'failed', error }),
     );

@@ -145,3 +145,31 @@ describe('steps in flight, off the workers', () => {
     expect(settled).toHaveLength(1);
   });
 });
+
+describe('InFlight', () => {
+  it('runs at most `limit` steps at once; a cancelled waiter leaves the line', async () => {
+    const done: string[] = [];
+    const table = new InFlight((key) => done.push(key), 1);
+    const gates = new Map<string, () => void>();
+    const started: string[] = [];
+    const step = (key: string) => () => {
+      started.push(key);
+      return new Promise<string>((r) => gates.set(key, () => r(key)));
+    };
+    const signal = new AbortController().signal;
+    table.start('a#1#s', signal, {}, step('a'));
+    table.start('b#1#s', signal, {}, step('b'));
+    table.start('c#1#s', signal, {}, step('c'));
+    await flush();
+    expect(started).toEqual(['a']);
+    await table.cancel('b#1');
+    gates.get('a')?.();
+    await flush();
+    await flush();
+    expect(started).toEqual(['a', 'c']);
+    gates.get('c')?.();
+    await flush();
+    expect(done).toEqual(['a#1#s', 'c#1#s']);
+    expect(table.take('c#1#s')).toMatchObject({ state: 'done', note: 'c' });
+  });
+});
