@@ -29,6 +29,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { OPERATOR_RUNTIME_ENV } from '../operator/config.ts';
 import { HETZNER_LATENCIES, latencyFloorSeconds } from '../test/hcloud-sim/latencies.ts';
 import { openaiVps, operatorRequests } from '../test/integration/operator/robust.ts';
 import { cloudTokenSecret, llmKeySecret } from '../test/lib/manifests.ts';
@@ -139,6 +140,7 @@ const load1 = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zero') {
   const s = await startSystem({
     standInServices: light,
+    builtOperator: true,
     ...(latency === 'hetzner'
       ? { actionMs: { ...HETZNER_LATENCIES.actionDurationMs }, bootToSshMs: HETZNER_LATENCIES.bootToSshMs }
       : { actionMs: 0 }),
@@ -146,7 +148,9 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
   try {
     const op = await s.startOperator(
       ['--resync', String(RESYNC_S), '--workers', String(WORKERS)],
-      HEAP_SNAPSHOT ? { NODE_OPTIONS: '--heapsnapshot-signal=SIGUSR2' } : {},
+      HEAP_SNAPSHOT
+        ? { NODE_OPTIONS: `${OPERATOR_RUNTIME_ENV['NODE_OPTIONS'] ?? ''} --heapsnapshot-signal=SIGUSR2` }
+        : {},
     );
     const vpsNames = names(light ? 'vps' : 'real', n);
     const start = performance.now();

@@ -70,6 +70,19 @@ export const ENVIRONMENT = `environment:
   CANNES_FAULT_POINT       tests only: crash at a named step
 `;
 
+/**
+ * The operator process's runtime environment (the image's ENV; the rig starts the operator
+ * with it too, so the benchmark measures what ships; docs/robustness.md, "Memory"):
+ * - `--max-semi-space-size=8`: V8 otherwise grows the young generation to 2 x 64 MB during a
+ *   provisioning burst and keeps it, empty, for good (~100 MB of the idle RSS);
+ * - `MALLOC_ARENA_MAX=1`: one glibc arena instead of one per thread that mallocs (the libuv
+ *   pool's crypto and DNS), each fragmenting on its own.
+ */
+export const OPERATOR_RUNTIME_ENV: Readonly<Record<string, string>> = {
+  NODE_OPTIONS: '--max-semi-space-size=8',
+  MALLOC_ARENA_MAX: '1',
+};
+
 export const RUN_USAGE = `usage: cannes-operator run [flags]
 
   --metrics-bind-address HOST:PORT        /metrics (default :8080)
