@@ -606,6 +606,7 @@ const rotate: VpsStep = {
   condition: 'KeyRotated',
   event: 'KeyRotated',
   gatesReady: true,
+  background: true,
   faultPoints: ['rotate:rotated'],
   async assess(ctx) {
     const key = activeKeyOf(ctx);
