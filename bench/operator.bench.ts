@@ -108,8 +108,13 @@ const names = (prefix: string, n: number) =>
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
 /** Operator heap in use (MiB), from its own metrics. */
-const heapMiB = async (op: OperatorProcess) =>
-  round1((await metricSum(op, 'nodejs_heap_size_used_bytes', '', Number.NaN)) / 2 ** 20);
+const heapMiB = async (op: OperatorProcess) => {
+  try {
+    return round1((await metricSum(op, 'nodejs_heap_size_used_bytes', '', 0)) / 2 ** 20);
+  } catch {
+    return 0; // not listening yet (start-up)
+  }
+};
 
 /**
  * BENCH_HEAP_SNAPSHOT=1: a heap snapshot of the idle operator after each run, in
