@@ -447,12 +447,15 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   /** Boot; a server marked stuck stays in `starting` and its action never finishes. */
   async function boot(s: ServerState): Promise<void> {
     if (s.deleted) return;
+    const wasUp = s.status !== 'off';
     s.status = 'starting';
     if (s.stuckStarting) await new Promise<never>(() => {});
     const mode = bootMode(s);
     const toSsh = opts.bootToSshMs?.[mode.kind] ?? 0;
     if (toSsh > 0) {
-      // Powered on: the action ends now; the system comes up (sshd answers) `toSsh` later.
+      // A reset cuts the running system at once (its sshd stops answering)...
+      if (wasUp) await provider.powerOff(s.id);
+      // ...and the action ends at power-on; the system comes up (sshd answers) `toSsh` later.
       s.status = 'running';
       s.booting = sleep(toSsh).then(() => (s.deleted ? undefined : provider.boot(s.id, mode)));
       s.booting.catch(() => {});

@@ -436,6 +436,8 @@ describe('actions and lookups', () => {
       // An action sent meanwhile waits for the boot, as on a real server.
       await c.waitForActions(slow.token, [await c.reset(slow.token, r.server.id)]);
       expect(booted()).toBe(1);
+      // A reset cuts the running system at once: powered off before the next boot.
+      expect(hosts.calls.filter((x) => x.op !== 'create').map((x) => x.op)).toEqual(['boot', 'powerOff']);
     } finally {
       await slow.close();
     }
