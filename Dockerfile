@@ -24,6 +24,8 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts \
 # Runtime: no sources, no dev dependencies, no shell tools we do not need; non-root.
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
+# OPERATOR_RUNTIME_ENV (operator/config.ts): the memory docs/robustness.md measures.
+ENV NODE_OPTIONS=--max-semi-space-size=8 MALLOC_ARENA_MAX=1
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist

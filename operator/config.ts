@@ -25,6 +25,8 @@ export interface RunConfig {
   readonly leaseName: string;
   readonly identity: string;
   readonly workers: number;
+  /** Long steps (boots, deploys) running at once, off the workers (controllers/inflight.ts). */
+  readonly maxInFlight: number;
   readonly resyncMs: number;
   /** Operator-set upstream origins per provider (the test rig's fake upstreams). */
   readonly providerOrigins: Partial<Record<ProviderName, string>>;
@@ -68,6 +70,19 @@ export const ENVIRONMENT = `environment:
   CANNES_FAULT_POINT       tests only: crash at a named step
 `;
 
+/**
+ * The operator process's runtime environment (the image's ENV; the rig starts the operator
+ * with it too, so the benchmark measures what ships; docs/robustness.md, "Memory"):
+ * - `--max-semi-space-size=8`: V8 otherwise grows the young generation to 2 x 64 MB during a
+ *   provisioning burst and keeps it, empty, for good (~100 MB of the idle RSS);
+ * - `MALLOC_ARENA_MAX=1`: one glibc arena instead of one per thread that mallocs (the libuv
+ *   pool's crypto and DNS), each fragmenting on its own.
+ */
+export const OPERATOR_RUNTIME_ENV: Readonly<Record<string, string>> = {
+  NODE_OPTIONS: '--max-semi-space-size=8',
+  MALLOC_ARENA_MAX: '1',
+};
+
 export const RUN_USAGE = `usage: cannes-operator run [flags]
 
   --metrics-bind-address HOST:PORT        /metrics (default :8080)
@@ -76,6 +91,7 @@ export const RUN_USAGE = `usage: cannes-operator run [flags]
   --leader-election-id NAME               name of the Lease (default ${DEFAULT_LEASE_NAME})
   --leader-election-namespace NS          namespace of the Lease (default $POD_NAMESPACE or cannes-system)
   --workers N                             concurrent reconciles per controller (default 4)
+  --max-in-flight N                       long provisioning steps (boots, deploys) running at once, off the workers (default 100)
   --resync DURATION                       full relist interval: a duration (10m, 90s, 1h) or whole seconds (default 10m)
   --provider-origin PROVIDER=URL          upstream origin for a provider (repeatable; for private mirrors and tests)
   --node-dist-url URL                     where servers download the proxy's Node (default https://nodejs.org/dist)
@@ -158,6 +174,7 @@ const RUN_OPTIONS = {
   'leader-election-id': { type: 'string' },
   'leader-election-namespace': { type: 'string' },
   workers: { type: 'string' },
+  'max-in-flight': { type: 'string' },
   resync: { type: 'string' },
   'provider-origin': { type: 'string', multiple: true },
   'node-dist-url': { type: 'string' },
@@ -270,6 +287,7 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
     leaseName: leaseName(str('leader-election-id')),
     identity: `${podName}_${crypto.randomUUID().slice(0, 8)}`,
     workers: intFlag('--workers', str('workers'), 4, 1, 64),
+    maxInFlight: intFlag('--max-in-flight', str('max-in-flight'), 100, 1, 10_000),
     resyncMs: resyncMs(str('resync')),
     providerOrigins: origins,
     ...node,

@@ -15,6 +15,7 @@ import { RemotePort } from './adapters/ssh.ts';
 import { controllerStore, rotationStore } from './adapters/store.ts';
 import { parseModelKey, parseVps } from './api/parse.ts';
 import { parseRunConfig, type RunConfig } from './config.ts';
+import { InFlight } from './controllers/inflight.ts';
 import { reconcileModelKey } from './controllers/modelkey.ts';
 import type { ModelKeyObject, VpsObject } from './controllers/ports.ts';
 import { reconcileVps } from './controllers/vps.ts';
@@ -144,7 +145,10 @@ async function run(
     ...(cfg.nodeDistUrl === undefined ? {} : { nodeDistUrl: cfg.nodeDistUrl }),
     nodeSha256: cfg.nodeSha256,
   };
+  // Long steps run off the workers; their end re-enqueues the Vps (vpsController, below).
+  const inflight = new InFlight((key) => vpsController.enqueue(key.split('#')[0] ?? ''), cfg.maxInFlight);
   const vpsDeps = {
+    inflight,
     kube,
     hcloud,
     remote,
@@ -240,7 +244,10 @@ async function run(
 
   vpses.start();
   modelKeys.start();
-  const runControllers = (s: AbortSignal) => Promise.all([vpsController.run(s), mkController.run(s)]);
+  // Steps in flight were started under the same signal: they stop with it, and the lease is
+  // released (or the store closed) only once they have.
+  const runControllers = (s: AbortSignal) =>
+    Promise.all([vpsController.run(s), mkController.run(s)]).finally(() => inflight.drain());
   let lostLease = false;
   let controllers: Promise<unknown> = Promise.resolve();
   try {
@@ -268,6 +275,7 @@ async function run(
     log.info({ leading, lostLease }, 'cannes-operator stopping');
     // Every reconcile has seen the abort and returned before the store closes under it.
     await controllers.catch(() => {});
+    await inflight.drain();
     await Promise.allSettled([vpses.stop(), modelKeys.stop()]);
     await events.flush();
     await Promise.allSettled([metricsServer.close(), probes.close(), store.close()]);

@@ -63,10 +63,12 @@ export class RemotePort implements Remote {
   }
 
   async #withOs<R>(target: OsTarget, fn: (s: SshSession) => Promise<R>): Promise<R> {
+    // A server just reset may still be booting: wait for its sshd (port 22 probed, no SSH
+    // attempt until it answers). The step runs off the workers, so the wait holds none.
     const session = await connectPinned(
       this.#target(target.ipv4),
       { privateKey: target.privateKey, hostKey: parsePublicKey(target.hostKey) },
-      this.#o.connect ?? {},
+      { retryForMs: 300_000, ...this.#o.connect },
     );
     try {
       return await fn(session);

@@ -29,6 +29,7 @@ import {
 import { tailnetGatewayUrl } from '../host/tailnet.ts';
 import { parseGoDuration } from '../lib/duration.ts';
 import type { Logger } from '../lib/log.ts';
+import type { InFlight } from './inflight.ts';
 import {
   collectKeys,
   DELIVERED_ANNOTATION,
@@ -88,6 +89,11 @@ export interface VpsDeps {
     state: 'provisioning' | 'ready' | 'error' | 'deleting',
     keyBornAt: Date | null,
   ) => void;
+  /**
+   * Where steps marked `background` run, off the workers (inflight.ts). Absent (unit tests),
+   * they run on the worker like every other step.
+   */
+  readonly inflight?: InFlight;
 }
 
 /** The server type's `architecture`: which Node build the deploy installs. */
@@ -110,6 +116,12 @@ export interface Facts {
   gateway?: { token: Secret; resourceVersion: string };
   // Set by a step's run for what the informer cache cannot show yet in this reconcile.
   finalizerAdded?: boolean;
+  /**
+   * The store had no row for this Vps when this reconcile began, and the finalizer step made
+   * it: no server can carry its uid yet (a create is only ever sent after the row exists, and
+   * the row goes only after the server), so the create step need not look for one.
+   */
+  rowCreated?: boolean;
   deployed?: string;
   hardened?: string;
   tokenPurged?: boolean;
@@ -167,6 +179,11 @@ export interface VpsStep {
   readonly event?: string;
   /** Steps before Ready gate it; later steps (the token purge) report without unsetting it. */
   readonly gatesReady: boolean;
+  /**
+   * The step mostly waits (Hetzner actions, boots, a cold start): with `deps.inflight` it runs
+   * off the worker and the reconcile returns at once (vps.ts).
+   */
+  readonly background?: boolean;
   /** Crash points inside `run`, in the order they are reached (`<name>:<label>`). */
   readonly faultPoints: readonly string[];
   assess(ctx: StepContext): Promise<Assessment>;
@@ -328,7 +345,9 @@ const finalizer: VpsStep = {
       ctx.fault('added');
     }
     ctx.facts.finalizerAdded = true;
+    const fresh = ctx.facts.record === null;
     await ctx.d.store.upsertVps({ uid: m.uid, namespace: ns(m), name: m.name });
+    if (fresh) ctx.facts.rowCreated = true;
     ctx.facts.record = {
       uid: m.uid,
       namespace: ns(m),
@@ -343,7 +362,8 @@ const finalizer: VpsStep = {
 
 /**
  * 2. The server. Found by label before creating, so a crash between create and recording the
- *    id adopts the server instead of creating a second one.
+ *    id adopts the server instead of creating a second one (the first attempt, right after the
+ *    row was made, has nothing to find and asks nothing).
  */
 const server: VpsStep = {
   name: 'create_server',
@@ -351,6 +371,7 @@ const server: VpsStep = {
   status: 'serverCreated',
   event: 'ServerCreated',
   gatesReady: true,
+  background: true,
   faultPoints: ['create_server:created', 'create_server:recorded'],
   async assess(ctx) {
     const r = recordOf(ctx);
@@ -413,7 +434,11 @@ const server: VpsStep = {
       ctx.facts.activeKey = null;
       ctx.facts.recreated = goneId;
     }
-    let s = await d.hcloud.findServerByVpsUid(token, m.uid);
+    // Found by label first, unless this very reconcile made the row (then none can exist):
+    // once only, so any second attempt looks.
+    const first = ctx.facts.rowCreated === true;
+    ctx.facts.rowCreated = false;
+    let s = first ? null : await d.hcloud.findServerByVpsUid(token, m.uid);
     if (!s) {
       s = await d.hcloud.createServer(token, {
         name: serverName(vps),
@@ -445,6 +470,7 @@ const sshKey: VpsStep = {
   status: 'hasSshKey',
   event: 'SshKeyStored',
   gatesReady: true,
+  background: true,
   faultPoints: ['rescue_keygen:keygen', 'rescue_keygen:rebooted', 'rescue_keygen:stored'],
   async assess(ctx) {
     const hostKey = ctx.facts.record?.hostKey;
@@ -512,6 +538,8 @@ const harden: VpsStep = {
   name: 'harden',
   event: 'HostHardened',
   gatesReady: true,
+  // The first SSH to the OS after the rescue step's reboot: it waits for the boot.
+  background: true,
   faultPoints: ['harden:hardened'],
   async assess(ctx) {
     const { vps, d, facts } = ctx;
@@ -548,6 +576,7 @@ const deploy: VpsStep = {
   status: 'gatewayDeployed',
   event: 'GatewayDeployed',
   gatesReady: true,
+  background: true,
   faultPoints: ['deploy:deployed', 'deploy:annotated'],
   async assess(ctx) {
     const { vps, d, facts } = ctx;
@@ -583,7 +612,10 @@ const deploy: VpsStep = {
     const gw = facts.gateway ?? (await d.kube.ensureGatewayToken(vps));
     const target = { ipv4, hostKey: key.hostKey, privateKey: key.privateKey };
     // Hetzner (when the token is there to ask) still has the server at the recorded address.
-    await confirmServer(d, vps, await tokenIfAny(vps, d), serverOf(ctx));
+    // Not before the first deploy: the address came from Hetzner in this provisioning (the
+    // create or the recovery's lookup), and asking again would cost every new Vps a call.
+    if (vps.metadata.annotations[DEPLOYED_ANNOTATION] !== undefined)
+      await confirmServer(d, vps, await tokenIfAny(vps, d), serverOf(ctx));
     ctx.signal.throwIfAborted();
     const architecture = facts.architecture;
     if (architecture === undefined)
@@ -657,6 +689,7 @@ const tailnet: VpsStep = {
   status: 'tailnetJoined',
   event: 'TailnetJoined',
   gatesReady: true,
+  background: true,
   faultPoints: ['tailnet:joined', 'tailnet:annotated', 'tailnet:purged'],
   async assess(ctx) {
     const { vps, d, facts } = ctx;
@@ -738,6 +771,7 @@ const rotate: VpsStep = {
   condition: 'KeyRotated',
   event: 'KeyRotated',
   gatesReady: true,
+  background: true,
   faultPoints: ['rotate:rotated'],
   async assess(ctx) {
     const key = activeKeyOf(ctx);

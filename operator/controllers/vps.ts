@@ -13,6 +13,7 @@ import type { VpsStatus } from '../api/schema.ts';
 import { ANNOTATION_SERVER_ID, FINALIZER } from '../api/schema.ts';
 import { type Condition, setCondition } from '../kube/conditions.ts';
 import { done, type Result, requeueAfter } from '../kube/controller.ts';
+import { objectKey } from '../kube/object.ts';
 import { withCancel } from '../lib/cancel.ts';
 import { faultPoint } from '../lib/faults.ts';
 import type { VpsObject } from './ports.ts';
@@ -145,10 +146,18 @@ async function provision(
   for (const step of VPS_STEPS) {
     signal.throwIfAborted();
     const ctx = stepContext(vps, d, facts, signal, step);
+    const settled = collect(vps, d, step, facts);
     let a = await step.assess(ctx);
-    const ran = a.state === 'run';
+    const ran = settled !== undefined || a.state === 'run';
+    if (settled === undefined && a.state === 'run' && step.background && d.inflight) {
+      // The step waits on Hetzner and boots off the worker; its end re-enqueues this Vps.
+      startInFlight(vps, d, step, ctx, signal);
+      draft.status.ready = false;
+      draft.set(T.Ready, false, 'Provisioning', `step ${step.name} in progress`);
+      return requeueAfter(IN_FLIGHT_RECHECK_MS);
+    }
     if (ran) {
-      const note = await timed(d, step.name, () => step.run(ctx));
+      const note = settled ?? (await timed(d, step.name, () => step.run(ctx)));
       if (step.event) await d.kube.event('Vps', vps.metadata, 'Normal', step.event, note);
       a = await step.assess(ctx);
       // A step must record the fact that says it is done, or every resync would repeat it.
@@ -172,6 +181,47 @@ async function provision(
   }
   const ctx = stepContext(vps, d, facts, signal, VPS_STEPS[0] as VpsStep);
   return requeueAfter(Math.max(1000, nextRotationInMs(ctx)));
+}
+
+/** A check on an in-flight step in case its re-enqueue was lost (it normally comes at once). */
+const IN_FLIGHT_RECHECK_MS = 300_000;
+
+/** `<namespace/name>#<uid>#<step>`: the queue key first (inflight.ts re-enqueues it). */
+const inFlightObject = (vps: VpsObject) => `${objectKey(vps.metadata)}#${vps.metadata.uid}`;
+const inFlightKey = (vps: VpsObject, step: VpsStep) => `${inFlightObject(vps)}#${step.name}`;
+
+function startInFlight(
+  vps: VpsObject,
+  d: VpsDeps,
+  step: VpsStep,
+  ctx: StepContext,
+  signal: AbortSignal,
+): void {
+  const key = inFlightKey(vps, step);
+  if (d.inflight?.peek(key)) return;
+  d.inflight?.start(key, signal, ctx.facts, () => timed(d, step.name, () => step.run(ctx)));
+}
+
+/**
+ * A background step that settled since the last reconcile: its error is this reconcile's (the
+ * queue retries), its result the step's note, with what it recorded on the way (the informer
+ * cache may not show its annotations yet; the store read above may predate its writes).
+ */
+function collect(vps: VpsObject, d: VpsDeps, step: VpsStep, facts: Facts): string | undefined {
+  if (!step.background || !d.inflight) return undefined;
+  const settled = d.inflight.take(inFlightKey(vps, step));
+  if (settled === undefined || settled.state === 'running') return undefined;
+  if (settled.state === 'failed') throw settled.error;
+  const got = settled.facts as Facts;
+  if (got.record) facts.record = got.record;
+  if (got.activeKey) facts.activeKey = got.activeKey;
+  if (got.deployed !== undefined) facts.deployed = got.deployed;
+  if (got.hardened !== undefined) facts.hardened = got.hardened;
+  if (got.tailnet !== undefined) facts.tailnet = got.tailnet;
+  if (got.architecture !== undefined) facts.architecture ??= got.architecture;
+  // The power state the create answer showed: the rescue step that follows needs no GET.
+  if (got.seenStatus !== undefined) facts.seenStatus ??= got.seenStatus;
+  return settled.note;
 }
 
 const lastGate = [...VPS_STEPS].reverse().find((s) => s.gatesReady);
@@ -215,6 +265,8 @@ function report(draft: StatusDraft, step: VpsStep, a: Assessment): void {
 async function finalize(vps: VpsObject, d: VpsDeps, draft: StatusDraft): Promise<Result> {
   const m = vps.metadata;
   if (!m.finalizers.includes(FINALIZER)) return done();
+  // A step still running for this Vps stops first: nothing of it lands after the row is gone.
+  await d.inflight?.cancel(inFlightObject(vps));
   // Deletion finds its server by label, never by the row: a row refused for its routing MAC
   // (RoutingFieldsUnauthenticated) does not keep the Vps from going away.
   const state = await d.store.getVps(m.uid).catch((err: unknown) => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 /**
  * The operator's only way to Hetzner Cloud: a small typed client on fetch (undici).
  *
@@ -15,7 +16,7 @@ import { Value } from '@sinclair/typebox/value';
 import { Registry } from 'prom-client';
 import { TerminalError } from '../../common/errors.ts';
 import { Secret } from '../../common/secret.ts';
-import { cancelSignal, onCancel } from '../lib/cancel.ts';
+import { cancelSignal, detached, onCancel } from '../lib/cancel.ts';
 import type { Logger } from '../lib/log.ts';
 import { type BudgetOptions, BudgetRegistry } from './budget.ts';
 import { HcloudError } from './errors.ts';
@@ -71,6 +72,17 @@ export interface PollOptions {
   maxMs?: number;
   /** Give up waiting after this long. Default 15 minutes. */
   timeoutMs?: number;
+  /**
+   * Polls of every waiter (every reconcile waiting on an action, same token) that fall due
+   * within this window are sent as one `GET /actions?id=..&id=..`. Default 500 ms.
+   */
+  batchMs?: number;
+}
+
+/** One `GET /actions` being gathered: the ids every waiter due in the window asked for. */
+interface PollBatch {
+  readonly ids: Set<number>;
+  readonly result: Promise<Map<number, Action>>;
 }
 
 export interface HcloudClientOptions {
@@ -155,6 +167,7 @@ export class HcloudClient {
       factor: opts.poll?.factor ?? 1.5,
       maxMs: opts.poll?.maxMs ?? 10_000,
       timeoutMs: opts.poll?.timeoutMs ?? 15 * 60_000,
+      batchMs: opts.poll?.batchMs ?? 500,
     };
     this.#budgets = new BudgetRegistry(opts.budget);
     this.#sleep = opts.sleep ?? defaultSleep;
@@ -320,6 +333,44 @@ export class HcloudClient {
     return out;
   }
 
+  /** Batches being gathered, by token (a hash of it: the map outlives no request). */
+  readonly #batches = new Map<string, PollBatch>();
+
+  /**
+   * The actions `ids` as one shared poll: joins the batch of this token that is gathering, or
+   * opens one that sends after `batchMs`. One failed request fails every waiter in it (each
+   * retries on its own, like any failed poll).
+   */
+  async #pollBatched(token: Secret<string>, ids: readonly number[]): Promise<Action[]> {
+    const key = createHash('sha256').update(token.reveal()).digest('hex');
+    let batch = this.#batches.get(key);
+    if (!batch) {
+      const gathered = new Set<number>();
+      const result = detached(async () => {
+        await this.#sleep(this.#poll.batchMs);
+        this.#batches.delete(key);
+        const got = await this.getActions(token, [...gathered]);
+        return new Map(got.map((a) => [a.id, a]));
+      });
+      result.catch(() => {});
+      batch = { ids: gathered, result };
+      this.#batches.set(key, batch);
+    }
+    for (const id of ids) batch.ids.add(id);
+    // This waiter's own cancellation still ends its wait (not the shared request).
+    const c = onCancel();
+    let all: Map<number, Action>;
+    try {
+      all = await Promise.race([batch.result, c.promise]);
+    } finally {
+      c.dispose();
+    }
+    return ids.flatMap((id) => {
+      const a = all.get(id);
+      return a ? [a] : [];
+    });
+  }
+
   /**
    * Wait until every action finished, polling them together with growing intervals.
    * Throws `HcloudActionFailed` (with the action's own error code in `actionError`) when one
@@ -346,7 +397,7 @@ export class HcloudClient {
     while (pending.length > 0) {
       await this.#sleep(interval);
       interval = Math.min(poll.maxMs, interval * poll.factor);
-      const got = await this.getActions(token, pending);
+      const got = await this.#pollBatched(token, pending);
       const missing = pending.find((id) => !got.some((a) => a.id === id));
       if (missing !== undefined)
         throw new HcloudError('not_found', `action ${missing} not found`, { actionId: missing });

@@ -13,6 +13,14 @@ export function withCancel<T>(signal: AbortSignal, fn: () => Promise<T>): Promis
   return current.run(signal, fn);
 }
 
+/**
+ * Runs `fn` outside any reconcile's cancellation: for work shared by several reconciles (one
+ * batched Hetzner poll), which the cancellation of the one that started it must not end.
+ */
+export function detached<T>(fn: () => T): T {
+  return current.exit(fn);
+}
+
 /** The cancellation of the reconcile this call is part of, if any. */
 export function cancelSignal(): AbortSignal | undefined {
   return current.getStore();

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
 import ssh2, { type ConnectConfig, type ServerHostKeyAlgorithm } from 'ssh2';
 import { CannesError, TerminalError } from '../../common/errors.ts';
 import { isSecret, Secret } from '../../common/secret.ts';
@@ -263,6 +264,25 @@ function isTransient(err: Error & { code?: unknown; level?: unknown }): boolean 
   );
 }
 
+/** Whether the port takes a TCP connection now (closed at once; nothing is sent). */
+function portOpen(target: SshTarget, timeoutMs: number): Promise<boolean> {
+  throwIfCancelledNow();
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: target.host, port: target.port ?? 22 });
+    const done = (open: boolean) => {
+      socket.destroy();
+      resolve(open);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+function throwIfCancelledNow(): void {
+  if (cancelSignal()?.aborted) throw cancelled();
+}
+
 async function connectWithRetry(
   target: SshTarget,
   options: ConnectOptions,
@@ -275,6 +295,18 @@ async function connectWithRetry(
   const deadline = Date.now() + (options.retryForMs ?? 0);
   let delay = 250;
   for (let attempt = 1; ; attempt++) {
+    // A server still booting: wait for its port 22 to take a TCP connection before an SSH
+    // attempt (no handshake, no credential sent), so SSH connections do not grow with boot time.
+    if (
+      options.retryForMs !== undefined &&
+      Date.now() + delay <= deadline &&
+      !(await portOpen(target, options.readyTimeoutMs ?? 10_000))
+    ) {
+      options.onRetry?.(attempt, `${target.host}:${target.port ?? 22} does not take connections yet`, delay);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 5000);
+      continue;
+    }
     options.onAttempt?.(kind);
     try {
       return await connectOnce(target, options, auth, hostKeyAlgorithms, acceptHostKey, expectedFingerprint);

@@ -78,6 +78,12 @@ export interface SimulatorOptions {
   closeProvider?: boolean;
   /** How long actions run, in ms; per command or one number. Default 300. */
   actionDurationMs?: number | Record<string, number>;
+  /**
+   * From the end of a power-on/reset/reboot action to sshd answering, per boot kind. As on
+   * Hetzner, the action ends when the machine powers on (status `running`); the system boots
+   * after it. Default 0: the host is up when the action ends (the rig's tests rely on it).
+   */
+  bootToSshMs?: { rescue: number; os: number };
   /** Per-token bucket. Default Hetzner's: 3600, refilling 1 per second. */
   rateLimit?: { limit?: number; refillPerSecond?: number };
   faults?: Partial<Faults>;
@@ -243,6 +249,8 @@ interface ServerState {
   deleted: boolean;
   /** Actions run one after another: the chain of work for this server. */
   chain: Promise<void>;
+  /** A boot still under way after its action ended (`bootToSshMs`): the next action waits. */
+  booting: Promise<void>;
 }
 
 interface SshKeyState {
@@ -387,6 +395,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   function runAction(s: ServerState, a: ActionState, work: () => Promise<void>, onError?: () => void): void {
     s.running.add(a.id);
     const p = s.chain.then(async () => {
+      await s.booting.catch(() => {});
       const fault = takeActionFault(a.command);
       await sleep(durationOf(a.command) / 2);
       a.progress = 50;
@@ -438,9 +447,21 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
   /** Boot; a server marked stuck stays in `starting` and its action never finishes. */
   async function boot(s: ServerState): Promise<void> {
     if (s.deleted) return;
+    const wasUp = s.status !== 'off';
     s.status = 'starting';
     if (s.stuckStarting) await new Promise<never>(() => {});
-    await provider.boot(s.id, bootMode(s));
+    const mode = bootMode(s);
+    const toSsh = opts.bootToSshMs?.[mode.kind] ?? 0;
+    if (toSsh > 0) {
+      // A reset cuts the running system at once (its sshd stops answering)...
+      if (wasUp) await provider.powerOff(s.id);
+      // ...and the action ends at power-on; the system comes up (sshd answers) `toSsh` later.
+      s.status = 'running';
+      s.booting = sleep(toSsh).then(() => (s.deleted ? undefined : provider.boot(s.id, mode)));
+      s.booting.catch(() => {});
+      return;
+    }
+    await provider.boot(s.id, mode);
     if (!s.deleted) s.status = 'running';
   }
 
@@ -705,6 +726,7 @@ export async function startSimulator(opts: SimulatorOptions = {}): Promise<Simul
       stuckStarting: faults.stuckStartingNames.includes(name),
       deleted: false,
       chain: Promise.resolve(),
+      booting: Promise.resolve(),
     };
     servers.set(id, s);
     // Hetzner mails no password and returns null when an SSH key is given.

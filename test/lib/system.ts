@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
+import { OPERATOR_RUNTIME_ENV } from '../../operator/config.ts';
 import { type Simulator, startSimulator } from '../hcloud-sim/simulator.ts';
 import { RealHostProvider } from '../hosts/real-host-provider.ts';
 import { freePort } from '../rig/controlplane.ts';
@@ -91,11 +92,20 @@ async function ip(args: string[]): Promise<void> {
 
 export async function startSystem(
   opts: {
-    actionMs?: number;
+    /** Hetzner action durations (one number, or per command: test/hcloud-sim/latencies.ts). */
+    actionMs?: number | Record<string, number>;
+    /** From a power-on/reset to sshd answering (simulator option bootToSshMs). Default 0. */
+    bootToSshMs?: { rescue: number; os: number };
     /** Superuser URL of the Postgres cluster to make the system's database in (default: the shared one). */
     adminDatabaseUrl?: string;
     /** Light servers (benchmarks): see RealHostProviderOptions.standInServices. */
     standInServices?: boolean;
+    /**
+     * Run the built operator (dist/operator/main.js, what the image runs) instead of the
+     * sources: the benchmark measures the memory that ships (the sources carry Node's
+     * TypeScript stripper, ~25 MB). Needs `make build`.
+     */
+    builtOperator?: boolean;
     /**
      * The namespace the operator watches and the objects go in. Default: a random one that the
      * system creates. When given (`make dev`: the examples' own namespace), the caller creates
@@ -169,6 +179,7 @@ export async function startSystem(
       provider: hosts,
       actionDurationMs: opts.actionMs ?? 200,
       ...(opts.extraTokens ? { extraTokens: opts.extraTokens } : {}),
+      ...(opts.bootToSshMs ? { bootToSshMs: opts.bootToSshMs } : {}),
     });
     cleanups.push(() => sim.close());
 
@@ -217,7 +228,9 @@ export async function startSystem(
         const proc = spawn(
           process.execPath,
           [
-            join(REPO, 'operator', 'main.ts'),
+            opts.builtOperator
+              ? join(REPO, 'dist', 'operator', 'main.js')
+              : join(REPO, 'operator', 'main.ts'),
             'run',
             '--metrics-bind-address',
             `127.0.0.1:${metricsPort}`,
@@ -248,6 +261,8 @@ export async function startSystem(
               HCLOUD_ENDPOINT: sim.endpoint,
               CANNES_PROXY_BUNDLE: join(REPO, 'dist', 'proxy', 'cannes-proxy.mjs'),
               POD_NAMESPACE: namespace,
+              // As the image runs it (its ENV): the benchmark measures the memory that ships.
+              ...OPERATOR_RUNTIME_ENV,
               // A person debugging a test can raise the operator's log level (never set by tests).
               ...(process.env['CANNES_OPERATOR_LOG_LEVEL']
                 ? { LOG_LEVEL: process.env['CANNES_OPERATOR_LOG_LEVEL'] }

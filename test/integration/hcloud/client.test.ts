@@ -8,7 +8,7 @@ import { StateOnlyProvider } from '../../hcloud-sim/state-only-provider.ts';
 
 const FAST: HcloudClientOptions = {
   retry: { baseMs: 5, capMs: 40 },
-  poll: { initialMs: 10, maxMs: 50, timeoutMs: 20_000 },
+  poll: { initialMs: 10, maxMs: 50, timeoutMs: 20_000, batchMs: 5 },
 };
 
 let sim: Simulator;
@@ -390,6 +390,57 @@ describe('actions and lookups', () => {
     const batch = await client.getActions(token, [r.action.id, r.nextActions[0]!.id]);
     expect(batch.map((a) => a.command).sort()).toEqual(['create_server', 'start_server']);
     expect(batch.every((a) => a.progress === 100 && a.finished !== null)).toBe(true);
+  });
+
+  it('polls the actions of every concurrent waiter (one token) in one GET /actions', async () => {
+    const created = await Promise.all(
+      [1, 2, 3, 4, 5].map((i) =>
+        client.createServer(token, { name: name(`batch${i}`), server_type: 'cx23', image: 'ubuntu-24.04' }),
+      ),
+    );
+    // The window is far longer than the actions: every waiter is served by the first poll.
+    const batching = new HcloudClient({
+      ...FAST,
+      poll: { ...FAST.poll, batchMs: 500 },
+      endpoint: sim.endpoint,
+    });
+    const before = sim.requests.length;
+    const done = await Promise.all(
+      created.map((r) => batching.waitForActions(token, [r.action, ...r.nextActions])),
+    );
+    expect(done.flat().every((a) => a.status === 'success')).toBe(true);
+    const polls = sim.requests.slice(before).filter((r) => r.method === 'GET' && r.route === '/actions');
+    expect(polls).toHaveLength(1);
+  });
+
+  it('with bootToSshMs, a power-on ends at power-on (running) and the system comes up after it', async () => {
+    const hosts = new StateOnlyProvider();
+    const slow = await startSimulator({
+      provider: hosts,
+      actionDurationMs: 20,
+      bootToSshMs: { rescue: 400, os: 400 },
+    });
+    try {
+      const c = new HcloudClient({ ...FAST, endpoint: slow.endpoint });
+      const r = await c.createServer(slow.token, {
+        name: name('boot'),
+        server_type: 'cx23',
+        image: 'ubuntu-24.04',
+        start_after_create: false,
+      });
+      await c.waitForActions(slow.token, [r.action]);
+      await c.waitForActions(slow.token, [await c.powerOn(slow.token, r.server.id)]);
+      expect((await c.getServer(slow.token, r.server.id)).status).toBe('running');
+      const booted = () => hosts.calls.filter((x) => x.op === 'boot').length;
+      expect(booted()).toBe(0);
+      // An action sent meanwhile waits for the boot, as on a real server.
+      await c.waitForActions(slow.token, [await c.reset(slow.token, r.server.id)]);
+      expect(booted()).toBe(1);
+      // A reset cuts the running system at once: powered off before the next boot.
+      expect(hosts.calls.filter((x) => x.op !== 'create').map((x) => x.op)).toEqual(['boot', 'powerOff']);
+    } finally {
+      await slow.close();
+    }
   });
 
   it('surfaces the error code of an action that fails', async () => {

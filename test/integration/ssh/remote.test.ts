@@ -142,4 +142,22 @@ describe('remote steps over a pinned session to a real sshd', () => {
     expect(err.reason).toBe('SshCommandFailed');
     expect(err.message).not.toContain(canary);
   });
+
+  it('while a server boots, tries SSH only once its port 22 takes connections (SSH attempts do not grow with boot time)', async () => {
+    s.close();
+    await provider.powerOff(serverId);
+    let attempts = 0;
+    const retries: string[] = [];
+    const connecting = connectPinned(
+      { host: ipv4 },
+      { privateKey, hostKey },
+      { retryForMs: 60_000, onAttempt: () => attempts++, onRetry: (_n, reason) => retries.push(reason) },
+    );
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(attempts).toBe(0);
+    await provider.boot(serverId, { kind: 'os' });
+    s = await connecting;
+    expect(attempts).toBe(1);
+    expect(retries.length).toBeGreaterThan(1);
+  });
 });

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { OPERATOR_RUNTIME_ENV } from '../../../operator/config.ts';
 
 // The assumptions the Dockerfile makes about the repository, checked without building it.
 // `make image` builds it with buildah and test/integration/build/image.test.ts runs the result.
@@ -49,5 +50,13 @@ describe('Dockerfile', () => {
     expect(runtime).toMatch(/^COPY package\.json \.\/$/m);
     expect(runtime).toMatch(/^WORKDIR \/app$/m);
     expect(runtime).toMatch(/^COPY --from=build \/src\/dist \.\/dist$/m);
+  });
+
+  it('runs the operator with the runtime environment the rig measures (OPERATOR_RUNTIME_ENV)', () => {
+    const env = runtime
+      .split('\n')
+      .filter((l) => l.startsWith('ENV '))
+      .flatMap((l) => l.slice(4).trim().split(/\s+/));
+    for (const [k, v] of Object.entries(OPERATOR_RUNTIME_ENV)) expect(env, k).toContain(`${k}=${v}`);
   });
 });

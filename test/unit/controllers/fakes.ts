@@ -293,6 +293,8 @@ export class FakeHcloud implements Hcloud {
   }
   async powerOnOrReset(_t: Secret, id: number, knownStatus?: string): Promise<void> {
     this.calls.push('powerOnOrReset');
+    // The port reads the server first when it is not told its state (HcloudPort).
+    if (knownStatus === undefined) this.calls.push('get');
     const seen = this.servers.get(id)?.status;
     if (knownStatus !== undefined && knownStatus !== seen)
       throw new Error(`powerOnOrReset told status ${knownStatus}, the server is ${seen ?? 'gone'}`);

@@ -275,6 +275,19 @@ describe('Vps reconcile', () => {
     expect(hcloud.calls.filter((c) => c === 'create')).toHaveLength(1);
   });
 
+  it('asks Hetzner for no server by label on a first provisioning, but does after a crash mid-create', async () => {
+    await converge();
+    expect(hcloud.calls.filter((c) => c === 'find')).toHaveLength(0);
+    expect(hcloud.calls.filter((c) => c === 'create')).toHaveLength(1);
+    kube.putSecret('hcloud', { token }, 'cloud-token');
+    kube.addVps('second');
+    faults.arm('store.setServer');
+    await expect(reconcileVps(kube.vps('second'), deps)).rejects.toThrow(/fault injected/);
+    await converge('second');
+    expect(hcloud.calls.filter((c) => c === 'find')).toHaveLength(1);
+    expect(hcloud.calls.filter((c) => c === 'create')).toHaveLength(2);
+  });
+
   for (const point of ['remote.afterKeygen', 'hcloud.reboot', 'store.saveRescueResult']) {
     it(`recovers from a crash in the rescue step (${point}) with exactly one active key`, async () => {
       faults.arm(point);
