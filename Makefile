@@ -52,6 +52,7 @@ typecheck: deps ## tsc over sources, tests and tools
 
 test: deps apt build lint typecheck $(TEST_PREREQS) ## install what is needed and run every test
 	vitest run
+	tools/cluster-e2e.sh
 
 test-unit: deps build ## unit tests only (fast)
 	vitest run --project unit
