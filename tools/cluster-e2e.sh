@@ -67,12 +67,14 @@ pids() {
 # The rig's supervisor stops the control plane and Postgres by itself once vitest is gone: give it time.
 deadline=$((SECONDS + 30))
 while [ "$SECONDS" -lt "$deadline" ] && [ -n "$(pids)" ]; do sleep 0.5; done
-for _ in 1 2 3 4 5 6 7 8 9 10; do
+# Then TERM (Postgres shuts down cleanly on it), and KILL what is still there.
+for sig in TERM KILL KILL KILL; do
 	left="$(pids | sort -u | grep -vx "$$" || true)"
 	[ -z "$left" ] && break
-	for p in $left; do echo "cluster-e2e: killing leftover $p: $(tr '\0' ' ' 2>/dev/null </proc/$p/cmdline | cut -c1-160)" >&2; done
-	kill -KILL $left 2>/dev/null || true
-	sleep 0.5
+	for p in $left; do echo "cluster-e2e: SIG$sig to leftover $p: $(tr '\0' ' ' 2>/dev/null </proc/$p/cmdline | cut -c1-160)" >&2; done
+	kill -"$sig" $left 2>/dev/null || true
+	deadline=$((SECONDS + 10))
+	while [ "$SECONDS" -lt "$deadline" ] && [ -n "$(pids)" ]; do sleep 0.5; done
 done
 for f in "$work"/*/cgroup-root; do
 	[ -f "$f" ] || continue

@@ -27,6 +27,8 @@ import {
 const run = promisify(execFile);
 const sandbox = process.env['CANNES_NODE_SANDBOX'] ?? '';
 const RELEASE = 'cannes';
+/** Ready Vps while the idle pod is measured (CANNES_CLUSTER_VPS; the issue asks for 50). */
+const VPS_COUNT = Math.max(1, Number(process.env['CANNES_CLUSTER_VPS'] ?? '1') || 1);
 
 let s: System;
 let node: RigNode;
@@ -215,30 +217,39 @@ describe('the chart on a real node', () => {
   });
 
   it('is scraped by Prometheus through the chart’s Service (its endpoints, as a ServiceMonitor does)', async () => {
-    const api = s.rig.server;
-    // What the Prometheus Operator generates from the chart's ServiceMonitor: endpoints discovery,
-    // kept to this release's Service and its `metrics` port, honorLabels.
+    // What kubernetes_sd role `endpoints` reads for a ServiceMonitor: the Service's EndpointSlices,
+    // its port named `metrics`. Debian's Prometheus 2.42 is built without the kubernetes SD, so the
+    // test reads them and hands Prometheus the same targets and pod labels.
+    const slices = JSON.parse(
+      await s.kubectl([
+        'get',
+        'endpointslices',
+        '-l',
+        'kubernetes.io/service-name=cannes-operator',
+        '-o',
+        'json',
+      ]),
+    ) as {
+      items: {
+        ports?: { name?: string; port?: number }[];
+        endpoints?: {
+          addresses: string[];
+          conditions?: { ready?: boolean };
+          targetRef?: { name?: string };
+        }[];
+      }[];
+    };
+    const targets = slices.items.flatMap((sl) => {
+      const port = sl.ports?.find((p) => p.name === 'metrics')?.port;
+      if (port === undefined) return [];
+      return (sl.endpoints ?? [])
+        .filter((e) => e.conditions?.ready !== false)
+        .map((e) => ({ targets: [`${e.addresses[0]}:${port}`], labels: { pod: e.targetRef?.name ?? '' } }));
+    });
+    expect(targets).toHaveLength(2);
     const prom = await startPrometheus({
       jobs: [],
-      scrapeConfigs: [
-        {
-          job_name: 'cannes-operator',
-          honor_labels: true,
-          kubernetes_sd_configs: [
-            {
-              role: 'endpoints',
-              api_server: api,
-              namespaces: { names: [releaseNs] },
-              tls_config: { ca_file: s.rig.caCert, cert_file: s.rig.adminCert, key_file: s.rig.adminKey },
-            },
-          ],
-          relabel_configs: [
-            { source_labels: ['__meta_kubernetes_service_name'], regex: 'cannes-operator', action: 'keep' },
-            { source_labels: ['__meta_kubernetes_endpoint_port_name'], regex: 'metrics', action: 'keep' },
-            { source_labels: ['__meta_kubernetes_pod_name'], target_label: 'pod' },
-          ],
-        },
-      ],
+      scrapeConfigs: [{ job_name: 'cannes-operator', honor_labels: true, static_configs: targets }],
     });
     try {
       const up = await prom.waitFor(
@@ -256,7 +267,24 @@ describe('the chart on a real node', () => {
     }
   });
 
-  it('idles at a measured RSS and CPU with a Ready Vps (printed: the baseline)', async () => {
+  it('idles at a measured RSS and CPU with Ready Vps (printed: the baseline)', async () => {
+    if (VPS_COUNT > 1) {
+      const more = Array.from({ length: VPS_COUNT - 1 }, (_, i) =>
+        exampleManifests(s, { vps: `extra-${i + 1}`, keys: ['anthropic'] }),
+      );
+      await s.kubectl(['apply', '-f', '-'], more.join('---\n'));
+      await waitFor(
+        `${VPS_COUNT} Vps Ready`,
+        async () => {
+          const all = JSON.parse(await s.kubectl(['get', 'vps', '-o', 'json'])) as {
+            items: { status?: { ready?: boolean } }[];
+          };
+          return all.items.filter((v) => v.status?.ready === true).length === VPS_COUNT ? true : undefined;
+        },
+        1_800_000,
+        diag,
+      );
+    }
     const holder = await leaseHolder();
     const pod = (await pods()).find((p) => p.metadata.name === holder);
     if (!pod) throw new Error('no leader pod');
@@ -270,22 +298,26 @@ describe('the chart on a real node', () => {
     // USER_HZ is 100 on Linux.
     const cpuPct = (((cpu1 - cpu0) * 10) / wallMs) * 100;
     console.log(
-      `[cluster] leader pod idle: RSS ${(rssKiB / 1024).toFixed(1)} MiB, CPU ${cpuPct.toFixed(2)} % of a core over ${wallMs / 1000} s; start to leader ${(startToLeaderMs / 1000).toFixed(1)} s`,
+      `[cluster] leader pod idle with ${VPS_COUNT} Ready Vps: RSS ${(rssKiB / 1024).toFixed(1)} MiB, CPU ${cpuPct.toFixed(2)} % of a core over ${wallMs / 1000} s; start to leader ${(startToLeaderMs / 1000).toFixed(1)} s`,
     );
     expect(rssKiB).toBeGreaterThan(0);
-  });
+  }, 2_400_000);
 
-  it('survives the leader pod killed: the other takes over, no second server', async () => {
+  it('survives the leader pod killed: another takes over, no second server', async () => {
     const before = await leaseHolder();
-    const other = (await pods()).map((p) => p.metadata.name).find((n) => n !== before);
-    if (!other) throw new Error('no follower');
+    expect((await pods()).map((p) => p.metadata.name)).toContain(before);
     await s.rig.kubectl(['-n', releaseNs, 'delete', 'pod', before, '--grace-period=0', '--force']);
-    await waitFor(
-      'the follower takes the Lease',
-      async () => ((await leaseHolder()) === other ? true : undefined),
+    // The follower or the Deployment's replacement, whichever retries first once the Lease is free.
+    const after = await waitFor(
+      'another pod takes the Lease',
+      async () => {
+        const h = await leaseHolder();
+        return h !== '' && h !== before ? h : undefined;
+      },
       180_000,
       diag,
     );
+    expect((await pods()).map((p) => p.metadata.name)).toContain(after);
     // The Deployment replaces the killed pod; the Vps stays Ready on its one server.
     await waitFor(
       'two Ready pods again',
@@ -301,7 +333,7 @@ describe('the chart on a real node', () => {
     );
     const v = (await s.getJson('vps', 'agent')) as { status?: { ready?: boolean } };
     expect(v.status?.ready).toBe(true);
-    expect(await serverCount()).toBe(1);
+    expect(await serverCount()).toBe(VPS_COUNT);
   });
 
   it('helm uninstall leaves the CRs, the server and the database alone', async () => {
@@ -319,7 +351,7 @@ describe('the chart on a real node', () => {
     const v = (await s.getJson('vps', 'agent')) as { status?: { ready?: boolean } };
     expect(v.status?.ready).toBe(true);
     expect(await s.kubectl(['get', 'modelkeys', '-o', 'name'])).toContain('agent-anthropic');
-    expect(await serverCount()).toBe(1);
+    expect(await serverCount()).toBe(VPS_COUNT);
     expect(await dbTables()).toEqual(tablesBefore);
   });
 
