@@ -336,6 +336,52 @@ describe('the chart on a real node', () => {
     expect(await serverCount()).toBe(VPS_COUNT);
   });
 
+  it('helm upgrade that rolls the pods (chart values unchanged for hosts) costs 0 SSH', async () => {
+    const old = new Set((await pods()).map((p) => p.metadata.name));
+    await s.rig.helm(
+      [
+        'upgrade',
+        RELEASE,
+        'charts/cannes-operator',
+        '-n',
+        releaseNs,
+        '--reuse-values',
+        '--set-string',
+        'podAnnotations.rollout=2',
+        '--wait',
+        '--timeout',
+        '10m',
+      ],
+      { timeoutMs: 660_000 },
+    );
+    const leader = await waitFor(
+      'a new pod leads',
+      async () => {
+        const h = await leaseHolder();
+        return h !== '' && !old.has(h) ? h : undefined;
+      },
+      300_000,
+      diag,
+    );
+    const ip = (await pods()).find((p) => p.metadata.name === leader)?.status?.podIP;
+    if (!ip) throw new Error(`no IP for ${leader}`);
+    // The new leader reconciled every Vps (its own counters, from its first start)...
+    await waitFor(
+      'the new leader reconciled every Vps',
+      async () =>
+        (await podMetric(ip, 'controller_runtime_reconcile_total', 'controller="vps"')) >= VPS_COUNT
+          ? true
+          : undefined,
+      180_000,
+      diag,
+    );
+    // ...and found each server as it should be without opening one SSH connection.
+    expect(await podMetric(ip, 'cannes_ssh_connections_total')).toBe(0);
+    expect(await serverCount()).toBe(VPS_COUNT);
+    const v = (await s.getJson('vps', 'agent')) as { status?: { ready?: boolean } };
+    expect(v.status?.ready).toBe(true);
+  });
+
   it('helm uninstall leaves the CRs, the server and the database alone', async () => {
     const tablesBefore = await dbTables();
     expect(tablesBefore.length).toBeGreaterThan(0);
@@ -416,13 +462,21 @@ function rss(pid: number): number {
   }
 }
 
-/** Servers the simulator holds (its API, as the operator sees it). */
+/** Servers the simulator holds (its API, as the operator sees it; every page). */
 async function serverCount(): Promise<number> {
-  const res = await fetch(`${s.sim.endpoint}/servers`, {
-    headers: { authorization: `Bearer ${s.canaries.hcloudToken}` },
-  });
-  const body = (await res.json()) as { servers: unknown[] };
-  return body.servers.length;
+  let n = 0;
+  for (let page: number | null = 1; page !== null; ) {
+    const res = await fetch(`${s.sim.endpoint}/servers?per_page=50&page=${page}`, {
+      headers: { authorization: `Bearer ${s.canaries.hcloudToken}` },
+    });
+    const body = (await res.json()) as {
+      servers: unknown[];
+      meta?: { pagination?: { next_page?: number | null } };
+    };
+    n += body.servers.length;
+    page = body.meta?.pagination?.next_page ?? null;
+  }
+  return n;
 }
 
 async function dbTables(): Promise<string[]> {
@@ -436,4 +490,15 @@ async function dbTables(): Promise<string[]> {
   } finally {
     await client.end();
   }
+}
+
+/** The sum of a metric's series on a pod's /metrics (reached over the pod network). */
+async function podMetric(ip: string, name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`http://${ip}:8080/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (m && m[1] === name && (m[2] ?? '').includes(labels)) sum += Number(m[3]);
+  }
+  return sum;
 }
