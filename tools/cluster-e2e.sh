@@ -83,6 +83,8 @@ for f in "$work"/*/cgroup-root; do
 		[ -d "$h$root" ] && find "$h$root" -depth -type d -exec rmdir {} + 2>/dev/null || true
 	done
 done
+# The sandbox's mount point for its /run/containerd tmpfs, when it made it (empty: no system containerd).
+rmdir /run/containerd 2>/dev/null || true
 if mount | grep -qF "$work"; then
 	echo "cluster-e2e: mounts left under $work:" >&2
 	mount | grep -F "$work" >&2
