@@ -21,7 +21,7 @@ include $(sort $(wildcard mk/*.mk))
 .PHONY: help deps build crds lint typecheck test test-unit bench dev apt clean
 
 help: ## this list
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -52,6 +52,7 @@ typecheck: deps ## tsc over sources, tests and tools
 
 test: deps apt build lint typecheck $(TEST_PREREQS) ## install what is needed and run every test
 	vitest run
+	tools/cluster-e2e.sh
 
 test-unit: deps build ## unit tests only (fast)
 	vitest run --project unit

@@ -15,6 +15,21 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      // The operator on the rig's real node (test/cluster/): only inside the sandbox that
+      // tools/cluster-e2e.sh makes (`make cluster-e2e`, also run by `make test`).
+      ...(process.env['CANNES_NODE_SANDBOX']
+        ? [
+            {
+              test: {
+                name: 'cluster',
+                include: ['test/cluster/**/*.test.ts'],
+                testTimeout: 900_000,
+                hookTimeout: 1_200_000,
+                fileParallelism: false,
+              },
+            },
+          ]
+        : []),
       {
         test: {
           name: 'e2e',

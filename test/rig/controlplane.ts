@@ -169,7 +169,11 @@ export async function startRig(opts: StartOptions = {}): Promise<StartedRig> {
           `--tls-cert-file=${pki.servingCert}`,
           `--tls-private-key-file=${pki.servingKey}`,
           `--client-ca-file=${pki.caCert}`,
-          '--authorization-mode=RBAC',
+          // Node: a kubelet (test/rig/node.ts) gets exactly its node's rights, as on a real cluster.
+          '--authorization-mode=Node,RBAC',
+          '--enable-admission-plugins=NodeRestriction',
+          // `kubectl logs` on the node's pods: the node's name resolves nowhere; its InternalIP does.
+          '--kubelet-preferred-address-types=InternalIP',
           '--anonymous-auth=false',
           `--service-account-key-file=${pki.saPub}`,
           `--service-account-signing-key-file=${pki.saKey}`,

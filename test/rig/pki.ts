@@ -25,7 +25,7 @@ async function openssl(args: string[]): Promise<void> {
   await run('openssl', args, { timeout: 30_000 });
 }
 
-async function leaf(
+export async function leaf(
   dir: string,
   name: string,
   subject: string,
@@ -78,7 +78,7 @@ async function leaf(
 
 /**
  * A fresh CA per rig (node:crypto cannot issue certificates, so the openssl CLI does), a serving
- * certificate for 127.0.0.1/localhost only, an admin client certificate in `system:masters`, and an
+ * certificate for 127.0.0.1/localhost and the `kubernetes` Service (10.0.0.1, kubernetes.default.svc), an admin client certificate in `system:masters`, and an
  * EC P-256 service-account signing key so TokenRequest works. Nothing is reused between rigs.
  */
 export async function generatePki(dir: string): Promise<RigPki> {
@@ -115,7 +115,9 @@ export async function generatePki(dir: string): Promise<RigPki> {
         'basicConstraints=critical,CA:FALSE',
         'keyUsage=critical,digitalSignature,keyEncipherment',
         'extendedKeyUsage=serverAuth',
-        'subjectAltName=IP:127.0.0.1,DNS:localhost',
+        // 10.0.0.1: the `kubernetes` Service's ClusterIP, where pods on the rig's node reach the
+        // API server (test/rig/node.ts forwards it to the loopback port).
+        'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes.default.svc',
       ],
       ca,
     ),

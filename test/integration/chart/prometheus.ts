@@ -30,6 +30,12 @@ export type PrometheusOptions = {
   /** Prometheus rule files (e.g. the chart's rendered alert rules). */
   ruleFiles?: string[];
   binary?: string;
+  /**
+   * Scrape configs taken as they are, after `jobs` (e.g. `kubernetes_sd_configs` against the rig's
+   * API server, as the Prometheus Operator generates from a ServiceMonitor): the rig's node, whose
+   * pods have their own addresses, scrapes through these.
+   */
+  scrapeConfigs?: Record<string, unknown>[];
 };
 
 export type Sample = { metric: Record<string, string>; value: number };
@@ -168,6 +174,7 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
       static_configs: [{ targets: j.targets }],
     })),
   };
+  config.scrape_configs.push(...((opts.scrapeConfigs ?? []) as typeof config.scrape_configs));
   writeFileSync(join(dir, 'prometheus.yml'), stringify(config));
   let lastError = '';
   // A free port can be taken between probing and binding: try a few.
