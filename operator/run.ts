@@ -27,7 +27,7 @@ import { EventRecorder } from './kube/events.ts';
 import { Informer } from './kube/informer.ts';
 import { LeaderElector } from './kube/leader.ts';
 import { createRegistry } from './kube/metrics.ts';
-import { objectKey } from './kube/object.ts';
+import { type KubeObject, objectKey } from './kube/object.ts';
 import { parseGoDuration } from './lib/duration.ts';
 import { createLogger, type Logger } from './lib/log.ts';
 import { notReadySince, OperatorMetrics } from './metrics/metrics.ts';
@@ -90,17 +90,24 @@ export async function runOperator(argv: readonly string[], env: NodeJS.ProcessEn
   }
 }
 
-async function run(
-  cfg: RunConfig,
-  env: NodeJS.ProcessEnv,
-  log: Logger,
-  signal: AbortSignal,
-): Promise<number> {
-  const proxyBundle = readProxyBundle(env);
+/** What the operator holds while it runs: opened in this order, closed in the reverse. */
+interface Parts {
+  readonly cfg: RunConfig;
+  readonly log: Logger;
+  readonly registry: ReturnType<typeof createRegistry>;
+  readonly ours: OperatorMetrics;
+  readonly store: PostgresStore;
+  readonly api: KubeClient;
+  readonly events: EventRecorder;
+  readonly vpses: Informer<VpsObject>;
+  readonly modelKeys: Informer<ModelKeyObject>;
+  readonly kube: KubePort;
+}
+
+async function openParts(cfg: RunConfig, env: NodeJS.ProcessEnv, log: Logger): Promise<Parts> {
   const keyring = await loadKeyringFile(cfg.masterKeysFile);
   const registry = createRegistry();
   const ours = new OperatorMetrics(registry);
-
   const { store } = await PostgresStore.open({
     connectionString: cfg.databaseUrl.reveal(),
     keyring,
@@ -113,51 +120,46 @@ async function run(
   kc.loadFromDefault();
   const api = new KubeClient(kc, { registry });
   const events = new EventRecorder({ api, reportingInstance: cfg.identity, registry, logger: log });
-  const vpses = new Informer<VpsObject>({
-    api,
-    resource: VPS_RESOURCE,
-    ...(cfg.watchNamespace === undefined ? {} : { namespace: cfg.watchNamespace }),
-    parse: parseVps,
-    registry,
-    logger: log,
-    resyncMs: cfg.resyncMs,
-  });
-  const modelKeys = new Informer<ModelKeyObject>({
-    api,
-    resource: MODELKEY_RESOURCE,
-    ...(cfg.watchNamespace === undefined ? {} : { namespace: cfg.watchNamespace }),
-    parse: parseModelKey,
-    registry,
-    logger: log,
-    resyncMs: cfg.resyncMs,
-  });
+  const informer = <T extends KubeObject>(resource: typeof VPS_RESOURCE, parse: (o: unknown) => T) =>
+    new Informer<T>({
+      api,
+      resource,
+      ...(cfg.watchNamespace === undefined ? {} : { namespace: cfg.watchNamespace }),
+      parse,
+      registry,
+      logger: log,
+      resyncMs: cfg.resyncMs,
+    });
+  const vpses = informer<VpsObject>(VPS_RESOURCE, parseVps);
+  const modelKeys = informer<ModelKeyObject>(MODELKEY_RESOURCE, parseModelKey);
   const kube = new KubePort({ api, events, vpses, modelKeys });
-  const storePort = controllerStore(store);
-  const hcloud = new HcloudPort(new HcloudClient({ endpoint: cfg.hcloudEndpoint, registry }));
-  const remote = new RemotePort({
-    rotationStore: rotationStore(store),
-    connect: { onAttempt: (auth) => ours.sshConnections.inc({ auth }) },
-    ...(cfg.sshPort === undefined ? {} : { port: cfg.sshPort }),
-  });
+  return { cfg, log, registry, ours, store, api, events, vpses, modelKeys, kube };
+}
+
+/** The real adapters behind the Vps reconcile's ports. */
+function vpsDepsFor(p: Parts, proxyBundle: string, inflight: InFlight) {
+  const { cfg, ours } = p;
   const bundleOpts = {
     proxyBundle,
     providerOrigins: cfg.providerOrigins,
     ...(cfg.nodeDistUrl === undefined ? {} : { nodeDistUrl: cfg.nodeDistUrl }),
     nodeSha256: cfg.nodeSha256,
   };
-  // Long steps run off the workers; their end re-enqueues the Vps (vpsController, below).
-  const inflight = new InFlight((key) => vpsController.enqueue(key.split('#')[0] ?? ''), cfg.maxInFlight);
-  const vpsDeps = {
+  return {
     inflight,
-    kube,
-    hcloud,
-    remote,
-    store: storePort,
+    kube: p.kube,
+    hcloud: new HcloudPort(new HcloudClient({ endpoint: cfg.hcloudEndpoint, registry: p.registry })),
+    remote: new RemotePort({
+      rotationStore: rotationStore(p.store),
+      connect: { onAttempt: (auth) => ours.sshConnections.inc({ auth }) },
+      ...(cfg.sshPort === undefined ? {} : { port: cfg.sshPort }),
+    }),
+    store: controllerStore(p.store),
     bundle: makeBundle(bundleOpts),
     bundleVersion: bundleVersion(bundleOpts),
     hardening: hardeningBundle,
     now: () => new Date(),
-    log,
+    log: p.log,
     observe: ours.observeStep,
     report: (
       vps: VpsObject,
@@ -176,7 +178,14 @@ async function run(
         keyBornAt,
       ),
   };
+}
 
+/** The two controllers, each watching the other kind, and the steps they run off the workers. */
+function controllersFor(p: Parts, proxyBundle: string) {
+  const { cfg, vpses, modelKeys, registry, log } = p;
+  // Long steps run off the workers; their end re-enqueues the Vps.
+  const inflight = new InFlight((key) => vpsController.enqueue(key.split('#')[0] ?? ''), cfg.maxInFlight);
+  const vpsDeps = vpsDepsFor(p, proxyBundle, inflight);
   const vpsController = new Controller<VpsObject>({
     name: 'vps',
     informer: vpses,
@@ -186,7 +195,7 @@ async function run(
     reconcile: async ({ key }, { signal }) => {
       const vps = vpses.get(key);
       if (!vps) {
-        ours.forgetVps(key);
+        p.ours.forgetVps(key);
         return done();
       }
       return reconcileVps(vps, vpsDeps, signal);
@@ -196,7 +205,6 @@ async function run(
   vpsController.watch(modelKeys, (mk) => [
     objectKey({ namespace: mk.metadata.namespace, name: mk.spec.vpsRef.name }),
   ]);
-
   const mkController = new Controller<ModelKeyObject>({
     name: 'modelkey',
     informer: modelKeys,
@@ -205,7 +213,7 @@ async function run(
     logger: log,
     reconcile: async ({ key }) => {
       const mk = modelKeys.get(key);
-      return mk ? reconcileModelKey(mk, { kube, now: () => new Date() }) : done();
+      return mk ? reconcileModelKey(mk, { kube: p.kube, now: () => new Date() }) : done();
     },
   });
   // A Vps deploy (its delivered-keys annotation) updates its ModelKeys' `delivered`.
@@ -217,22 +225,47 @@ async function run(
       )
       .map((mk) => objectKey(mk.metadata)),
   );
+  // Steps in flight were started under the same signal: they stop with it, and the lease is
+  // released (or the store closed) only once they have.
+  const runControllers = (s: AbortSignal) =>
+    Promise.all([vpsController.run(s), mkController.run(s)]).finally(() => inflight.drain());
+  return { runControllers, inflight };
+}
 
-  let elector: LeaderElector | undefined;
-  let leading = !cfg.leaderElect;
-  const metricsServer = await startMetricsServer({ registry, ...cfg.metrics }).catch(async (err: unknown) => {
-    await store.close();
-    throw err;
-  });
-  // A start-up that fails here (the port is taken) closes what it opened, so the process
-  // exits instead of idling with a metrics server and no controllers.
+/**
+ * The metrics and probe servers. A start-up that fails here (the port is taken) closes what it
+ * opened, so the process exits instead of idling with a metrics server and no controllers.
+ */
+async function startServers(p: Parts, elector: () => LeaderElector | undefined) {
+  const { cfg, store } = p;
+  const metricsServer = await startMetricsServer({ registry: p.registry, ...cfg.metrics }).catch(
+    async (err: unknown) => {
+      await store.close();
+      throw err;
+    },
+  );
   const probes = await startProbeServer({
     ...cfg.probes,
-    ...operatorProbes({ elector: () => elector, vpses, modelKeys }),
+    ...operatorProbes({ elector, vpses: p.vpses, modelKeys: p.modelKeys }),
   }).catch(async (err: unknown) => {
     await Promise.allSettled([metricsServer.close(), store.close()]);
     throw err;
   });
+  return { metricsServer, probes };
+}
+
+async function run(
+  cfg: RunConfig,
+  env: NodeJS.ProcessEnv,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<number> {
+  const proxyBundle = readProxyBundle(env);
+  const p = await openParts(cfg, env, log);
+  const { runControllers, inflight } = controllersFor(p, proxyBundle);
+  let elector: LeaderElector | undefined;
+  let leading = !cfg.leaderElect;
+  const { metricsServer, probes } = await startServers(p, () => elector);
   log.info(
     {
       version: OPERATOR_VERSION,
@@ -242,22 +275,18 @@ async function run(
     'cannes-operator started',
   );
 
-  vpses.start();
-  modelKeys.start();
-  // Steps in flight were started under the same signal: they stop with it, and the lease is
-  // released (or the store closed) only once they have.
-  const runControllers = (s: AbortSignal) =>
-    Promise.all([vpsController.run(s), mkController.run(s)]).finally(() => inflight.drain());
+  p.vpses.start();
+  p.modelKeys.start();
   let lostLease = false;
   let controllers: Promise<unknown> = Promise.resolve();
   try {
     if (cfg.leaderElect) {
       elector = new LeaderElector({
-        api,
+        api: p.api,
         namespace: cfg.leaseNamespace,
         name: cfg.leaseName,
         identity: cfg.identity,
-        registry,
+        registry: p.registry,
         logger: log,
         // Returned, so the elector waits for the in-flight reconciles before releasing the lease.
         onStartedLeading: (s) => {
@@ -276,9 +305,9 @@ async function run(
     // Every reconcile has seen the abort and returned before the store closes under it.
     await controllers.catch(() => {});
     await inflight.drain();
-    await Promise.allSettled([vpses.stop(), modelKeys.stop()]);
-    await events.flush();
-    await Promise.allSettled([metricsServer.close(), probes.close(), store.close()]);
+    await Promise.allSettled([p.vpses.stop(), p.modelKeys.stop()]);
+    await p.events.flush();
+    await Promise.allSettled([metricsServer.close(), probes.close(), p.store.close()]);
   }
   // Lost the lease: exit non-zero so the Deployment restarts us as a follower.
   return lostLease ? 1 : 0;
