@@ -21,6 +21,7 @@ import {
   LABEL_VPS_UID,
   type VpsStatus,
 } from '../api/schema.ts';
+import { SERVE_NETWORK } from '../host/layout.ts';
 import { tailnetGatewayUrl } from '../host/tailnet.ts';
 import { parseGoDuration } from '../lib/duration.ts';
 import type { Logger } from '../lib/log.ts';
@@ -453,10 +454,21 @@ const deploy: VpsStep = {
 function tailnetFingerprint(vps: VpsObject): string | undefined {
   const t = vps.spec.tailnet;
   if (!t) return undefined;
-  return createHash('sha256')
-    .update(JSON.stringify([t.loginServer, t.hostname, [...t.tags].sort(), vps.spec.gateway.port]))
-    .digest('hex')
-    .slice(0, 32);
+  return (
+    createHash('sha256')
+      // Serve's target too: a release that moves it sets Serve again on every joined node.
+      .update(
+        JSON.stringify([
+          t.loginServer,
+          t.hostname,
+          [...t.tags].sort(),
+          vps.spec.gateway.port,
+          SERVE_NETWORK.containerAddress,
+        ]),
+      )
+      .digest('hex')
+      .slice(0, 32)
+  );
 }
 
 async function tailnetAuthKey(vps: VpsObject, d: VpsDeps): Promise<Secret | undefined> {

@@ -10,6 +10,8 @@
  * tailscaled's own state.
  */
 
+import { SERVE_NETWORK } from './layout.ts';
+
 /**
  * Tailscale's package signing key (rsa4096, 2020-02-25, "Tailscale Inc. (Package repository
  * signing key) <info@tailscale.com>"), as dnf shows it when importing pkgs.tailscale.com's key.
@@ -144,13 +146,18 @@ fi
 tailscale status --json
 `;
 
-/** Serve in front of the gateway: arguments port, 1 for HTTPS on 443 (else HTTP on 80). */
+/**
+ * Serve in front of the gateway: arguments port, 1 for HTTPS on 443 (else HTTP on 80). Serve
+ * dials the container on its own network (SERVE_NETWORK), never the published loopback port,
+ * so the gateway can tell Serve (its one trusted proxy) from the owner's SSH tunnel.
+ */
 export const TAILNET_SERVE = `
 port=$1 https=$2
+target="http://${SERVE_NETWORK.containerAddress}:$port"
 if [ "$https" = 1 ]; then
-  tailscale serve --bg --yes --https=443 "http://127.0.0.1:$port" >/dev/null
+  tailscale serve --bg --yes --https=443 "$target" >/dev/null
 else
-  tailscale serve --bg --yes --http=80 "http://127.0.0.1:$port" >/dev/null
+  tailscale serve --bg --yes --http=80 "$target" >/dev/null
 fi
 `;
 
