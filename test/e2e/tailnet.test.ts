@@ -3,16 +3,21 @@
  * tailnet (test/tailnet): the operator installs tailscale on the server (the rig's apt-get shim),
  * joins with a one-off key from the control server, serves the gateway with `tailscale serve`, and
  * records the URL. From a "laptop" namespace on the tailnet that URL serves the Control UI and a
- * chat with the gateway token reaches the fake upstream; a namespace off the tailnet cannot reach
+ * chat with the gateway token reaches the fake upstream, and so does a chat through the owner's
+ * SSH tunnel to the same Vps (Serve has a network of its own); a namespace off the tailnet cannot reach
  * the gateway, and the laptop reaches no kernel port of the server (3101, sshd). The auth key is
  * gone from its Secret and from the server once joined, and an idle Ready Vps costs nothing.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ANNOTATION_GATEWAY_URL } from '../../operator/api/schema.ts';
+import { ANNOTATION_GATEWAY_URL, ANNOTATION_SSH_HOST_KEY } from '../../operator/api/schema.ts';
 import { DEFAULT_MODELS, providerId } from '../../operator/host/gateway-config.ts';
 import { PROXY_PORT } from '../../operator/host/index.ts';
+import { OWNER_USER } from '../../operator/host/owner-access.ts';
 import { operatorRequests } from '../integration/operator/robust.ts';
 import {
   exampleManifests,
@@ -22,7 +27,10 @@ import {
   startSystem,
   waitFor,
 } from '../lib/system.ts';
+import { freePort } from '../rig/controlplane.ts';
 import { createRigNamespace, type Laptop, type RigNamespace, startLaptop } from '../tailnet/node.ts';
+
+const run = promisify(execFile);
 
 let s: System;
 let op: OperatorProcess;
@@ -34,6 +42,10 @@ let tailnetIp: string;
 let diskDir: string;
 let gatewayToken: string;
 let authKey: string;
+let ownerKey: string;
+let knownHosts: string;
+let ipv4: string;
+const tunnels: ChildProcess[] = [];
 const diag = () => `operator log tail:\n${op.logs.join('').split('\n').slice(-60).join('\n')}`;
 
 type VpsJson = {
@@ -45,9 +57,17 @@ beforeAll(async () => {
   s = await startSystem({ tailnet: true });
   op = await s.startOperator();
   authKey = await s.mintTailnetKey(['tag:cannes-vps']);
+  // The owner's own SSH key too: both ways in on one Vps.
+  ownerKey = join(s.dir, 'owner_ed25519');
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'owner@laptop', '-f', ownerKey]);
+  const ownerPub = readFileSync(`${ownerKey}.pub`, 'utf8').trim();
   await s.kubectl(
     ['apply', '-f', '-'],
-    exampleManifests(s, { keys: ['anthropic'], tailnet: { authKey, tags: ['tag:cannes-vps'] } }),
+    exampleManifests(s, {
+      keys: ['anthropic'],
+      tailnet: { authKey, tags: ['tag:cannes-vps'] },
+      ownerKeys: [ownerPub],
+    }),
   );
   const vps = await waitFor(
     'Vps agent Ready on the tailnet, its gateway redeployed with the tailnet origin',
@@ -62,6 +82,10 @@ beforeAll(async () => {
     diag,
   );
   url = vps.metadata.annotations?.[ANNOTATION_GATEWAY_URL] ?? '';
+  ipv4 = vps.metadata.annotations?.['cannes.dev/ipv4'] ?? '';
+  knownHosts = join(s.dir, 'known_hosts');
+  const hostKey = vps.metadata.annotations?.[ANNOTATION_SSH_HOST_KEY] ?? '';
+  writeFileSync(knownHosts, `${ipv4} ${hostKey.split(' ').slice(0, 2).join(' ')}\n`);
   host = new URL(url).hostname;
   const info = s.hosts.info(Number(vps.metadata.annotations?.['cannes.dev/server-id']));
   if (!info || !s.tailnet) throw new Error('no simulated host or no tailnet');
@@ -104,6 +128,7 @@ beforeAll(async () => {
 }, 1_500_000);
 
 afterAll(async () => {
+  for (const t of tunnels) t.kill('SIGKILL');
   await off?.destroy();
   await laptop?.stop();
   await s?.stop();
@@ -164,6 +189,53 @@ describe('the gateway on the tailnet', () => {
     expect(seen.length).toBeGreaterThan(0);
     for (const req of seen) expect(req.headers['x-api-key']).toBe(s.canaries.modelKeys.anthropic);
   }, 300_000);
+
+  it("answers a chat through the owner's SSH tunnel too, on the same Vps (Serve has its own network)", async () => {
+    const port = await freePort();
+    let log = '';
+    const ssh = spawn(
+      'ssh',
+      [
+        ...['-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`],
+        ...['-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'ExitOnForwardFailure=yes'],
+        ...['-i', ownerKey, '-N', '-L', `127.0.0.1:${port}:127.0.0.1:18789`, `${OWNER_USER}@${ipv4}`],
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    ssh.stderr?.on('data', (b: Buffer) => {
+      log += b.toString();
+    });
+    tunnels.push(ssh);
+    await waitFor(
+      'the tunnel to listen',
+      async () => (ssh.exitCode !== null || (await listening(port)) ? true : undefined),
+      30_000,
+    );
+    expect(ssh.exitCode, log).toBeNull();
+    const before = s.upstreams.anthropic.requests.length;
+    const r = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${gatewayToken}`,
+        'content-type': 'application/json',
+        'x-openclaw-model': `${providerId('agent-anthropic')}/${DEFAULT_MODELS.anthropic?.id}`,
+      },
+      body: JSON.stringify({
+        model: 'openclaw',
+        messages: [{ role: 'user', content: 'Hello through SSH.' }],
+      }),
+      signal: AbortSignal.timeout(420_000),
+    });
+    const text = await r.text();
+    // Before Serve had its own network: 403 proxy_attribution_required (docs/gateway.md).
+    expect(r.status, text).toBe(200);
+    const body = JSON.parse(text) as { choices?: { message?: { content?: string } }[] };
+    expect(body.choices?.[0]?.message?.content, text).toContain('chunk 0');
+    const seen = s.upstreams.anthropic.requests.slice(before);
+    expect(seen.length).toBeGreaterThan(0);
+    for (const req of seen) expect(req.headers['x-api-key']).toBe(s.canaries.modelKeys.anthropic);
+    ssh.kill();
+  }, 480_000);
 
   it('refuses a chat without the token (token auth stays on behind Serve)', async () => {
     const r = await fromLaptop(
@@ -239,6 +311,16 @@ describe('an idle Ready Vps on the tailnet', () => {
     expect((await metricSum(op, 'cannes_ssh_connections_total')) - before.ssh).toBe(0);
   }, 60_000);
 });
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect({ host: '127.0.0.1', port }, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+}
 
 function filesUnder(dir: string): string[] {
   const out: string[] = [];
