@@ -9,6 +9,7 @@
  * gone from its Secret and from the server once joined, and an idle Ready Vps costs nothing.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -50,8 +51,29 @@ const diag = () => `operator log tail:\n${op.logs.join('').split('\n').slice(-60
 
 type VpsJson = {
   metadata: { annotations?: Record<string, string> };
-  status?: { ready?: boolean; tailnetJoined?: boolean; gatewayReachable?: boolean };
+  status?: {
+    ready?: boolean;
+    tailnetJoined?: boolean;
+    gatewayReachable?: boolean;
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+  };
 };
+/** What the owner saw on the way: each bad input's condition (reason and message). */
+const badInputs: Record<string, { reason: string; message: string }> = {};
+
+/** Waits for the Ready condition to say `reason` (a failed step's reason), and keeps what it said. */
+async function conditionSays(reason: string): Promise<void> {
+  badInputs[reason] = await waitFor(
+    `Ready: ${reason}`,
+    async () => {
+      const v = (await s.getJson('vps', 'agent')) as VpsJson;
+      const c = v.status?.conditions?.find((x) => x.type === 'Ready');
+      return c?.status === 'False' && c.reason === reason ? c : undefined;
+    },
+    1_200_000,
+    diag,
+  );
+}
 
 beforeAll(async () => {
   s = await startSystem({ tailnet: true });
@@ -61,14 +83,21 @@ beforeAll(async () => {
   ownerKey = join(s.dir, 'owner_ed25519');
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'owner@laptop', '-f', ownerKey]);
   const ownerPub = readFileSync(`${ownerKey}.pub`, 'utf8').trim();
-  await s.kubectl(
-    ['apply', '-f', '-'],
-    exampleManifests(s, {
-      keys: ['anthropic'],
-      tailnet: { authKey, tags: ['tag:cannes-vps'] },
-      ownerKeys: [ownerPub],
-    }),
-  );
+  // Bad input first, as an owner might get it wrong: no Secret yet, then a key the control
+  // server does not know (a random canary, scanned for like the real key), then the real key.
+  const unknownKey = `tskey-auth-kFAKE-${randomBytes(16).toString('hex')}`;
+  s.tailnetKeys.push(unknownKey);
+  const docs = exampleManifests(s, {
+    keys: ['anthropic'],
+    tailnet: { authKey: unknownKey, tags: ['tag:cannes-vps'] },
+    ownerKeys: [ownerPub],
+  }).split('---\n');
+  const isAuthSecret = (d: string) => d.includes('name: tailnet-auth\n') && d.includes('kind: Secret');
+  await s.kubectl(['apply', '-f', '-'], docs.filter((d) => !isAuthSecret(d)).join('---\n'));
+  await conditionSays('TailnetAuthKeySecretMissing');
+  await s.kubectl(['apply', '-f', '-'], docs.filter(isAuthSecret).join('---\n'));
+  await conditionSays('TailnetAuthKeyRejected');
+  await s.kubectl(['apply', '-f', '-'], docs.filter(isAuthSecret).join('---\n').replace(unknownKey, authKey));
   const vps = await waitFor(
     'Vps agent Ready on the tailnet, its gateway redeployed with the tailnet origin',
     async () => {
@@ -268,6 +297,17 @@ describe('the gateway on the tailnet', () => {
       );
       expect(r.code, `port ${port} on the tailnet`).not.toBe(0);
     }
+  });
+});
+
+describe('bad input', () => {
+  it('gets a clear condition that never echoes the key: a missing Secret, a key the control server refuses', () => {
+    expect(badInputs['TailnetAuthKeySecretMissing']?.message).toMatch(
+      /Secret tailnet-auth does not exist: create it \(labelled cannes\.dev\/usage=tailnet-auth-key\)/,
+    );
+    expect(badInputs['TailnetAuthKeyRejected']?.message).toMatch(/control server refused the auth key/);
+    for (const key of s.tailnetKeys)
+      expect(JSON.stringify(badInputs).includes(key), 'a condition message').toBe(false);
   });
 });
 
