@@ -41,6 +41,7 @@ let url: string;
 let host: string;
 let tailnetIp: string;
 let diskDir: string;
+let serverId: number;
 let gatewayToken: string;
 let authKey: string;
 let ownerKey: string;
@@ -116,7 +117,8 @@ beforeAll(async () => {
   const hostKey = vps.metadata.annotations?.[ANNOTATION_SSH_HOST_KEY] ?? '';
   writeFileSync(knownHosts, `${ipv4} ${hostKey.split(' ').slice(0, 2).join(' ')}\n`);
   host = new URL(url).hostname;
-  const info = s.hosts.info(Number(vps.metadata.annotations?.['cannes.dev/server-id']));
+  serverId = Number(vps.metadata.annotations?.['cannes.dev/server-id']);
+  const info = s.hosts.info(serverId);
   if (!info || !s.tailnet) throw new Error('no simulated host or no tailnet');
   diskDir = info.diskDir;
   const node = (await s.tailnet.nodes()).find((n) => n.hostname === 'agent');
@@ -151,6 +153,26 @@ beforeAll(async () => {
     600_000,
     diag,
   );
+  // The deploy writes the config before it restarts the gateway, and the Vps stays Ready from the
+  // first deploy meanwhile: wait for the gateway started after that config to be ready.
+  const configPath = join(diskDir, 'opt/cannes/gateway/config/openclaw.json');
+  const statePath = join(diskDir, 'var/lib/docker-shim/projects/cannes-gateway/gateway.json');
+  await waitFor(
+    'the gateway restarted with the tailnet origin to be ready',
+    async () => {
+      const state = JSON.parse(readFileSync(statePath, 'utf8')) as { startedAt: string };
+      if (Date.parse(state.startedAt) < statSync(configPath).mtimeMs) return undefined;
+      const r = await s.hosts
+        .exec(serverId, ['curl', '-fsS', '-m', '5', '-o', '/dev/null', 'http://127.0.0.1:18789/readyz'])
+        .then(
+          () => true,
+          () => false,
+        );
+      return r ? true : undefined;
+    },
+    600_000,
+    () => `${diag()}\n${gatewayDiag()}`,
+  );
   laptop = await startLaptop(s.tailnet, { prefix: 'tailop-laptop' });
   // MagicDNS's job on a real laptop: the rig's tailnet has no resolver.
   await laptop.knowHost(host, tailnetIp);
@@ -162,6 +184,35 @@ afterAll(async () => {
   await laptop?.stop();
   await s?.stop();
 }, 180_000);
+
+/** The gateway container's own log and state on the server: what a failure message needs. */
+async function serverDiag(): Promise<string> {
+  const script = [
+    'ip -br addr',
+    'ip route',
+    'ss -ltn',
+    'curl -sS -m 5 -o /dev/null -w "serve-net %{http_code}\\n" http://172.31.255.250:18789/healthz',
+    'curl -sS -m 5 -o /dev/null -w "published %{http_code}\\n" http://127.0.0.1:18789/healthz',
+    'tailscale serve status',
+    'for n in $(ip netns list | cut -d" " -f1); do echo "== $n"; ip -n $n -br addr; ip -n $n route; done',
+  ].join('; echo ---; ');
+  const r = await s.hosts
+    .exec(serverId, ['bash', '-c', script])
+    .catch((e: unknown) => ({ stdout: String(e), stderr: '' }));
+  return `${r.stdout}\n${r.stderr}\n${gatewayDiag()}`;
+}
+
+function gatewayDiag(): string {
+  const dir = join(diskDir, 'var/lib/docker-shim/projects/cannes-gateway');
+  const read = (f: string) => {
+    try {
+      return readFileSync(join(dir, f), 'utf8');
+    } catch (e) {
+      return String(e);
+    }
+  };
+  return `gateway state: ${read('gateway.json')}\ngateway log tail:\n${read('gateway.log').slice(-3000)}`;
+}
 
 /** curl from the laptop, retried while the DERP path comes up; the result of the last try. */
 async function fromLaptop(args: string[], ok: (code: number, out: string) => boolean, stdin?: string) {
@@ -183,6 +234,7 @@ describe('the gateway on the tailnet', () => {
     const health = await fromLaptop([`${url}healthz`], (c) => c === 0);
     expect(health.code, health.stderr).toBe(0);
     const ui = await fromLaptop([url], (c, o) => c === 0 && /<html/i.test(o));
+    if (!/<html/i.test(ui.stdout)) console.log(await serverDiag());
     expect(ui.stdout, ui.stderr).toMatch(/<html/i);
     expect((await s.getJson('vps', 'agent')) as VpsJson).toMatchObject({
       status: { tailnetJoined: true, gatewayReachable: true },
@@ -212,6 +264,7 @@ describe('the gateway on the tailnet', () => {
       { stdin: `authorization: Bearer ${gatewayToken}\n`, timeoutMs: 260_000 },
     );
     expect(r.code, r.stderr).toBe(0);
+    if (!r.stdout.startsWith('{')) console.log(`chat through Serve: ${r.stdout}\n${await serverDiag()}`);
     const body = JSON.parse(r.stdout) as { choices?: { message?: { content?: string } }[] };
     expect(body.choices?.[0]?.message?.content, r.stdout).toContain('chunk 0');
     const seen = s.upstreams.anthropic.requests.slice(before);
@@ -242,20 +295,12 @@ describe('the gateway on the tailnet', () => {
     );
     expect(ssh.exitCode, log).toBeNull();
     const before = s.upstreams.anthropic.requests.length;
-    const r = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${gatewayToken}`,
-        'content-type': 'application/json',
-        'x-openclaw-model': `${providerId('agent-anthropic')}/${DEFAULT_MODELS.anthropic?.id}`,
-      },
-      body: JSON.stringify({
-        model: 'openclaw',
-        messages: [{ role: 'user', content: 'Hello through SSH.' }],
-      }),
-      signal: AbortSignal.timeout(420_000),
+    const r = await chatThrough(port).catch(async (e: unknown) => {
+      console.log(`chat through the tunnel failed: ${String(e)}\n${await serverDiag()}`);
+      throw e;
     });
     const text = await r.text();
+    if (r.status !== 200) console.log(`chat through the tunnel: ${r.status} ${text}\n${await serverDiag()}`);
     // Before Serve had its own network: 403 proxy_attribution_required (docs/gateway.md).
     expect(r.status, text).toBe(200);
     const body = JSON.parse(text) as { choices?: { message?: { content?: string } }[] };
@@ -351,6 +396,22 @@ describe('an idle Ready Vps on the tailnet', () => {
     expect((await metricSum(op, 'cannes_ssh_connections_total')) - before.ssh).toBe(0);
   }, 60_000);
 });
+
+async function chatThrough(port: number): Promise<Response> {
+  return fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${gatewayToken}`,
+      'content-type': 'application/json',
+      'x-openclaw-model': `${providerId('agent-anthropic')}/${DEFAULT_MODELS.anthropic?.id}`,
+    },
+    body: JSON.stringify({
+      model: 'openclaw',
+      messages: [{ role: 'user', content: 'Hello through SSH.' }],
+    }),
+    signal: AbortSignal.timeout(420_000),
+  });
+}
 
 function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
