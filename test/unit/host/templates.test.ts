@@ -182,7 +182,12 @@ describe('composeFile', () => {
 
   it('with a tailnet: compose network for the published port, Serve on an internal network of its own', () => {
     const served = parse(
-      composeFile({ image: DEFAULT_GATEWAY_IMAGE, port: 18789, providers: ['anthropic'], serveNetwork: true }),
+      composeFile({
+        image: DEFAULT_GATEWAY_IMAGE,
+        port: 18789,
+        providers: ['anthropic'],
+        serveNetwork: true,
+      }),
     );
     const s2 = object(at(served, 'services', COMPOSE_SERVICE));
     expect(s2['network_mode']).toBeUndefined();
@@ -191,7 +196,10 @@ describe('composeFile', () => {
     expect(s2['extra_hosts']).toEqual(['host.docker.internal:host-gateway']);
     expect(at(served, 'networks')).toEqual({
       default: {},
-      serve: { internal: true, ipam: { config: [{ subnet: '172.31.255.248/29', gateway: '172.31.255.249' }] } },
+      serve: {
+        internal: true,
+        ipam: { config: [{ subnet: '172.31.255.248/29', gateway: '172.31.255.249' }] },
+      },
     });
     expect(doc['networks']).toBeUndefined();
   });
