@@ -308,6 +308,19 @@ describe('the gateway on the tailnet', () => {
     const seen = s.upstreams.anthropic.requests.slice(before);
     expect(seen.length).toBeGreaterThan(0);
     for (const req of seen) expect(req.headers['x-api-key']).toBe(s.canaries.modelKeys.anthropic);
+    // The tunnel is a plain client: it cannot pose as Serve with a forged forwarded client.
+    const forged = await fetch(`http://127.0.0.1:${port}/v1/models`, {
+      headers: { authorization: `Bearer ${gatewayToken}`, 'x-forwarded-for': '100.64.0.9' },
+      signal: AbortSignal.timeout(60_000),
+    });
+    const forgedText = await forged.text();
+    expect(forged.status, forgedText).toBe(403);
+    const plain = await fetch(`http://127.0.0.1:${port}/v1/models`, {
+      headers: { authorization: `Bearer ${gatewayToken}` },
+      signal: AbortSignal.timeout(60_000),
+    });
+    await plain.arrayBuffer();
+    expect(plain.status).toBe(200);
     ssh.kill();
   }, 480_000);
 
