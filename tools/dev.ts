@@ -365,13 +365,14 @@ try {
 
   Or with your own SSH key, as an owner without a tailnet does: write the published host key
   to known_hosts (no trust on first use), open a tunnel to the gateway, ask it through the
-  tunnel. The key gets this one forward and nothing else: no shell, no other port. (With the
-  tailnet on, as here, the gateway trusts Serve as its proxy and takes chats only through it:
-  OpenClaw refuses authenticated requests from that address that carry no forwarded client.
-  Without spec.tailnet the tunnel carries chats too: test/e2e/access.test.ts.)
+  tunnel with $TOKEN from above. The key gets this one forward and nothing else: no shell, no
+  other port. Both ways work at once: Serve reaches the gateway over a Docker network of its
+  own (docs/gateway.md, "Two ways in").
     ${kubectl} -n ${NS} get vps ${vpsName} -o jsonpath='{.metadata.annotations.cannes\\.dev/ssh-host-key}' | awk '{print "${ipv4} " $1 " " $2}' > ${knownHosts}
     ssh -N -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${knownHosts} -o ExitOnForwardFailure=yes -i ${ownerKey} -L 127.0.0.1:${tunnelPort}:127.0.0.1:${gatewayPort} ${OWNER_USER}@${ipv4} & sleep 3
-    curl -sS --fail-with-body http://127.0.0.1:${tunnelPort}/healthz; echo; kill $!
+    curl -sS --fail-with-body http://127.0.0.1:${tunnelPort}/v1/chat/completions \\
+      -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \\${model ? `\n      -H 'x-openclaw-model: ${model}' \\` : ''}
+      -d '{"model":"openclaw","messages":[{"role":"user","content":"Say hello."}]}'; echo; kill $!
 
   The operator's own SSH key is only in Postgres, encrypted: no person holds it.
   Ctrl-C tears everything down.

@@ -159,6 +159,61 @@ flock -w ${DEPLOY_LOCK_WAIT_S} 9 || { echo "an earlier deploy still holds ${DEPL
 ${script}`;
 }
 
+/** A file at a place of the HOST table, with that place's mode and owner. */
+function at(
+  place: { readonly path: string; readonly mode: number; readonly uid: number; readonly gid: number },
+  content: string | Secret,
+) {
+  return { path: place.path, content, mode: place.mode, owner: owner(place) };
+}
+
+/** No ModelKey left: take every key off the server; the gateway keeps its last config. */
+function keysOffBundle(): DeployBundle {
+  return {
+    files: [at(HOST.keyFile, keyFile([]))],
+    // No ModelKey left: take every key off the server (the Direct ones too); the gateway keeps its last config.
+    activate: PRUNE_DIRECT_KEYS,
+    verify: `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null`,
+  };
+}
+
+/** The gateway's two non-secret files: its config and its compose file. */
+function gatewayFiles(vps: VpsObject, keys: readonly DeliveredKey[]) {
+  const port = vps.spec.gateway.port;
+  const tailnetUrl = vps.spec.tailnet ? vps.metadata.annotations[ANNOTATION_GATEWAY_URL] : undefined;
+  const config = gatewayConfig({
+    port,
+    ...(tailnetUrl ? { tailnetOrigin: tailnetUrl } : {}),
+    modelKeys: keys.map((k) => ({
+      name: k.name,
+      provider: k.provider,
+      models: k.models,
+      default: k.default,
+    })),
+  });
+  const compose = composeFile({
+    image: vps.spec.gateway.image,
+    port,
+    providers: keys.map((k) => k.provider),
+    // Serve's own network from the first deploy on, so Serve has its target when it is set up.
+    serveNetwork: vps.spec.tailnet !== undefined,
+  });
+  return {
+    compose: at(HOST.composeFile, compose),
+    config: at(HOST.gatewayConfig, `${JSON.stringify(config, null, 2)}\n`),
+  };
+}
+
+/** The key file: each delivered key with the upstream origin the proxy sends it to. */
+function keyFileOf(o: BundleOptions, keys: readonly DeliveredKey[]): Secret {
+  return keyFile(
+    keys.map((k) => {
+      const baseUrl = k.baseUrl ?? o.providerOrigins[k.provider];
+      return { id: k.name, provider: k.provider, apiKey: k.apiKey, ...(baseUrl ? { baseUrl } : {}) };
+    }),
+  );
+}
+
 export function makeBundle(o: BundleOptions) {
   return (
     vps: VpsObject,
@@ -167,113 +222,35 @@ export function makeBundle(o: BundleOptions) {
     host: { readonly architecture: 'x86' | 'arm' },
   ): DeployBundle => {
     const port = vps.spec.gateway.port;
-    if (keys.length === 0) {
-      // No ModelKey left: take every key off the server; the gateway keeps its last config.
-      return {
-        files: [
-          {
-            path: HOST.keyFile.path,
-            content: keyFile([]),
-            mode: HOST.keyFile.mode,
-            owner: owner(HOST.keyFile),
-          },
-        ],
-        activate: PRUNE_DIRECT_KEYS,
-        verify: `curl -fsS --max-time 5 http://${BRIDGE_ADDRESS}:${PROXY_PORT}/healthz >/dev/null`,
-      };
-    }
+    if (keys.length === 0) return keysOffBundle();
     // The proxy's Node, for this server's architecture, installed before any file is written.
     const runtime = nodeRuntime(host.architecture, runtimeOpts(o));
-    const tailnetUrl = vps.spec.tailnet ? vps.metadata.annotations[ANNOTATION_GATEWAY_URL] : undefined;
-    const config = gatewayConfig({
-      port,
-      ...(tailnetUrl ? { tailnetOrigin: tailnetUrl } : {}),
-      modelKeys: keys.map((k) => ({
-        name: k.name,
-        provider: k.provider,
-        models: k.models,
-        default: k.default,
-      })),
-    });
+    const gateway = gatewayFiles(vps, keys);
+    // In this order since the first release (bundleVersion hashes the order too).
     const files = [
-      {
-        path: HOST.proxyBundle.path,
-        content: o.proxyBundle,
-        mode: HOST.proxyBundle.mode,
-        owner: owner(HOST.proxyBundle),
-      },
-      {
-        path: HOST.proxyUnit.path,
-        content: proxyUnit({ node: runtimeNode(runtime) }),
-        mode: HOST.proxyUnit.mode,
-        owner: owner(HOST.proxyUnit),
-      },
-      {
-        path: HOST.keyFile.path,
-        content: keyFile(
-          keys.map((k) => {
-            const baseUrl = k.baseUrl ?? o.providerOrigins[k.provider];
-            return { id: k.name, provider: k.provider, apiKey: k.apiKey, ...(baseUrl ? { baseUrl } : {}) };
-          }),
-        ),
-        mode: HOST.keyFile.mode,
-        owner: owner(HOST.keyFile),
-      },
-      {
-        path: HOST.intakeUnit.path,
-        content: intakeUnit({ node: runtimeNode(runtime) }),
-        mode: HOST.intakeUnit.mode,
-        owner: owner(HOST.intakeUnit),
-      },
-      {
-        path: HOST.intakeConfig.path,
-        content: intakeConfig(vps.spec.tailnet?.owners ?? []),
-        mode: HOST.intakeConfig.mode,
-        owner: owner(HOST.intakeConfig),
-      },
-      {
-        path: HOST.composeFile.path,
-        content: composeFile({ image: vps.spec.gateway.image, port, providers: keys.map((k) => k.provider) }),
-        mode: HOST.composeFile.mode,
-        owner: owner(HOST.composeFile),
-      },
-      {
-        path: HOST.gatewayEnv.path,
-        content: gatewayEnvFile(gatewayToken),
-        mode: HOST.gatewayEnv.mode,
-        owner: owner(HOST.gatewayEnv),
-      },
-      {
-        path: HOST.gatewayConfig.path,
-        content: `${JSON.stringify(config, null, 2)}\n`,
-        mode: HOST.gatewayConfig.mode,
-        owner: owner(HOST.gatewayConfig),
-      },
-      {
-        path: HOST.nftables.path,
-        content: nftablesRules(),
-        mode: HOST.nftables.mode,
-        owner: owner(HOST.nftables),
-      },
+      at(HOST.proxyBundle, o.proxyBundle),
+      at(HOST.proxyUnit, proxyUnit({ node: runtimeNode(runtime) })),
+      at(HOST.keyFile, keyFileOf(o, keys)),
+      at(HOST.intakeUnit, intakeUnit({ node: runtimeNode(runtime) })),
+      at(HOST.intakeConfig, intakeConfig(vps.spec.tailnet?.owners ?? [])),
+      gateway.compose,
+      at(HOST.gatewayEnv, gatewayEnvFile(gatewayToken)),
+      gateway.config,
+      at(HOST.nftables, nftablesRules()),
       {
         path: `/etc/systemd/system/${FIREWALL_UNIT_NAME}`,
         content: firewallUnit(),
         mode: 0o644,
         owner: '0:0',
       },
+      // Root-owned: the owner's account can use these lines, never change them.
       {
-        // Root-owned: the owner's account can use these lines, never change them.
         path: OWNER_AUTHORIZED_KEYS,
         content: ownerAuthorizedKeys(vps.spec.access.sshAuthorizedKeys, port),
         mode: 0o644,
         owner: '0:0',
       },
-      {
-        path: HOST.sshdHardening.path,
-        content: sshdHardening(),
-        mode: HOST.sshdHardening.mode,
-        owner: owner(HOST.sshdHardening),
-      },
+      at(HOST.sshdHardening, sshdHardening()),
     ];
     // Healthy = the proxy answers from the bridge address and the gateway answers /healthz.
     const verify = `

@@ -26,6 +26,7 @@ import {
   LABEL_VPS_UID,
   type VpsStatus,
 } from '../api/schema.ts';
+import { SERVE_NETWORK } from '../host/layout.ts';
 import { tailnetGatewayUrl } from '../host/tailnet.ts';
 import { parseGoDuration } from '../lib/duration.ts';
 import type { Logger } from '../lib/log.ts';
@@ -642,9 +643,17 @@ function tailnetFingerprint(vps: VpsObject): string | undefined {
   if (!t) return undefined;
   return (
     createHash('sha256')
-      // 'intake': Serve also maps the key intake's path (servers joined before serve it once more).
+      // Serve's target and the key intake's path too: a release that changes what Serve maps
+      // sets Serve again on every joined node (no auth key needed).
       .update(
-        JSON.stringify([t.loginServer, t.hostname, [...t.tags].sort(), vps.spec.gateway.port, 'intake']),
+        JSON.stringify([
+          t.loginServer,
+          t.hostname,
+          [...t.tags].sort(),
+          vps.spec.gateway.port,
+          SERVE_NETWORK.containerAddress,
+          'intake',
+        ]),
       )
       .digest('hex')
       .slice(0, 32)

@@ -1,15 +1,17 @@
 import { TerminalError } from '../../common/errors.ts';
 import { PROVIDERS, type ProviderName } from '../../common/providers.ts';
 import type { ModelEntry } from '../api/schema.ts';
-import { BRIDGE_ADDRESS, PROXY_PORT } from './layout.ts';
+import { BRIDGE_ADDRESS, PROXY_PORT, SERVE_NETWORK } from './layout.ts';
 
 /**
  * Who connects to the gateway on behalf of a tailnet peer: `tailscale serve` on the host dials
- * the published loopback port, which Docker's proxy forwards from the bridge's host address;
- * without a container (the rig's docker shim) it arrives from loopback. Both are the host
- * itself, one trust boundary with the gateway; token auth stays on for every request.
+ * the container's address on Serve's own network (SERVE_NETWORK), so its requests come from the
+ * host's address there and from nowhere else. Only that address is trusted to name the client
+ * (X-Forwarded-For): the owner's SSH tunnel arrives through the published port from another
+ * address and stays a plain client (OpenClaw refuses an authenticated request from a trusted
+ * proxy that names no client, `proxy_attribution_required`). Token auth stays on for both.
  */
-export const TAILNET_TRUSTED_PROXIES = [BRIDGE_ADDRESS, '127.0.0.1'] as const;
+export const TAILNET_TRUSTED_PROXIES = [SERVE_NETWORK.hostAddress] as const;
 
 /**
  * The OpenClaw gateway's `openclaw.json`, generated from the Vps and its ModelKeys. Checked

@@ -23,6 +23,26 @@ export const INTAKE_PORT = 3102;
 export const INTAKE_PATH = '/cannes-keys';
 
 /**
+ * Serve's own way to the gateway (only with `spec.tailnet`): a Docker network of its own,
+ * `internal` (no route out, no published port), with fixed addresses. `tailscale serve` on the
+ * host dials the container's address on it, so the gateway sees Serve's requests come from the
+ * host's address on this network and nothing else: that one address is its trusted proxy. The
+ * owner's SSH tunnel (and every other host-side client) arrives through the published loopback
+ * port from the main network's host address instead, a plain client. In 172.16.0.0/12, where
+ * the firewall and the proxy already expect containers; a /29 near the top of Docker's default
+ * pools, which allocate from the bottom (172.17, 172.18, …).
+ */
+export const SERVE_NETWORK = {
+  /** The compose network's key (the Docker network is `cannes-gateway_serve`). */
+  name: 'serve',
+  subnet: '172.31.255.248/29',
+  /** The host's address on it: where Serve's connections come from, the one trusted proxy. */
+  hostAddress: '172.31.255.249',
+  /** The gateway container's address on it: Serve's target. */
+  containerAddress: '172.31.255.250',
+} as const;
+
+/**
  * Held (flock) by the deploy's start-up script for as long as it runs. An operator that dies
  * mid-deploy leaves its script running on the server (sshd does not stop a command without a
  * terminal when the client goes away); the next operator's script waits for it instead of

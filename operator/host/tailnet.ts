@@ -9,7 +9,7 @@
  * joined node is left alone (`tailscale set --hostname` only); `serve` settings persist in
  * tailscaled's own state.
  */
-import { INTAKE_PATH, INTAKE_PORT } from './layout.ts';
+import { INTAKE_PATH, INTAKE_PORT, SERVE_NETWORK } from './layout.ts';
 
 /**
  * Tailscale's package signing key (rsa4096, 2020-02-25, "Tailscale Inc. (Package repository
@@ -145,12 +145,16 @@ fi
 tailscale status --json
 `;
 
-/** Serve in front of the gateway: arguments port, 1 for HTTPS on 443 (else HTTP on 80). */
+/**
+ * Serve in front of the gateway: arguments port, 1 for HTTPS on 443 (else HTTP on 80). Serve
+ * dials the container on its own network (SERVE_NETWORK), never the published loopback port,
+ * so the gateway can tell Serve (its one trusted proxy) from the owner's SSH tunnel.
+ */
 export const TAILNET_SERVE = `
 port=$1 https=$2
-# The gateway at /, the key intake (loopback only) at ${INTAKE_PATH}/ of the same name.
+# The gateway at / on its own network, the key intake (loopback only) at ${INTAKE_PATH}/ of the same name.
 if [ "$https" = 1 ]; then listen=--https=443; else listen=--http=80; fi
-tailscale serve --bg --yes "$listen" "http://127.0.0.1:$port" >/dev/null
+tailscale serve --bg --yes "$listen" "http://${SERVE_NETWORK.containerAddress}:$port" >/dev/null
 tailscale serve --bg --yes "$listen" --set-path=${INTAKE_PATH} "http://127.0.0.1:${INTAKE_PORT}" >/dev/null
 `;
 

@@ -3,7 +3,12 @@
 // `docker compose -f F up -d | down | ps | pull | logs | restart` runs each service as a real
 // process "container":
 //   - its own network namespace, a veth on the server's `docker0` bridge (172.17.0.1/16), address
-//     172.17.0.2, .3, ... and default route via 172.17.0.1;
+//     172.17.0.2, .3, ... and default route via 172.17.0.1; or, for a service with `networks:`,
+//     one veth per compose network, each a `br-<id>` bridge holding the network's gateway
+//     address (ipam's subnet, else the first free 172.18-30.0.0/16), the container at its
+//     `ipv4_address` or the next free one, the default route and the published ports on the
+//     first non-internal network (Docker's order), none through an internal one. As with
+//     Docker, the host reaches a container from its own address on that bridge;
 //   - its own mount namespace and a fresh root (tmpfs) holding only: this machine's /usr (and the
 //     /bin, /lib, /sbin links) read-only, a minimal /etc (passwd, group, hosts with
 //     `host.docker.internal` → 172.17.0.1 when extra_hosts asks for host-gateway), /proc, a few
@@ -51,8 +56,23 @@ interface Port {
   readonly hostPort: number;
   readonly containerPort: number;
 }
+/** A compose network (top-level `networks:`), as this shim runs it: a `br-*` bridge. */
+interface Network {
+  /** The compose key (`default`, `serve`, ...). */
+  readonly key: string;
+  readonly internal: boolean;
+  /** `ipam.config[0]`; without it the first free 172.18-30.0.0/16, like Docker's default pools. */
+  readonly subnet: string | undefined;
+  readonly gateway: string | undefined;
+}
+interface Attachment {
+  readonly network: string;
+  readonly ipv4Address: string | undefined;
+}
 interface Service {
   readonly name: string;
+  /** Empty: docker0 (`network_mode: bridge`, the only mode without `networks:`). */
+  readonly networks: Attachment[];
   readonly image: string;
   readonly argv: string[];
   readonly user: string;
@@ -71,7 +91,10 @@ interface ContainerState {
   readonly service: string;
   readonly image: string;
   readonly pid: number;
+  /** The address on the network that has the default route and the published ports. */
   readonly ip: string;
+  /** Every address the container holds (docker0 or its networks). */
+  readonly addresses?: string[];
   readonly netns: string;
   readonly hash: string;
   readonly forwarders: number[];
@@ -125,12 +148,62 @@ function imageKey(image: string): string {
   return colon > slash ? noDigest.slice(0, colon) : noDigest;
 }
 
-function parseCompose(file: string): { project: string; services: Service[] } {
+function parseNetworks(doc: Record<string, unknown>): Map<string, Network> {
+  const out = new Map<string, Network>();
+  const raw = isRecord(doc['networks']) ? doc['networks'] : {};
+  for (const [key, v] of Object.entries(raw)) {
+    const n = isRecord(v) ? v : {};
+    if (n['external'] === true || (n['driver'] !== undefined && n['driver'] !== 'bridge'))
+      fail(`network ${key}: only compose-made bridge networks are supported`);
+    const ipam =
+      isRecord(n['ipam']) && Array.isArray(n['ipam']['config']) ? n['ipam']['config'][0] : undefined;
+    const cfg = isRecord(ipam) ? ipam : {};
+    out.set(key, {
+      key,
+      internal: n['internal'] === true,
+      subnet: typeof cfg['subnet'] === 'string' ? cfg['subnet'] : undefined,
+      gateway: typeof cfg['gateway'] === 'string' ? cfg['gateway'] : undefined,
+    });
+  }
+  return out;
+}
+
+function serviceNetworks(
+  name: string,
+  raw: Record<string, unknown>,
+  nets: Map<string, Network>,
+): Attachment[] {
+  const v = raw['networks'];
+  if (v === undefined) return [];
+  if (raw['network_mode'] !== undefined) fail(`service ${name}: network_mode and networks are exclusive`);
+  const entries: [string, unknown][] = Array.isArray(v)
+    ? v.map((k) => [String(k), {}])
+    : isRecord(v)
+      ? Object.entries(v)
+      : [];
+  return entries.map(([key, cfg]) => {
+    if (key !== 'default' && !nets.has(key)) fail(`service ${name}: network ${key} is not declared`);
+    const c = isRecord(cfg) ? cfg : {};
+    return {
+      network: key,
+      ipv4Address: typeof c['ipv4_address'] === 'string' ? c['ipv4_address'] : undefined,
+    };
+  });
+}
+
+function parseCompose(file: string): {
+  project: string;
+  services: Service[];
+  networks: Map<string, Network>;
+} {
   const doc: unknown = parse(readFileSync(file, 'utf8'));
   if (!isRecord(doc) || !isRecord(doc['services'])) fail(`${file}: no services`);
   const base = dirname(resolve(file));
   const images = imageMap();
   const project = typeof doc['name'] === 'string' ? doc['name'] : basename(base);
+  const networks = parseNetworks(doc as Record<string, unknown>);
+  if (!networks.has('default'))
+    networks.set('default', { key: 'default', internal: false, subnet: undefined, gateway: undefined });
   const services: Service[] = [];
   for (const [name, raw] of Object.entries(doc['services'] as Record<string, unknown>)) {
     if (!isRecord(raw)) fail(`service ${name}: not a mapping`);
@@ -217,6 +290,7 @@ function parseCompose(file: string): { project: string; services: Service[] } {
     const hc = isRecord(raw['healthcheck']) ? raw['healthcheck'] : {};
     services.push({
       name,
+      networks: serviceNetworks(name, raw, networks),
       image,
       argv,
       user: raw['user'] === undefined ? '1000:1000' : String(raw['user']),
@@ -236,7 +310,7 @@ function parseCompose(file: string): { project: string; services: Service[] } {
       startPeriodMs: durationMs(hc['start_period']) ?? 0,
     });
   }
-  return { project, services };
+  return { project, services, networks };
 }
 
 /** Where the rig bound its tool cache (read-only) in the server: `make openclaw` installs there. */
@@ -304,12 +378,113 @@ function usedIps(): Set<string> {
   if (!existsSync(root)) return used;
   for (const p of readdirSync(root)) {
     for (const f of readdirSync(join(root, p))) {
-      if (!f.endsWith('.json')) continue;
+      if (!f.endsWith('.json') || f === 'compose.json') continue;
       const s = JSON.parse(readFileSync(join(root, p, f), 'utf8')) as ContainerState;
-      if (running(s)) used.add(s.ip);
+      if (running(s)) for (const a of s.addresses ?? [s.ip]) used.add(a);
     }
   }
   return used;
+}
+
+const ipNum = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+const ipStr = (n: number) => [24, 16, 8, 0].map((b) => Math.floor(n / 2 ** b) % 256).join('.');
+
+/** A container's link to one network: the bridge, its address there, the network's gateway. */
+interface Link {
+  readonly bridge: string;
+  readonly ip: string;
+  readonly prefix: number;
+  readonly gateway: string;
+  readonly internal: boolean;
+  readonly name: string;
+}
+
+interface NetworkState {
+  readonly bridge: string;
+  readonly subnet: string;
+  readonly gateway: string;
+}
+const NETWORKS = join(STATE, 'networks');
+
+/**
+ * A compose network as Docker makes one: a `br-<id>` bridge holding the gateway address (also
+ * for an internal network: the host reaches its containers, moby#47356), the subnet of
+ * `ipam` or the first free /16 of Docker's default pools after docker0's.
+ */
+function ensureNetwork(project: string, n: Network): NetworkState {
+  const name = `${project}_${n.key}`;
+  const file = join(NETWORKS, `${name}.json`);
+  let st: NetworkState | undefined = existsSync(file)
+    ? (JSON.parse(readFileSync(file, 'utf8')) as NetworkState)
+    : undefined;
+  if (!st) {
+    mkdirSync(NETWORKS, { recursive: true });
+    const taken = new Set(
+      readdirSync(NETWORKS).map(
+        (f) => (JSON.parse(readFileSync(join(NETWORKS, f), 'utf8')) as NetworkState).subnet,
+      ),
+    );
+    let subnet = n.subnet;
+    for (let b = 18; subnet === undefined && b < 31; b++)
+      if (!taken.has(`172.${b}.0.0/16`)) subnet = `172.${b}.0.0/16`;
+    if (subnet === undefined) fail(`network ${name}: no free subnet`);
+    const [base, bits] = subnet.split('/');
+    st = {
+      bridge: `br-${createHash('sha256').update(name).digest('hex').slice(0, 12)}`,
+      subnet,
+      gateway: n.gateway ?? ipStr(ipNum(base ?? '') + 1),
+    };
+    if (!Number.isInteger(Number(bits))) fail(`network ${name}: bad subnet ${subnet}`);
+    writeFileSync(file, `${JSON.stringify(st)}\n`);
+  }
+  if (spawnSync('ip', ['link', 'show', st.bridge]).status !== 0) {
+    sh('ip', ['link', 'add', st.bridge, 'type', 'bridge']);
+    sh('ip', ['addr', 'add', `${st.gateway}/${st.subnet.split('/')[1]}`, 'dev', st.bridge]);
+    sh('ip', ['link', 'set', st.bridge, 'up']);
+  }
+  return st;
+}
+
+function removeNetworks(project: string): void {
+  if (!existsSync(NETWORKS)) return;
+  for (const f of readdirSync(NETWORKS)) {
+    if (!f.startsWith(`${project}_`)) continue;
+    const st = JSON.parse(readFileSync(join(NETWORKS, f), 'utf8')) as NetworkState;
+    spawnSync('ip', ['link', 'del', st.bridge]);
+    rmSync(join(NETWORKS, f), { force: true });
+  }
+}
+
+/** The container's links: docker0 alone, or its networks (the default route's first, as Docker orders them). */
+function linksOf(project: string, svc: Service, networks: Map<string, Network>): Link[] {
+  const used = usedIps();
+  const free = (first: number, last: number, skip: string) => {
+    for (let n = first; n <= last; n++) if (!used.has(ipStr(n)) && ipStr(n) !== skip) return ipStr(n);
+    return fail(`service ${svc.name}: no free address`);
+  };
+  if (svc.networks.length === 0) {
+    ensureBridge();
+    const ip = free(ipNum('172.17.0.2'), ipNum('172.17.0.249'), BRIDGE_IP);
+    return [{ bridge: 'docker0', ip, prefix: 16, gateway: BRIDGE_IP, internal: false, name: 'bridge' }];
+  }
+  const links = svc.networks.map((a) => {
+    const n = networks.get(a.network) ?? fail(`network ${a.network} is not declared`);
+    const st = ensureNetwork(project, n);
+    const [base, bits] = st.subnet.split('/');
+    const size = 2 ** (32 - Number(bits));
+    const ip = a.ipv4Address ?? free(ipNum(base ?? '') + 1, ipNum(base ?? '') + size - 2, st.gateway);
+    used.add(ip);
+    return {
+      bridge: st.bridge,
+      ip,
+      prefix: Number(bits),
+      gateway: st.gateway,
+      internal: n.internal,
+      name: `${project}_${n.key}`,
+    };
+  });
+  // Docker's gateway endpoint: a non-internal network before an internal one, then by name.
+  return links.sort((x, y) => Number(x.internal) - Number(y.internal) || x.name.localeCompare(y.name));
 }
 
 function ensureBridge(): void {
@@ -339,28 +514,31 @@ function standIn(svc: Service): Service {
   };
 }
 
-function startContainer(project: string, declared: Service, hash: string): void {
+function startContainer(
+  project: string,
+  declared: Service,
+  hash: string,
+  networks: Map<string, Network>,
+): void {
   const light = isLightServer();
   const svc = light ? standIn(declared) : declared;
   ensureBridge();
-  const used = usedIps();
-  let ip = '';
-  for (let i = 2; i < 250; i++) {
-    if (!used.has(`172.17.0.${i}`)) {
-      ip = `172.17.0.${i}`;
-      break;
-    }
-  }
+  const links = linksOf(project, svc, networks);
+  const ip = links[0]!.ip;
   const id = createHash('sha256').update(`${project}/${svc.name}/${Date.now()}`).digest('hex').slice(0, 10);
   const netns = `cn-${id}`;
-  const veth = `vc${id}`.slice(0, 15);
   sh('ip', ['netns', 'add', netns]);
-  sh('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
-  sh('ip', ['link', 'set', veth, 'master', 'docker0', 'up']);
   sh('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
-  sh('ip', ['-n', netns, 'addr', 'add', `${ip}/16`, 'dev', 'eth0']);
-  sh('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
-  sh('ip', ['-n', netns, 'route', 'add', 'default', 'via', BRIDGE_IP]);
+  links.forEach((l, i) => {
+    const veth = `v${i}${id}`.slice(0, 15);
+    sh('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', `eth${i}`, 'netns', netns]);
+    sh('ip', ['link', 'set', veth, 'master', l.bridge, 'up']);
+    sh('ip', ['-n', netns, 'addr', 'add', `${l.ip}/${l.prefix}`, 'dev', `eth${i}`]);
+    sh('ip', ['-n', netns, 'link', 'set', `eth${i}`, 'up']);
+  });
+  // The default route: the first non-internal network (an internal one has none, as in Docker).
+  const gw = links.find((l) => !l.internal);
+  if (gw) sh('ip', ['-n', netns, 'route', 'add', 'default', 'via', gw.gateway]);
 
   const run = join('/run/docker-shim', id);
   const etc = join(run, 'etc');
@@ -469,6 +647,7 @@ function startContainer(project: string, declared: Service, hash: string): void 
     image: svc.image,
     pid: child.pid,
     ip,
+    addresses: links.map((l) => l.ip),
     netns,
     hash,
     forwarders,
@@ -546,7 +725,12 @@ function bootProjects(): void {
       const again = svc.restart === 'always' || (svc.restart === 'unless-stopped' && r['stopped'] !== true);
       if (!again) continue;
       stopContainer(r['project'], svc.name);
-      startContainer(r['project'], svc, createHash('sha256').update(JSON.stringify(svc)).digest('hex'));
+      startContainer(
+        r['project'],
+        svc,
+        createHash('sha256').update(JSON.stringify(svc)).digest('hex'),
+        parsed.networks,
+      );
     }
   }
 }
@@ -605,7 +789,7 @@ function compose(args: string[]): void {
           continue;
         }
         stopContainer(name, svc.name);
-        startContainer(name, svc, hash);
+        startContainer(name, svc, hash, parsed.networks);
       }
       // Remembered for the next boot (restart: always / unless-stopped).
       writeFileSync(registry, `${JSON.stringify({ file, project: name, stopped: false })}\n`);
@@ -613,7 +797,10 @@ function compose(args: string[]): void {
     }
     case 'down':
       for (const svc of services) stopContainer(name, svc.name);
-      if (wanted.length === 0) rmSync(stateDir(name), { recursive: true, force: true });
+      if (wanted.length === 0) {
+        rmSync(stateDir(name), { recursive: true, force: true });
+        removeNetworks(name);
+      }
       return;
     case 'stop':
     case 'rm':
@@ -624,7 +811,12 @@ function compose(args: string[]): void {
     case 'restart':
       for (const svc of services) {
         stopContainer(name, svc.name);
-        startContainer(name, svc, createHash('sha256').update(JSON.stringify(svc)).digest('hex'));
+        startContainer(
+          name,
+          svc,
+          createHash('sha256').update(JSON.stringify(svc)).digest('hex'),
+          parsed.networks,
+        );
       }
       return;
     case 'pull':

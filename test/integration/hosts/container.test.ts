@@ -55,6 +55,12 @@ createServer((req, res) => {
 }).listen(18789, '0.0.0.0');
 `;
 
+// Answers with the source address the "container" sees (what OpenClaw's trustedProxies judge).
+const ECHO_MAIN = `
+import { createServer } from 'node:http';
+createServer((req, res) => res.end(JSON.stringify({ remote: req.socket.remoteAddress }))).listen(18789, '0.0.0.0');
+`;
+
 describe('the docker and systemctl shims run real, confined processes', () => {
   const cacheDir = mkdtempSync(join(tmpdir(), 'cannes-hosts-test-cache-'));
   const provider = new RealHostProvider({ cacheDir });
@@ -76,6 +82,10 @@ describe('the docker and systemctl shims run real, confined processes', () => {
       '{"name":"fake-dep","type":"module","main":"index.js"}',
     );
     writeFileSync(join(prefix, 'fake-dep', 'index.js'), "export const greeting = 'hello-from-dep';");
+    const echo = join(cacheDir, 'fakeecho-1.2.3', 'node_modules', 'fakeecho');
+    mkdirSync(echo, { recursive: true });
+    writeFileSync(join(echo, 'package.json'), '{"name":"fakeecho","type":"module"}');
+    writeFileSync(join(echo, 'main.mjs'), ECHO_MAIN);
     // As `npm install` leaves it under umask 022: world-readable (the test process may run with 077).
     await promisify(execFile)('chmod', ['-R', 'a+rX', cacheDir]);
     await provider.create({
@@ -277,5 +287,61 @@ docker compose -f /opt/cannes/gateway/compose.yaml up -d`);
       await new Promise((r) => setTimeout(r, 100));
     expect(supervisors).toBe(1);
     expect(await count('^/bin/slee[p] 100000')).toBe(1);
+  });
+  const server3 = serverId + 2;
+  const sh3 = async (script: string) => (await provider.exec(server3, ['bash', '-c', script])).stdout;
+  const seen = async (url: string) => {
+    for (let i = 0; i < 300; i++) {
+      const out = await sh3(`curl -fsS --max-time 2 ${url} 2>/dev/null || true`);
+      if (out !== '') return (JSON.parse(out) as { remote: string }).remote;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`nothing answered at ${url}: ${await sh3('cat /var/lib/docker-shim/projects/*/*.log')}`);
+  };
+
+  it("tells Serve's path from the published port by source address, as Docker does (a network of Serve's own)", async () => {
+    await provider.create({
+      serverId: server3,
+      name: 'two-ways',
+      ipv4: randomTestIpv4(),
+      image: 'docker-ce',
+    });
+    await provider.boot(server3, { kind: 'os' });
+    await sh3(`mkdir -p /opt/two && cat >/opt/two/compose.yaml <<'EOF'
+name: "two"
+services:
+  gateway:
+    image: "ghcr.io/openclaw/openclaw:1.2.3"
+    command: ["node", "main.mjs"]
+    networks:
+      default: {}
+      serve: { ipv4_address: "172.31.255.250" }
+    ports: ["127.0.0.1:18789:18789"]
+    x-cannes: { npmPackage: "fakeecho", npmVersion: "1.2.3" }
+networks:
+  default: {}
+  serve:
+    internal: true
+    ipam: { config: [{ subnet: "172.31.255.248/29", gateway: "172.31.255.249" }] }
+EOF
+docker compose -f /opt/two/compose.yaml up -d`);
+    // The published port (the owner's SSH tunnel, any host client): from compose's own network.
+    expect(await seen('http://127.0.0.1:18789/')).toBe('172.18.0.1');
+    // Serve's target: the container on the internal network, reached from the host's address there.
+    expect(await seen('http://172.31.255.250:18789/')).toBe('172.31.255.249');
+    // The default route is on the non-internal network; the internal one has none.
+    const netns =
+      (await sh3('ip netns list'))
+        .split('\n')
+        .find((l) => l.startsWith('cn-'))
+        ?.split(' ')[0] ?? '';
+    expect((await sh3(`ip -n ${netns} route show default`)).trim()).toMatch(
+      /^default via 172\.18\.0\.1 dev eth0/,
+    );
+    await sh3('docker compose -f /opt/two/compose.yaml down');
+    expect((await sh3('ip -o link show type bridge')).match(/br-[0-9a-f]+/g) ?? []).toEqual([]);
+    const f = await footprint(provider, server3);
+    await provider.destroy(server3);
+    expect(await leftovers(f)).toEqual([]);
   });
 });

@@ -68,7 +68,8 @@ let faults: Faults;
 let deps: VpsDeps;
 let token: string;
 
-beforeEach(() => {
+/** A fresh world: fakes, Secrets, Vps `agent` (no tailnet) and its two ModelKeys. */
+function freshWorld() {
   now = new Date('2026-11-25T10:00:00Z');
   bundledFor = [];
   faults = new Faults();
@@ -88,7 +89,8 @@ beforeEach(() => {
     purgeSecretAfterDelivery: true,
   });
   deps = fakeVpsDeps({ kube, hcloud, remote, store }, bundle, clock);
-});
+}
+beforeEach(freshWorld);
 
 /** Reconciles until done or the same error repeats, like the queue would (crash = fresh process). */
 async function converge(name = 'agent', max = 10) {
@@ -592,6 +594,17 @@ describe('Vps on a tailnet (spec.tailnet)', () => {
     expect(hcloud.calls.length).toBe(h);
     expect(remote.calls.length).toBe(r);
     expect(JSON.stringify([vps.status, vps.metadata.annotations, kube.events])).not.toContain(authKey);
+  });
+
+  it('makes exactly the Hetzner calls of a Vps without a tailnet: the join and its redeploy make none', async () => {
+    await settle();
+    expect(kube.vps('agent').status).toMatchObject({ tailnetJoined: true, ready: true });
+    const withTailnet = [...hcloud.calls];
+    freshWorld();
+    await settle();
+    expect(kube.vps('agent').status.ready).toBe(true);
+    expect(withTailnet.length).toBeGreaterThan(0);
+    expect(withTailnet).toEqual(hcloud.calls);
   });
 
   it('changes the hostname of a joined node with the key purged and the Secret gone (no key needed)', async () => {

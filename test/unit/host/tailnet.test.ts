@@ -5,6 +5,7 @@ import {
   parseTailnetStatus,
   redactTailnetKeys,
   TAILNET_JOIN,
+  TAILNET_SERVE,
   tailnetGatewayUrl,
 } from '../../../operator/host/tailnet.ts';
 
@@ -28,8 +29,17 @@ describe('the tailnet on the server', () => {
       tailnetOrigin: 'https://agent.tail1234.ts.net/',
     }) as { gateway: Record<string, unknown> };
     expect(behind.gateway['controlUi']).toEqual({ allowedOrigins: ['https://agent.tail1234.ts.net'] });
-    expect(behind.gateway['trustedProxies']).toEqual(['172.17.0.1', '127.0.0.1']);
+    // Only Serve's own address: the SSH tunnel (published port, other network) stays a plain client.
+    expect(behind.gateway['trustedProxies']).toEqual(['172.31.255.249']);
     expect(behind.gateway['auth']).toEqual({ mode: 'token' });
+  });
+
+  it("points Serve at the container's address on Serve's own network, never the published loopback port", () => {
+    expect(TAILNET_SERVE).toContain('"$listen" "http://172.31.255.250:$port"');
+    // Loopback only for the key intake's own path (a host process, not the gateway).
+    const loopback = TAILNET_SERVE.split('\n').filter((l) => l.includes('127.0.0.1'));
+    expect(loopback).toHaveLength(1);
+    expect(loopback[0]).toMatch(/--set-path=\/cannes-keys "http:\/\/127\.0\.0\.1:\d+"/);
   });
 
   it('reads the DNS name, the IPv4 and whether HTTPS certificates exist from tailscale status', () => {

@@ -180,6 +180,30 @@ describe('composeFile', () => {
     expect(svc['ports']).toEqual(['127.0.0.1:18789:18789']);
   });
 
+  it('with a tailnet: compose network for the published port, Serve on an internal network of its own', () => {
+    const served = parse(
+      composeFile({
+        image: DEFAULT_GATEWAY_IMAGE,
+        port: 18789,
+        providers: ['anthropic'],
+        serveNetwork: true,
+      }),
+    );
+    const s2 = object(at(served, 'services', COMPOSE_SERVICE));
+    expect(s2['network_mode']).toBeUndefined();
+    expect(s2['networks']).toEqual({ default: {}, serve: { ipv4_address: '172.31.255.250' } });
+    expect(s2['ports']).toEqual(['127.0.0.1:18789:18789']);
+    expect(s2['extra_hosts']).toEqual(['host.docker.internal:host-gateway']);
+    expect(at(served, 'networks')).toEqual({
+      default: {},
+      serve: {
+        internal: true,
+        ipam: { config: [{ subnet: '172.31.255.248/29', gateway: '172.31.255.249' }] },
+      },
+    });
+    expect(doc['networks']).toBeUndefined();
+  });
+
   it('mounts the config directory read-only and the state directory, never /root, the key file or docker.sock', () => {
     const volumes = svc['volumes'];
     expect(volumes).toEqual([
