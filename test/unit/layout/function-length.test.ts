@@ -37,7 +37,10 @@ const FUNCTIONS = new Set(['FunctionDeclaration', 'FunctionExpression', 'ArrowFu
 function nameOf(fn: Node, parent: Node | undefined): string {
   const id = fn['id'] as Node | null | undefined;
   if (id && typeof id['name'] === 'string') return id['name'];
-  if (parent && (parent.type === 'MethodDefinition' || parent.type === 'Property' || parent.type === 'PropertyDefinition')) {
+  if (
+    parent &&
+    (parent.type === 'MethodDefinition' || parent.type === 'Property' || parent.type === 'PropertyDefinition')
+  ) {
     if (parent['kind'] === 'constructor') return 'constructor';
     const key = parent['key'] as Node;
     return typeof key['name'] === 'string' ? key['name'] : '(computed)';
@@ -70,12 +73,17 @@ function functionLengths(): Fn[] {
     };
     const visit = (node: Node, parent: Node | undefined) => {
       if (FUNCTIONS.has(node.type)) {
-        const first = lineOf(parent && parent.type !== 'VariableDeclarator' && parent.type !== 'Program' ? Math.min(parent.start, node.start) : node.start);
+        const first = lineOf(
+          parent && parent.type !== 'VariableDeclarator' && parent.type !== 'Program'
+            ? Math.min(parent.start, node.start)
+            : node.start,
+        );
         const lines = lineOf(node.end) - first + 1;
         out.push({ where: `${rel}:${first + 1}`, name: `${rel}:${nameOf(node, parent)}`, lines });
       }
       for (const v of Object.values(node)) {
-        if (Array.isArray(v)) for (const c of v) if (c && typeof c === 'object' && 'type' in c) visit(c as Node, node);
+        if (Array.isArray(v))
+          for (const c of v) if (c && typeof c === 'object' && 'type' in c) visit(c as Node, node);
         if (v && typeof v === 'object' && !Array.isArray(v) && 'type' in v) visit(v as Node, node);
       }
     };
@@ -94,7 +102,13 @@ describe('function length in operator/', () => {
 
   it('finds a long function when there is one (the measure itself works)', () => {
     const all = functionLengths();
-    if (process.env['CANNES_PRINT_LONGEST']) console.log(all.slice(0, 10).map((f) => `${f.lines} ${f.name} ${f.where}`).join('\n'));
+    if (process.env['CANNES_PRINT_LONGEST'])
+      console.log(
+        all
+          .slice(0, 10)
+          .map((f) => `${f.lines} ${f.name} ${f.where}`)
+          .join('\n'),
+      );
     expect(all.length).toBeGreaterThan(100);
     expect(all.some((f) => TABLES.has(f.name) && f.lines > LIMIT)).toBe(true);
   });
