@@ -858,8 +858,11 @@ function directKeysStamp(ctx: StepContext): string | undefined {
 }
 
 const TOKEN_PURGED = 'revoke the token in the Hetzner Console too: Hetzner has no API for it';
+/** This Vps purged the token once (True), or left a put-back token alone since (TokenResupplied). */
 const purgedBefore = (o: VpsObject) =>
-  (o.status.conditions ?? []).some((c) => c.type === 'CloudTokenPurged' && c.status === 'True');
+  (o.status.conditions ?? []).some(
+    (c) => c.type === 'CloudTokenPurged' && (c.status === 'True' || c.reason === 'TokenResupplied'),
+  );
 
 /**
  * 8. Purge the Hetzner token once every Vps that uses the same Secret key has finished setup.

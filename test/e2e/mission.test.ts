@@ -263,7 +263,8 @@ describe('a deploy left running by an operator that died', () => {
     expect(now, 'the new deploy restarted the proxy once the lock was free').not.toBe(taken);
     expect((await sh(`flock -n ${DEPLOY_LOCK} true && echo free`)).trim()).toBe('free');
     expect((await sh('ip netns list')).split('\n').filter((l) => l.startsWith('cn-'))).toHaveLength(1);
-    expect((await sh("pgrep -c -f '/opt/cannes/cannes-proxy[.]mjs' || true")).trim()).toBe('1');
+    // One proxy (the key intake runs from the same bundle as `... cannes-proxy.mjs intake`).
+    expect((await sh("pgrep -c -f '/opt/cannes/cannes-proxy[.]mjs --keys' || true")).trim()).toBe('1');
     await waitFor(
       'the proxy and the gateway to answer again',
       () =>
@@ -287,7 +288,7 @@ describe("the proxy's runtime", () => {
     expect((await sh('command -v node || echo none')).trim()).toBe('none');
     const unit = readFileSync(join(diskDir, 'etc/systemd/system', PROXY_UNIT_NAME), 'utf8');
     expect(unit).toContain(`ExecStart=${node} `);
-    expect((await sh(`pgrep -a -f '/opt/cannes/cannes-proxy[.]mjs'`)).trim()).toContain(`${node} `);
+    expect((await sh(`pgrep -a -f '/opt/cannes/cannes-proxy[.]mjs --keys'`)).trim()).toContain(`${node} `);
     expect((await sh(`${node} --version`)).trim()).toBe(`v${NODE_RUNTIME_VERSION}`);
     // One download of the x64 build for this cx23 server, never the arm64 one.
     expect(served('x64').requests).toBe(1);

@@ -437,6 +437,10 @@ describe('Vps reconcile', () => {
     expect(kube.vps('agent').status.conditions?.find((c) => c.type === 'CloudTokenPurged')?.reason).toBe(
       'TokenResupplied',
     );
+    // And stays left alone on every later reconcile (the condition it wrote is its memory).
+    await reconcileVps(kube.vps('agent'), deps);
+    await reconcileVps(kube.vps('agent'), deps);
+    expect(kube.secrets.get('ns/hcloud')?.data.get('token')).toBe(token);
     // The new Vps uses it and purges it after its own setup.
     kube.addVps('second');
     addAnthropicKey('second-key', 'second');
