@@ -3,7 +3,12 @@
 # (tools/actionlint.sh); shellcheck (Debian) lets actionlint check the workflows' `run:` scripts too.
 APT_PACKAGES += shellcheck
 
-.PHONY: lint-workflows
+.PHONY: lint-workflows actionlint
+
+actionlint: ## build actionlint from its Go module into the cache (once)
+	@tools/actionlint.sh >/dev/null
+
+TEST_PREREQS += actionlint
 
 lint-workflows: apt ## check .github/workflows with actionlint (built from its Go module, cached)
 	@"$$(tools/actionlint.sh)" -no-color .github/workflows/*.yaml && echo "lint-workflows: ok"

@@ -7,13 +7,13 @@ import { parse } from 'yaml';
 
 // The CI workflows, checked with actionlint (built once from its Go module by tools/actionlint.sh,
 // the binary `make lint-workflows` uses); shellcheck, when installed, checks their `run:` scripts.
-type Result = { code: number; out: string };
+type Result = { code: number; out: string; stdout: string };
 function exec(file: string, args: string[]): Promise<Result> {
   return new Promise((resolve, reject) => {
     execFile(file, args, { encoding: 'utf8', timeout: 600_000 }, (err, stdout, stderr) => {
       const code: unknown = err ? Reflect.get(err, 'code') : 0;
       if (typeof code !== 'number') reject(new Error(`${file} failed to run: ${err?.message}`));
-      else resolve({ code, out: stdout + stderr });
+      else resolve({ code, out: stdout + stderr, stdout });
     });
   });
 }
@@ -28,7 +28,8 @@ let dir = '';
 beforeAll(async () => {
   const built = await exec('tools/actionlint.sh', []);
   if (built.code !== 0) throw new Error(`tools/actionlint.sh failed: ${built.out}`);
-  actionlint = built.out.trim().split('\n').at(-1) ?? '';
+  // Its path is the last line of stdout (a cold build talks on stderr: go's downloads).
+  actionlint = built.stdout.trim().split('\n').at(-1) ?? '';
   dir = mkdtempSync(join(tmpdir(), 'image-workflows-'));
 }, 900_000);
 
