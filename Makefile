@@ -61,8 +61,8 @@ bench: deps apt build $(BENCH_TARGETS) ## benchmarks; ratios printed and written
 	@mkdir -p bench/results
 	@for b in bench/*.bench.ts; do [ -e "$$b" ] || continue; echo "== $$b"; node "$$b"; done
 
-# make dev needs the rig's parts, not what only tests use (the image, the hcloud CLI, the real node).
-DEV_PREREQS = $(filter-out image hcloud-cli node,$(TEST_PREREQS))
+# make dev needs the rig's parts, not what only tests use (the images, the hcloud CLI, the real node).
+DEV_PREREQS = $(filter-out image image-template-change hcloud-cli node,$(TEST_PREREQS))
 
 dev: deps apt build $(DEV_PREREQS) ## the main job on the embedded default (rig, operator, examples, a Vps to Ready)
 	node tools/dev.ts

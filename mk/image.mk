@@ -11,3 +11,13 @@ image: apt ## build the operator image with buildah (cached by inputs); prints i
 	@tools/image.sh
 
 TEST_PREREQS += image
+
+# The second image of cluster-e2e's upgrade test (tools/image-template-change.sh): the same Dockerfile over a
+# copy of the sources whose proxy unit template renders one more comment line, tagged
+# <image>-template-change; cached by its inputs as the first (buildah reuses the npm ci layers).
+.PHONY: image-template-change
+
+image-template-change: image ## the upgrade test's second image: one host template changed (cached by inputs)
+	@tools/image-template-change.sh
+
+TEST_PREREQS += image-template-change

@@ -9,6 +9,8 @@
 #
 # Environment:
 #   CANNES_IMAGE         name to tag (default: the chart's image.repository at package.json's version)
+#   CANNES_IMAGE_CONTEXT the build context: a directory holding the Dockerfile and what it copies
+#                        (default: this repository; tools/image-template-change.sh passes a changed copy)
 #   CANNES_IMAGE_BASE    local (default): build the node:24-bookworm-slim stand-in (tools/image-base.sh)
 #                        when the real one is absent; registry: let buildah pull the real base
 #   BUILDAH_RUNTIME      OCI runtime (default runc when installed: crun 1.8 refuses this machine's
@@ -23,6 +25,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cd "$repo"
+context="${CANNES_IMAGE_CONTEXT:-$repo}"
 CACHE="${CANNES_CACHE:-$HOME/.cache/cannes}"
 
 version="$(node -p 'require("./package.json").version')"
@@ -50,13 +53,15 @@ if [ "${CANNES_IMAGE_BASE:-local}" = registry ]; then
 else
 	"$here/image-base.sh"
 fi
+cd "$context"
 base_id="$(buildah inspect --type image --format '{{.FromImageID}}' docker.io/library/node:24-bookworm-slim 2>/dev/null || echo none)"
 
 # The build context as the Dockerfile sees it: every local COPY source.
 mapfile -t sources < <(grep -E '^COPY ' Dockerfile | grep -v -- '--from=' | awk '{ for (i = 2; i < NF; i++) print $i }')
 inputs="$(
 	{
-		find Dockerfile .dockerignore tools/image.sh "${sources[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
+		find Dockerfile .dockerignore "${sources[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
+		echo "script=$(sha256sum <"$here/image.sh" | cut -c1-64)"
 		echo "base=$base_id pull=$pull"
 	} | sha256sum | cut -c1-16
 )"
