@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROXY_UNIT_NAME } from '../../operator/host/index.ts';
 import { startPrometheus } from '../integration/chart/prometheus.ts';
 import { exampleManifests, type System, startSystem, waitFor } from '../lib/system.ts';
 import {
@@ -27,8 +28,13 @@ import {
 const run = promisify(execFile);
 const sandbox = process.env['CANNES_NODE_SANDBOX'] ?? '';
 const RELEASE = 'cannes';
-/** Ready Vps while the idle pod is measured (CANNES_CLUSTER_VPS; the issue asks for 50). */
-const VPS_COUNT = Math.max(1, Number(process.env['CANNES_CLUSTER_VPS'] ?? '1') || 1);
+/**
+ * Ready Vps while the idle pod is measured and the template upgrade redeploys (CANNES_CLUSTER_VPS,
+ * default 2 so "each server" is more than one; the issue asks for 50 for the idle baseline).
+ */
+const VPS_COUNT = Math.max(1, Number(process.env['CANNES_CLUSTER_VPS'] ?? '2') || 2);
+/** The operator's `--resync` in these pods, in seconds. */
+const RESYNC_S = 30;
 
 let s: System;
 let node: RigNode;
@@ -168,7 +174,7 @@ beforeAll(async () => {
       `google=${s.upstreams.gemini.url}/v1beta`,
       ...s.nodeMirror.operatorArgs,
       '--resync',
-      '30',
+      String(RESYNC_S),
     ],
   };
   const installStart = Date.now();
@@ -382,6 +388,117 @@ describe('the chart on a real node', () => {
     expect(v.status?.ready).toBe(true);
   });
 
+  it('helm upgrade to an image whose host templates changed redeploys each server exactly once, then never again', async () => {
+    // The second image: the Dockerfile over the sources with one line more in the proxy's unit
+    // template (tools/image-template-change.sh, built by `make cluster-e2e` before the sandbox).
+    const t0 = Date.now();
+    const say = (l: string) =>
+      console.log(`[cluster] template upgrade +${((Date.now() - t0) / 1000).toFixed(1)} s: ${l}`);
+    const second = (await run('tools/image-template-change.sh', ['--print'])).stdout.trim();
+    const line = (await run('tools/image-template-change.sh', ['--line'])).stdout.trim();
+    const archive = join(sandbox, 'operator-template-change.oci.tar');
+    await run('podman', ['save', '--format', 'oci-archive', '-o', archive, second], { maxBuffer: 1 << 20 });
+    await node.importImage(archive);
+    say(`imported ${second}`);
+    const names = await vpsNames();
+    expect(names).toHaveLength(VPS_COUNT);
+    const before = await deployState(names);
+    for (const n of names) {
+      expect(before[n]?.ready).toBe(true);
+      expect(proxyUnitOn(before[n]!.serverId)).not.toContain(line);
+    }
+    const old = new Set((await pods()).map((p) => p.metadata.name));
+    await s.rig.helm(
+      [
+        'upgrade',
+        RELEASE,
+        'charts/cannes-operator',
+        '-n',
+        releaseNs,
+        '--reuse-values',
+        '--set-string',
+        `image.tag=${second.slice(second.lastIndexOf(':') + 1)}`,
+        '--wait',
+        '--timeout',
+        '10m',
+      ],
+      { timeoutMs: 660_000 },
+    );
+    say('helm upgrade --wait returned');
+    const leader = await waitFor(
+      'a pod of the new image leads',
+      async () => {
+        const h = await leaseHolder();
+        return h !== '' && !old.has(h) ? h : undefined;
+      },
+      300_000,
+      diag,
+    );
+    const ip = (await pods()).find((p) => p.metadata.name === leader)?.status?.podIP;
+    if (!ip) throw new Error(`no IP for ${leader}`);
+    const leaderImage = await s.rig.kubectl([
+      '-n',
+      releaseNs,
+      'get',
+      'pod',
+      leader,
+      '-o',
+      'jsonpath={.spec.containers[0].image}',
+    ]);
+    expect(leaderImage.stdout).toBe(second);
+    say(`${leader} leads`);
+    const deploys = () => podMetric(ip, 'cannes_provisioning_step_duration_seconds_count', 'step="deploy"');
+    // Every server redeployed: a GatewayDeployed Event more on each Vps, a new deployed
+    // fingerprint, Ready, and the changed line in the unit file on the server itself.
+    const after = await waitFor(
+      'every Vps redeployed and Ready',
+      async () => {
+        const now = await deployState(names);
+        return names.every((n) => {
+          const [b, a] = [before[n]!, now[n]!];
+          return a.ready && a.events > b.events && a.fingerprint !== b.fingerprint;
+        })
+          ? now
+          : undefined;
+      },
+      300_000,
+      diag,
+    );
+    for (const n of names) {
+      expect(after[n]?.events, n).toBe(before[n]!.events + 1);
+      expect(after[n]?.serverId, n).toBe(before[n]!.serverId);
+      expect(proxyUnitOn(after[n]!.serverId)).toContain(`\n${line}\n`);
+    }
+    say('every server redeployed');
+    // The new leader's own counters (from its start): one deploy step per Vps.
+    expect(await deploys()).toBe(VPS_COUNT);
+    const ssh = await podMetric(ip, 'cannes_ssh_connections_total');
+    expect(ssh).toBeGreaterThan(0);
+    // Then quiet: over two more resyncs of every Vps (the leader reconciles each again) nothing
+    // opens an SSH connection or deploys again.
+    const reconciles = async () => podMetric(ip, 'controller_runtime_reconcile_total', 'controller="vps"');
+    const r0 = await reconciles();
+    const quietFrom = Date.now();
+    await waitFor(
+      'two more resyncs of every Vps',
+      async () =>
+        Date.now() - quietFrom > 2 * RESYNC_S * 1000 + 5_000 && (await reconciles()) >= r0 + 2 * VPS_COUNT
+          ? true
+          : undefined,
+      300_000,
+      diag,
+    );
+    expect(await leaseHolder()).toBe(leader);
+    expect(await podMetric(ip, 'cannes_ssh_connections_total')).toBe(ssh);
+    expect(await deploys()).toBe(VPS_COUNT);
+    const quiet = await deployState(names);
+    for (const n of names) expect(quiet[n], n).toEqual(after[n]);
+    expect(await serverCount()).toBe(VPS_COUNT);
+    say(
+      `${VPS_COUNT} servers redeployed once each with ${ssh} SSH connection(s), then ${(await reconciles()) - r0} reconciles without one`,
+    );
+  }, 1_500_000);
+
   it('helm uninstall leaves the CRs, the server and the database alone', async () => {
     const tablesBefore = await dbTables();
     expect(tablesBefore.length).toBeGreaterThan(0);
@@ -477,6 +594,54 @@ async function serverCount(): Promise<number> {
     page = body.meta?.pagination?.next_page ?? null;
   }
   return n;
+}
+
+type DeployState = { serverId: number; fingerprint: string; ready: boolean; events: number };
+
+async function vpsNames(): Promise<string[]> {
+  const all = JSON.parse(await s.kubectl(['get', 'vps', '-o', 'json'])) as {
+    items: { metadata: { name: string } }[];
+  };
+  return all.items.map((v) => v.metadata.name).sort();
+}
+
+/**
+ * Per Vps: its server, its deployed fingerprint (annotation), Ready, and how many times a deploy
+ * finished on it as the API server recorded it (GatewayDeployed Events of any operator pod,
+ * their series counts included).
+ */
+async function deployState(names: string[]): Promise<Record<string, DeployState>> {
+  const vps = JSON.parse(await s.kubectl(['get', 'vps', '-o', 'json'])) as {
+    items: {
+      metadata: { name: string; annotations?: Record<string, string> };
+      status?: { ready?: boolean };
+    }[];
+  };
+  const events = JSON.parse(await s.kubectl(['get', 'events.events.k8s.io', '-o', 'json'])) as {
+    items: { reason?: string; regarding?: { kind?: string; name?: string }; series?: { count?: number } }[];
+  };
+  const out: Record<string, DeployState> = {};
+  for (const n of names) {
+    const v = vps.items.find((x) => x.metadata.name === n);
+    out[n] = {
+      serverId: Number(v?.metadata.annotations?.['cannes.dev/server-id']),
+      fingerprint: v?.metadata.annotations?.['cannes.dev/deployed'] ?? '',
+      ready: v?.status?.ready === true,
+      events: events.items
+        .filter(
+          (e) => e.reason === 'GatewayDeployed' && e.regarding?.kind === 'Vps' && e.regarding.name === n,
+        )
+        .reduce((a, e) => a + (e.series?.count ?? 1), 0),
+    };
+  }
+  return out;
+}
+
+/** The proxy's systemd unit as the deploy wrote it on the simulated server's disk. */
+function proxyUnitOn(serverId: number): string {
+  const info = s.hosts.info(serverId);
+  if (!info) throw new Error(`no simulated host for server ${serverId}`);
+  return readFileSync(join(info.diskDir, 'etc/systemd/system', PROXY_UNIT_NAME), 'utf8');
 }
 
 async function dbTables(): Promise<string[]> {
