@@ -6,7 +6,6 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
 import { CannesError } from '../common/errors.ts';
 import { bundleVersion, hardeningBundle, makeBundle } from './adapters/bundle.ts';
 import { HcloudPort } from './adapters/hcloud.ts';
@@ -22,6 +21,7 @@ import { reconcileVps } from './controllers/vps.ts';
 import { HcloudClient } from './hcloud/client.ts';
 import { type Check, startMetricsServer, startProbeServer } from './http/server.ts';
 import { KubeClient } from './kube/client.ts';
+import { loadConnection } from './kube/connection.ts';
 import { Controller, done } from './kube/controller.ts';
 import { EventRecorder } from './kube/events.ts';
 import { Informer } from './kube/informer.ts';
@@ -116,9 +116,7 @@ async function openParts(cfg: RunConfig, env: NodeJS.ProcessEnv, log: Logger): P
     // cannes_store_unavailable_total and cannes_store_decrypt_failures_total feed two alerts.
     metrics: createStoreMetrics(registry),
   });
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  const api = new KubeClient(kc, { registry });
+  const api = new KubeClient(await loadConnection(), { registry });
   const events = new EventRecorder({ api, reportingInstance: cfg.identity, registry, logger: log });
   const informer = <T extends KubeObject>(resource: typeof VPS_RESOURCE, parse: (o: unknown) => T) =>
     new Informer<T>({
