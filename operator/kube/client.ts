@@ -249,6 +249,8 @@ export class KubeClient implements KubeApi {
           if (isRecord(ev) && typeof ev['type'] === 'string')
             onEvent({ type: ev['type'], object: ev['object'] });
         });
+        // readline re-emits the body's errors (an abort among them): handled, as the body's are.
+        lines.on('error', (e) => doneOnce(controller.signal.aborted ? null : e));
         lines.on('close', () => doneOnce(null));
       }
     } catch (err) {
