@@ -8,8 +8,8 @@
  *
  * - learned: `expected(command)` is a running average of how long that command took here (the
  *   time of the poll that found it done). A first poll that already finds it done records 90 %
- *   of its time, so the guess creeps down until a poll comes too early: the schedule follows
- *   actions that got faster, at the price of an occasional second poll;
+ *   of its time, so the guess creeps down (never below `initialMs`) until a poll comes too early:
+ *   the schedule follows actions that got faster, at the price of an occasional second poll;
  * - before anything is learned (a fresh operator): one early poll at `initialMs` (a simulator, or
  *   an action that is done at once), then ×4 steps up to the command's prior (what Hetzner
  *   publishes), if any; without a prior, the geometric backoff (initialMs × factor^k up to maxMs).
@@ -32,9 +32,6 @@ export interface ScheduleOptions {
  * a later poll costs less than a minute of an owner's wait. Other commands learn from the first.
  */
 export const HETZNER_ACTION_PRIORS_MS: Readonly<Record<string, number>> = { create_server: 60_000 };
-
-/** The learned guess never goes below this: it would only poll a simulator faster. */
-const FLOOR_MS = 250;
 
 export class PollSchedule {
   readonly #o: ScheduleOptions;
@@ -74,7 +71,9 @@ export class PollSchedule {
 
   /** An action of `command` was found done by poll number `polls` (1 = the first), `elapsedMs` in. */
   observe(command: string, polls: number, elapsedMs: number): void {
-    const seen = Math.max(FLOOR_MS, polls === 1 ? elapsedMs * 0.9 : elapsedMs);
+    // Never below the early poll: sooner would cost calls (fewer waiters share a batch) to save
+    // under a second.
+    const seen = Math.max(this.#o.initialMs, polls === 1 ? elapsedMs * 0.9 : elapsedMs);
     const before = this.#expected.get(command);
     this.#expected.set(command, before === undefined ? seen : (before + seen) / 2);
   }

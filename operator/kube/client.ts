@@ -142,10 +142,6 @@ export class KubeClient implements KubeApi {
     this.#metrics?.restClientRequests.inc({ code: String(code), method, host: this.#host });
   }
 
-  get connection(): KubeConnection {
-    return this.#conn;
-  }
-
   #url(path: string, query: Record<string, string | number | boolean | undefined> = {}): URL {
     const url = new URL(this.#conn.server + path);
     for (const [k, v] of Object.entries(query)) {

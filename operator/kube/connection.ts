@@ -53,7 +53,7 @@ export class NativeConnection implements KubeConnection {
   readonly server: string;
   readonly #spec: ConnectionSpec;
   readonly #files = new Map<string, { at: number; bytes: Buffer }>();
-  #pool: { key: string; agent: Agent } | undefined;
+  #pool: { material: (Buffer | undefined)[]; agent: Agent } | undefined;
   readonly #old: Agent[] = [];
 
   constructor(spec: ConnectionSpec) {
@@ -103,12 +103,12 @@ export class NativeConnection implements KubeConnection {
     else if (s.basic)
       headers['authorization'] =
         `Basic ${Buffer.from(`${s.basic.username}:${s.basic.password}`).toString('base64')}`;
-    const material = [ca, cert, key].map((b) => (b ? `${b.length}:${b.toString('base64')}` : '-')).join('|');
-    if (this.#pool?.key !== material) {
+    const material = [ca, cert, key];
+    if (!this.#pool || !sameMaterial(this.#pool.material, material)) {
       // A new pool for new material; the old one closes once its requests (and watches) end.
       if (this.#pool) this.#old.push(this.#pool.agent);
       this.#pool = {
-        key: material,
+        material,
         agent: new Agent({
           connect: {
             ...(ca ? { ca } : {}),
@@ -127,6 +127,14 @@ export class NativeConnection implements KubeConnection {
   async close(): Promise<void> {
     await Promise.all([this.#pool?.agent, ...this.#old].map((a) => a?.close().catch(() => {})));
   }
+}
+
+/** The same CA, certificate and key (a file re-read to the same bytes keeps its pool). */
+function sameMaterial(a: (Buffer | undefined)[], b: (Buffer | undefined)[]): boolean {
+  return a.every((x, i) => {
+    const y = b[i];
+    return x === y || (x !== undefined && y !== undefined && x.equals(y));
+  });
 }
 
 /**

@@ -30,15 +30,11 @@ describe('PollSchedule', () => {
     expect(wait(s, 'create_server', 60_000)).toEqual([60_000]);
   });
 
-  it('does not keep a fast create (a simulator) waiting for the prior', () => {
+  it('does not keep a fast create (a simulator) waiting for the prior, nor polls it sooner than 1 s', () => {
     const s = new PollSchedule(OPTS);
     expect(wait(s, 'create_server', 300)).toEqual([1000]);
-    // Learned: the next polls come sooner, never below 250 ms.
-    const next = wait(s, 'create_server', 300);
-    expect(next).toHaveLength(1);
-    expect(next[0]).toBeLessThan(1000);
-    for (let i = 0; i < 30; i++) wait(s, 'create_server', 0);
-    expect(s.expected('create_server')).toBeGreaterThanOrEqual(250);
+    // Learned, but never sooner than the early poll: sooner would cost calls to save under a second.
+    for (let i = 0; i < 30; i++) expect(wait(s, 'create_server', 0)).toEqual([1000]);
   });
 
   it('follows actions that got faster, at the price of a second poll now and then', () => {
