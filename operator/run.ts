@@ -30,6 +30,7 @@ import { createRegistry } from './kube/metrics.ts';
 import { type KubeObject, objectKey } from './kube/object.ts';
 import { parseGoDuration } from './lib/duration.ts';
 import { createLogger, type Logger } from './lib/log.ts';
+import { afterQuiet, collectGarbage } from './lib/memory.ts';
 import { notReadySince, OperatorMetrics } from './metrics/metrics.ts';
 import { createStoreMetrics, loadKeyringFile, PostgresStore } from './store/index.ts';
 import { OPERATOR_VERSION } from './version.ts';
@@ -181,8 +182,14 @@ function vpsDepsFor(p: Parts, proxyBundle: string, inflight: InFlight) {
 /** The two controllers, each watching the other kind, and the steps they run off the workers. */
 function controllersFor(p: Parts, proxyBundle: string) {
   const { cfg, vpses, modelKeys, registry, log } = p;
-  // Long steps run off the workers; their end re-enqueues the Vps.
-  const inflight = new InFlight((key) => vpsController.enqueue(key.split('#')[0] ?? ''), cfg.maxInFlight);
+  // Long steps run off the workers; their end re-enqueues the Vps. When the last one of a burst
+  // has settled (and nothing new started for 10 s), its garbage is collected at once.
+  const burstEnd = afterQuiet(collectGarbage, 10_000);
+  const inflight = new InFlight(
+    (key) => vpsController.enqueue(key.split('#')[0] ?? ''),
+    cfg.maxInFlight,
+    () => burstEnd.poke(),
+  );
   const vpsDeps = vpsDepsFor(p, proxyBundle, inflight);
   const vpsController = new Controller<VpsObject>({
     name: 'vps',
