@@ -146,9 +146,8 @@ export function defaultConnectionSpec(env: NodeJS.ProcessEnv = process.env): Con
   const files = (env['KUBECONFIG'] ?? '').split(delimiter).filter((f) => f !== '');
   if (files.length > 1) return undefined;
   if (files.length === 1) return kubeconfigSpec(files[0]!);
-  const home = env['HOME'] || homedir();
-  const config = join(home, '.kube', 'config');
-  if (home && exists(config)) return kubeconfigSpec(config);
+  const home = env['HOME'] || homeOfUser();
+  if (home && exists(join(home, '.kube', 'config'))) return kubeconfigSpec(join(home, '.kube', 'config'));
   const host = env['KUBERNETES_SERVICE_HOST'];
   const port = env['KUBERNETES_SERVICE_PORT'];
   if (host && port && exists(join(SA_DIR, 'token'))) {
@@ -163,6 +162,15 @@ export function defaultConnectionSpec(env: NodeJS.ProcessEnv = process.env): Con
     'KubeConfigInvalid',
     'no kubeconfig: set KUBECONFIG, create ~/.kube/config, or run in a pod with its ServiceAccount',
   );
+}
+
+/** The user's home from the password database; none for a uid without an entry (the image's 65532). */
+function homeOfUser(): string {
+  try {
+    return homedir();
+  } catch {
+    return '';
+  }
 }
 
 const exists = (p: string) => {
