@@ -100,7 +100,7 @@ export const RUN_USAGE = `usage: cannes-operator run [flags]
   --leader-election-id NAME               name of the Lease (default ${DEFAULT_LEASE_NAME})
   --leader-election-namespace NS          namespace of the Lease (default $POD_NAMESPACE or cannes-system)
   --workers N                             concurrent reconciles per controller (default 4)
-  --max-in-flight N                       long provisioning steps (boots, deploys) running at once, off the workers (default 32)
+  --max-in-flight N                       long provisioning steps (boots, deploys) running at once, off the workers (default 100)
   --resync DURATION                       full relist interval: a duration (10m, 90s, 1h) or whole seconds (default 10m)
   --provider-origin PROVIDER=URL          upstream origin for a provider (repeatable; for private mirrors and tests)
   --node-dist-url URL                     where servers download the proxy's Node (default https://nodejs.org/dist)
@@ -296,7 +296,7 @@ export function parseRunConfig(argv: readonly string[], env: NodeJS.ProcessEnv):
     leaseName: leaseName(str('leader-election-id')),
     identity: `${podName}_${crypto.randomUUID().slice(0, 8)}`,
     workers: intFlag('--workers', str('workers'), 4, 1, 64),
-    maxInFlight: intFlag('--max-in-flight', str('max-in-flight'), 32, 1, 10_000),
+    maxInFlight: intFlag('--max-in-flight', str('max-in-flight'), 100, 1, 10_000),
     resyncMs: resyncMs(str('resync')),
     providerOrigins: origins,
     ...node,
