@@ -25,7 +25,7 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts \
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 # OPERATOR_RUNTIME_ENV (operator/config.ts): the memory docs/robustness.md measures.
-ENV NODE_OPTIONS=--max-semi-space-size=8 MALLOC_ARENA_MAX=1
+ENV NODE_OPTIONS=--max-semi-space-size=8 MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist

@@ -48,6 +48,14 @@ const REAL = Number(process.env['BENCH_REAL_VPS'] ?? 0);
 const IDLE_S = Number(process.env['BENCH_IDLE_S'] ?? 60);
 const WORKERS = Number(process.env['BENCH_WORKERS'] ?? 4);
 const RESYNC_S = 5;
+/** Extra operator flags and environment for an experiment (BENCH_OPERATOR_ARGS="--max-in-flight 32"). */
+const EXTRA_ARGS = (process.env['BENCH_OPERATOR_ARGS'] ?? '').split(/\s+/).filter((a) => a !== '');
+const EXTRA_ENV = Object.fromEntries(
+  (process.env['BENCH_OPERATOR_ENV'] ?? '')
+    .split(/\s+/)
+    .filter((a) => a.includes('='))
+    .map((a) => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]),
+);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type VpsItem = {
@@ -151,12 +159,14 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
       : { actionMs: 0 }),
   });
   try {
-    const op = await s.startOperator(
-      ['--resync', String(RESYNC_S), '--workers', String(WORKERS)],
-      HEAP_SNAPSHOT
-        ? { NODE_OPTIONS: `${OPERATOR_RUNTIME_ENV['NODE_OPTIONS'] ?? ''} --heapsnapshot-signal=SIGUSR2` }
-        : {},
-    );
+    const op = await s.startOperator(['--resync', String(RESYNC_S), '--workers', String(WORKERS), ...EXTRA_ARGS], {
+      ...EXTRA_ENV,
+      ...(HEAP_SNAPSHOT
+        ? {
+            NODE_OPTIONS: `${EXTRA_ENV['NODE_OPTIONS'] ?? OPERATOR_RUNTIME_ENV['NODE_OPTIONS'] ?? ''} --heapsnapshot-signal=SIGUSR2`,
+          }
+        : {}),
+    });
     const vpsNames = names(light ? 'vps' : 'real', n);
     const start = performance.now();
     await s.kubectl(['apply', '-f', '-'], manifests(s, vpsNames));
@@ -220,6 +230,8 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
       latency,
       ...(latency === 'hetzner' ? { latencyFloorSeconds: latencyFloorSeconds() } : {}),
       operatorWorkers: WORKERS,
+      ...(EXTRA_ARGS.length > 0 ? { operatorArgs: EXTRA_ARGS } : {}),
+      ...(Object.keys(EXTRA_ENV).length > 0 ? { operatorEnv: EXTRA_ENV } : {}),
       machineLoad1: {
         mean: round1(loads.reduce((a, x) => a + x, 0) / loads.length),
         max: Math.max(...loads),

@@ -6,7 +6,6 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { KubeConfig } from '@kubernetes/client-node';
 import { CannesError } from '../common/errors.ts';
 import { bundleVersion, hardeningBundle, makeBundle } from './adapters/bundle.ts';
 import { HcloudPort } from './adapters/hcloud.ts';
@@ -22,6 +21,7 @@ import { reconcileVps } from './controllers/vps.ts';
 import { HcloudClient } from './hcloud/client.ts';
 import { type Check, startMetricsServer, startProbeServer } from './http/server.ts';
 import { KubeClient } from './kube/client.ts';
+import { loadConnection } from './kube/connection.ts';
 import { Controller, done } from './kube/controller.ts';
 import { EventRecorder } from './kube/events.ts';
 import { Informer } from './kube/informer.ts';
@@ -30,6 +30,7 @@ import { createRegistry } from './kube/metrics.ts';
 import { type KubeObject, objectKey } from './kube/object.ts';
 import { parseGoDuration } from './lib/duration.ts';
 import { createLogger, type Logger } from './lib/log.ts';
+import { afterQuiet, collectGarbage } from './lib/memory.ts';
 import { notReadySince, OperatorMetrics } from './metrics/metrics.ts';
 import { createStoreMetrics, loadKeyringFile, PostgresStore } from './store/index.ts';
 import { OPERATOR_VERSION } from './version.ts';
@@ -116,9 +117,7 @@ async function openParts(cfg: RunConfig, env: NodeJS.ProcessEnv, log: Logger): P
     // cannes_store_unavailable_total and cannes_store_decrypt_failures_total feed two alerts.
     metrics: createStoreMetrics(registry),
   });
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  const api = new KubeClient(kc, { registry });
+  const api = new KubeClient(await loadConnection(), { registry });
   const events = new EventRecorder({ api, reportingInstance: cfg.identity, registry, logger: log });
   const informer = <T extends KubeObject>(resource: typeof VPS_RESOURCE, parse: (o: unknown) => T) =>
     new Informer<T>({
@@ -183,8 +182,14 @@ function vpsDepsFor(p: Parts, proxyBundle: string, inflight: InFlight) {
 /** The two controllers, each watching the other kind, and the steps they run off the workers. */
 function controllersFor(p: Parts, proxyBundle: string) {
   const { cfg, vpses, modelKeys, registry, log } = p;
-  // Long steps run off the workers; their end re-enqueues the Vps.
-  const inflight = new InFlight((key) => vpsController.enqueue(key.split('#')[0] ?? ''), cfg.maxInFlight);
+  // Long steps run off the workers; their end re-enqueues the Vps. When the last one of a burst
+  // has settled (and nothing new started for 10 s), its garbage is collected at once.
+  const burstEnd = afterQuiet(collectGarbage, 10_000);
+  const inflight = new InFlight(
+    (key) => vpsController.enqueue(key.split('#')[0] ?? ''),
+    cfg.maxInFlight,
+    () => burstEnd.poke(),
+  );
   const vpsDeps = vpsDepsFor(p, proxyBundle, inflight);
   const vpsController = new Controller<VpsObject>({
     name: 'vps',

@@ -92,8 +92,16 @@ export class HcloudPort implements Hcloud {
 
   async powerOnOrReset(token: Secret, id: number, knownStatus?: string): Promise<void> {
     const status = knownStatus ?? (await this.#c.getServer(token, id)).status;
-    const action = status === 'off' ? await this.#c.powerOn(token, id) : await this.#c.reset(token, id);
-    await this.#c.waitForActions(token, [action]);
+    if (status === 'off') {
+      // Not polled: the caller's next move is to wait for the rescue system's sshd, and a server
+      // that was off answers on port 22 only once this power-on booted it (into rescue). That
+      // answer is the action's end; polling it too would only spend calls (issue 24).
+      await this.#c.powerOn(token, id);
+      return;
+    }
+    // A running server is reset, and waited for: until the reset is done its old system may still
+    // answer on port 22, and it must never be sent the rescue password.
+    await this.#c.waitForActions(token, [await this.#c.reset(token, id)]);
   }
 
   async reboot(token: Secret, id: number): Promise<void> {

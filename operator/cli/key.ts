@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { CannesError } from '../../common/errors.ts';
 import { ANNOTATION_GATEWAY_URL, ANNOTATION_KEY_SET } from '../api/schema.ts';
 import { ContentType, KubeClient } from '../kube/client.ts';
+import { loadConnection } from '../kube/connection.ts';
 import { isRecord } from '../kube/object.ts';
 
 const HELP = `Usage: cannes-operator key set <namespace>/<modelkey> --from-stdin [--gateway-url URL]
@@ -79,9 +79,9 @@ async function keyCommandInner(argv: string[], io: KeyIo): Promise<number> {
       'InvalidArgument',
       'give the key on standard input with --from-stdin (never as an argument)',
     );
-  let kube: KubeClient | undefined;
+  let kube: Promise<KubeClient> | undefined;
   const kubeOnce = () => (kube ??= kubeClient());
-  const url = values['gateway-url'] ?? (await gatewayUrlOf(kubeOnce(), t));
+  const url = values['gateway-url'] ?? (await gatewayUrlOf(await kubeOnce(), t));
   const key = verb === 'set' ? await readKey(io.stdin) : undefined;
   const r = await sendToIntake(url, t.name, key);
   if (!r.ok) {
@@ -89,17 +89,15 @@ async function keyCommandInner(argv: string[], io: KeyIo): Promise<number> {
     return 1;
   }
   io.out.write(`the server ${r.hasKey ? 'holds a key' : 'holds no key'} for ${t.namespace}/${t.name}\n`);
-  await (async () => annotate(kubeOnce(), t))().catch((err: unknown) => {
+  await (async () => annotate(await kubeOnce(), t))().catch((err: unknown) => {
     const why = err instanceof CannesError ? err.message : 'the API server did not answer';
     io.out.write(`note: could not annotate the ModelKey (${why}); its status updates at the next deploy\n`);
   });
   return 0;
 }
 
-function kubeClient(): KubeClient {
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  return new KubeClient(kc, { timeoutMs: 15_000 });
+async function kubeClient(): Promise<KubeClient> {
+  return new KubeClient(await loadConnection(), { timeoutMs: 15_000 });
 }
 
 const mkPath = (t: Target) => `/apis/cannes.dev/v1alpha1/namespaces/${t.namespace}/modelkeys/${t.name}`;

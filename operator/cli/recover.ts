@@ -10,7 +10,6 @@
  * cannot race the operator into two rescue sessions.
  */
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { CannesError } from '../../common/errors.ts';
 import type { Secret } from '../../common/secret.ts';
 import { KubePort, MODELKEY_RESOURCE, VPS_RESOURCE } from '../adapters/kube.ts';
@@ -21,6 +20,7 @@ import type { ModelKeyObject, VpsObject } from '../controllers/ports.ts';
 import { cloudToken } from '../controllers/vps-steps.ts';
 import { HcloudClient } from '../hcloud/client.ts';
 import { KubeClient } from '../kube/client.ts';
+import { loadConnection } from '../kube/connection.ts';
 import { EventRecorder } from '../kube/events.ts';
 import { Informer } from '../kube/informer.ts';
 import { openStoreFromEnv } from '../store/index.ts';
@@ -78,10 +78,8 @@ function parseTarget(argv: string[]): { help: true } | { namespace: string; name
 }
 
 /** The Kube port for one command: reads and one annotation write, no informer started. */
-function kubeFor(): { kube: KubePort; events: EventRecorder } {
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  const api = new KubeClient(kc);
+async function kubeFor(): Promise<{ kube: KubePort; events: EventRecorder }> {
+  const api = new KubeClient(await loadConnection());
   const events = new EventRecorder({ api, reportingInstance: `recover-${process.pid}` });
   const vpses = new Informer<VpsObject>({ api, resource: VPS_RESOURCE, parse: parseVps });
   const modelKeys = new Informer<ModelKeyObject>({ api, resource: MODELKEY_RESOURCE, parse: parseModelKey });
@@ -131,7 +129,7 @@ async function requestRecovery(
     throw new Refusal(err instanceof CannesError ? `${err.reason}: ${err.message}` : 'cannot open the store');
   });
   try {
-    const { kube, events } = kubeFor();
+    const { kube, events } = await kubeFor();
     const where = `${target.namespace}/${target.name}`;
     const vps = await kube.readVps(target.namespace, target.name);
     if (!vps) throw new Refusal(`Vps ${where} not found`);

@@ -24,17 +24,20 @@ export type InFlightState =
 export class InFlight {
   readonly #entries = new Map<string, Entry>();
   readonly #onSettled: (key: string) => void;
+  readonly #onDrained: (() => void) | undefined;
   readonly #limit: number;
   #active = 0;
   readonly #slots: (() => void)[] = [];
 
   /**
    * `onSettled(key)` re-enqueues the object `key` belongs to (its part before the first `#`).
-   * At most `limit` steps run at once; the others wait for a slot, in order.
+   * At most `limit` steps run at once; the others wait for a slot, in order. `onDrained` is
+   * called whenever a step settles and none is left running (the end of a burst).
    */
-  constructor(onSettled: (key: string) => void, limit = Number.POSITIVE_INFINITY) {
+  constructor(onSettled: (key: string) => void, limit = Number.POSITIVE_INFINITY, onDrained?: () => void) {
     this.#onSettled = onSettled;
     this.#limit = limit;
+    this.#onDrained = onDrained;
   }
 
   /** Waits for a free slot; a cancelled waiter leaves the line at once. */
@@ -101,12 +104,12 @@ export class InFlight {
     const settle = (next: Entry) => {
       // A cancelled entry was removed by `cancel`: what it left is nobody's to collect.
       if (this.#entries.get(key) !== running) return;
-      if (both.aborted) {
-        this.#entries.delete(key);
-        return;
+      if (both.aborted) this.#entries.delete(key);
+      else {
+        this.#entries.set(key, next);
+        this.#onSettled(key);
       }
-      this.#entries.set(key, next);
-      this.#onSettled(key);
+      if (this.running === 0) this.#onDrained?.();
     };
     const promise = withCancel(both, () => this.#slot(both, fn)).then(
       (note) => settle({ state: 'done', note, facts }),

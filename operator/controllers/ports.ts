@@ -93,7 +93,9 @@ export interface Hcloud {
   /** Enables rescue (linux64) and returns its one-time root password; waits for the action. */
   enableRescue(token: Secret, id: number): Promise<Secret>;
   /**
-   * Power on if off, else reset; waits for the action. `knownStatus` is the server's status
+   * Power on if off (not waited for: the caller waits for sshd, which answers only once the
+   * server booted), else reset (waited for: the old system may answer until it is done).
+   * `knownStatus` is the server's status
    * as this reconcile just saw it (create, find): given, it saves a GET; absent, the server
    * is read first.
    */

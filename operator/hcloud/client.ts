@@ -21,6 +21,7 @@ import type { Logger } from '../lib/log.ts';
 import { type BudgetOptions, BudgetRegistry } from './budget.ts';
 import { HcloudError } from './errors.ts';
 import { createHcloudMetrics, type HcloudMetrics } from './metrics.ts';
+import { HETZNER_ACTION_PRIORS_MS, PollSchedule } from './poll-schedule.ts';
 import {
   type Action,
   ActionListResponse,
@@ -62,14 +63,17 @@ export interface RetryOptions {
 
 export interface PollOptions {
   /**
-   * Wait before the first poll (an action a POST just returned as running is not done a
-   * millisecond later: polling at once is a call wasted). Default 1000 ms.
+   * The first poll of a command this client has not yet seen finish (an action a POST just
+   * returned as running is not done a millisecond later: polling at once is a call wasted), and
+   * the shortest interval. Default 1000 ms. When to poll: poll-schedule.ts.
    */
   initialMs?: number;
-  /** Intervals grow by this factor... Default 1.5. */
+  /** Without a prior or anything learned, intervals grow by this factor... Default 1.5. */
   factor?: number;
-  /** ...up to this. Default 10 000 ms. */
+  /** ...up to this (also the longest interval after a learned or prior guess). Default 10 000 ms. */
   maxMs?: number;
+  /** The first guess of each command's duration. Default HETZNER_ACTION_PRIORS_MS. */
+  priorMs?: Readonly<Record<string, number>>;
   /** Give up waiting after this long. Default 15 minutes. */
   timeoutMs?: number;
   /**
@@ -146,6 +150,8 @@ export class HcloudClient {
   readonly #timeoutMs: number;
   readonly #retry: Required<RetryOptions>;
   readonly #poll: Required<PollOptions>;
+  /** What this client learned of each command's duration (shared by every waiter). */
+  readonly #schedule: PollSchedule;
   readonly #budgets: BudgetRegistry;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #userAgent: string;
@@ -168,7 +174,9 @@ export class HcloudClient {
       maxMs: opts.poll?.maxMs ?? 10_000,
       timeoutMs: opts.poll?.timeoutMs ?? 15 * 60_000,
       batchMs: opts.poll?.batchMs ?? 500,
+      priorMs: opts.poll?.priorMs ?? HETZNER_ACTION_PRIORS_MS,
     };
+    this.#schedule = new PollSchedule(this.#poll);
     this.#budgets = new BudgetRegistry(opts.budget);
     this.#sleep = opts.sleep ?? defaultSleep;
     this.#userAgent = opts.userAgent ?? 'cannes-operator';
@@ -372,16 +380,17 @@ export class HcloudClient {
   }
 
   /**
-   * Wait until every action finished, polling them together with growing intervals.
+   * Wait until every action finished, polling them together on the learned schedule
+   * (poll-schedule.ts): typically one poll per action, shared with every other waiter.
    * Throws `HcloudActionFailed` (with the action's own error code in `actionError`) when one
    * ended in `error`, `HcloudActionTimeout` when they are still running after the timeout.
    */
   async waitForActions(
     token: Secret<string>,
     actions: readonly (Action | number)[],
-    opts: PollOptions = {},
+    opts: { timeoutMs?: number } = {},
   ): Promise<Action[]> {
-    const poll = { ...this.#poll, ...opts };
+    const timeoutMs = opts.timeoutMs ?? this.#poll.timeoutMs;
     const started = Date.now();
     const done = new Map<number, Action>();
     const commands = new Map<number, string>();
@@ -393,34 +402,35 @@ export class HcloudClient {
         commands.set(a.id, a.command);
       } else done.set(a.id, a);
     }
-    let interval = poll.initialMs;
+    let polls = 0;
     while (pending.length > 0) {
-      await this.#sleep(interval);
-      interval = Math.min(poll.maxMs, interval * poll.factor);
+      const elapsed = Date.now() - started;
+      const at = this.#schedule.nextPollAt(
+        pending.map((id) => commands.get(id) ?? ''),
+        polls,
+        elapsed,
+      );
+      await this.#sleep(Math.max(0, at - elapsed));
       const got = await this.#pollBatched(token, pending);
+      polls++;
       const missing = pending.find((id) => !got.some((a) => a.id === id));
       if (missing !== undefined)
         throw new HcloudError('not_found', `action ${missing} not found`, { actionId: missing });
       for (const a of got) {
-        if (a.status !== 'running') {
-          done.set(a.id, a);
-          this.#metrics.actionWait.observe(
-            { command: a.command, status: a.status },
-            (Date.now() - started) / 1000,
-          );
-        }
+        commands.set(a.id, a.command);
+        if (a.status === 'running') continue;
+        done.set(a.id, a);
+        const took = Date.now() - started;
+        this.#metrics.actionWait.observe({ command: a.command, status: a.status }, took / 1000);
+        if (a.status === 'success') this.#schedule.observe(a.command, polls, took);
       }
       pending = pending.filter((id) => !done.has(id));
       if (pending.length === 0) break;
-      if (Date.now() - started > poll.timeoutMs) {
+      if (Date.now() - started > timeoutMs) {
         const cmd = commands.get(pending[0]!) ?? 'action';
-        throw new HcloudError(
-          'action_timeout',
-          `${cmd} ${pending[0]} still running after ${poll.timeoutMs} ms`,
-          {
-            actionId: pending[0]!,
-          },
-        );
+        throw new HcloudError('action_timeout', `${cmd} ${pending[0]} still running after ${timeoutMs} ms`, {
+          actionId: pending[0]!,
+        });
       }
     }
     const result = actions.map((a) => done.get(typeof a === 'number' ? a : a.id)!);

@@ -1,27 +1,21 @@
-import { createHash } from 'node:crypto';
-import {
-  type HttpMethod,
-  IsomorphicFetchHttpLibrary,
-  type KubeConfig,
-  RequestContext,
-  type ResponseContext,
-  Watch,
-} from '@kubernetes/client-node';
+import { createInterface } from 'node:readline';
 import type { Registry } from 'prom-client';
+import { request as send } from 'undici';
 import { CannesError } from '../../common/errors.ts';
+import type { KubeConnection } from './connection.ts';
 import { type CoreMetrics, coreMetrics } from './metrics.ts';
 import { isRecord } from './object.ts';
 
 /**
- * A thin JSON client over `@kubernetes/client-node`: the KubeConfig supplies the cluster, TLS and
- * credentials (token, client certificate, exec plugin) and the library's own fetch transport
- * carries the request, exactly as its generated APIs do.
+ * A thin JSON client over undici: the KubeConnection (connection.ts) supplies the server, the TLS
+ * material and the credentials; requests and watches share its keep-alive pool.
  *
- * Why not the generated typed APIs: they deserialise built-in kinds into classes with `Date`
- * fields but hand custom resources back as raw JSON, and `Watch` always yields raw JSON. The
- * controller core parses every object once at the boundary with a caller-supplied function, so
- * it wants the same raw wire JSON from every verb.
+ * Why no typed APIs: the controller core parses every object once at the boundary with a
+ * caller-supplied function, so it wants the same raw wire JSON from every verb (and client-node's
+ * generated APIs cost ~75 MiB of RSS: connection.ts).
  */
+
+export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** A resource by its REST coordinates. `group` is '' for the core group (ConfigMaps, Secrets). */
 export interface ResourceType {
@@ -122,115 +116,75 @@ export interface KubeApi {
 }
 
 export class KubeClient implements KubeApi {
-  readonly #kc: KubeConfig;
-  readonly #http = new IsomorphicFetchHttpLibrary();
-  readonly #dispatchers = new Map<string, NonNullable<ReturnType<RequestContext['getDispatcher']>>>();
-  readonly #watch: Watch;
+  readonly #conn: KubeConnection;
   readonly #metrics: CoreMetrics | undefined;
-
   readonly #timeoutMs: number;
+  readonly #watchIdleMs: number;
+  readonly #host: string;
 
   /**
    * `timeoutMs` bounds every non-watch request (default 30 s): an API server that accepts the
-   * connection but never answers must not hang a reconcile or a lease renewal forever.
+   * connection but never answers must not hang a reconcile or a lease renewal forever. A watch that
+   * carries nothing for `watchIdleMs` (default 30 s, as client-node's) ends, and is opened again.
    */
-  constructor(kc: KubeConfig, opts: { registry?: Registry; timeoutMs?: number } = {}) {
-    this.#kc = kc;
+  constructor(
+    conn: KubeConnection,
+    opts: { registry?: Registry; timeoutMs?: number; watchIdleMs?: number } = {},
+  ) {
+    this.#conn = conn;
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
-    this.#watch = new Watch(kc);
+    this.#watchIdleMs = opts.watchIdleMs ?? 30_000;
     this.#metrics = opts.registry ? coreMetrics(opts.registry) : undefined;
+    this.#host = new URL(conn.server).host;
   }
 
   #count(code: number | string, method: string): void {
-    const server = this.#kc.getCurrentCluster()?.server ?? '';
-    let host = '';
-    try {
-      host = new URL(server).host;
-    } catch {
-      // An unparsable server is reported by the request itself.
-    }
-    this.#metrics?.restClientRequests.inc({ code: String(code), method, host });
+    this.#metrics?.restClientRequests.inc({ code: String(code), method, host: this.#host });
   }
 
-  /**
-   * client-node 2.0 builds a new undici Agent, with its own connection pool, on every
-   * `applySecurityAuthentication`: each request would open a TLS connection of its own (a
-   * handshake on both ends) and keep it alive idle for seconds; at a few hundred Vps that is
-   * hundreds of open sockets and most of the operator's memory. Requests share one dispatcher
-   * per distinct connection material instead (keep-alive, as client-go does). The key is a
-   * digest of what makes the connection, read through the library's own public
-   * `applyToHTTPSOptions`, so a rotated client certificate gets a new pool.
-   */
-  async #shareDispatcher(ctx: RequestContext): Promise<void> {
-    const fresh = ctx.getDispatcher();
-    if (fresh === undefined) return;
-    const o: Parameters<KubeConfig['applyToHTTPSOptions']>[0] = {};
-    await this.#kc.applyToHTTPSOptions(o);
-    const cluster = this.#kc.getCurrentCluster();
-    const h = createHash('sha256');
-    for (const part of [
-      cluster?.server,
-      cluster?.proxyUrl,
-      cluster?.skipTLSVerify,
-      o.ca,
-      o.cert,
-      o.key,
-      o.pfx,
-      o.passphrase,
-      o.rejectUnauthorized,
-      o.servername,
-    ]) {
-      const bytes = Buffer.isBuffer(part) ? part : Buffer.from(JSON.stringify(part ?? null));
-      h.update(String(bytes.length)).update(':').update(bytes);
+  #url(path: string, query: Record<string, string | number | boolean | undefined> = {}): URL {
+    const url = new URL(this.#conn.server + path);
+    for (const [k, v] of Object.entries(query)) {
+      if (v !== undefined) url.searchParams.set(k, String(v));
     }
-    const key = h.digest('hex');
-    const shared = this.#dispatchers.get(key);
-    if (shared !== undefined) {
-      ctx.setDispatcher(shared);
-      void fresh.close().catch(() => {});
-    } else {
-      this.#dispatchers.set(key, fresh);
-    }
-  }
-
-  get kubeConfig(): KubeConfig {
-    return this.#kc;
+    return url;
   }
 
   async request(method: HttpMethod, path: string, opts: RequestOptions = {}): Promise<unknown> {
-    const cluster = this.#kc.getCurrentCluster();
-    if (!cluster) throw new CannesError('KubeConfigInvalid', 'kubeconfig has no current cluster');
-    const url = new URL(cluster.server.replace(/\/+$/, '') + path);
-    for (const [k, v] of Object.entries(opts.query ?? {})) {
-      if (v !== undefined) url.searchParams.set(k, String(v));
-    }
-    const ctx = new RequestContext(url.toString(), method);
-    ctx.setHeaderParam('Accept', 'application/json');
+    const url = this.#url(path, opts.query);
+    const { headers, dispatcher } = await this.#conn.prepare();
+    headers['accept'] = 'application/json';
+    let body: string | undefined;
     if (opts.body !== undefined) {
-      ctx.setHeaderParam('Content-Type', opts.contentType ?? ContentType.json);
-      ctx.setBody(JSON.stringify(opts.body));
+      headers['content-type'] = opts.contentType ?? ContentType.json;
+      body = JSON.stringify(opts.body);
     }
     const timeout = AbortSignal.timeout(this.#timeoutMs);
-    ctx.setSignal(opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout);
-    await this.#kc.applySecurityAuthentication(ctx);
-    await this.#shareDispatcher(ctx);
-    let res: ResponseContext;
+    let status: number;
+    let text: string;
     try {
-      res = await this.#http.send(ctx).toPromise();
+      const res = await send(url, {
+        method,
+        headers,
+        body,
+        dispatcher,
+        signal: opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout,
+      });
+      status = res.statusCode;
+      text = await res.body.text();
     } catch (err) {
       this.#count('<error>', method);
       throw err;
     }
-    this.#count(res.httpStatusCode, method);
-    const text = await res.body.text();
+    this.#count(status, method);
     let json: unknown;
     try {
       json = text === '' ? undefined : JSON.parse(text);
     } catch {
       json = undefined;
     }
-    if (res.httpStatusCode >= 200 && res.httpStatusCode < 300) return json;
-    throw statusError(res.httpStatusCode, json, `${method} ${url.pathname}`);
+    if (status >= 200 && status < 300) return json;
+    throw statusError(status, json, `${method} ${url.pathname}`);
   }
 
   async watch(
@@ -239,29 +193,67 @@ export class KubeClient implements KubeApi {
     onEvent: (ev: WatchEvent) => void,
     onDone: (err: unknown) => void,
   ): Promise<() => void> {
+    const url = this.#url(path, { ...query, watch: 'true' });
+    const controller = new AbortController();
     let finished = false;
+    let idle: NodeJS.Timeout | undefined;
     const doneOnce = (err: unknown): void => {
       if (finished) return;
       finished = true;
+      clearTimeout(idle);
+      controller.abort();
       onDone(err);
     };
-    let connected = false;
-    const controller = await this.#watch.watch(
-      path,
-      query,
-      (type: string, object: unknown) => onEvent({ type, object }),
-      (err: unknown) => {
-        const e = toWatchError(err);
-        if (!connected) this.#count(e instanceof KubeApiError ? e.code : '<error>', 'WATCH');
-        doneOnce(e);
-      },
-    );
-    if (!finished) {
-      connected = true;
-      this.#count(200, 'WATCH');
+    const touch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(
+        () => doneOnce(new CannesError('WatchTimeout', `watch idle for ${this.#watchIdleMs} ms`)),
+        this.#watchIdleMs,
+      );
+      idle.unref();
+    };
+    try {
+      touch();
+      const { headers, dispatcher } = await this.#conn.prepare();
+      const res = await send(url, { method: 'GET', headers, dispatcher, signal: controller.signal });
+      if (res.statusCode !== 200) {
+        const text = await res.body.text().catch(() => '');
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        this.#count(res.statusCode, 'WATCH');
+        doneOnce(statusError(res.statusCode, json, 'watch'));
+      } else {
+        this.#count(200, 'WATCH');
+        touch();
+        const body = res.body;
+        body.on('data', touch);
+        body.on('error', (e) => doneOnce(controller.signal.aborted ? null : e));
+        body.on('close', () => doneOnce(null));
+        const lines = createInterface({ input: body, crlfDelay: Number.POSITIVE_INFINITY });
+        lines.on('line', (line) => {
+          if (finished) return;
+          let ev: unknown;
+          try {
+            ev = JSON.parse(line);
+          } catch {
+            return; // not a watch event line: skipped, as client-node does
+          }
+          if (isRecord(ev) && typeof ev['type'] === 'string')
+            onEvent({ type: ev['type'], object: ev['object'] });
+        });
+        // readline re-emits the body's errors (an abort among them): handled, as the body's are.
+        lines.on('error', (e) => doneOnce(controller.signal.aborted ? null : e));
+        lines.on('close', () => doneOnce(null));
+      }
+    } catch (err) {
+      if (!finished) this.#count('<error>', 'WATCH');
+      doneOnce(err);
     }
     return () => {
-      controller.abort();
       doneOnce(new CannesError('WatchAborted', 'watch aborted'));
     };
   }
@@ -300,14 +292,4 @@ function defaultReason(code: number): string {
     default:
       return code >= 500 ? 'InternalError' : 'Unknown';
   }
-}
-
-/** `Watch` reports a non-200 answer as an Error with `statusCode`; keep the code (410 matters). */
-function toWatchError(err: unknown): unknown {
-  if (err === null || err === undefined) return null;
-  if (err instanceof Error) {
-    const code: unknown = Reflect.get(err, 'statusCode');
-    if (typeof code === 'number') return statusError(code, undefined, 'watch');
-  }
-  return err;
 }

@@ -1,10 +1,12 @@
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Secret } from '../../../common/secret.ts';
+import { HcloudPort } from '../../../operator/adapters/hcloud.ts';
 import { HcloudClient, type HcloudClientOptions } from '../../../operator/hcloud/client.ts';
 import { HCLOUD_ERROR_CODES, HcloudError, isHcloudError } from '../../../operator/hcloud/errors.ts';
 import { randomToken, type Simulator, startSimulator } from '../../hcloud-sim/simulator.ts';
 import { StateOnlyProvider } from '../../hcloud-sim/state-only-provider.ts';
+import { waitFor } from '../../lib/wait.ts';
 
 const FAST: HcloudClientOptions = {
   retry: { baseMs: 5, capMs: 40 },
@@ -411,6 +413,69 @@ describe('actions and lookups', () => {
     expect(done.flat().every((a) => a.status === 'success')).toBe(true);
     const polls = sim.requests.slice(before).filter((r) => r.method === 'GET' && r.route === '/actions');
     expect(polls).toHaveLength(1);
+  });
+
+  it('polls a long action a few times once, then about once per action (the count does not grow with its duration)', async () => {
+    const slow = await startSimulator({
+      provider: new StateOnlyProvider(),
+      actionDurationMs: { create_server: 1000, default: 20 },
+    });
+    try {
+      // The old backoff at these settings (10 ms growing ×1.5 up to 50 ms) polled a 1 s create ~22 times.
+      const c = new HcloudClient({
+        ...FAST,
+        poll: { ...FAST.poll, initialMs: 10, priorMs: { create_server: 1000 } },
+        endpoint: slow.endpoint,
+      });
+      const polls = () => slow.requests.filter((r) => r.method === 'GET' && r.route === '/actions').length;
+      const create = async (n: string) => {
+        const r = await c.createServer(slow.token, {
+          name: name(n),
+          server_type: 'cx23',
+          image: 'ubuntu-24.04',
+        });
+        const before = polls();
+        await c.waitForActions(slow.token, [r.action]);
+        return polls() - before;
+      };
+      // Nothing learned: 10 ms, 40, 160, 640, then the prior (1 s) and a quarter of it after that.
+      expect(await create('poll1')).toBeLessThanOrEqual(7);
+      // Learned: the first poll comes at about what the first create took.
+      const later = [await create('poll2'), await create('poll3'), await create('poll4')];
+      expect(later.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(6);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('powers an off server on without polling (sshd answering is its end), and waits for a reset', async () => {
+    const r = await client.createServer(token, {
+      name: name('power'),
+      server_type: 'cx23',
+      image: 'ubuntu-24.04',
+      start_after_create: false,
+    });
+    await client.waitForActions(token, [r.action]);
+    const port = new HcloudPort(client);
+    const since = sim.requests.length;
+    await port.powerOnOrReset(token, r.server.id, 'off');
+    expect(sim.requests.slice(since).map((q) => `${q.method} ${q.route}`)).toEqual([
+      'POST /servers/{id}/actions/poweron',
+    ]);
+    // A running server is reset and the reset waited for: its old system must be gone first.
+    await waitFor(
+      'the server running',
+      async () => ((await client.getServer(token, r.server.id)).status === 'running' ? true : undefined),
+      10_000,
+    );
+    const before = sim.requests.length;
+    await port.powerOnOrReset(token, r.server.id, 'running');
+    const after = sim.requests.slice(before).map((q) => `${q.method} ${q.route}`);
+    expect(after[0]).toBe('POST /servers/{id}/actions/reset');
+    expect(after.length).toBeGreaterThan(1);
+    expect(after.slice(1).every((x) => x === 'GET /actions')).toBe(true);
+    // Done when it returns: the server holds no running action.
+    expect((await client.getServer(token, r.server.id)).locked).toBe(false);
   });
 
   it('with bootToSshMs, a power-on ends at power-on (running) and the system comes up after it', async () => {

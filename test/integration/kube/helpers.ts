@@ -1,24 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import { KubeClient } from '../../../operator/kube/client.ts';
+import { type KubeConnection, NativeConnection } from '../../../operator/kube/connection.ts';
 import { waitUntil } from '../../lib/wait.ts';
 import type { Rig } from '../../rig/rig.ts';
 
-/** A KubeConfig for the rig's admin identity, optionally pointed at another address (a TcpProxy). */
-export function adminKubeConfig(rig: Rig, server: string = rig.server): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'rig', server, caFile: rig.caCert, skipTLSVerify: false }],
-    users: [{ name: 'admin', certFile: rig.adminCert, keyFile: rig.adminKey }],
-    contexts: [{ name: 'rig', cluster: 'rig', user: 'admin' }],
-    currentContext: 'rig',
+/** The rig's admin identity (client certificate), optionally pointed at another address (a TcpProxy). */
+export function adminConnection(rig: Rig, server: string = rig.server): KubeConnection {
+  return new NativeConnection({
+    server,
+    ca: { file: rig.caCert },
+    cert: { file: rig.adminCert },
+    key: { file: rig.adminKey },
   });
-  return kc;
 }
 
 export function adminClient(rig: Rig, server?: string): KubeClient {
-  return new KubeClient(adminKubeConfig(rig, server));
+  return new KubeClient(adminConnection(rig, server));
 }
 
 export function suffix(): string {

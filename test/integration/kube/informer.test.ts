@@ -8,7 +8,7 @@ import { CONFIGMAPS, type ConfigMap, parseConfigMap } from '../../lib/configmaps
 import { vpsManifest } from '../../lib/manifests.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
-import { adminClient, adminKubeConfig, TcpProxy, tempNamespace, until } from './helpers.ts';
+import { adminClient, adminConnection, TcpProxy, tempNamespace, until } from './helpers.ts';
 
 const logger = createLogger('informer-it', { level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
 
@@ -77,7 +77,7 @@ describe('Informer against a real API server', () => {
     await putConfigMap('stay', { v: '1' });
     await putConfigMap('doomed', { v: '1' });
     const informer = new Informer<ConfigMap>({
-      api: new KubeClient(adminKubeConfig(rig, url)),
+      api: new KubeClient(adminConnection(rig, url)),
       resource: CONFIGMAPS,
       namespace: ns.name,
       parse: parseConfigMap,

@@ -5,7 +5,7 @@ import { isRecord } from '../../../operator/kube/object.ts';
 import { createLogger } from '../../../operator/lib/log.ts';
 import type { Rig } from '../../rig/rig.ts';
 import { useRig } from '../../rig/shared.ts';
-import { adminClient, adminKubeConfig, suffix, TcpProxy, tempNamespace, until } from './helpers.ts';
+import { adminClient, adminConnection, suffix, TcpProxy, tempNamespace, until } from './helpers.ts';
 
 const logger = createLogger('leader-it', { level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
 
@@ -116,7 +116,7 @@ describe('LeaderElector against a real Lease', () => {
     const lease = `lease-${suffix()}`;
     const proxy = new TcpProxy(rig.server);
     const url = await proxy.start();
-    const a = candidate(lease, 'replica-a', new KubeClient(adminKubeConfig(rig, url)));
+    const a = candidate(lease, 'replica-a', new KubeClient(adminConnection(rig, url)));
     try {
       await until(() => a.startedAt !== undefined, 'a leads');
       const b = candidate(lease, 'replica-b', adminClient(rig));

@@ -172,4 +172,25 @@ describe('InFlight', () => {
     expect(done).toEqual(['a#1#s', 'c#1#s']);
     expect(table.take('c#1#s')).toMatchObject({ state: 'done', note: 'c' });
   });
+
+  it('says when the last running step of a burst has settled, and not before', async () => {
+    let drained = 0;
+    const table = new InFlight(
+      () => {},
+      10,
+      () => drained++,
+    );
+    const gates: (() => void)[] = [];
+    const step = () => new Promise<string>((r) => gates.push(() => r('ok')));
+    const signal = new AbortController().signal;
+    table.start('a#1#s', signal, {}, step);
+    table.start('b#1#s', signal, {}, step);
+    await flush();
+    gates[0]?.();
+    await flush();
+    expect(drained).toBe(0);
+    gates[1]?.();
+    await flush();
+    expect(drained).toBe(1);
+  });
 });

@@ -1,9 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isConflict, isGone, KubeApiError, KubeClient, resourcePath } from '../../../operator/kube/client.ts';
+import { type KubeConnection, NativeConnection } from '../../../operator/kube/connection.ts';
 
 let server: Server | undefined;
 afterEach(async () => {
@@ -12,19 +12,12 @@ afterEach(async () => {
   server = undefined;
 });
 
-/** A loopback HTTP server standing in for the API server, and a KubeConfig pointing at it. */
-async function serve(handler: Parameters<typeof createServer>[1]): Promise<KubeConfig> {
+/** A loopback HTTP server standing in for the API server, and a connection to it. */
+async function serve(handler: Parameters<typeof createServer>[1]): Promise<KubeConnection> {
   server = createServer(handler);
   await new Promise<void>((r) => server?.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
-    users: [{ name: 'u' }],
-    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
-    currentContext: 'x',
-  });
-  return kc;
+  return new NativeConnection({ server: `http://127.0.0.1:${port}` });
 }
 
 describe('KubeClient', () => {

@@ -1,0 +1,38 @@
+import { describe, expect, it, vi } from 'vitest';
+import { afterQuiet, collectGarbage } from '../../../operator/lib/memory.ts';
+
+describe('a burst’s memory', () => {
+  it('is collected at once by collectGarbage (an idle process would keep it)', () => {
+    // Garbage that survived into the old generation, as a burst's does.
+    let burst: { s: string; a: number[] }[] | null = [];
+    for (let i = 0; i < 20_000; i++)
+      burst.push({ s: `${i}`.repeat(200), a: Array.from({ length: 50 }, (_, j) => j) });
+    const held = process.memoryUsage().heapUsed;
+    burst = null;
+    collectGarbage();
+    const after = process.memoryUsage().heapUsed;
+    // The burst held ~20 MiB: at least half of it is gone right after the call.
+    expect(held - after).toBeGreaterThan(10 * 2 ** 20);
+  });
+
+  it('runs once things were quiet for the given time, each poke starting the wait again', () => {
+    vi.useFakeTimers();
+    try {
+      let runs = 0;
+      const q = afterQuiet(() => runs++, 1000);
+      q.poke();
+      vi.advanceTimersByTime(900);
+      q.poke();
+      vi.advanceTimersByTime(900);
+      expect(runs).toBe(0);
+      vi.advanceTimersByTime(200);
+      expect(runs).toBe(1);
+      q.poke();
+      q.stop();
+      vi.advanceTimersByTime(5000);
+      expect(runs).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
