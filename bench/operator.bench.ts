@@ -159,14 +159,17 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
       : { actionMs: 0 }),
   });
   try {
-    const op = await s.startOperator(['--resync', String(RESYNC_S), '--workers', String(WORKERS), ...EXTRA_ARGS], {
-      ...EXTRA_ENV,
-      ...(HEAP_SNAPSHOT
-        ? {
-            NODE_OPTIONS: `${EXTRA_ENV['NODE_OPTIONS'] ?? OPERATOR_RUNTIME_ENV['NODE_OPTIONS'] ?? ''} --heapsnapshot-signal=SIGUSR2`,
-          }
-        : {}),
-    });
+    const op = await s.startOperator(
+      ['--resync', String(RESYNC_S), '--workers', String(WORKERS), ...EXTRA_ARGS],
+      {
+        ...EXTRA_ENV,
+        ...(HEAP_SNAPSHOT
+          ? {
+              NODE_OPTIONS: `${EXTRA_ENV['NODE_OPTIONS'] ?? OPERATOR_RUNTIME_ENV['NODE_OPTIONS'] ?? ''} --heapsnapshot-signal=SIGUSR2`,
+            }
+          : {}),
+      },
+    );
     const vpsNames = names(light ? 'vps' : 'real', n);
     const start = performance.now();
     await s.kubectl(['apply', '-f', '-'], manifests(s, vpsNames));
