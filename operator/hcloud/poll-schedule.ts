@@ -6,10 +6,11 @@
  * seen to finish in this process, and later polls come at a quarter of that, not on a backoff
  * that keeps polling a one-minute create a dozen times:
  *
- * - learned: `expected(command)` is a running average of how long that command took here (the
- *   time of the poll that found it done). A first poll that already finds it done records 90 %
- *   of its time, so the guess creeps down (never below `initialMs`) until a poll comes too early:
- *   the schedule follows actions that got faster, at the price of an occasional second poll;
+ * - learned: `expected(command)` is the median of how long that command took the last five times
+ *   here (the time of the poll that found it done), so one slow action (a Hetzner hiccup) does
+ *   not delay the next ones. A first poll that already finds it done records 90 % of its time,
+ *   so the guess creeps down (never below `initialMs`) until a poll comes too early: the schedule
+ *   follows actions that got faster, at the price of an occasional second poll;
  * - before anything is learned (a fresh operator): one early poll at `initialMs` (a simulator, or
  *   an action that is done at once), then ×4 steps up to the command's prior (what Hetzner
  *   publishes), if any; without a prior, the geometric backoff (initialMs × factor^k up to maxMs).
@@ -33,9 +34,13 @@ export interface ScheduleOptions {
  */
 export const HETZNER_ACTION_PRIORS_MS: Readonly<Record<string, number>> = { create_server: 60_000 };
 
+/** How many recent durations of a command the guess is the median of. */
+const KEEP = 5;
+
 export class PollSchedule {
   readonly #o: ScheduleOptions;
-  readonly #expected = new Map<string, number>();
+  /** The last few durations seen, per command (oldest first). */
+  readonly #seen = new Map<string, number[]>();
 
   constructor(o: ScheduleOptions) {
     this.#o = o;
@@ -43,7 +48,10 @@ export class PollSchedule {
 
   /** What this process expects a `command` to take (learned), if anything. */
   expected(command: string): number | undefined {
-    return this.#expected.get(command);
+    const seen = this.#seen.get(command);
+    if (seen === undefined) return undefined;
+    // The lower median: with an even count, the shorter of the two middle values.
+    return [...seen].sort((a, b) => a - b)[(seen.length - 1) >> 1];
   }
 
   /**
@@ -53,7 +61,7 @@ export class PollSchedule {
    */
   nextPollAt(commands: readonly string[], polls: number, elapsedMs: number): number {
     const o = this.#o;
-    const learned = commands.map((c) => this.#expected.get(c));
+    const learned = commands.map((c) => this.expected(c));
     if (learned.every((e) => e !== undefined)) {
       const e = Math.max(...(learned as number[]));
       if (polls === 0) return e;
@@ -73,9 +81,11 @@ export class PollSchedule {
   observe(command: string, polls: number, elapsedMs: number): void {
     // Never below the early poll: sooner would cost calls (fewer waiters share a batch) to save
     // under a second.
-    const seen = Math.max(this.#o.initialMs, polls === 1 ? elapsedMs * 0.9 : elapsedMs);
-    const before = this.#expected.get(command);
-    this.#expected.set(command, before === undefined ? seen : (before + seen) / 2);
+    const took = Math.max(this.#o.initialMs, polls === 1 ? elapsedMs * 0.9 : elapsedMs);
+    const seen = this.#seen.get(command) ?? [];
+    seen.push(took);
+    if (seen.length > KEEP) seen.shift();
+    this.#seen.set(command, seen);
   }
 }
 
