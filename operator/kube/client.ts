@@ -206,8 +206,10 @@ export class KubeClient implements KubeApi {
     };
     const touch = () => {
       clearTimeout(idle);
+      // A `TimeoutError`, as client-node's watch ended: the informer re-watches at once on it
+      // (a quiet watch is no fault) instead of backing off as after an error.
       idle = setTimeout(
-        () => doneOnce(new CannesError('WatchTimeout', `watch idle for ${this.#watchIdleMs} ms`)),
+        () => doneOnce(new DOMException(`watch idle for ${this.#watchIdleMs} ms`, 'TimeoutError')),
         this.#watchIdleMs,
       );
       idle.unref();

@@ -68,4 +68,16 @@ describe('KubeClient', () => {
     const err = await new KubeClient(kc, { timeoutMs: 200 }).request('GET', '/api/v1/x').catch((e) => e);
     expect(err instanceof Error && err.name).toBe('TimeoutError');
   });
+
+  it('ends a watch that carries nothing for watchIdleMs with a TimeoutError (the informer re-watches at once)', async () => {
+    const conn = await serve((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.flushHeaders(); // then nothing: a quiet watch
+    });
+    const ended = new Promise<unknown>((resolve) => {
+      void new KubeClient(conn, { watchIdleMs: 200 }).watch('/api/v1/configmaps', {}, () => {}, resolve);
+    });
+    const err = await ended;
+    expect(err instanceof Error && err.name).toBe('TimeoutError');
+  });
 });
