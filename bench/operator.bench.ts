@@ -106,9 +106,29 @@ function byRoute(s: System): Record<string, number> {
   return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]));
 }
 
-/** Polls once a second; a check that throws (the apiserver refused) ends the run. */
-function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  return waitUntil(what, check, timeoutMs, { intervalMs: 1000, failOnError: true });
+/**
+ * Polls once a second; a check that throws (the apiserver refused) ends the run, and so does
+ * the operator's exit, named with its code or signal and its last log lines (a run once lost
+ * its operator without a word).
+ */
+function until(
+  what: string,
+  op: OperatorProcess,
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+): Promise<void> {
+  return waitUntil(what, check, timeoutMs, {
+    intervalMs: 1000,
+    failOnError: true,
+    giveUp: () => operatorExit(op),
+  });
+}
+
+function operatorExit(op: OperatorProcess): string | undefined {
+  const { exitCode, signalCode } = op.proc;
+  if (exitCode === null && signalCode === null) return undefined;
+  const tail = op.logs.join('').split('\n').slice(-20).join('\n');
+  return `the operator exited (${signalCode ? `signal ${signalCode}` : `code ${exitCode}`}); its last log lines:\n${tail}`;
 }
 
 const names = (prefix: string, n: number) =>
@@ -179,6 +199,7 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
     const loads: number[] = [];
     await until(
       `${n} Vps Ready`,
+      op,
       async () => {
         peakRss = Math.max(peakRss, rssMiB(op));
         peakHeap = Math.max(peakHeap, await heapMiB(op));
@@ -201,6 +222,7 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
     let settled = { calls: -1, ssh: -1 };
     await until(
       'the operator to settle after Ready',
+      op,
       async () => {
         peakRss = Math.max(peakRss, rssMiB(op));
         const now = { calls: operatorRequests(s).length, ssh: await sshConnections(op) };
@@ -218,9 +240,15 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
     const rssSettled = rssMiB(op);
     const reconciles = await vpsReconciles(op);
     await sleep(IDLE_S * 1000);
-    // Idle memory: after a full GC if the operator exposes one (it does not), else as it is.
+    const exited = operatorExit(op);
+    if (exited) throw new Error(`while idle, ${exited}`);
+    // Idle memory as it is (the operator's own GC after the burst has run by now), and where it
+    // sits: V8's heap as committed, memory held outside it for JS objects (Buffers, ssh2's
+    // WebAssembly memory), and the rest of the RSS (code, glibc's heap, stacks).
     const idleRss = rssMiB(op);
     const idleHeap = await heapMiB(op);
+    const idleHeapTotal = round1((await metricSum(op, 'nodejs_heap_size_total_bytes', '', 0)) / 2 ** 20);
+    const idleExternal = round1((await metricSum(op, 'nodejs_external_memory_bytes', '', 0)) / 2 ** 20);
     if (HEAP_SNAPSHOT) await heapSnapshot(op, `${latency}-${n}`);
     const idleCalls = operatorRequests(s).length - calls;
     const idleSsh = (await sshConnections(op)) - ssh;
@@ -249,6 +277,12 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
       callsByRoute: byRoute(s),
       sshConnectionsPerVps: round1(ssh / n),
       operatorRssMiB: { peak: peakRss, settled: rssSettled, afterIdle: idleRss },
+      idleMemoryMiB: {
+        rss: idleRss,
+        v8HeapCommitted: idleHeapTotal,
+        external: idleExternal,
+        rest: round1(idleRss - idleHeapTotal - idleExternal),
+      },
       operatorHeapMiB: { peak: peakHeap, afterIdle: idleHeap },
       idle: {
         seconds: IDLE_S,

@@ -15,6 +15,29 @@ describe('a burst’s memory', () => {
     expect(held - after).toBeGreaterThan(10 * 2 ** 20);
   });
 
+  it('hands the committed heap back, not only the objects', () => {
+    const committed = () => {
+      const m = process.memoryUsage();
+      return m.heapTotal - m.heapUsed;
+    };
+    const burst = () => {
+      let junk: { s: string; a: number[] }[] | null = [];
+      for (let i = 0; i < 40_000; i++)
+        junk.push({ s: `${i}`.repeat(200), a: Array.from({ length: 50 }, (_, j) => j) });
+      junk = null;
+    };
+    burst();
+    collectGarbage('regular');
+    const regular = committed();
+    burst();
+    collectGarbage();
+    const lastResort = committed();
+    // Seen on Node 24: 33–65 MiB committed and unused after a regular full GC, 1.3–1.5 MiB after
+    // collectGarbage's.
+    expect(lastResort).toBeLessThan(8 * 2 ** 20);
+    expect(lastResort).toBeLessThan(regular);
+  });
+
   it('runs once things were quiet for the given time, each poke starting the wait again', () => {
     vi.useFakeTimers();
     try {
