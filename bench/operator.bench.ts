@@ -170,6 +170,14 @@ async function heapSnapshot(op: OperatorProcess, label: string): Promise<void> {
 /** The machine's 1-minute load average (other work on it slows every run). */
 const load1 = () => Number(readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
 
+/** The system of the run in progress: an interrupted benchmark stops it (operator, servers, database). */
+let running: System | undefined;
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.once(sig, () => {
+    console.error(`${sig}: stopping the run's operator, servers and database`);
+    void Promise.resolve(running?.stop()).finally(() => process.exit(130));
+  });
+
 async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zero') {
   const s = await startSystem({
     standInServices: light,
@@ -178,6 +186,7 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
       ? { actionMs: { ...HETZNER_LATENCIES.actionDurationMs }, bootToSshMs: HETZNER_LATENCIES.bootToSshMs }
       : { actionMs: 0 }),
   });
+  running = s;
   try {
     const op = await s.startOperator(
       ['--resync', String(RESYNC_S), '--workers', String(WORKERS), ...EXTRA_ARGS],
@@ -295,6 +304,7 @@ async function run(n: number, light: boolean, latency: 'zero' | 'hetzner' = 'zer
       },
     };
   } finally {
+    running = undefined;
     await s.stop();
   }
 }
