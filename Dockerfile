@@ -25,7 +25,15 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts \
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 # OPERATOR_RUNTIME_ENV (operator/config.ts): the memory docs/robustness.md measures.
-ENV NODE_OPTIONS=--max-semi-space-size=8 MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
+ENV NODE_OPTIONS=--max-semi-space-size=8 MALLOC_CONF=background_thread:true,narenas:2 MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
+# jemalloc (Debian's libjemalloc2) allocates for Node: it hands a provisioning burst's freed
+# pages back to the system, where glibc's heap kept them (IMAGE_JEMALLOC in operator/config.ts).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libjemalloc2 \
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2 \
+ && test -e /usr/local/lib/libjemalloc.so.2
+ENV LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist

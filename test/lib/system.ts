@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -263,6 +263,7 @@ export async function startSystem(
               POD_NAMESPACE: namespace,
               // As the image runs it (its ENV): the benchmark measures the memory that ships.
               ...OPERATOR_RUNTIME_ENV,
+              LD_PRELOAD: hostJemalloc(),
               // A person debugging a test can raise the operator's log level (never set by tests).
               ...(process.env['CANNES_OPERATOR_LOG_LEVEL']
                 ? { LOG_LEVEL: process.env['CANNES_OPERATOR_LOG_LEVEL'] }
@@ -361,6 +362,18 @@ export function exampleManifests(
  * The sum of a metric's series on the operator's /metrics whose labels contain `labels`
  * (e.g. `controller="vps"`); `whenAbsent` when there is no such series, else it fails.
  */
+/**
+ * The host's jemalloc (Debian's libjemalloc2, installed by `make apt`): the rig's operator
+ * allocates with it, as the image's does with its own copy (IMAGE_JEMALLOC).
+ */
+export function hostJemalloc(): string {
+  const triplet = process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : process.arch;
+  const path = `/usr/lib/${triplet}-linux-gnu/libjemalloc.so.2`;
+  if (!existsSync(path))
+    throw new Error(`${path} is missing: run \`make apt\` (Debian package libjemalloc2)`);
+  return path;
+}
+
 export async function metricSum(
   op: OperatorProcess,
   name: string,

@@ -3,6 +3,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OPERATOR_RUNTIME_ENV } from '../../../operator/config.ts';
 import { ensureImage, type PodSpecForPodman, podman, podmanRunArgs } from '../../lib/podman.ts';
 import { findObject, render } from '../chart/helm.ts';
 
@@ -130,6 +131,16 @@ describe('the operator image run as the chart runs it', () => {
     });
     expect(got['uid']).toBeGreaterThan(0);
     expect(got['groups']).toContain(spec.securityContext.fsGroup);
+  });
+
+  it('allocates with jemalloc, as the rig’s operator does (the memory docs/robustness.md measures)', async () => {
+    const probe = `
+      const maps = require('node:fs').readFileSync('/proc/self/maps', 'utf8');
+      console.log(JSON.stringify({ jemalloc: maps.includes('/libjemalloc.so.2'), conf: process.env.MALLOC_CONF }));`;
+    const res = await run(['-e', probe], { entrypoint: 'node', env: plainEnv() });
+    // A preload that failed is a line from ld.so on stderr and a process without the library.
+    expect(res.stderr).toBe('');
+    expect(JSON.parse(res.stdout)).toEqual({ jemalloc: true, conf: OPERATOR_RUNTIME_ENV['MALLOC_CONF'] });
   });
 
   it('holds production dependencies only: no devDependency, no compiler, no sources', async () => {

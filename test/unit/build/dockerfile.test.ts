@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { OPERATOR_RUNTIME_ENV } from '../../../operator/config.ts';
+import { IMAGE_JEMALLOC, OPERATOR_RUNTIME_ENV } from '../../../operator/config.ts';
 
 // The assumptions the Dockerfile makes about the repository, checked without building it.
 // `make image` builds it with buildah and test/integration/build/image.test.ts runs the result.
@@ -58,5 +58,16 @@ describe('Dockerfile', () => {
       .filter((l) => l.startsWith('ENV '))
       .flatMap((l) => l.slice(4).trim().split(/\s+/));
     for (const [k, v] of Object.entries(OPERATOR_RUNTIME_ENV)) expect(env, k).toContain(`${k}=${v}`);
+  });
+
+  it('allocates with jemalloc: Debian’s libjemalloc2, linked where LD_PRELOAD names it', () => {
+    // One RUN, before USER: the package, the apt lists removed, the platform's library linked.
+    const install = /^RUN apt-get update \\\n(?: && .*\\\n)* && .*$/m.exec(runtime)?.[0] ?? '';
+    expect(install).toContain('apt-get install -y --no-install-recommends libjemalloc2');
+    expect(install).toContain('rm -rf /var/lib/apt/lists/*');
+    expect(install).toContain(`ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" ${IMAGE_JEMALLOC}`);
+    expect(install).toContain(`test -e ${IMAGE_JEMALLOC}`);
+    expect(runtime).toMatch(new RegExp(`^ENV LD_PRELOAD=${IMAGE_JEMALLOC.replaceAll('.', '\\.')}$`, 'm'));
+    expect(runtime.indexOf(install)).toBeLessThan(runtime.search(/^USER /m));
   });
 });
