@@ -73,6 +73,9 @@ export const ENVIRONMENT = `environment:
   CANNES_FAULT_POINT       tests only: crash at a named step
 `;
 
+/** Where the image links its platform's jemalloc (Debian's libjemalloc2), preloaded by its ENV. */
+export const IMAGE_JEMALLOC = '/usr/local/lib/libjemalloc.so.2';
+
 /**
  * The operator process's runtime environment (the image's ENV; the rig starts the operator
  * with it too, so the benchmark measures what ships; docs/robustness.md, "Memory"):
@@ -91,9 +94,6 @@ export const ENVIRONMENT = `environment:
  *   49 → 88 MiB from 1 to 200 Vps), jemalloc hands freed pages back on a timer, run by its
  *   background thread even when the process is idle; two arenas, not eight per core.
  */
-/** Where the image links its platform's jemalloc (Debian's libjemalloc2), preloaded by its ENV. */
-export const IMAGE_JEMALLOC = '/usr/local/lib/libjemalloc.so.2';
-
 export const OPERATOR_RUNTIME_ENV: Readonly<Record<string, string>> = {
   NODE_OPTIONS: '--max-semi-space-size=8',
   MALLOC_CONF: 'background_thread:true,narenas:2',

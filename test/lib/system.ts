@@ -359,10 +359,6 @@ export function exampleManifests(
 }
 
 /**
- * The sum of a metric's series on the operator's /metrics whose labels contain `labels`
- * (e.g. `controller="vps"`); `whenAbsent` when there is no such series, else it fails.
- */
-/**
  * The host's jemalloc (Debian's libjemalloc2, installed by `make apt`): the rig's operator
  * allocates with it, as the image's does with its own copy (IMAGE_JEMALLOC).
  */
@@ -374,6 +370,10 @@ export function hostJemalloc(): string {
   return path;
 }
 
+/**
+ * The sum of a metric's series on the operator's /metrics whose labels contain `labels`
+ * (e.g. `controller="vps"`); `whenAbsent` when there is no such series, else it fails.
+ */
 export async function metricSum(
   op: OperatorProcess,
   name: string,
