@@ -49,6 +49,8 @@ export type LogFormat = (typeof LOG_FORMATS)[number];
 
 /** The default Lease name; the chart grants get/update on this name only unless told another. */
 export const DEFAULT_LEASE_NAME = 'cannes-operator';
+/** `--resync` when not given: a full relist every 10 minutes. */
+export const DEFAULT_RESYNC_MS = 600_000;
 
 /**
  * Every environment variable the operator reads (a test greps the sources and fails when one is
@@ -154,7 +156,7 @@ function oneOf<T extends string>(what: string, v: string, allowed: readonly T[])
 
 /** `--resync`: a Go duration (`10m`), or whole seconds as before (`600`). */
 function resyncMs(v: string | undefined): number {
-  if (v === undefined) return 600_000;
+  if (v === undefined) return DEFAULT_RESYNC_MS;
   let ms: number;
   if (/^[0-9]{1,9}$/.test(v)) ms = Number(v) * 1000;
   else {
