@@ -8,7 +8,7 @@
  * nftables, the post-provisioning key rotation), but "light": the long-running services (the
  * proxy unit, the gateway container) are tiny HTTP stand-ins (RealHostProviderOptions
  * .standInServices), since 200 real OpenClaw gateways do not fit on one 2-core machine.
- * Measured: time to all Ready, Hetzner calls per Vps (target <= 15) by route, SSH connections
+ * Measured: time to all Ready, Hetzner calls per Vps (target <= 6) by route, SSH connections
  * per Vps, operator RSS.
  *
  * The operator runs as it ships (`--resync` at its default, 10 minutes). Idle: once settled,
