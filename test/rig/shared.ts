@@ -141,7 +141,7 @@ function sweepStale(root: string): void {
  * workers (they have an IPC channel: `process.send`), whose parent is vitest; in a thread pool the
  * worker shares vitest's pid. `CANNES_RIG_OWNER_PID` overrides both.
  */
-function ownerPid(): number {
+export function ownerPid(): number {
   const forced = Number(process.env['CANNES_RIG_OWNER_PID'] ?? '');
   if (Number.isInteger(forced) && forced > 0) return forced;
   return typeof process.send === 'function' ? process.ppid : process.pid;
