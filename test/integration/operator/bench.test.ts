@@ -4,10 +4,11 @@
  * one server; 0 Hetzner calls and 0 SSH connections while idle and over a restart with 5 s
  * resyncs). No number is asserted: performance is the benchmark's to measure, never a test's.
  */
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, expect, it } from 'vitest';
 import { REPO } from '../../lib/system.ts';
 import { ownerPid, useRig } from '../../rig/shared.ts';
@@ -15,24 +16,8 @@ import { ownerPid, useRig } from '../../rig/shared.ts';
 const dir = mkdtempSync(join(tmpdir(), 'cannes-bench-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function runBench(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bench/operator.bench.ts'], {
-      cwd: REPO,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (b: Buffer) => {
-      output += b.toString();
-    });
-    child.stderr.on('data', (b: Buffer) => {
-      output += b.toString();
-    });
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, output: output.slice(-4000) }));
-  });
-}
+/** Resolves when the benchmark exits 0; otherwise rejects with its output (its FAIL lines). */
+const run = promisify(execFile);
 
 type Run = {
   vps: number;
@@ -44,14 +29,18 @@ type Run = {
 
 it('runs for 1 and 2 Vps and writes operator.json and the memory plot', async () => {
   await useRig(); // the benchmark joins this run's control plane instead of starting its own
-  const { code, output } = await runBench({
-    BENCH_VPS: '1,2',
-    BENCH_LATENCY_VPS: '',
-    BENCH_IDLE_S: '5',
-    BENCH_RESULTS_DIR: dir,
-    CANNES_RIG_OWNER_PID: String(ownerPid()),
+  await run(process.execPath, ['bench/operator.bench.ts'], {
+    cwd: REPO,
+    env: {
+      ...process.env,
+      BENCH_VPS: '1,2',
+      BENCH_LATENCY_VPS: '',
+      BENCH_IDLE_S: '5',
+      BENCH_RESULTS_DIR: dir,
+      CANNES_RIG_OWNER_PID: String(ownerPid()),
+    },
+    maxBuffer: 16 * 2 ** 20,
   });
-  expect(code, output).toBe(0);
   const results = JSON.parse(readFileSync(join(dir, 'operator.json'), 'utf8')) as {
     idleRssSlopeMiBPerVps: number | null;
     scale: Run[];
